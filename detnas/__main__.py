@@ -1,0 +1,3 @@
+from detnas.cli import main
+
+raise SystemExit(main())
