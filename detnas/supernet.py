@@ -28,6 +28,7 @@ class _Backbone(nn.Module):
         self.space = space
         self.stage_channels = tuple(sp.stage_channels)
         self.out_channels = sp.stage_channels[-1]
+        self.last_channels = sp.last_channels  # width of the classifier's 1x1 last conv
         self.stem = nn.Sequential(*conv_bn(3, sp.first_channels, 3, norm_layer, 2, relu=True))
         self._layout = sp.block_layout()
         self._stage_ends = {i for i, (stage, *_rest) in enumerate(self._layout)
@@ -116,21 +117,22 @@ class Supernet(_Backbone):
 
 
 class Classifier(nn.Module):
-    """Backbone + 1x1 last conv + global average pool + FC (the ImageNet-style network)."""
+    """Backbone + 1x1 last conv + global average pool + FC (the ImageNet-style network).
 
-    def __init__(
-        self,
-        backbone: Backbone | Supernet,
-        num_classes: int,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-    ):
+    Works around any backbone of the contract; one with ``last_channels = None`` (ResNet) gets
+    no last conv.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
         self.backbone = backbone
-        last_channels = get_space(backbone.space).last_channels
-        self.last = nn.Sequential(
-            *conv_bn(backbone.out_channels, last_channels, 1, norm_layer, relu=True)
+        last_channels = getattr(backbone, "last_channels", None)
+        self.last = (
+            nn.Sequential(*conv_bn(backbone.out_channels, last_channels, 1, norm_layer, relu=True))
+            if last_channels
+            else nn.Identity()
         )
-        self.fc = nn.Linear(last_channels, num_classes)
+        self.fc = nn.Linear(last_channels or backbone.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = next(reversed(self.backbone(x).values()))  # C5: (N, C, H/32, W/32)

@@ -1,0 +1,69 @@
+"""``detnas arch``: show, list and sample architectures."""
+
+from __future__ import annotations
+
+import random
+
+from detnas import flops, space
+from detnas.cli.common import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("arch", help="architectures: show, list, sample")
+    cmds = p.add_subparsers(dest="arch_command", required=True, metavar="ARCH_COMMAND")
+
+    show = cmds.add_parser("show", help="encoding, FLOPs and params of a named or encoded arch")
+    show.add_argument("arch", help="a registered name or an encoding like 2120-2112-33130031-3132")
+    show.add_argument("--space", default=None, help=f"one of {', '.join(space.SPACES)}")
+    show.add_argument("--input-size", type=int, default=224)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=_show)
+
+    lst = cmds.add_parser("list", help="the registered architectures")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_list)
+
+    smp = cmds.add_parser("sample", help="seeded random architectures")
+    smp.add_argument("--space", required=True)
+    smp.add_argument("--max-flops", type=float, default=None, help="backbone FLOPs limit at 224")
+    smp.add_argument("-n", type=int, default=1)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.set_defaults(func=_sample)
+
+
+def _show(args) -> int:
+    arch = space.resolve(args.arch, args.space)
+    info = flops.summary(arch, args.input_size)
+    if args.json:
+        print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k:18} {v:,}" if isinstance(v, int) else f"{k:18} {v}")
+    return 0
+
+
+def _list(args) -> int:
+    rows = []
+    for named in space.REGISTRY.values():
+        info = flops.summary(named.arch)
+        rows.append({"name": named.name, **info, "source": named.source})
+    if args.json:
+        print_json(rows)
+    else:
+        print(f"{'name':28} {'space':5} {'backbone MFLOPs':>15}  arch")
+        for r in rows:
+            print(f"{r['name']:28} {r['space']:5} {r['backbone_flops'] / 1e6:15.1f}  {r['arch']}")
+    return 0
+
+
+def _sample(args) -> int:
+    space.get_space(args.space)
+    rng = random.Random(args.seed)
+    table = flops.cost_table(args.space)
+    for _ in range(args.n):
+        if args.max_flops is None:
+            arch = space.sample(args.space, rng)
+        else:
+            arch = space.sample_within(args.space, rng, table.backbone_flops, args.max_flops)
+        print(arch)
+    return 0

@@ -1,0 +1,27 @@
+"""Arguments and helpers shared by command groups."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from detnas import config
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and repeatable ``--set key=value`` overrides."""
+    parser.add_argument("--config", default=None, help="study config YAML (default: built-in)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set search.generations=5 (repeatable)",
+    )
+
+
+def load_config(args: argparse.Namespace) -> config.StudyConfig:
+    return config.load(args.config, args.overrides)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,240 @@
+"""Typed study configuration: one dataclass per stage, loaded from YAML, validated, written resolved.
+
+The same YAML file is Snakemake's ``configfile`` and every ``detnas`` command's ``--config``.
+Errors name the file, the dotted field and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///results/mlflow.db"  # MLflow 3 defaults to SQLite; file stores are gone
+    experiment: str = "detnas"
+
+
+@dataclass
+class DatasetConfig:
+    """A detection dataset in COCO layout (VOC is converted to it once)."""
+
+    kind: str = "synthetic"  # synthetic | coco | voc
+    root: str = ""  # dataset folder; for synthetic, where it is generated
+    train_images: str = "train"  # image folder of the training set, relative to root
+    train_annotations: str = "annotations/instances_train.json"
+    test_images: str = "test"  # final evaluation only (COCO: val2017 / minival; VOC: test 2007)
+    test_annotations: str = "annotations/instances_test.json"
+    search_images: int = 50  # held out of train for the search fitness (paper: 5000)
+    metric: str = "mmap"  # mmap (COCO AP@[.5:.95]) | ap50 (VOC)
+    # synthetic only
+    num_train: int = 240
+    num_test: int = 60
+    image_size: int = 128
+    num_classes: int = 4
+
+
+@dataclass
+class ClassificationConfig:
+    """The ImageNet-style classification set (ImageFolder layout: train/<class>/*, val/<class>/*)."""
+
+    kind: str = "synthetic"  # synthetic | imagefolder
+    root: str = ""
+    num_classes: int = 10  # synthetic only
+    num_train: int = 2000  # synthetic only
+    num_val: int = 500  # synthetic only
+    image_size: int = 64  # training crop size (paper: 224)
+
+
+@dataclass
+class TrainConfig:
+    """An SGD schedule (supernet pre-training / fine-tuning, retraining)."""
+
+    steps: int = 200  # optimizer steps (paper: 300k ImageNet, 90k COCO)
+    batch_size: int = 32  # global batch (paper: 1024 ImageNet, 16 COCO)
+    lr: float = 0.1  # paper: 0.5 ImageNet (batch 1024), 0.02 FPN / 0.01 RetinaNet (batch 16)
+    momentum: float = 0.9
+    weight_decay: float = 4e-5  # not applied to BN and biases
+    schedule: str = "linear"  # linear (decay to 0, ImageNet) | step (detection 1x)
+    lr_steps: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # fractions of steps
+    gamma: float = 0.1  # step schedule factor
+    warmup_steps: int = 0  # paper: 500 for detection
+    label_smoothing: float = 0.1  # classification only
+    sampling: str = "uniform"  # supernet paths: uniform | flops_bins
+    flops_bins: list[list[float]] = field(default_factory=list)  # [[low, high], ...] backbone FLOPs
+    amp: bool = True  # bf16/fp16 autocast on GPU; ignored on CPU
+    checkpoint_every: int = 50  # steps between checkpoints (a kill loses at most this many)
+    log_every: int = 10
+
+
+@dataclass
+class DetectorConfig:
+    min_size: int = 128  # torchvision resize (paper: 800)
+    max_size: int = 128  # paper: 1333
+    fpn_channels: int = 64  # paper: 256
+    trainable_layers: int = 4  # backbone stages that train (all in DetNAS)
+
+
+@dataclass
+class SearchConfig:
+    population: int = 50
+    topk: int = 10
+    generations: int = 20
+    mutations: int = 20
+    crossovers: int = 20
+    mutation_prob: float = 0.1
+    max_flops: float = 0.0  # backbone FLOPs limit at flops_input_size; 0 = no limit
+    flops_input_size: int = 224  # the reference measures at 224x224
+    recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
+    recalib_batch_size: int = 8
+    workers: int = 1  # processes evaluating candidates of a generation in parallel
+
+
+@dataclass
+class NatsConfig:
+    depth: int = 50  # ResNet depth (torchvision definition)
+    width: int = 16  # base width of the ResNet (torchvision: 64); the tiny default shrinks it
+    candidates: list[list[int]] = field(default_factory=lambda: [[1, 1], [2, 2], [3, 3]])
+    groups: int = 4  # channel groups per searched conv; 1 = path-level ablation
+    searched_stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    search: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class StudyConfig:
+    seed: int = 0
+    space: str = "tiny"
+    device: str = "auto"  # auto | cpu | cuda
+    results: str = "results"
+    datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {"synth": DatasetConfig()})
+    detectors: list[str] = field(default_factory=lambda: ["fpn", "retinanet"])
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
+    supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    random_search_repeats: int = 1
+    retrain_pretrain: TrainConfig = field(default_factory=TrainConfig)
+    retrain_finetune: TrainConfig = field(default_factory=TrainConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against type ``tp`` (recursing into dataclasses, lists and dicts)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(options[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        _key, item = typing.get_args(tp)
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ValueError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})"
+        )
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def _check(cfg: StudyConfig, where: str) -> None:
+    """Cross-field checks that types alone cannot express."""
+    from detnas.space import SPACES
+
+    if cfg.space not in SPACES:
+        raise ValueError(f"{where}.space: unknown space {cfg.space!r} (known: {', '.join(SPACES)})")
+    for d in cfg.detectors:
+        if d not in ("fpn", "retinanet"):
+            raise ValueError(f"{where}.detectors: unknown detector {d!r} (fpn, retinanet)")
+    for name, t in vars(cfg).items():
+        if isinstance(t, TrainConfig):
+            if t.steps < 0 or t.batch_size < 1:
+                raise ValueError(f"{where}.{name}: steps must be >= 0 and batch_size >= 1")
+            if t.schedule not in ("linear", "step"):
+                raise ValueError(f"{where}.{name}.schedule: {t.schedule!r} (linear, step)")
+            if t.sampling not in ("uniform", "flops_bins"):
+                raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
+    for name, d in cfg.datasets.items():
+        if d.kind not in ("synthetic", "coco", "voc"):
+            raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")
+        if d.metric not in ("mmap", "ap50"):
+            raise ValueError(f"{where}.datasets.{name}.metric: {d.metric!r} (mmap, ap50)")
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
+    """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings.
+
+    Raises:
+        ValueError: the file is missing or malformed, or a field has a bad name, type or value.
+    """
+    where = str(path) if path else "config"
+    data: dict = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ValueError(f"{path}: config file does not exist") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        _set(data, key, yaml.safe_load(value))
+    cfg = from_dict(StudyConfig, data, where)
+    _check(cfg, where)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of a (resolved) config, for tags and provenance."""
+    text = json.dumps(to_dict(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

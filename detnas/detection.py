@@ -1,0 +1,84 @@
+"""The only module that knows torchvision detection: Faster R-CNN + FPN and RetinaNet.
+
+Any backbone of the contract (``forward`` -> OrderedDict of C2..C5, ``stage_channels``) is wrapped
+with an FPN: Faster R-CNN uses C2..C5 (+ a max-pooled P6), RetinaNet C3..C5 (+ P6/P7), as in the
+DetNAS reference. Anchor sizes scale with the input size so that small synthetic images get
+anchors of the same relative size as 800-pixel COCO images.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops.feature_pyramid_network import (
+    FeaturePyramidNetwork,
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
+
+from detnas.config import DetectorConfig
+
+DETECTORS = ("fpn", "retinanet")
+
+
+class BackboneWithFPN(nn.Module):
+    """A backbone's stage outputs ``in_stages`` through a feature pyramid."""
+
+    def __init__(self, body: nn.Module, in_stages: tuple[int, ...], out_channels: int, extra):
+        super().__init__()
+        self.body = body
+        self.in_stages = in_stages
+        self.fpn = FeaturePyramidNetwork(
+            [body.stage_channels[i] for i in in_stages], out_channels, extra_blocks=extra
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        stages = list(self.body(x).values())
+        return self.fpn(OrderedDict((str(i), stages[s]) for i, s in enumerate(self.in_stages)))
+
+
+def _anchor_sizes(min_size: int, first: int, levels: int) -> list[int]:
+    """Anchor sizes of the reference detectors (32..512 at 800 px), scaled to ``min_size``."""
+    scale = min_size / 800
+    return [max(4, round(first * 2**i * scale)) for i in range(levels)]
+
+
+def build_detector(backbone: nn.Module, detector: str, num_classes: int,
+                   cfg: DetectorConfig | None = None) -> nn.Module:
+    """A torchvision detector around ``backbone``.
+
+    Args:
+        backbone: a module of the backbone contract (`detnas.supernet.Backbone`, `Supernet`, ...).
+        detector: ``fpn`` (Faster R-CNN + FPN) or ``retinanet``.
+        num_classes: object classes, without the background.
+        cfg: input sizes and FPN width.
+    """
+    cfg = cfg or DetectorConfig()
+    sizes = dict(min_size=cfg.min_size, max_size=cfg.max_size)
+    if detector == "fpn":
+        body = BackboneWithFPN(backbone, (0, 1, 2, 3), cfg.fpn_channels, LastLevelMaxPool())
+        anchors = AnchorGenerator(
+            tuple((s,) for s in _anchor_sizes(cfg.min_size, 32, 5)), ((0.5, 1.0, 2.0),) * 5
+        )
+        return FasterRCNN(body, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **sizes)
+    if detector == "retinanet":
+        body = BackboneWithFPN(
+            backbone, (1, 2, 3), cfg.fpn_channels, LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels)
+        )
+        anchors = AnchorGenerator(
+            tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3)))
+                  for s in _anchor_sizes(cfg.min_size, 32, 5)),
+            ((0.5, 1.0, 2.0),) * 5,
+        )
+        return RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors, **sizes)
+    raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
+
+
+def detector_backbone(model: nn.Module) -> nn.Module:
+    """The search backbone inside a detector built by `build_detector`."""
+    return model.backbone.body

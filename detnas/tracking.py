@@ -1,0 +1,114 @@
+"""The only module that talks to MLflow.
+
+One parent run per pipeline run (created once by ``detnas tracking init`` before parallel jobs
+start; its id is kept in ``<results>/tracking.json``) and one child run per stage and ablation,
+tagged so that the MLflow UI groups and compares them. Metrics are buffered and sent in batches.
+With tracking disabled every call goes to a `NullTracker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from detnas.checkpoint import load_json, save_json
+
+log = logging.getLogger(__name__)
+
+TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed", "config_hash",
+            "git_commit")
+
+
+class NullTracker:
+    """Tracking switched off: accepts every call and does nothing."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_artifact(self, path: str | Path) -> None: ...
+    def flush(self) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.finish("FAILED" if exc_type else "FINISHED")
+
+
+class MlflowTracker(NullTracker):
+    """A child run of the pipeline's parent run."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, Any],
+                 parent_run_id: str | None = None, flush_every: int = 50):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        all_tags = {k: str(v) for k, v in tags.items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+        self.flush_every = flush_every
+        self._buffer: list = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def flush(self) -> None:
+        for i in range(0, len(self._buffer), 1000):
+            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
+        self._buffer = []
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _parent_file(results: str | Path) -> Path:
+    return Path(results) / "tracking.json"
+
+
+def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
+                tags: dict[str, Any]) -> str:
+    """Create the store, the experiment and the pipeline's parent run (once per results folder)."""
+    path = _parent_file(results)
+    if path.exists():
+        return load_json(path)["parent_run_id"]
+    tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"})
+    save_json(path, {"tracking_uri": uri, "experiment": experiment,
+                     "parent_run_id": tracker.run_id})
+    return tracker.run_id
+
+
+def start(cfg, run_name: str, tags: dict[str, Any]) -> NullTracker:
+    """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`)."""
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    parent = _parent_file(cfg.results)
+    parent_id = load_json(parent)["parent_run_id"] if parent.exists() else None
+    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_id)
