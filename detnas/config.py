@@ -42,6 +42,7 @@ class DatasetConfig:
     num_test: int = 60
     image_size: int = 128
     num_classes: int = 4
+    max_objects: int = 6  # objects per image are 1..max_objects (plus 0-2 distractors)
 
 
 @dataclass
@@ -82,7 +83,10 @@ class DetectorConfig:
     min_size: int = 128  # torchvision resize (paper: 800)
     max_size: int = 128  # paper: 1333
     fpn_channels: int = 64  # paper: 256
-    trainable_layers: int = 4  # backbone stages that train (all in DetNAS)
+    box_head_channels: int = 256  # Faster R-CNN two-MLP box head width (paper: 1024)
+    box_batch_size_per_image: int = 128  # sampled RoIs per image (paper: 512)
+    rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
+    rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
 
 
 @dataclass
