@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-COMMAND_GROUPS = ("arch", "train", "tracking")
+COMMAND_GROUPS = ("arch", "train", "tracking", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
