@@ -202,7 +202,7 @@ def _optimizers(model: nn.Module, cfg: StudyConfig):
 
 def entropy(alpha: torch.Tensor) -> float:
     """Mean entropy (nats) of the per-group softmax of ``alpha``; log(K) at the start."""
-    p = alpha.softmax(-1)
+    p = alpha.detach().softmax(-1)
     return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
 
 
