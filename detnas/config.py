@@ -110,10 +110,12 @@ class NatsConfig:
     width: int = 16  # base width of the ResNet (torchvision: 64); the tiny default shrinks it
     candidates: list[list[int]] = field(default_factory=lambda: [[1, 1], [2, 2], [3, 3]])
     groups: int = 4  # channel groups per searched conv; 1 = path-level ablation
+    group_width: int = 0  # channels per group instead (the "channels per group" ablation); 0 = off
     searched_stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_warmup_steps: int = 0  # weight-only steps before alpha steps start (paper: unknown)
     search: TrainConfig = field(default_factory=TrainConfig)
 
 
