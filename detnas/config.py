@@ -195,6 +195,9 @@ def _check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.schedule: {t.schedule!r} (linear, step)")
             if t.sampling not in ("uniform", "flops_bins"):
                 raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
+    from detnas.nats.search import check_config
+
+    check_config(cfg.nats, f"{where}.nats")
     for name, d in cfg.datasets.items():
         if d.kind not in ("synthetic", "coco", "voc"):
             raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")
