@@ -42,6 +42,7 @@ class DatasetConfig:
     num_test: int = 60
     image_size: int = 128
     num_classes: int = 4
+    max_objects: int = 6  # objects per image are 1..max_objects (plus 0-2 distractors)
 
 
 @dataclass
