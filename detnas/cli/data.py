@@ -114,9 +114,9 @@ def _check(args) -> int:
     root = Path(d.root)
     if not root.is_dir():
         raise ValueError(f"{root}: dataset folder does not exist (datasets.{args.dataset}.root)")
-    for split, images, annotations in (("train", d.train_images, d.train_annotations),
+    for split, images, labels_file in (("train", d.train_images, d.train_annotations),
                                        ("test", d.test_images, d.test_annotations)):
-        ds = CocoDetection(root / images, root / annotations, cache=not args.quick)
+        ds = CocoDetection(root / images, root / labels_file, cache=not args.quick)
         labels = ds.label_counts()
         areas = Counter("small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"
                         for a in ds.coco.dataset["annotations"] if not a.get("iscrowd", 0))

@@ -204,8 +204,8 @@ class CocoDetection(Dataset):
             _fail(self.annotation_file, "empty split: no images")
         unknown = [i for i in ids if i not in self._images]
         if unknown:
-            _fail(self.annotation_file, f"unknown image id {unknown[0]} "
-                                        f"({len(unknown)} of the requested ids are not in the file)")
+            _fail(self.annotation_file, f"unknown image id {unknown[0]} ({len(unknown)} of "
+                                        "the requested ids are not in the file)")
         return ids
 
     def _decode(self, image_id: int) -> torch.Tensor:
