@@ -241,13 +241,14 @@ def render_classification(rng: np.random.Generator, image_size: int, label: int,
     h = w = image_size
     pairs = class_pairs()
     img = _background(h, w, rng)
-    for _ in range(int(rng.integers(0, 3))):  # small clutter of any pair, behind the object
-        size = rng.uniform(0.15, 0.35) * image_size
-        pair = pairs[int(rng.integers(len(pairs)))]
+    n_clutter = int(rng.integers(0, 2)) if len(pairs) > num_classes else 0
+    for _ in range(n_clutter):  # a small distractor (not a class pair), behind the object
+        size = rng.uniform(0.15, 0.3) * image_size
+        pair = pairs[int(rng.integers(num_classes, len(pairs)))]
         mask, layer = _object(*pair, size, rng.uniform(0, w), rng.uniform(0, h), h, w, rng)
         img = np.where(mask[..., None], layer, img)
-    size = rng.uniform(0.45, 0.9) * image_size
-    margin = size / 4
+    size = rng.uniform(0.5, 0.9) * image_size
+    margin = size / 3
     cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
     mask, layer = _object(*pairs[label], size, cx, cy, h, w, rng)
     img = np.where(mask[..., None], layer, img)
