@@ -47,7 +47,7 @@ class DatasetConfig:
 
 @dataclass
 class ClassificationConfig:
-    """The ImageNet-style classification set (ImageFolder layout: train/<class>/*, val/<class>/*)."""
+    """The ImageNet-style classification set (ImageFolder: train/<class>/*, val/<class>/*)."""
 
     kind: str = "synthetic"  # synthetic | imagefolder
     root: str = ""
