@@ -98,6 +98,8 @@ class SearchConfig:
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
     workers: int = 1  # processes evaluating candidates of a generation in parallel
+    eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
+    threads: int = 0  # torch threads per evaluating process; 0 = CPU cores // workers
 
 
 @dataclass

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-COMMAND_GROUPS = ("arch",)
+COMMAND_GROUPS = ("arch", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:
