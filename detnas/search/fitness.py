@@ -22,7 +22,7 @@ from detnas.bn import recalibrated
 from detnas.checkpoint import load_checkpoint
 from detnas.models import backbone_of, model_from_meta
 from detnas.space import Arch
-from detnas.supernet import Supernet
+from detnas.supernet import Classifier, Supernet
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ class SupernetFitness:
         recalib_batches: a callable returning a fresh iterable of image batches (the same images
             in the same order at every call).
         recalib_num_images: images per recalibration.
-        recalib_module: the module recalibrated (default: the whole model).
-        recalib_forward: runs one batch through ``recalib_module`` (default: call it).
+        recalib_module: the module recalibrated; default: a classifier whole, a detector's
+            supernet only (its FPN and heads have no BN).
+        recalib_forward: runs one batch through ``recalib_module``; default: call it (a
+            classifier), `detector_recalib_forward` (a detector).
     """
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict], metric: str,
@@ -77,6 +79,10 @@ class SupernetFitness:
         self.metric = metric
         self.recalib_batches = recalib_batches
         self.recalib_num_images = recalib_num_images
+        if recalib_module is None and not isinstance(model, Classifier):
+            device = next(model.parameters()).device
+            recalib_module = self.supernet
+            recalib_forward = recalib_forward or detector_recalib_forward(model, device)
         self.recalib_module = recalib_module or model
         self.recalib_forward = recalib_forward
 
@@ -156,8 +162,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
 
         return SupernetFitness(
             model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
-            spec.metric, batches, spec.recalib_num_images, backbone_of(model),
-            detector_recalib_forward(model, device),
+            spec.metric, batches, spec.recalib_num_images,
         )
     val = data.ImageFolderClassification(spec.data, spec.image_size, False)
     # evaluation preprocessing for recalibration too: the statistics of what evaluation sees
