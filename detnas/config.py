@@ -99,7 +99,8 @@ class SearchConfig:
     recalib_batch_size: int = 8
     workers: int = 1  # processes evaluating candidates of a generation in parallel
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
-    threads: int = 0  # torch threads per evaluating process; 0 = CPU cores // workers
+    threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
+    # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
 
 
 @dataclass

@@ -67,7 +67,7 @@ def _device(name: str) -> str:
 
 
 def _run(args) -> int:
-    from detnas.search.fitness import FitnessSpec, default_threads
+    from detnas.search.fitness import FitnessSpec
     from detnas.search.stage import search_stage
 
     cfg = load_config(args)
@@ -90,7 +90,7 @@ def _run(args) -> int:
         recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
         eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
         seed=cfg.seed, device=_device(cfg.device),
-        threads=s.threads or default_threads(s.workers),
+        threads=s.threads,
     )
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,

@@ -10,7 +10,6 @@ FPN and heads have no BN. A classifier is recalibrated whole (its last conv has 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +178,3 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
         model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
         batches, spec.recalib_num_images,
     )
-
-
-def default_threads(workers: int) -> int:
-    """Torch threads per evaluating process: the CPU cores shared among the workers."""
-    return max(1, (os.cpu_count() or 1) // workers)
