@@ -11,7 +11,7 @@ rule arch_spec:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     shell:
         "detnas arch spec {wildcards.baseline} --config {STUDY_CONFIG} --out {output} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule synth_detection:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=30,
     shell:
         "detnas data synth-detection --config {STUDY_CONFIG} --dataset {wildcards.dataset}"
@@ -31,7 +31,7 @@ rule synth_classification:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=30,
     shell:
         "detnas data synth-classification --config {STUDY_CONFIG} > {log} 2>&1"

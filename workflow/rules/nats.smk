@@ -16,7 +16,7 @@ rule nats_search:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=16000,
+        mem_mb=4000,
         runtime=120,
     shell:
         LAUNCH + "detnas nats search --config {STUDY_CONFIG} --pretrained {input.pretrained}"

@@ -23,7 +23,7 @@ rule retrain_classifier:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=8000,
+        mem_mb=3000,
         runtime=120,
     shell:
         LAUNCH + "detnas train classifier --config {STUDY_CONFIG} --arch {input.arch}"
@@ -70,7 +70,7 @@ rule retrain_detector:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=16000,
+        mem_mb=4000,
         runtime=120,
     shell:
         LAUNCH + "detnas train detector --config {STUDY_CONFIG} --arch {input.arch}"

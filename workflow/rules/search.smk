@@ -36,7 +36,7 @@ rule search_detection:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=16000,
+        mem_mb=4000,
         runtime=120,
     shell:
         LAUNCH + "detnas search {params.method} --config {STUDY_CONFIG}"
@@ -71,7 +71,7 @@ rule search_classification:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=8000,
+        mem_mb=3000,
         runtime=120,
     shell:
         LAUNCH + "detnas search evolution --config {STUDY_CONFIG}"

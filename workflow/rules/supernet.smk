@@ -20,7 +20,7 @@ rule supernet_classification:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=8000,
+        mem_mb=3000,
         runtime=60,
     shell:
         LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task classification"
@@ -60,7 +60,7 @@ rule supernet_detection:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=16000,
+        mem_mb=4000,
         runtime=60,
     shell:
         LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task detection"

@@ -9,7 +9,7 @@ rule tracking_init:
     threads: 1
     resources:
         gpu=0,
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     shell:
         "detnas tracking init --config {STUDY_CONFIG} > {log} 2>&1"
