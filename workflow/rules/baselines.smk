@@ -1,3 +1,7 @@
+# The config keys each baseline's arch.json depends on.
+BASELINE_KEYS = {"shufflenetv2": ["space"], "resnet50": ["nats.depth", "nats.width"]}
+
+
 rule arch_spec:
     """A hand-crafted baseline's arch.json: ShuffleNetV2 of the config's space, or ResNet-50."""
     output:
@@ -5,9 +9,9 @@ rule arch_spec:
     log:
         "logs/archs/{baseline}.log",
     wildcard_constraints:
-        baseline=_alt(BASELINES),
+        baseline=_alt(BASELINE_KEYS),
     params:
-        cfg=lambda w: part("space") if w.baseline == "shufflenetv2" else part("nats"),
+        cfg=lambda w: part(*BASELINE_KEYS[w.baseline]),
     threads: 1
     resources:
         gpu=0,

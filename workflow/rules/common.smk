@@ -84,7 +84,9 @@ _write_study_config(STUDY_CONFIG, config)
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]
 DETECTORS = list(STUDY.detectors)
-TRACKING = [f"{R}/tracking.json"] if STUDY.tracking.enabled else []
+# The parent run must exist before the jobs start; ancient: a new parent run (e.g. another
+# experiment name) does not make the finished stages out of date.
+TRACKING = [ancient(f"{R}/tracking.json")] if STUDY.tracking.enabled else []
 
 # The rows of the results table. Shared rows have one architecture for every dataset and
 # detector; searched rows and NATS have one per (dataset, detector).
@@ -105,9 +107,19 @@ wildcard_constraints:
     init="pretrained|scratch",
 
 
+def _get(dotted):
+    value = RESOLVED
+    for k in dotted.split("."):
+        value = value[k]
+    return value
+
+
 def part(*keys, dataset=None):
-    """The slice of the resolved config a rule depends on, as a canonical string (params.cfg)."""
-    data = {k: RESOLVED[k] for k in keys}
+    """The slice of the resolved config a rule depends on, as a canonical string (params.cfg).
+
+    Keys may be dotted (``nats.depth``); ``dataset`` adds that dataset's section.
+    """
+    data = {k: _get(k) for k in keys}
     if dataset is not None:
         data["dataset"] = RESOLVED["datasets"][dataset]
     return json.dumps(data, sort_keys=True)
