@@ -25,7 +25,25 @@ if workflow.overwrite_configfiles:
     config.clear()
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
-validate(config, "../schemas/config.schema.yaml", set_default=False)
+CONFIG_FILES = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles))
+
+
+def _validate(data):
+    """Validate against the schema; on error, one line naming the file, the key and the value."""
+    schema = "../schemas/config.schema.yaml"
+    try:
+        validate(data, schema, set_default=False)
+    except WorkflowError:
+        import jsonschema
+
+        with open(Path(workflow.current_basedir.get_path_or_uri(secret_free=True), schema)) as f:
+            validator = jsonschema.Draft202012Validator(yaml.safe_load(f))
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        where = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise WorkflowError(f"config {CONFIG_FILES}: {where}: {error.message}") from None
+
+
+_validate(config)
 
 R = config.get("results", "results")
 
@@ -60,7 +78,7 @@ try:  # cross-field checks and the resolved values (dataclass defaults filled in
     STUDY = detnas_config.from_dict(detnas_config.StudyConfig, config, "config")
     detnas_config._check(STUDY, "config")
 except ValueError as e:
-    raise WorkflowError(str(e)) from None
+    raise WorkflowError(f"config {CONFIG_FILES}: {e}") from None
 RESOLVED = detnas_config.to_dict(STUDY)
 
 STUDY_CONFIG = f"{R}/config.yaml"
