@@ -42,11 +42,12 @@ class DatasetConfig:
     num_test: int = 60
     image_size: int = 128
     num_classes: int = 4
+    max_objects: int = 6  # objects per image are 1..max_objects (plus 0-2 distractors)
 
 
 @dataclass
 class ClassificationConfig:
-    """The ImageNet-style classification set (ImageFolder layout: train/<class>/*, val/<class>/*)."""
+    """The ImageNet-style classification set (ImageFolder: train/<class>/*, val/<class>/*)."""
 
     kind: str = "synthetic"  # synthetic | imagefolder
     root: str = ""
@@ -82,7 +83,10 @@ class DetectorConfig:
     min_size: int = 128  # torchvision resize (paper: 800)
     max_size: int = 128  # paper: 1333
     fpn_channels: int = 64  # paper: 256
-    trainable_layers: int = 4  # backbone stages that train (all in DetNAS)
+    box_head_channels: int = 256  # Faster R-CNN two-MLP box head width (paper: 1024)
+    box_batch_size_per_image: int = 128  # sampled RoIs per image (paper: 512)
+    rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
+    rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
 
 
 @dataclass
@@ -106,10 +110,12 @@ class NatsConfig:
     width: int = 16  # base width of the ResNet (torchvision: 64); the tiny default shrinks it
     candidates: list[list[int]] = field(default_factory=lambda: [[1, 1], [2, 2], [3, 3]])
     groups: int = 4  # channel groups per searched conv; 1 = path-level ablation
+    group_width: int = 0  # channels per group instead (the "channels per group" ablation); 0 = off
     searched_stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_warmup_steps: int = 0  # weight-only steps before alpha steps start (paper: unknown)
     search: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -189,6 +195,9 @@ def _check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.schedule: {t.schedule!r} (linear, step)")
             if t.sampling not in ("uniform", "flops_bins"):
                 raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
+    from detnas.nats.search import check_config
+
+    check_config(cfg.nats, f"{where}.nats")
     for name, d in cfg.datasets.items():
         if d.kind not in ("synthetic", "coco", "voc"):
             raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops.feature_pyramid_network import (
     FeaturePyramidNetwork,
     LastLevelMaxPool,
@@ -65,7 +66,19 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
         anchors = AnchorGenerator(
             tuple((s,) for s in _anchor_sizes(cfg.min_size, 32, 5)), ((0.5, 1.0, 2.0),) * 5
         )
-        return FasterRCNN(body, num_classes=num_classes + 1, rpn_anchor_generator=anchors, **sizes)
+        resolution = 7  # MultiScaleRoIAlign output of torchvision's Faster R-CNN
+        return FasterRCNN(
+            body, rpn_anchor_generator=anchors,
+            box_head=TwoMLPHead(cfg.fpn_channels * resolution**2, cfg.box_head_channels),
+            box_predictor=FastRCNNPredictor(cfg.box_head_channels, num_classes + 1),
+            box_batch_size_per_image=cfg.box_batch_size_per_image,
+            rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+            rpn_pre_nms_top_n_train=cfg.rpn_post_nms_top_n,
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
+            rpn_pre_nms_top_n_test=cfg.rpn_post_nms_top_n // 2,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n // 2,
+            **sizes,
+        )
     if detector == "retinanet":
         body = BackboneWithFPN(
             backbone, (1, 2, 3), cfg.fpn_channels, LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels)

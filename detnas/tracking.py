@@ -110,5 +110,5 @@ def start(cfg, run_name: str, tags: dict[str, Any]) -> NullTracker:
     if not cfg.tracking.enabled:
         return NullTracker()
     parent = _parent_file(cfg.results)
-    parent_id = load_json(parent)["parent_run_id"] if parent.exists() else None
+    parent_id = load_json(parent).get("parent_run_id") if parent.exists() else None
     return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_id)

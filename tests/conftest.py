@@ -5,22 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+torch.set_num_threads(2)  # the test machines have 2 cores; more threads only contend
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests where there is no CUDA device (torch is imported only if one is marked)."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items:
-        return
-    import torch
-
+    """Skip `gpu` tests where there is no CUDA device."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in gpu_items:
-        item.add_marker(skip)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from detnas import flops, space
-from detnas.cli.common import print_json
+from detnas.cli.common import add_config_args, load_config, print_json
 
 
 def register(sub) -> None:
@@ -29,6 +29,12 @@ def register(sub) -> None:
     smp.add_argument("-n", type=int, default=1)
     smp.add_argument("--seed", type=int, default=0)
     smp.set_defaults(func=_sample)
+
+    spec = cmds.add_parser("spec", help="write the arch.json of a baseline or a named arch")
+    spec.add_argument("arch", help="shufflenetv2 | resnet50 | a registered name | an encoding")
+    add_config_args(spec)
+    spec.add_argument("--out", required=True, help="arch.json to write")
+    spec.set_defaults(func=_spec)
 
 
 def _show(args) -> int:
@@ -66,4 +72,19 @@ def _sample(args) -> int:
         else:
             arch = space.sample_within(args.space, rng, table.backbone_flops, args.max_flops)
         print(arch)
+    return 0
+
+
+def _spec(args) -> int:
+    from detnas.backbones import shufflenet_spec
+    from detnas.checkpoint import provenance, save_json
+    from detnas.config import to_dict
+    from detnas.train import baseline_spec
+
+    cfg = load_config(args)
+    if args.arch in ("shufflenetv2", "resnet50"):
+        spec = baseline_spec(cfg, args.arch)
+    else:
+        spec = shufflenet_spec(space.resolve(args.arch, cfg.space))
+    save_json(args.out, {**spec, "provenance": provenance(to_dict(cfg), cfg.seed)})
     return 0

@@ -1,0 +1,26 @@
+"""``detnas report``: the results tables, search curves and architecture figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detnas.cli.common import add_config_args, load_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="tables, curves and figures of a results folder")
+    add_config_args(p)
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder to read (default: the config's `results`)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for report.md, report.html, tables.json and figures/")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from detnas.report import build_report
+
+    cfg = load_config(args)
+    data = build_report(cfg, args.results or Path(cfg.results), args.out)
+    print(f"report: {args.out / 'report.html'} ({len(data['missing'])} missing inputs)")
+    return 0

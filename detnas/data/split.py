@@ -1,0 +1,62 @@
+"""The paper's splits of a detection training set: supernet training and search validation.
+
+DetNAS fine-tunes the supernet on the training set less a held-out part (5k images of COCO
+trainval35k) and ranks candidates by their mmAP on that held-out part; the test split
+(COCO minival / val2017, VOC test 2007) is used only for the final evaluation of the retrained
+winners. The held-out images are drawn with a seeded RNG over the sorted image ids, so the same
+file and seed always give the same split; the images stay where they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from detnas.checkpoint import save_json
+from detnas.data.coco import load_coco_json
+
+log = logging.getLogger(__name__)
+
+
+def _part(data: dict, ids: set[int], description: str) -> dict:
+    return {
+        **{k: v for k, v in data.items() if k not in ("images", "annotations")},
+        "info": {**(data.get("info") or {}), "split": description},
+        "images": [im for im in data["images"] if im["id"] in ids],
+        "annotations": [a for a in data["annotations"] if a["image_id"] in ids],
+    }
+
+
+def make_search_split(annotation_file: str | Path, holdout: int, seed: int,
+                      out_dir: str | Path) -> tuple[Path, Path]:
+    """Split a COCO annotation file into supernet-training and search-validation files.
+
+    Args:
+        annotation_file: the detection training set (COCO format).
+        holdout: images held out for the search (paper: 5000 of COCO trainval35k).
+        seed: the RNG seed of the draw.
+        out_dir: where ``instances_supernet.json`` and ``instances_search.json`` are written.
+
+    Returns:
+        The paths of the supernet-training and the search-validation annotation files.
+
+    Raises:
+        ValueError: the file is not valid COCO, or ``holdout`` leaves either part empty.
+    """
+    data = load_coco_json(annotation_file)
+    ids = sorted(im["id"] for im in data["images"])
+    if not 0 < holdout < len(ids):
+        raise ValueError(f"{annotation_file}: holdout {holdout} must be between 1 and "
+                         f"{len(ids) - 1} (the file has {len(ids)} images)")
+    search = set(random.Random(seed).sample(ids, holdout))
+    supernet = set(ids) - search
+    out_dir = Path(out_dir)
+    source = f"{Path(annotation_file).name}, seed {seed}"
+    supernet_path = save_json(out_dir / "instances_supernet.json",
+                              _part(data, supernet, f"supernet training of {source}"))
+    search_path = save_json(out_dir / "instances_search.json",
+                            _part(data, search, f"search validation of {source}"))
+    log.info("%s: %d supernet-training and %d search-validation images in %s",
+             annotation_file, len(supernet), len(search), out_dir)
+    return supernet_path, search_path

@@ -1,0 +1,282 @@
+"""The embedded default datasets: seeded, deterministic, written in the real layouts.
+
+Detection goes to COCO's layout (``train/*.png``, ``test/*.png``,
+``annotations/instances_{train,test}.json``), classification to ImageNet's ImageFolder layout
+(``train/<class>/*.png``, ``val/<class>/*.png``), so the same readers serve real and embedded data.
+
+The images are built so that the backbone matters:
+
+- a class is a (shape, texture) pair, and the classes share shapes and textures with each other,
+  so neither alone tells them apart; colours are drawn at random per object, so colour never does;
+- objects are rotated, with sizes log-uniform from a few pixels to most of the image (COCO's
+  small, medium and large all occur, so every FPN level and receptive field has work to do);
+- several objects per image, later ones occluding earlier ones (at most half of an object is
+  hidden; the annotated ``area`` is the visible pixel count, the box is the full object);
+- textured backgrounds with clutter: lines, blobs and *distractors*, shapes with a (shape,
+  texture) pair that is not a class, which the detector must learn to ignore.
+
+Every image is drawn from its own generator seeded with ``(seed, split, index)``, so image ``i``
+is the same whatever the number of images, and the written files are byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from detnas.checkpoint import atomic_write, save_json
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("ellipse", "rectangle", "triangle", "cross", "ring", "diamond")
+TEXTURES = ("stripes", "checker", "dots", "waves")
+_SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
+
+
+def class_pairs() -> list[tuple[int, int]]:
+    """All (shape, texture) index pairs, in the order classes take them.
+
+    Ordered by square shells (``(0,0) (0,1) (1,0) (1,1) (0,2) ...``), so any first ``k >= 4``
+    classes share both shapes and textures among themselves.
+    """
+    pairs = [(s, t) for s in range(len(SHAPES)) for t in range(len(TEXTURES))]
+    return sorted(pairs, key=lambda p: (max(p), p[0], p[1]))
+
+
+def class_names(num_classes: int) -> list[str]:
+    """The names of the first ``num_classes`` synthetic classes, like ``ellipse_stripes``."""
+    pairs = class_pairs()
+    if not 1 <= num_classes <= len(pairs):
+        raise ValueError(f"num_classes: {num_classes} (the synthetic sets have 1..{len(pairs)})")
+    return [f"{SHAPES[s]}_{TEXTURES[t]}" for s, t in pairs[:num_classes]]
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _SPLIT_CODES[split],
+                                                                       index])))
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, 3).astype(np.float32)
+
+
+def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mask of a shape in rotated unit coordinates ``u, v`` in [-1, 1]."""
+    name = SHAPES[shape]
+    if name == "ellipse":
+        aspect = rng.uniform(0.6, 1.0)
+        return u**2 + (v / aspect) ** 2 <= 1
+    if name == "rectangle":
+        aspect = rng.uniform(0.5, 1.0)
+        return (np.abs(u) <= 1) & (np.abs(v) <= aspect)
+    if name == "triangle":
+        return (v <= 0.8) & (v >= 2 * np.abs(u) - 1.2)
+    if name == "cross":
+        arm = rng.uniform(0.28, 0.4)
+        return ((np.abs(u) <= 1) & (np.abs(v) <= arm)) | ((np.abs(v) <= 1) & (np.abs(u) <= arm))
+    if name == "ring":
+        r = np.hypot(u, v)
+        return (r <= 1) & (r >= rng.uniform(0.45, 0.6))
+    return np.abs(u) + np.abs(v) <= 1  # diamond
+
+
+def _texture(texture: int, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+             size: float = 64.0) -> np.ndarray:
+    """A binary texture over pixel coordinates, with a random period, phase and angle.
+
+    The period shrinks on small objects (``size`` pixels) so that a few periods always show.
+    """
+    period = min(rng.uniform(3.0, 7.0), max(2.0, size / 3))
+    angle = rng.uniform(0, np.pi)
+    a = x * np.cos(angle) + y * np.sin(angle) + rng.uniform(0, period)
+    b = -x * np.sin(angle) + y * np.cos(angle) + rng.uniform(0, period)
+    name = TEXTURES[texture]
+    if name == "stripes":
+        return np.sin(2 * np.pi * a / period) > 0
+    if name == "checker":
+        return (np.floor(a / period) + np.floor(b / period)) % 2 == 0
+    if name == "dots":
+        da = (a / period) % 1 - 0.5
+        db = (b / period) % 1 - 0.5
+        return da**2 + db**2 <= 0.09
+    return np.sin(2 * np.pi * (a + 1.5 * np.sin(2 * np.pi * b / (2.5 * period))) / period) > 0
+
+
+def _object(shape: int, texture: int, size: float, cx: float, cy: float, h: int, w: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The full-image mask and colour layer of one rotated, textured object."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    dx, dy = (x - cx) / (size / 2), (y - cy) / (size / 2)
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    mask = _shape_mask(shape, u, v, rng)
+    pattern = _texture(texture, x, y, rng, size)
+    c1, c2 = _colour(rng), _colour(rng)
+    while np.abs(c1 - c2).sum() < 150:  # keep the texture visible
+        c2 = _colour(rng)
+    layer = np.where(pattern[..., None], c1, c2)
+    return mask, layer
+
+
+def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth colour gradient under a faint random texture, crossed by random lines."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    c1, c2 = _colour(rng), _colour(rng)
+    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) / max(h, w)
+    img = c1 + (c2 - c1) * ((t - t.min()) / (np.ptp(t) + 1e-6))[..., None]
+    tex = _texture(int(rng.integers(len(TEXTURES))), x, y, rng)
+    img = img + np.where(tex[..., None], 1.0, -1.0) * rng.uniform(5, 25)
+    for _ in range(int(rng.integers(2, 7))):
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        angle = rng.uniform(0, np.pi)
+        dist = np.abs((x - x0) * np.sin(angle) - (y - y0) * np.cos(angle))
+        img = np.where((dist <= rng.uniform(0.5, 2.5))[..., None], _colour(rng), img)
+    return img
+
+
+def render_image(rng: np.random.Generator, image_size: int, num_classes: int,
+                 max_objects: int) -> tuple[np.ndarray, list[dict]]:
+    """One image and its objects.
+
+    Args:
+        rng: the image's own generator.
+        image_size: side of the square image in pixels.
+        num_classes: objects are drawn from the first ``num_classes`` class pairs.
+        max_objects: the most objects an image has (distractors not counted).
+
+    Returns:
+        The uint8 image (H, W, 3) and a list of ``{"label": 0-based class, "bbox": [x, y, w, h],
+        "area": visible pixels}``.
+    """
+    h = w = image_size
+    pairs = class_pairs()
+    img = _background(h, w, rng)
+    owner = np.full((h, w), -1, dtype=np.int32)  # which object is visible at each pixel
+    objects: list[dict] = []
+    min_size, max_size = max(6.0, image_size / 12), image_size * 0.9
+    n_objects = int(rng.integers(1, max_objects + 1))
+    n_distractors = int(rng.integers(0, 3)) if len(pairs) > num_classes else 0
+    kinds = [True] * n_objects + [False] * n_distractors
+    rng.shuffle(kinds)
+    for is_object in kinds:
+        for _attempt in range(10):
+            size = float(np.exp(rng.uniform(np.log(min_size), np.log(max_size))))
+            cx, cy = rng.uniform(size / 2, w - size / 2), rng.uniform(size / 2, h - size / 2)
+            label = int(rng.integers(num_classes)) if is_object else int(
+                rng.integers(num_classes, len(pairs)))
+            mask, layer = _object(*pairs[label], size, cx, cy, h, w, rng)
+            if mask.sum() < 16:
+                continue
+            covered = [int(((owner == i) & mask).sum()) for i in range(len(objects))]
+            if all(o["area"] - c >= o["area"] / 2 for o, c in zip(objects, covered, strict=True)):
+                break
+        else:
+            continue
+        img = np.where(mask[..., None], layer, img)
+        for i, c in enumerate(covered):
+            objects[i]["area"] -= c
+        ys, xs = np.nonzero(mask)
+        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        owner[mask] = len(objects)
+        objects.append({"label": label, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                        "area": int(mask.sum()), "is_object": is_object})
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    annotated = [{k: o[k] for k in ("label", "bbox", "area")} for o in objects if o["is_object"]]
+    return img, annotated
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=6)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def make_synthetic_detection(root: str | Path, *, seed: int, num_train: int, num_test: int,
+                             image_size: int, num_classes: int, max_objects: int = 6) -> None:
+    """Write the synthetic detection set in COCO layout under ``root``.
+
+    Writes ``root/{train,test}/<id>.png`` and ``root/annotations/instances_{train,test}.json``
+    (category ids 1..num_classes, image ids 1..n per split).
+
+    Raises:
+        ValueError: a count, the image size or the number of classes is out of range.
+    """
+    names = class_names(num_classes)
+    if num_train < 1 or num_test < 1:
+        raise ValueError(f"num_train/num_test: {num_train}/{num_test} (both must be >= 1)")
+    if image_size < 32:
+        raise ValueError(f"image_size: {image_size} (must be >= 32)")
+    root = Path(root)
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)]
+    for split, count in (("train", num_train), ("test", num_test)):
+        images, annotations = [], []
+        for i in range(count):
+            img, objects = render_image(_rng(seed, split, i), image_size, num_classes, max_objects)
+            image_id = i + 1
+            file_name = f"{image_id:06d}.png"
+            _write_png(root / split / file_name, img)
+            images.append({"id": image_id, "file_name": file_name, "width": image_size,
+                           "height": image_size})
+            for o in objects:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": o["label"] + 1, "bbox": o["bbox"],
+                                    "area": o["area"], "iscrowd": 0})
+        save_json(root / "annotations" / f"instances_{split}.json", {
+            "info": {"description": "detnas synthetic detection", "seed": seed},
+            "licenses": [], "images": images, "annotations": annotations,
+            "categories": categories,
+        })
+        log.info("synthetic detection %s: %d images, %d objects", split, count, len(annotations))
+
+
+def render_classification(rng: np.random.Generator, image_size: int, label: int,
+                          num_classes: int) -> np.ndarray:
+    """One classification image: a large object of class ``label`` among clutter."""
+    h = w = image_size
+    pairs = class_pairs()
+    img = _background(h, w, rng)
+    n_clutter = int(rng.integers(0, 2)) if len(pairs) > num_classes else 0
+    for _ in range(n_clutter):  # a small distractor (not a class pair), behind the object
+        size = rng.uniform(0.15, 0.3) * image_size
+        pair = pairs[int(rng.integers(num_classes, len(pairs)))]
+        mask, layer = _object(*pair, size, rng.uniform(0, w), rng.uniform(0, h), h, w, rng)
+        img = np.where(mask[..., None], layer, img)
+    size = rng.uniform(0.5, 0.9) * image_size
+    margin = size / 3
+    cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
+    mask, layer = _object(*pairs[label], size, cx, cy, h, w, rng)
+    img = np.where(mask[..., None], layer, img)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_synthetic_classification(root: str | Path, *, seed: int, num_classes: int, num_train: int,
+                                  num_val: int, image_size: int) -> None:
+    """Write the synthetic classification set in ImageFolder layout under ``root``.
+
+    Writes ``root/{train,val}/<class>/<index>.png``, the classes balanced (image ``i`` has class
+    ``i % num_classes``), class folders named ``<NN>_<shape>_<texture>`` so that sorted order is
+    label order.
+
+    Raises:
+        ValueError: a count, the image size or the number of classes is out of range.
+    """
+    names = class_names(num_classes)
+    if num_train < num_classes or num_val < num_classes:
+        raise ValueError(f"num_train/num_val: {num_train}/{num_val} "
+                         f"(both must be >= num_classes = {num_classes})")
+    if image_size < 16:
+        raise ValueError(f"image_size: {image_size} (must be >= 16)")
+    root = Path(root)
+    folders = [f"{i:02d}_{n}" for i, n in enumerate(names)]
+    for split, count in (("train", num_train), ("val", num_val)):
+        for i in range(count):
+            label = i % num_classes
+            img = render_classification(_rng(seed, split, i), image_size, label, num_classes)
+            _write_png(root / split / folders[label] / f"{i:06d}.png", img)
+        log.info("synthetic classification %s: %d images, %d classes", split, count, num_classes)

@@ -1,0 +1,150 @@
+"""Evaluation: COCO bbox AP through pycocotools (COCO and VOC alike), top-1 / top-5 accuracy.
+
+Detection metrics are COCOeval's: ``mmap`` is AP@[.5:.95] (the DetNAS search fitness on COCO),
+``ap50`` the AP at IoU 0.5 (the number reported on VOC; COCOeval's 101-point interpolation, not
+VOC 2007's 11-point one), ``ap75``, and ``aps`` / ``apm`` / ``apl`` by object area. All are floats
+in [0, 1]; COCOeval's -1 (no ground truth in that range) and an empty prediction list give 0.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools.cocoeval import COCOeval
+from torch import nn
+from torch.utils.data import DataLoader
+
+from detnas.data.coco import CocoDetection, detection_loader
+
+log = logging.getLogger(__name__)
+
+METRICS = ("mmap", "ap50", "ap75", "aps", "apm", "apl")  # COCOeval.stats[0:6]
+
+
+def _array(values, columns: int | None = None) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    array = np.asarray(values, dtype=np.float64)
+    return array.reshape(-1, columns) if columns else array.reshape(-1)
+
+
+def to_coco_results(dataset: CocoDetection, predictions: list[dict]) -> list[dict]:
+    """Detections in COCO's result format (``[x, y, w, h]`` boxes, category ids of the file).
+
+    Raises:
+        ValueError: a prediction names an image that is not in ``dataset`` or a label out of range.
+    """
+    known = set(dataset.ids)
+    results = []
+    for p in predictions:
+        image_id = int(p["image_id"])
+        if image_id not in known:
+            raise ValueError(f"{dataset.annotation_file}: prediction for image id {image_id}, "
+                             "which is not in the evaluated dataset")
+        boxes, scores = _array(p["boxes"], 4), _array(p["scores"])
+        labels = _array(p["labels"]).astype(np.int64)
+        for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
+            results.append({"image_id": image_id,
+                            "category_id": dataset.label_to_category(int(label)),
+                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                            "score": float(score)})
+    return results
+
+
+def coco_evaluate(dataset: CocoDetection, predictions: list[dict]) -> dict[str, float]:
+    """COCO bbox metrics of ``predictions`` on the images of ``dataset``.
+
+    Args:
+        dataset: the ground truth (``dataset.coco``), restricted to ``dataset.ids``.
+        predictions: one dict per image: ``image_id``, ``boxes`` (N, 4) xyxy, ``scores`` (N,),
+            ``labels`` (N,) contiguous labels 1..num_classes (tensors or arrays).
+
+    Returns:
+        ``{"mmap", "ap50", "ap75", "aps", "apm", "apl"}``, floats in [0, 1].
+    """
+    results = to_coco_results(dataset, predictions)
+    if not results:
+        log.warning("%s: no detections to evaluate; all metrics are 0", dataset.annotation_file)
+        return dict.fromkeys(METRICS, 0.0)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluator = COCOeval(dataset.coco, dataset.coco.loadRes(results), "bbox")
+        evaluator.params.imgIds = sorted(dataset.ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    log.debug("COCOeval on %s:\n%s", dataset.annotation_file, out.getvalue())
+    return {name: max(float(v), 0.0) for name, v in zip(METRICS, evaluator.stats, strict=False)}
+
+
+@torch.no_grad()
+def predict_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
+                     device: str | torch.device) -> list[dict]:
+    """Run a torchvision detector in eval mode over ``dataset``; its training mode is restored."""
+    if getattr(dataset, "flip_prob", 0.0):
+        dataset = dataset.subset(dataset.ids)
+        dataset.flip_prob = 0.0
+    was_training = model.training
+    model.eval()
+    predictions = []
+    try:
+        for images, targets in detection_loader(dataset, batch_size, shuffle=False, seed=0):
+            outputs = model([image.to(device) for image in images])
+            for output, target in zip(outputs, targets, strict=True):
+                predictions.append({"image_id": target["image_id"],
+                                    **{k: output[k].cpu() for k in ("boxes", "scores", "labels")}})
+    finally:
+        model.train(was_training)
+    return predictions
+
+
+def evaluate_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
+                      device: str | torch.device) -> dict[str, float]:
+    """COCO bbox metrics of a torchvision detector on ``dataset`` (see `coco_evaluate`)."""
+    return coco_evaluate(dataset, predict_detector(model, dataset, batch_size, device))
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
+                  ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """The fraction of rows whose target is among the ``k`` largest logits, per ``k``.
+
+    Args:
+        logits: (N, C) scores.
+        targets: (N,) class indices.
+        ks: the ``k`` values; a ``k`` above ``C`` counts as ``C`` (always right).
+
+    Returns:
+        ``{"top1": ..., "top5": ...}`` (0.0 for an empty batch).
+    """
+    maxk = min(max(ks), logits.shape[1])
+    top = logits.topk(maxk, dim=1).indices  # (N, maxk)
+    correct = top.eq(targets.view(-1, 1))  # (N, maxk)
+    n = max(len(targets), 1)
+    return {f"top{k}": correct[:, :min(k, maxk)].any(dim=1).sum().item() / n for k in ks}
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader: DataLoader,
+                        device: str | torch.device) -> dict[str, float]:
+    """Top-1, top-5 and mean cross-entropy of a classifier over ``loader``; mode is restored."""
+    was_training = model.training
+    model.eval()
+    total, loss, hits = 0, 0.0, {"top1": 0.0, "top5": 0.0}
+    try:
+        for images, labels in loader:
+            logits = model(images.to(device))
+            labels = labels.to(device)
+            loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+            for k, v in topk_accuracy(logits, labels).items():
+                hits[k] += v * len(labels)
+            total += len(labels)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("empty split: the classification loader has no items")
+    return {"top1": hits["top1"] / total, "top5": hits["top5"] / total, "loss": loss / total}

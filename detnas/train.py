@@ -1,0 +1,240 @@
+"""One function per training stage: data + model + `detnas.engine` + checkpoints + tracking.
+
+Every stage writes, in its output folder: ``checkpoint.pt`` (the model, rebuildable with
+`detnas.models.load_model`), ``metrics.json`` and ``config.yaml`` (the resolved config with its
+provenance). A run in progress keeps ``resume.pt`` there, which a restart picks up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import default_collate
+
+from detnas import config as config_mod
+from detnas import engine, flops, tracking
+from detnas.checkpoint import provenance, save_checkpoint, save_json
+from detnas.config import StudyConfig, TrainConfig
+from detnas.models import backbone_of, build_model, load_model, model_meta
+from detnas.space import get_space, sample, sample_binned
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where a stage writes and how it is tagged."""
+
+    out: Path
+    stage: str
+    tags: dict
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def resume(self) -> Path:
+        return self.out / "resume.pt"
+
+
+def detection_collate(batch):
+    return tuple(zip(*batch, strict=True))  # (images, targets)
+
+
+def classification_loss(label_smoothing: float):
+    def loss(model: nn.Module, batch) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def detection_loss(model: nn.Module, batch) -> torch.Tensor:
+    images, targets = batch
+    return sum(model(list(images), list(targets)).values())
+
+
+def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
+    """Uniform paths, or the reference's FLOPs bins (one bin uniformly, then rejection)."""
+    if tcfg.sampling == "uniform":
+        return lambda rng: sample(cfg.space, rng)
+    cost = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
+    bins = [tuple(b) for b in tcfg.flops_bins]
+    if not bins:
+        raise ValueError("sampling: flops_bins needs a non-empty flops_bins list")
+    return lambda rng: sample_binned(cfg.space, rng, cost, bins)
+
+
+def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfig,
+               evaluate) -> dict:
+    """Train, evaluate, and write checkpoint, metrics and resolved config (main process only)."""
+    ddp = engine.setup_distributed(cfg.device)
+    torch.manual_seed(cfg.seed)
+    resolved = config_mod.to_dict(cfg)
+    prov = provenance(resolved, cfg.seed, stage=run.stage, tags=run.tags)
+    tags = {**run.tags, "stage": run.stage, "seed": cfg.seed,
+            "config_hash": config_mod.config_hash(cfg), "git_commit": prov["git_commit"]}
+    tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags) \
+        if ddp.main else tracking.NullTracker()
+    with tracker:
+        tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
+        result = engine.train(stage, tcfg, cfg.seed, ddp, run.resume, tracker, prov)
+        metrics = {}
+        if ddp.main:
+            metrics = {"steps": result["step"], **evaluate(stage.model, ddp.device)}
+            tracker.log_metrics({k: v for k, v in metrics.items()
+                                 if isinstance(v, int | float)}, step=result["step"])
+            save_checkpoint(run.checkpoint, result)
+            save_json(run.out / "metrics.json", {**metrics, **run.tags, "provenance": {
+                k: v for k, v in prov.items() if k != "config"}})
+            (run.out / "config.yaml").write_text(yaml.safe_dump(prov, sort_keys=False))
+            run.resume.unlink(missing_ok=True)
+    return metrics
+
+
+def _sync_bn(model: nn.Module) -> nn.Module:
+    """SyncBN when several processes train together (small detection batches per GPU)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def _classification_data(cfg: StudyConfig, split: str, train: bool):
+    from detnas.data import ImageFolderClassification
+
+    c = cfg.classification
+    return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train)
+
+
+def _evaluate_classifier(cfg: StudyConfig):
+    def evaluate(model, device):
+        from detnas.data import classification_loader
+        from detnas.evaluation import evaluate_classifier
+
+        loader = classification_loader(_classification_data(cfg, "val", False), 64, False,
+                                       cfg.seed)
+        return evaluate_classifier(model, loader, device)
+
+    return evaluate
+
+
+def _no_evaluation(model, device) -> dict:
+    return {}
+
+
+def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
+    """Step 1 of DetNAS: path-wise supernet pre-training on classification."""
+    data = _classification_data(cfg, "train", True)
+    backbone = {"kind": "supernet", "space": cfg.space}
+    model = build_model("classification", backbone, data.num_classes)
+    tcfg = cfg.supernet_pretrain
+    stage = engine.Stage(
+        model, classification_loss(tcfg.label_smoothing), data, default_collate,
+        model_meta("classification", backbone, data.num_classes),
+        path_sampler(cfg, tcfg), backbone_of(model),
+    )
+    run = Run(out, "supernet-pretrain", {"ablation": "supernet", "space": cfg.space})
+    return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
+
+
+def _load_backbone_weights(target: nn.Module, checkpoint: Path, space: str | None) -> None:
+    """Copy the backbone (or supernet) weights of a classification checkpoint into ``target``."""
+    source, ckpt = load_model(checkpoint)
+    src_space = ckpt["backbone"].get("space")
+    if space is not None and src_space != space:
+        raise ValueError(f"{checkpoint}: a checkpoint of space {src_space}, expected {space}")
+    missing, unexpected = backbone_of(target).load_state_dict(
+        backbone_of(source).state_dict(), strict=False)
+    if unexpected or len(missing) == len(backbone_of(target).state_dict()):
+        raise ValueError(f"{checkpoint}: its backbone does not match (unexpected {unexpected[:3]})")
+    log.info("initialised the backbone from %s", checkpoint)
+
+
+def _detection_data(images: Path, annotations: Path):
+    from detnas.data import CocoDetection
+
+    return CocoDetection(images, annotations)
+
+
+def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Path,
+                       annotations: Path, init: Path | None, out: Path) -> dict:
+    """Step 2 of DetNAS: path-wise fine-tuning on detection; ``init=None`` is DetNAS-scratch."""
+    data = _detection_data(images, annotations)
+    backbone = {"kind": "supernet", "space": cfg.space}
+    model = build_model("detection", backbone, data.num_classes, detector, cfg.detector)
+    if init is not None:
+        _load_backbone_weights(model, init, cfg.space)
+    model = _sync_bn(model)
+    tcfg = cfg.supernet_finetune
+    stage = engine.Stage(
+        model, detection_loss, data, detection_collate,
+        model_meta("detection", backbone, data.num_classes, detector, cfg.detector),
+        path_sampler(cfg, tcfg), backbone_of(model),
+    )
+    tags = {"ablation": "detnas" if init else "scratch", "space": cfg.space,
+            "dataset": dataset, "detector": detector}
+    return _run_stage(cfg, Run(out, "supernet-finetune", tags), stage, tcfg, _no_evaluation)
+
+
+def _spec_tags(spec: dict) -> dict:
+    return {"arch": spec.get("arch", f"resnet{spec.get('depth', '')}"),
+            "space": spec.get("space", "resnet")}
+
+
+def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
+    """Retraining, part 1: classification pre-training of a fixed architecture."""
+    data = _classification_data(cfg, "train", True)
+    model = build_model("classification", spec, data.num_classes)
+    tcfg = cfg.retrain_pretrain
+    stage = engine.Stage(model, classification_loss(tcfg.label_smoothing), data, default_collate,
+                         model_meta("classification", spec, data.num_classes))
+    run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)})
+    return _run_stage(cfg, run, stage, tcfg, _evaluate_classifier(cfg))
+
+
+def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, detector: str,
+                   init: Path | None, out: Path) -> dict:
+    """Retraining, part 2: the detector on the full training set, evaluated on the test split."""
+    d = cfg.datasets[dataset]
+    root = Path(d.root)
+    data = _detection_data(root / d.train_images, root / d.train_annotations)
+    model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
+    if init is not None:
+        _load_backbone_weights(model, init, spec.get("space"))
+    model = _sync_bn(model)
+    tcfg = cfg.retrain_finetune
+
+    def evaluate(trained, device):
+        from detnas.evaluation import evaluate_detector
+
+        test = _detection_data(root / d.test_images, root / d.test_annotations)
+        size = flops.count(backbone_of(trained).cpu(), cfg.search.flops_input_size)
+        backbone_of(trained).to(device)
+        return {**evaluate_detector(trained, test, 8, device),
+                "backbone_flops": size.flops, "backbone_params": size.params}
+
+    stage = engine.Stage(model, detection_loss, data, detection_collate,
+                         model_meta("detection", spec, data.num_classes, detector, cfg.detector))
+    tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
+    return _run_stage(cfg, Run(out, "retrain-detection", tags), stage, tcfg, evaluate)
+
+
+def baseline_spec(cfg: StudyConfig, name: str) -> dict:
+    """The arch spec of a hand-crafted baseline: ``shufflenetv2`` (all 3x3 blocks in the config's
+    space) or ``resnet50`` (torchvision ResNet-50 at the config's NATS width)."""
+    if name == "shufflenetv2":
+        from detnas.backbones import shufflenet_spec
+        from detnas.space import Arch
+
+        return shufflenet_spec(Arch(cfg.space, (0,) * get_space(cfg.space).num_blocks))
+    if name == "resnet50":
+        return {"kind": "resnet", "depth": cfg.nats.depth, "width": cfg.nats.width}
+    raise ValueError(f"unknown baseline {name!r} (shufflenetv2, resnet50)")
+

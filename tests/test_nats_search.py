@@ -1,0 +1,243 @@
+"""The NATS search stage on tiny in-memory detection data: outputs, determinism, resume, CLI."""
+
+import sys
+import types
+
+import pytest
+import torch
+
+import detnas.nats.search as nats_search
+from detnas import tracking
+from detnas.backbones import build_backbone
+from detnas.checkpoint import load_checkpoint, load_json, save_checkpoint
+from detnas.cli import main
+from detnas.config import load
+from detnas.detection import detector_backbone
+from detnas.models import build_model, model_meta
+from detnas.nats.derive import derive_checkpoint
+from detnas.nats.ops import weight_parameters
+from detnas.resnet import ResNetBackbone
+
+torch.set_num_threads(1)
+
+
+class FakeDetection(torch.utils.data.Dataset):
+    """The shape of `detnas.data.CocoDetection`: bright boxes on noise, 64x64 images."""
+
+    def __init__(self, n=6, seed=0, num_classes=2):
+        g = torch.Generator().manual_seed(seed)
+        self.num_classes, self.items = num_classes, []
+        for i in range(n):
+            image = torch.rand(3, 64, 64, generator=g) * 0.3
+            x, y = torch.randint(0, 32, (2,), generator=g).tolist()
+            w, h = torch.randint(12, 30, (2,), generator=g).tolist()
+            image[:, y : y + h, x : x + w] += 0.6
+            label = int(torch.randint(1, num_classes + 1, (1,), generator=g))
+            boxes = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float)
+            self.items.append((image, {"boxes": boxes, "labels": torch.tensor([label]),
+                                       "image_id": i}))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def fake_loader(ds, batch_size, shuffle, seed):
+    order = (torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+             if shuffle else list(range(len(ds))))
+    for i in range(0, len(order) - batch_size + 1, batch_size):
+        batch = [ds[j] for j in order[i : i + batch_size]]
+        yield [b[0] for b in batch], [b[1] for b in batch]
+
+
+OVERRIDES = ["device=cpu", "tracking.enabled=false", "nats.depth=26", "nats.width=8",
+             "nats.arch_lr=0.05", "nats.search.steps=4", "nats.search.batch_size=2",
+             "nats.search.lr=0.01", "nats.search.checkpoint_every=2", "nats.search.log_every=1",
+             "detector.min_size=64", "detector.max_size=64", "detector.fpn_channels=16"]
+
+
+def _cfg(*extra):
+    return load(None, OVERRIDES + list(extra))
+
+
+def _pretrained(path):
+    torch.manual_seed(7)
+    spec = {"kind": "resnet", "depth": 26, "width": 8}
+    model = build_model("classification", spec, 5)
+    save_checkpoint(path, {"model": model.state_dict(), **model_meta("classification", spec, 5)})
+    return model.backbone.state_dict()
+
+
+def _run(cfg, out, pretrained=None, detector="fpn"):
+    return nats_search.search(cfg, FakeDetection(6, 0), FakeDetection(6, 1), detector, out,
+                              pretrained=pretrained, dataset="fake", loader=fake_loader)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """One uninterrupted 4-step search from a classification checkpoint."""
+    root = tmp_path_factory.mktemp("nats")
+    backbone_state = _pretrained(root / "cls.pt")
+    metrics = _run(_cfg(), root / "a", root / "cls.pt")
+    return root, backbone_state, metrics
+
+
+def test_search_writes_outputs_that_build(done):
+    root, _, metrics = done
+    out = root / "a"
+    spec = load_json(out / "arch.json")
+    assert spec["kind"] == "resnet" and (spec["depth"], spec["width"]) == (26, 8)
+    assert len(spec["dilations"]) == 8 and spec["provenance"]["seed"] == 0
+    assert metrics["steps"] == 4 and metrics["groups"] == 32
+    assert len(load_json(out / "metrics.json")["history"]) == 4
+    alphas = load_json(out / "alphas.json")
+    assert alphas["candidates"] == [[1, 1], [2, 2], [3, 3]]
+    a = torch.tensor(alphas["layers"]["layer3.1"]["alpha"])
+    assert a.shape == (4, 3) and a.abs().max() > 0  # alphas moved away from zero
+    net = build_backbone(spec)
+    ckpt = load_checkpoint(out / "search.pt")
+    assert ckpt["step"] == 4
+    state = {k.removeprefix("backbone.body."): v for k, v in ckpt["model"].items()
+             if k.startswith("backbone.body.") and not k.endswith(".alpha")}
+    net.load_state_dict(state)  # the search weights load into the derived network by name
+    assert derive_checkpoint(out / "search.pt")["dilations"] == spec["dilations"]
+
+
+def test_search_starts_from_the_pretrained_backbone(done):
+    root, backbone_state, _ = done
+    cfg = _cfg()
+    torch.manual_seed(0)
+    state = nats_search.load_pretrained(root / "cls.pt", 26, 8)
+    assert all(torch.equal(state[k], v) for k, v in backbone_state.items())
+    model = nats_search.build_search_model(cfg.nats, "fpn", 2, cfg.detector, state)
+    body = detector_backbone(model)
+    assert torch.equal(body.layer2[0].conv2.weight, backbone_state["layer2.0.conv2.weight"])
+    with pytest.raises(ValueError, match="nats.width=16"):
+        nats_search.load_pretrained(root / "cls.pt", 26, 16)
+
+
+def test_torchvision_state_dict_is_accepted(tmp_path):
+    torch.manual_seed(3)
+    net = ResNetBackbone(26, 8)
+    state = {**net.state_dict(), "fc.weight": torch.zeros(10, 256), "fc.bias": torch.zeros(10)}
+    torch.save(state, tmp_path / "resnet.pth")
+    loaded = nats_search.load_pretrained(tmp_path / "resnet.pth", 26, 8)
+    assert loaded.keys() == net.state_dict().keys()
+    assert torch.equal(loaded["conv1.weight"], net.conv1.weight)
+    with pytest.raises(ValueError, match="resnet.pth: not a ResNet-50 width 8"):
+        nats_search.load_pretrained(tmp_path / "resnet.pth", 50, 8)
+
+
+def test_alternating_steps_touch_only_their_parameters():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = nats_search.build_search_model(cfg.nats, "fpn", 2, cfg.detector).train()
+    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
+    assert len(alphas) == 8 and len(weights) == len(weight_parameters(model))
+    batch = next(fake_loader(FakeDetection(2), 2, False, 0))
+    cpu = torch.device("cpu")
+    before_w = [p.detach().clone() for p in weights]
+    before_a = [a.detach().clone() for a in alphas]
+    nats_search._weight_step(model, sgd, weights, batch, cpu, False)
+    assert all(torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
+    assert any(not torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
+    before_w = [p.detach().clone() for p in weights]
+    nats_search._arch_step(model, adam, alphas, batch, cpu, False)
+    assert all(torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
+    assert all(not torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
+    assert adam.defaults["betas"] == (0.5, 0.999) and adam.defaults["weight_decay"] == 1e-3
+
+
+def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
+    root, _, _ = done
+    real, calls = nats_search._weight_step, []
+
+    def dying(*args):
+        calls.append(1)
+        if len(calls) == 4:  # killed during step 4, after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(nats_search, "_weight_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_cfg(), tmp_path, root / "cls.pt")
+    assert load_checkpoint(tmp_path / "search.pt")["step"] == 2
+    assert not (tmp_path / "arch.json").exists()
+    monkeypatch.setattr(nats_search, "_weight_step", real)
+    _run(_cfg(), tmp_path, root / "cls.pt")
+    resumed = load_checkpoint(tmp_path / "search.pt")
+    straight = load_checkpoint(root / "a/search.pt")
+    for k, v in straight["model"].items():  # deterministic on CPU, and exactly resumed
+        assert torch.equal(resumed["model"][k], v), k
+    assert load_json(tmp_path / "alphas.json") == load_json(root / "a/alphas.json")
+    with pytest.raises(ValueError, match="search.pt: written by config"):
+        _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")
+
+
+def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
+    seen = {}
+
+    class Recorder(tracking.NullTracker):
+        def set_tags(self, tags):
+            seen.update(tags)
+
+        def log_artifact(self, path):
+            seen.setdefault("artifacts", []).append(path.name)
+
+    def start(cfg, run_name, tags):
+        seen.update(tags, run_name=run_name)
+        return Recorder()
+
+    monkeypatch.setattr(tracking, "start", start)
+    metrics = _run(_cfg("nats.search.steps=1", "nats.groups=1", "nats.searched_stages=[3,4]"),
+                   tmp_path, detector="retinanet")
+    assert seen["stage"] == "nats-search" and seen["ablation"] == "nats"
+    assert seen["space"] == "resnet26" and seen["detector"] == "retinanet"
+    assert seen["dataset"] == "fake" and seen["seed"] == 0 and len(seen["config_hash"]) == 12
+    assert seen["arch"] == metrics["arch"] and seen["arch"].startswith("layer3.0:")
+    assert set(seen["artifacts"]) == {"arch.json", "alphas.json", "metrics.json"}
+    assert list(load_json(tmp_path / "arch.json")["dilations"]) == [
+        "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ValueError, match=r"config.nats.candidates"):
+        nats_search.check_config(_cfg("nats.candidates=[[0, 1]]").nats)
+    with pytest.raises(ValueError, match=r"config.nats.searched_stages"):
+        nats_search.check_config(_cfg("nats.searched_stages=[5]").nats)
+
+
+def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
+    root, _, _ = done
+    fake = types.ModuleType("detnas.data")
+    fake.CocoDetection = lambda images, annotations: FakeDetection(6, int(annotations[-6]))
+    fake.detection_loader = fake_loader
+    monkeypatch.setitem(sys.modules, "detnas.data", fake)
+    args = ["nats", "search", "--pretrained", str(root / "cls.pt"), "--images", "imgs",
+            "--weights-annotations", "w0.json", "--arch-annotations", "a1.json",
+            "--detector", "fpn", "--out", str(tmp_path / "s")]
+    for item in OVERRIDES:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert load_json(tmp_path / "s/alphas.json") == load_json(root / "a/alphas.json")
+    capsys.readouterr()
+    assert main(["nats", "derive", "--search", str(tmp_path / "s/search.pt"),
+                 "--out", str(tmp_path / "arch.json")]) == 0
+    spec = load_json(tmp_path / "arch.json")
+    assert spec["dilations"] == load_json(root / "a/arch.json")["dilations"]
+    assert capsys.readouterr().out.startswith("layer1.0:")
+    assert main(["nats", "derive", "--search", str(tmp_path / "arch.json"),
+                 "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_weight_learning_rate_schedule():
+    from detnas.config import TrainConfig
+
+    linear = TrainConfig(steps=10, lr=0.1, warmup_steps=2)
+    lrs = [round(nats_search.lr_at(linear, s), 4) for s in (0, 1, 5, 9)]
+    assert lrs == [0.05, 0.09, 0.05, 0.01]
+    step = TrainConfig(steps=9, lr=0.02, schedule="step", lr_steps=[2 / 3, 8 / 9])
+    assert [nats_search.lr_at(step, s) for s in (0, 5, 6, 8)] == pytest.approx(
+        [0.02, 0.02, 0.002, 0.0002])

@@ -1,0 +1,189 @@
+"""The results report on a tiny fake results tree (tests/fixtures/results).
+
+The fixture has every input for dataset ``synth`` (FPN and RetinaNet); for ``voc`` (a VOC-kind
+dataset, AP50) only FPN, without the DetNAS-scratch run; ``nats`` has no classification metrics.
+"""
+
+import json
+import statistics
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from detnas import config, report
+from detnas.cli import main
+from detnas.space import Arch
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results"
+STUDY = """\
+space: tiny
+datasets:
+  synth: {kind: synthetic, metric: mmap}
+  voc: {kind: voc, metric: ap50}
+detectors: [fpn, retinanet]
+"""
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "study.yaml"
+    path.write_text(STUDY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(study, tmp_path_factory):
+    """The report written once through the CLI; returns its folder."""
+    out = tmp_path_factory.mktemp("report")
+    rc = main(["report", "--config", str(study), "--set", "search.max_flops=45000000",
+               "--results", str(FIXTURE), "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def _fixture_json(rel):
+    return json.loads((FIXTURE / rel).read_text())
+
+
+def _row(tables, dataset, row):
+    return next(r for r in tables["tables"][dataset]["rows"] if r["row"] == row)
+
+
+def test_outputs_and_figure_names(built, study):
+    cfg = config.load(study)
+    names = set(report.expected_figures(cfg))
+    assert {p.name for p in (built / "figures").iterdir()} == names
+    assert "search_synth_fpn.png" in names and "nats_dilations.png" in names
+    for name in names:
+        assert (built / "figures" / name).read_bytes().startswith(PNG)
+    html = (built / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(names)  # self-contained
+    md = (built / "report.md").read_text()
+    assert md.count("](figures/") == len(names)
+
+
+def test_main_table_values_from_metrics(built):
+    tables = json.loads((built / "tables.json").read_text())
+    synth = tables["tables"]["synth"]
+    assert [r["row"] for r in synth["rows"]] == list(report.ROWS)
+    detnas = _row(tables, "synth", "detnas")
+    fpn = _fixture_json("retrain/detnas/synth/fpn/metrics.json")
+    assert detnas["map"]["fpn"] == fpn["mmap"]
+    assert detnas["arch"]["fpn"] == fpn["arch"]
+    assert detnas["backbone_flops"]["fpn"] == fpn["backbone_flops"]
+    assert detnas["top1"] == _fixture_json("retrain/detnas/cls/metrics.json")["top1"]
+    # a VOC-kind dataset is compared on AP50, not mmAP
+    voc_fpn = _fixture_json("retrain/detnas/voc/fpn/metrics.json")
+    assert tables["tables"]["voc"]["metric"] == "ap50"
+    assert _row(tables, "voc", "detnas")["map"]["fpn"] == voc_fpn["ap50"] != voc_fpn["mmap"]
+
+
+def test_nats_top1_reuses_resnet50(built):
+    tables = json.loads((built / "tables.json").read_text())
+    nats = _row(tables, "synth", "nats")
+    assert nats["top1"] == _fixture_json("retrain/resnet50/cls/metrics.json")["top1"]
+    assert "ResNet-50" in nats["top1_note"]
+    assert not any("nats/cls" in m for m in tables["missing"])
+
+
+def test_missing_inputs_are_blank_and_named(built):
+    tables = json.loads((built / "tables.json").read_text())
+    missing = set(tables["missing"])
+    assert "retrain/scratch/voc/fpn/metrics.json" in missing
+    assert "search/voc/retinanet/detnas/history.csv" in missing
+    assert "retrain/detnas/synth/fpn/metrics.json" not in missing
+    scratch = _row(tables, "voc", "scratch")
+    assert scratch["map"] == {"fpn": None, "retinanet": None}
+    assert scratch["arch"]["fpn"] is None  # never borrowed from another dataset's search
+    md = (built / "report.md").read_text()
+    assert "`retrain/scratch/voc/fpn/metrics.json`" in md
+    assert "| DetNAS-scratch | — | — | — |" in md
+
+
+def test_paper_reference_columns(built):
+    md = (built / "report.md").read_text()
+    tables = json.loads((built / "tables.json").read_text())
+    detnas = _row(tables, "synth", "detnas")["paper"]  # synthetic compares with COCO
+    assert [r["value"] for r in detnas["map"]["fpn"]] == [36.4, 36.6]
+    assert [r["value"] for r in _row(tables, "voc", "detnas")["paper"]["map"]["fpn"]] == [81.5]
+    assert _row(tables, "synth", "shufflenetv2")["paper"]["map"]["fpn"] == []  # no invented figure
+    assert [r["value"] for r in _row(tables, "synth", "nats")["paper"]["map"]["fpn"]] == [38.4]
+    assert "36.4 [" in md and "81.5 [" in md
+    assert "ShuffleNetV2 (hand-crafted)" in md and "DetNAS (random search)" in md
+    # synthetic row, FPN: 12.1 (ours, percent) beside 36.4 (paper)
+    line = next(x for x in md.splitlines() if x.startswith("| DetNAS |"))
+    assert "| 12.1 |" in line and "36.4" in line
+
+
+def test_search_curve_and_summary():
+    history = report.read_history(FIXTURE / "search/synth/fpn/detnas/history.csv")
+    fitness = [r["fitness"] for r in history]
+    curve = report.search_curve(history)
+    assert curve["best_so_far"][-1] == max(fitness)
+    assert all(a <= b for a, b in pairwise(curve["best_so_far"]))
+    assert curve["generations"] == [0, 1, 2, 3]
+    gen0 = [r["fitness"] for r in history if r["generation"] == 0]
+    assert curve["generation_mean"][0] == pytest.approx(statistics.fmean(gen0))
+    assert curve["generation_best"][0] == max(gen0)
+    summary = report.search_summary(history)
+    assert summary["median"] == statistics.median(fitness)
+    assert fitness[summary["best_at"] - 1] == max(fitness)
+    assert report.evaluations_to_reach(history, 10.0) is None
+    assert report.evaluations_to_reach(history, fitness[0]) == 1
+
+
+def test_read_history_rejects_missing_columns(tmp_path):
+    bad = tmp_path / "history.csv"
+    bad.write_text("order,arch\n0,00-00-0000-00\n")
+    with pytest.raises(ValueError, match="fitness"):
+        report.read_history(bad)
+
+
+def test_observations_compare_ea_with_random(built):
+    tables = json.loads((built / "tables.json").read_text())
+    ea = report.read_history(FIXTURE / "search/synth/fpn/detnas/history.csv")
+    rnd = report.read_history(FIXTURE / "search/synth/fpn/random/history.csv")
+    best = max(r["fitness"] for r in ea)
+    median = statistics.median(r["fitness"] for r in rnd)
+    note = next(o for o in tables["observations"] if o.startswith("synth / FPN: EA best"))
+    assert f"{best:.4f}" in note and f"{median:.4f}" in note
+    kernels = [o for o in tables["observations"] if o.startswith("Mean kernel size")]
+    assert len(kernels) == 1 and "as the paper reports" in kernels[0]
+
+
+def test_kernel_statistics():
+    arch = Arch.parse("01-23-0123-01", "tiny")
+    assert report.stage_kernel_means(arch) == [4.0, 5.0, 4.5, 4.0]
+    assert report.stage_kernel_means(arch, report.RECEPTIVE_FIELDS) == [4.0, 7.0, 5.5, 4.0]
+    assert report.shallow_minus_deep(arch) == pytest.approx(4.5 - 4.25)
+    cells = report.arch_cells(arch, gap=0.5)
+    assert [c for _, _, c in cells] == list(arch.choices)
+    assert [x for x, _, _ in cells][:4] == [0, 1, 2.5, 3.5]  # a gap between stages
+
+
+def test_dilation_matrix():
+    spec = {"dilations": {"layer1.0.conv2": [1, 2, [2, 3]], "layer2.0.conv2": [3, 1, 1]}}
+    layers, values, labels = report.dilation_matrix(spec)
+    assert layers == ["layer1.0.conv2", "layer2.0.conv2"]
+    assert values == [[1, 2, 2.5], [3, 1, 1]]
+    assert labels[0] == ["1", "2", "2x3"]
+
+
+def test_empty_results_still_render(study, tmp_path):
+    cfg = config.load(study)
+    data = report.build_report(cfg, tmp_path / "nothing", tmp_path / "out")
+    assert "retrain/detnas/synth/fpn/metrics.json" in data["missing"]
+    assert {p.name for p in (tmp_path / "out" / "figures").iterdir()} == set(
+        report.expected_figures(cfg))
+    assert all(r["map"]["fpn"] is None for r in data["tables"]["synth"]["rows"])
+    assert "<table>" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_markdown_and_html_rendering(tmp_path):
+    blocks = [("h", 2, "T"), ("table", ["a|b", "c"], [["`x`", "<y>"]]), ("ul", ["i"])]
+    md = report.render_markdown(blocks)
+    assert "## T" in md and "| a\\|b | c |" in md and "- i" in md
+    page = report.render_html(blocks, tmp_path, "t")
+    assert "<code>x</code>" in page and "&lt;y&gt;" in page and "<li>i</li>" in page
