@@ -17,8 +17,8 @@ from pathlib import Path
 
 def collect(results: Path) -> dict:
     table: dict = {}
-    for path in sorted(results.glob("retrain/*/*/*/det/metrics.json")):
-        row, dataset, detector = path.parts[-5:-2]
+    for path in sorted(results.glob("retrain/*/*/*/metrics.json")):
+        row, dataset, detector = path.parts[-4:-1]
         table.setdefault(row, {}).setdefault(dataset, {})[detector] = json.loads(path.read_text())
     for path in sorted(results.glob("retrain/**/cls/metrics.json")):
         key = path.parent.parent.relative_to(results / "retrain").parts

@@ -29,7 +29,7 @@ OUTPUTS = {  # command -> files written under --out (a folder), per the CLI cont
     "search evolution": ["arch.json", "history.csv", "metrics.json"],
     "search random": ["arch.json", "history.csv", "metrics.json"],
     "nats search": ["arch.json"],
-    "report": ["report.md", "report.html", "figures/search.png"],
+    "report": ["report.md", "report.html", "tables.json", "figures/search.png"],
 }
 
 

@@ -144,7 +144,7 @@ def test_a_killed_run_is_rerun_cleanly(finished):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    partial = root / "results/retrain/detnas/synth/fpn/det/checkpoint.pt"
+    partial = root / "results/retrain/detnas/synth/fpn/checkpoint.pt"
     assert partial.read_text() == "partial"
     # The partial output is known to be incomplete: plain Snakemake refuses to go on ...
     refused = finished.snakemake("-n", *TEST, check=False)

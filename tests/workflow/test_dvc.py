@@ -56,7 +56,7 @@ def test_push_clone_pull_and_nothing_to_do(stub_study, tmp_path):
     shutil.copytree(repo / ".stub-bin", clone / ".stub-bin")
     assert not (clone / "results").exists()
     sh(["scripts/dvc_pull.sh", *TEST], clone, env)
-    ckpt = clone / "results/retrain/detnas/synth/fpn/det/checkpoint.pt"
+    ckpt = clone / "results/retrain/detnas/synth/fpn/checkpoint.pt"
     assert ckpt.read_text() == (repo / ckpt.relative_to(clone)).read_text()
     assert (clone / "results/mlflow.db").exists() or (clone / "results/tracking.json").exists()
     dry = subprocess.run(["snakemake", "-n", *TEST], cwd=clone, env=env, capture_output=True,

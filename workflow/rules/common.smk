@@ -183,16 +183,16 @@ def arch_json(row, dataset="{dataset}", detector="{detector}"):
 
 
 def classifier_dir(row, dataset="{dataset}", detector="{detector}"):
-    """The ImageNet-style retraining of a row (NATS reuses ResNet-50's: it keeps its weights)."""
+    """The ImageNet-style retraining of a row (NATS reuses ResNet-50's: it keeps its weights).
+
+    Detection retraining of a row is in ``{R}/retrain/{row}/{dataset}/{detector}/``; the searched
+    rows, whose arch depends on the dataset and detector, keep their classifier in its ``cls/``.
+    """
     if row == "nats":
         row = "resnet50"
     if row in SHARED_ROWS:
         return f"{R}/retrain/{row}/cls"
     return f"{R}/retrain/{row}/{dataset}/{detector}/cls"
-
-
-def detector_dir(row, dataset="{dataset}", detector="{detector}"):
-    return f"{R}/retrain/{row}/{dataset}/{detector}/det"
 
 
 def row_arch(wildcards):

@@ -2,7 +2,7 @@ rule report:
     """The results tables and plots of the whole study."""
     input:
         detection=expand(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/det/metrics.json",
+            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
             row=ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
         classification=expand(f"{R}/retrain/{{row}}/cls/metrics.json", row=SHARED_ROWS),
@@ -23,6 +23,7 @@ rule report:
                     detector=DETECTORS),
     output:
         md=f"{R}/report/report.md",
+        tables=f"{R}/report/tables.json",
         html=report(f"{R}/report/report.html", caption="../report/report.rst", category="Report"),
         figures=report(
             directory(f"{R}/report/figures"),

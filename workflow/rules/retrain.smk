@@ -27,7 +27,7 @@ rule retrain_classifier:
         runtime=120,
     shell:
         LAUNCH + "detnas train classifier --config {STUDY_CONFIG} --arch {input.arch}"
-        " --out {params.out} > {log} 2>&1"
+        " --ablation {wildcards.row} --out {params.out} > {log} 2>&1"
 
 
 use rule retrain_classifier as retrain_classifier_searched with:
@@ -54,9 +54,9 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/det/checkpoint.pt",
+        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/checkpoint.pt",
         metrics=report(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/det/metrics.json",
+            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",
@@ -74,5 +74,5 @@ rule retrain_detector:
         runtime=120,
     shell:
         LAUNCH + "detnas train detector --config {STUDY_CONFIG} --arch {input.arch}"
-        " --dataset {wildcards.dataset} --detector {wildcards.detector} --init {input.init}"
+        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector} --init {input.init}"
         " --out {params.out} > {log} 2>&1"
