@@ -1,0 +1,157 @@
+"""The DAG: its shape per config, config errors, and what a change or a kill makes Snakemake rerun.
+
+Dry runs of the real Snakefile; runs use tests/workflow/stub_detnas.py as `detnas` (no training).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.workflow
+
+TEST = ("--configfile", "config/test.yaml")
+# The test config: one synthetic dataset, one detector.
+TEST_JOBS = {
+    "all": 1, "tracking_init": 1, "synth_detection": 1, "synth_classification": 1, "split": 1,
+    "supernet_classification": 1, "supernet_detection": 2, "search_detection": 3,
+    "search_classification": 1, "arch_spec": 2, "nats_search": 1, "retrain_classifier": 3,
+    "retrain_classifier_searched": 3, "retrain_detector": 7, "report": 1,
+}
+
+
+def test_default_config_multiplies_by_detectors(study):
+    jobs = study.planned()
+    assert jobs["supernet_detection"] == 2 * 2  # pretrained, scratch x fpn, retinanet
+    assert jobs["search_detection"] == 3 * 2  # detnas, scratch, random x 2 detectors
+    assert jobs["retrain_detector"] == 7 * 2  # 7 rows x 2 detectors
+    assert jobs["supernet_classification"] == jobs["search_classification"] == 1
+    assert sum(jobs.values()) == 45
+
+
+def test_test_config_plans_the_same_dag_with_one_detector(study):
+    assert study.planned(*TEST) == TEST_JOBS
+
+
+def test_a_second_dataset_multiplies_the_dataset_stages(study):
+    study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
+    jobs = study.planned(*TEST)
+    assert jobs["synth_detection"] == jobs["split"] == 2
+    assert jobs["retrain_detector"] == 14
+    assert jobs["retrain_classifier"] == 3  # shared rows are trained once
+    assert jobs["supernet_classification"] == 1
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "words"),
+    [
+        ("search", "generatons", 3, ["generatons"]),
+        ("search", "population", "many", ["population", "many"]),
+        ("supernet_pretrain", "schedule", "cosine", ["schedule", "cosine"]),
+        ("nats", "depth", 51, ["depth", "51"]),
+    ],
+)
+def test_config_errors_name_the_key_and_value(study, section, key, value, words):
+    study.edit_config("test.yaml", section, key, value)
+    proc = study.snakemake("-n", *TEST, check=False)
+    assert proc.returncode != 0
+    for word in words:
+        assert word in proc.stderr + proc.stdout
+
+
+def test_bad_detector_and_synthetic_root_are_rejected(study):
+    import yaml
+
+    path = study.root / "config" / "test.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["detectors"] = ["fpnx"]
+    path.write_text(yaml.safe_dump(data))
+    proc = study.snakemake("-n", *TEST, check=False)
+    assert proc.returncode != 0 and "fpnx" in proc.stderr + proc.stdout
+    data["detectors"] = ["fpn"]
+    data["datasets"]["synth"]["root"] = "/elsewhere"
+    path.write_text(yaml.safe_dump(data))
+    proc = study.snakemake("-n", *TEST, check=False)
+    assert proc.returncode != 0 and "datasets.synth.root" in proc.stderr + proc.stdout
+
+
+def test_a_configfile_replaces_the_default_and_config_overrides_apply(study):
+    import yaml
+
+    study.planned(*TEST, "--config", "seed=7")
+    written = yaml.safe_load((study.root / "results" / "config.yaml").read_text())
+    assert written["seed"] == 7 and written["space"] == "test"
+    assert list(written["datasets"]) == ["synth"] and written["detectors"] == ["fpn"]
+
+
+@pytest.fixture
+def finished(stub_study):
+    """The test config's whole DAG run once with the stub CLI."""
+    stub_study.snakemake("--cores", "2", *TEST)
+    assert (stub_study.root / "results" / "report" / "report.html").exists()
+    return stub_study
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_run(finished):
+    assert finished.planned(*TEST) == {}
+
+
+RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
+    ("search", "generations", 5): {
+        "search_detection": 3, "search_classification": 1, "retrain_classifier": 1,
+        "retrain_classifier_searched": 3, "retrain_detector": 4, "report": 1, "all": 1,
+    },
+    ("supernet_finetune", "steps", 5): {
+        "supernet_detection": 2, "search_detection": 3, "retrain_classifier_searched": 3,
+        "retrain_detector": 3, "report": 1, "all": 1,
+    },
+    ("retrain_finetune", "lr", 0.02): {"retrain_detector": 7, "report": 1, "all": 1},
+    ("nats", "groups", 1): {"nats_search": 1, "retrain_detector": 1, "report": 1, "all": 1},
+    ("tracking", "experiment", "other"): {"tracking_init": 1},
+}
+
+
+@pytest.mark.slow
+def test_a_config_change_reruns_only_what_depends_on_it(finished):
+    original = (finished.root / "config" / "test.yaml").read_text()
+    for (section, key, value), expected in RERUNS.items():
+        finished.edit_config("test.yaml", section, key, value)
+        assert finished.planned(*TEST) == expected, (section, key)
+        (finished.root / "config" / "test.yaml").write_text(original)
+    assert finished.planned(*TEST) == {}
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_rerun_cleanly(finished):
+    """Snakemake and its job killed mid-write: the job is incomplete and reruns, nothing else."""
+    root = finished.root
+    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 7 detector jobs to run
+    env = dict(finished.env, STUB_HANG="retrain/detnas", STUB_HANG_FLAG=str(root / "hang"))
+    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (root / "hang").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = root / "results/retrain/detnas/synth/fpn/checkpoint.pt"
+    assert partial.read_text() == "partial"
+    # The partial output is known to be incomplete: plain Snakemake refuses to go on ...
+    refused = finished.snakemake("-n", *TEST, check=False)
+    assert refused.returncode != 0 and "ncomplete" in refused.stdout + refused.stderr
+    # ... and the profiles' rerun-incomplete reruns it (with what had not run yet).
+    plan = finished.planned(*TEST, "--rerun-incomplete")
+    assert plan["retrain_detector"] >= 1 and "supernet_detection" not in plan
+    finished.snakemake("--cores", "2", "--rerun-incomplete", *TEST)
+    assert partial.read_text() != "partial"
+    assert finished.planned(*TEST) == {}

@@ -1,0 +1,61 @@
+"""workflow/schemas/config.schema.yaml and config/*.yaml agree with detnas/config.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from detnas import config as detnas_config
+from detnas.space import SPACES
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+def resolve(node: dict) -> dict:
+    while "$ref" in node:
+        node = SCHEMA["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def check_keys(cls: type, node: dict, where: str) -> None:
+    """Every dataclass field is a schema property and back, recursively."""
+    node = resolve(node)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(node["properties"]) == set(fields), where
+    assert node.get("additionalProperties") is False, where
+    hints = typing.get_type_hints(cls)
+    for name in fields:
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            check_keys(tp, node["properties"][name], f"{where}.{name}")
+        elif typing.get_origin(tp) is dict:
+            (item,) = typing.get_args(tp)[1:]
+            check_keys(item, node["properties"][name]["additionalProperties"], f"{where}.{name}")
+
+
+def test_schema_has_the_keys_of_the_dataclasses():
+    check_keys(detnas_config.StudyConfig, SCHEMA, "config")
+
+
+def test_schema_knows_every_space():
+    assert SCHEMA["properties"]["space"]["enum"] == list(SPACES)
+
+
+def test_schema_accepts_the_defaults():
+    defaults = detnas_config.to_dict(detnas_config.StudyConfig())
+    for ds in defaults["datasets"].values():
+        ds["root"] = "results/data/synth"
+    jsonschema.validate(defaults, SCHEMA)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_configs_pass_schema_and_loader(path):
+    jsonschema.validate(yaml.safe_load(path.read_text()), SCHEMA)
+    detnas_config.load(path)

@@ -1,0 +1,21 @@
+# The config keys each baseline's arch.json depends on.
+BASELINE_KEYS = {"shufflenetv2": ["space"], "resnet50": ["nats.depth", "nats.width"]}
+
+
+rule arch_spec:
+    """A hand-crafted baseline's arch.json: ShuffleNetV2 of the config's space, or ResNet-50."""
+    output:
+        f"{R}/archs/{{baseline}}/arch.json",
+    log:
+        "logs/archs/{baseline}.log",
+    wildcard_constraints:
+        baseline=_alt(BASELINE_KEYS),
+    params:
+        cfg=lambda w: part(*BASELINE_KEYS[w.baseline]),
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "detnas arch spec {wildcards.baseline} --config {STUDY_CONFIG} --out {output} > {log} 2>&1"

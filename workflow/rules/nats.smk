@@ -1,0 +1,25 @@
+rule nats_search:
+    """NATS: channel-level dilation search on the pre-trained ResNet, then derive the network."""
+    input:
+        pretrained=f"{classifier_dir('resnet50')}/checkpoint.pt",
+        weights=split("supernet"),
+        arch=split("search"),
+        tracking=TRACKING,
+    output:
+        arch=f"{R}/nats/{{dataset}}/{{detector}}/arch.json",
+    log:
+        "logs/nats/{dataset}/{detector}.log",
+    params:
+        cfg=lambda w: part("seed", "detector", "nats", dataset=w.dataset),
+        images=train_images,
+        out=f"{R}/nats/{{dataset}}/{{detector}}",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        LAUNCH + "detnas nats search --config {STUDY_CONFIG} --pretrained {input.pretrained}"
+        " --weights-annotations {input.weights} --arch-annotations {input.arch}"
+        " --images {params.images} --detector {wildcards.detector}"
+        " --dataset {wildcards.dataset} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,78 @@
+rule retrain_classifier:
+    """Retrain a row's architecture from scratch on classification (ImageNet pre-training)."""
+    input:
+        arch=row_arch,
+        train=CLS_TRAIN,
+        val=CLS_VAL,
+        tracking=TRACKING,
+    output:
+        checkpoint=f"{R}/retrain/{{row}}/cls/checkpoint.pt",
+        metrics=report(
+            f"{R}/retrain/{{row}}/cls/metrics.json",
+            caption="../report/retrain_classifier.rst",
+            category="Retrain: classification",
+            labels={"row": "{row}", "dataset": "-", "detector": "-"},
+        ),
+    log:
+        "logs/retrain/{row}/cls.log",
+    wildcard_constraints:
+        row=_alt(SHARED_ROWS),
+    params:
+        cfg=part("seed", "classification", "retrain_pretrain"),
+        out=out_dir,
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=3000,
+        runtime=120,
+    shell:
+        LAUNCH + "detnas train classifier --config {STUDY_CONFIG} --arch {input.arch}"
+        " --ablation {wildcards.row} --out {params.out} > {log} 2>&1"
+
+
+use rule retrain_classifier as retrain_classifier_searched with:
+    output:
+        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/checkpoint.pt",
+        metrics=report(
+            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
+            caption="../report/retrain_classifier.rst",
+            category="Retrain: classification",
+            labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
+        ),
+    log:
+        "logs/retrain/{row}/{dataset}/{detector}/cls.log",
+    wildcard_constraints:
+        row=_alt(SEARCHED_ROWS),
+
+
+rule retrain_detector:
+    """Train the detector on the row's retrained backbone, evaluate on the test split."""
+    input:
+        arch=row_arch,
+        init=row_classifier,
+        train=train_annotations,
+        test=test_annotations,
+        tracking=TRACKING,
+    output:
+        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/checkpoint.pt",
+        metrics=report(
+            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
+            caption="../report/retrain_detector.rst",
+            category="Retrain: detection",
+            subcategory="{dataset}",
+            labels={"row": "{row}", "detector": "{detector}"},
+        ),
+    log:
+        "logs/retrain/{row}/{dataset}/{detector}/det.log",
+    params:
+        cfg=lambda w: part("seed", "detector", "retrain_finetune", dataset=w.dataset),
+        out=out_dir,
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        LAUNCH + "detnas train detector --config {STUDY_CONFIG} --arch {input.arch}"
+        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector} --init {input.init}"
+        " --out {params.out} > {log} 2>&1"

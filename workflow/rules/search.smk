@@ -1,0 +1,80 @@
+SEARCH_SUPERNET = {"detnas": "pretrained", "scratch": "scratch", "random": "pretrained"}
+
+
+rule search_detection:
+    """Step 3: evolutionary search with detection fitness (DetNAS, DetNAS-scratch), or random
+    search with the same evaluation budget (ablation), on the fine-tuned supernet."""
+    input:
+        supernet=lambda w: (
+            f"{R}/supernet/{w.dataset}/{w.detector}/{SEARCH_SUPERNET[w.ablation]}/checkpoint.pt"
+        ),
+        search=split("search"),
+        recalib=split("supernet"),
+        tracking=TRACKING,
+    output:
+        arch=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/arch.json",
+        history=report(
+            f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/history.csv",
+            caption="../report/search.rst",
+            category="Search",
+            labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}"},
+        ),
+        metrics=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/metrics.json",
+    log:
+        "logs/search/{dataset}/{detector}/{ablation}.log",
+    wildcard_constraints:
+        ablation=_alt(SEARCH_SUPERNET),
+    params:
+        cfg=lambda w: part(
+            "seed", "space", "detector", "search",
+            *(["random_search_repeats"] if w.ablation == "random" else []),
+            dataset=w.dataset,
+        ),
+        method=lambda w: "random" if w.ablation == "random" else "evolution",
+        images=train_images,
+        out=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        LAUNCH + "detnas search {params.method} --config {STUDY_CONFIG}"
+        " --supernet {input.supernet} --fitness detection"
+        " --data {input.search} --images {params.images}"
+        " --recalib-annotations {input.recalib} --recalib-images {params.images}"
+        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
+        " --ablation {wildcards.ablation} --out {params.out} > {log} 2>&1"
+
+
+rule search_classification:
+    """ClsNASNet (ablation): the same evolution, classification fitness, on the pre-trained supernet."""
+    input:
+        supernet=CLS_SUPERNET,
+        val=CLS_VAL,
+        train=CLS_TRAIN,
+        tracking=TRACKING,
+    output:
+        arch=f"{R}/search/cls/clsnas/arch.json",
+        history=report(
+            f"{R}/search/cls/clsnas/history.csv",
+            caption="../report/search.rst",
+            category="Search",
+            labels={"ablation": "clsnas", "dataset": "classification", "detector": "-"},
+        ),
+        metrics=f"{R}/search/cls/clsnas/metrics.json",
+    log:
+        "logs/search/cls/clsnas.log",
+    params:
+        cfg=part("seed", "space", "classification", "search"),
+        out=f"{R}/search/cls/clsnas",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=3000,
+        runtime=120,
+    shell:
+        LAUNCH + "detnas search evolution --config {STUDY_CONFIG}"
+        " --supernet {input.supernet} --fitness classification"
+        " --data {input.val} --recalib-data {input.train}"
+        " --ablation clsnas --out {params.out} > {log} 2>&1"

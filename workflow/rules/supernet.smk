@@ -1,0 +1,69 @@
+rule supernet_classification:
+    """Step 1: pre-train the supernet on classification, one sampled path per step."""
+    input:
+        CLS_TRAIN,
+        CLS_VAL,
+        TRACKING,
+    output:
+        checkpoint=CLS_SUPERNET,
+        metrics=report(
+            f"{R}/supernet/cls/metrics.json",
+            caption="../report/supernet.rst",
+            category="Supernet",
+            labels={"task": "classification", "dataset": "-", "detector": "-", "init": "-"},
+        ),
+    log:
+        "logs/supernet/cls.log",
+    params:
+        cfg=part("seed", "space", "classification", "supernet_pretrain"),
+        out=f"{R}/supernet/cls",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task classification"
+        " --out {params.out} > {log} 2>&1"
+
+
+def _supernet_init(wildcards):
+    return [CLS_SUPERNET] if wildcards.init == "pretrained" else []
+
+
+rule supernet_detection:
+    """Step 2: fine-tune the supernet on detection (DetNAS), or train it from scratch (ablation)."""
+    input:
+        annotations=split("supernet"),
+        init=_supernet_init,
+        tracking=TRACKING,
+    output:
+        checkpoint=f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/checkpoint.pt",
+        metrics=report(
+            f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/metrics.json",
+            caption="../report/supernet.rst",
+            category="Supernet",
+            labels={
+                "task": "detection",
+                "dataset": "{dataset}",
+                "detector": "{detector}",
+                "init": "{init}",
+            },
+        ),
+    log:
+        "logs/supernet/{dataset}/{detector}/{init}.log",
+    params:
+        cfg=lambda w: part("seed", "space", "detector", "supernet_finetune", dataset=w.dataset),
+        images=train_images,
+        init=lambda w, input: f"--init {input.init}" if input.init else "",
+        out=f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task detection"
+        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
+        " --annotations {input.annotations} --images {params.images} {params.init}"
+        " --out {params.out} > {log} 2>&1"

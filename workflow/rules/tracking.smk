@@ -1,0 +1,15 @@
+rule tracking_init:
+    """The MLflow store, experiment and parent run, once, before the parallel jobs start."""
+    output:
+        f"{R}/tracking.json",
+    log:
+        "logs/tracking_init.log",
+    params:
+        cfg=part("tracking"),
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "detnas tracking init --config {STUDY_CONFIG} > {log} 2>&1"
