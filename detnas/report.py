@@ -31,6 +31,7 @@ from typing import Any
 
 from detnas.checkpoint import atomic_write, git_commit, load_json, save_json
 from detnas.config import StudyConfig, config_hash
+from detnas.resnet import parse_dilations
 from detnas.space import KERNEL_SIZES, REGISTRY, Arch
 
 log = logging.getLogger(__name__)
@@ -632,8 +633,7 @@ def dilation_matrix(spec: dict) -> tuple[list[str], list[list[float]], list[list
     values, labels = [], []
     for layer in layers:
         row_v, row_l = [], []
-        for d in spec["dilations"][layer]:
-            pair = tuple(d) if isinstance(d, list | tuple) else (d, d)
+        for pair in parse_dilations(spec["dilations"][layer]):  # "1,2x3" -> (1, 1), (2, 3)
             row_v.append(statistics.fmean(pair))
             row_l.append(str(pair[0]) if pair[0] == pair[-1] else "x".join(map(str, pair)))
         values.append(row_v)

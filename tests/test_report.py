@@ -164,9 +164,9 @@ def test_kernel_statistics():
 
 
 def test_dilation_matrix():
-    spec = {"dilations": {"layer1.0.conv2": [1, 2, [2, 3]], "layer2.0.conv2": [3, 1, 1]}}
+    spec = {"dilations": {"layer1.0": "1,2,2x3", "layer2.0": "3,1,1"}}
     layers, values, labels = report.dilation_matrix(spec)
-    assert layers == ["layer1.0.conv2", "layer2.0.conv2"]
+    assert layers == ["layer1.0", "layer2.0"]
     assert values == [[1, 2, 2.5], [3, 1, 1]]
     assert labels[0] == ["1", "2", "2x3"]
 
