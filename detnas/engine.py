@@ -202,7 +202,8 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             group["lr"] = tcfg.lr * lr_factor(step, tcfg)
         arch = None
         if stage.sample_path is not None:
-            arch = stage.sample_path(random.Random(step_seed(seed, step)))
+            arch = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
+                                       ddp)
             stage.supernet.set_path(arch)
         batch = _to_device(batch, ddp.device)
         with torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -232,6 +233,15 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
         stage.supernet.set_path(None)
     return {**stage.meta, "model": model.state_dict(), "step": max(step + 1, start),
             "provenance": provenance}
+
+
+def _same_on_every_rank(arch: Arch, ddp: Dist) -> Arch:
+    """Rank 0's path, broadcast: every GPU trains the same path in a step (as the reference)."""
+    if ddp.world == 1:
+        return arch
+    box = [arch]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _to_device(batch, device: torch.device):
