@@ -152,6 +152,7 @@ class Stage:
     meta: dict  # what the checkpoint carries to rebuild the model (`detnas.models.model_meta`)
     sample_path: Callable[[random.Random], Arch] | None = None  # supernets: one path per step
     supernet: nn.Module | None = None  # the `Supernet` inside ``model``
+    sync_bn: bool = False  # SyncBN across GPU processes (detection: few images per GPU)
     num_workers: int = 0
 
 
@@ -174,7 +175,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     Raises:
         NonFiniteLoss: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    model = stage.model.to(ddp.device)
+    model = stage.model
+    if stage.sync_bn and ddp.world > 1 and ddp.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps BN children in place
+    model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, tcfg)
