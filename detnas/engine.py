@@ -94,6 +94,9 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
+            # Without workers the batch is read right after this: its augmentation is seeded by
+            # the step. (Workers draw from their own generators: reproducible up to that.)
+            torch.manual_seed(step_seed(self.seed + 1, step))
             yield self.indices(step)
 
     def __len__(self) -> int:

@@ -1,0 +1,58 @@
+"""A training killed with SIGKILL and restarted ends with the weights of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from detnas.data import make_synthetic_classification
+
+pytestmark = pytest.mark.slow
+
+
+def _command(cfg_path, out):
+    return [sys.executable, "-m", "detnas", "train", "supernet", "--task", "classification",
+            "--config", str(cfg_path), "--out", str(out)]
+
+
+def test_sigkill_then_restart_reaches_the_same_weights(tmp_path):
+    make_synthetic_classification(tmp_path / "cls", seed=0, num_classes=3, num_train=48,
+                                  num_val=6, image_size=32)
+    cfg = {"space": "test", "device": "cpu", "results": str(tmp_path),
+           "classification": {"root": str(tmp_path / "cls"), "image_size": 32},
+           "supernet_pretrain": {"steps": 16, "batch_size": 8, "checkpoint_every": 2},
+           "tracking": {"enabled": False}}
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    subprocess.run(_command(cfg_path, tmp_path / "full"), env=env, check=True, timeout=300,
+                   capture_output=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_command(cfg_path, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "resume.pt").exists():  # the first checkpoint is on disk
+        assert proc.poll() is None and time.monotonic() < deadline, "ended before a checkpoint"
+        time.sleep(0.01)
+    time.sleep(0.3)  # somewhere in the middle of the following steps
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "checkpoint.pt").exists(), "the run finished before the kill"
+    killed_at = torch.load(out / "resume.pt", weights_only=True)["step"]
+    assert 2 <= killed_at < 16
+
+    subprocess.run(_command(cfg_path, out), env=env, check=True, timeout=300,
+                   capture_output=True)
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 16
+    for k, v in full["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0, msg=k)
+    assert not (out / "resume.pt").exists()
