@@ -42,7 +42,8 @@ class DatasetConfig:
     num_test: int = 60
     image_size: int = 128
     num_classes: int = 4
-    max_objects: int = 6  # objects per image are 1..max_objects (plus 0-2 distractors)
+    max_objects: int = 6  # objects per image are 1..max_objects
+    max_distractors: int = 2  # shapes of no class per image, 0..max_distractors
 
 
 @dataclass

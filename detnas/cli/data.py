@@ -63,7 +63,7 @@ def _synth_detection(args) -> int:
     d = _dataset(cfg, args.dataset, synthetic=True)
     make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
                              image_size=d.image_size, num_classes=d.num_classes,
-                             max_objects=d.max_objects)
+                             max_objects=d.max_objects, max_distractors=d.max_distractors)
     print(f"wrote {d.num_train} train and {d.num_test} test images to {d.root}")
     return 0
 

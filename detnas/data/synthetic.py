@@ -140,7 +140,7 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_image(rng: np.random.Generator, image_size: int, num_classes: int,
-                 max_objects: int) -> tuple[np.ndarray, list[dict]]:
+                 max_objects: int, max_distractors: int = 2) -> tuple[np.ndarray, list[dict]]:
     """One image and its objects.
 
     Args:
@@ -148,6 +148,7 @@ def render_image(rng: np.random.Generator, image_size: int, num_classes: int,
         image_size: side of the square image in pixels.
         num_classes: objects are drawn from the first ``num_classes`` class pairs.
         max_objects: the most objects an image has (distractors not counted).
+        max_distractors: the most distractors (shapes of no class) an image has.
 
     Returns:
         The uint8 image (H, W, 3) and a list of ``{"label": 0-based class, "bbox": [x, y, w, h],
@@ -160,7 +161,8 @@ def render_image(rng: np.random.Generator, image_size: int, num_classes: int,
     objects: list[dict] = []
     min_size, max_size = max(6.0, image_size / 12), image_size * 0.9
     n_objects = int(rng.integers(1, max_objects + 1))
-    n_distractors = int(rng.integers(0, 3)) if len(pairs) > num_classes else 0
+    n_distractors = (int(rng.integers(0, max_distractors + 1))
+                     if len(pairs) > num_classes and max_distractors else 0)
     kinds = [True] * n_objects + [False] * n_distractors
     rng.shuffle(kinds)
     for is_object in kinds:
@@ -198,7 +200,8 @@ def _write_png(path: Path, img: np.ndarray) -> None:
 
 
 def make_synthetic_detection(root: str | Path, *, seed: int, num_train: int, num_test: int,
-                             image_size: int, num_classes: int, max_objects: int = 6) -> None:
+                             image_size: int, num_classes: int, max_objects: int = 6,
+                             max_distractors: int = 2) -> None:
     """Write the synthetic detection set in COCO layout under ``root``.
 
     Writes ``root/{train,test}/<id>.png`` and ``root/annotations/instances_{train,test}.json``
@@ -217,7 +220,8 @@ def make_synthetic_detection(root: str | Path, *, seed: int, num_train: int, num
     for split, count in (("train", num_train), ("test", num_test)):
         images, annotations = [], []
         for i in range(count):
-            img, objects = render_image(_rng(seed, split, i), image_size, num_classes, max_objects)
+            img, objects = render_image(_rng(seed, split, i), image_size, num_classes, max_objects,
+                                        max_distractors)
             image_id = i + 1
             file_name = f"{image_id:06d}.png"
             _write_png(root / split / file_name, img)
