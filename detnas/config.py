@@ -1,4 +1,4 @@
-"""Typed study configuration: one dataclass per stage, loaded from YAML, validated, written resolved.
+"""Typed study configuration: a dataclass per stage, loaded from YAML, validated, written resolved.
 
 The same YAML file is Snakemake's ``configfile`` and every ``detnas`` command's ``--config``.
 Errors name the file, the dotted field and the bad value.

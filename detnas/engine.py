@@ -112,7 +112,7 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp:
                       persistent_workers=False)
 
 
-# --- optimisation -----------------------------------------------------------------------------------
+# --- optimisation ---------------------------------------------------------------------------------
 
 
 def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.SGD:
@@ -137,7 +137,7 @@ def lr_factor(step: int, tcfg: TrainConfig) -> float:
     return warm * tcfg.gamma**drops
 
 
-# --- the loop ---------------------------------------------------------------------------------------
+# --- the loop -------------------------------------------------------------------------------------
 
 
 class NonFiniteLoss(ValueError):

@@ -86,7 +86,7 @@ class CostTable:
 
     def backbone_flops(self, arch: Arch) -> int:
         """Backbone FLOPs only: the hot path of the search's FLOPs filter."""
-        return self.stem.flops + sum(c[i].flops for c, i in zip(self.blocks, arch.choices))
+        return self.stem.flops + sum(c[i].flops for c, i in zip(self.blocks, arch.choices))  # noqa: B905
 
     def classifier(self, arch: Arch) -> Cost:
         return self.backbone(arch) + self.head

@@ -194,7 +194,8 @@ def crossover(a: Arch, b: Arch, rng: random.Random) -> Arch:
     """Take each block from ``a`` or ``b`` with equal chance."""
     if a.space != b.space:
         raise ValueError(f"cannot cross archs of spaces {a.space} and {b.space}")
-    return Arch(a.space, tuple(x if rng.random() < 0.5 else y for x, y in zip(a.choices, b.choices)))
+    pairs = zip(a.choices, b.choices, strict=True)
+    return Arch(a.space, tuple(x if rng.random() < 0.5 else y for x, y in pairs))
 
 
 # --- the registry of named architectures ----------------------------------------------------------

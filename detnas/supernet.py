@@ -123,7 +123,8 @@ class Classifier(nn.Module):
     no last conv.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(self, backbone: nn.Module, num_classes: int,
+                 norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
         self.backbone = backbone
         last_channels = getattr(backbone, "last_channels", None)
@@ -140,7 +141,7 @@ class Classifier(nn.Module):
         return self.fc(x)  # (N, num_classes)
 
     def extract(self, arch: Arch) -> Classifier:
-        """The standalone classifier of ``arch`` with copied weights (backbone must be a supernet)."""
+        """The standalone classifier of ``arch`` with copied weights (around a supernet only)."""
         if not isinstance(self.backbone, Supernet):
             raise TypeError("extract needs a classifier around a supernet")
         net = Classifier(self.backbone.extract(arch), self.fc.out_features)

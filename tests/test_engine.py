@@ -1,4 +1,3 @@
-import random
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,11 @@ def _stage(paths=None, n=24):
     spec = {"kind": "supernet", "space": "test"}
     torch.manual_seed(0)
     model = build_model("classification", spec, 3)
-    def sampler(rng, it=iter(paths or [])):
-        return next(it) if paths else sample("test", rng)
+    scripted = iter(paths or [])
+
+    def sampler(rng):
+        return next(scripted) if paths else sample("test", rng)
+
     return engine.Stage(model, classification_loss(0.1), data, default_collate,
                         model_meta("classification", spec, 3), sampler, backbone_of(model))
 
@@ -64,7 +66,9 @@ def test_resume_reaches_the_same_weights(tmp_path):
     stage = _stage()
     base = stage.loss
 
-    def loss(model, batch, calls=[0]):
+    def loss(model, batch, calls=None):
+        if calls is None:
+            calls = [0]
         calls[0] += 1
         if calls[0] == 6:  # dies in step 6, after the checkpoint of step 4
             raise Killed
@@ -84,7 +88,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     stage = _stage()
     base = stage.loss
 
-    def loss(model, batch, calls=[0]):
+    def loss(model, batch, calls=None):
+        if calls is None:
+            calls = [0]
         calls[0] += 1
         return base(model, batch) * (float("nan") if calls[0] == 4 else 1.0)
 

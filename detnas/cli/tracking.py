@@ -1,4 +1,4 @@
-"""``detnas tracking init``: the MLflow store and the pipeline's parent run, before parallel jobs."""
+"""``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job."""
 
 from __future__ import annotations
 
