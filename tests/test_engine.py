@@ -66,9 +66,9 @@ def test_resume_reaches_the_same_weights(tmp_path):
     stage = _stage()
     base = stage.loss
 
-    def loss(model, batch, calls=None):
-        if calls is None:
-            calls = [0]
+    calls = [0]
+
+    def loss(model, batch):
         calls[0] += 1
         if calls[0] == 6:  # dies in step 6, after the checkpoint of step 4
             raise Killed
@@ -88,9 +88,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     stage = _stage()
     base = stage.loss
 
-    def loss(model, batch, calls=None):
-        if calls is None:
-            calls = [0]
+    calls = [0]
+
+    def loss(model, batch):
         calls[0] += 1
         return base(model, batch) * (float("nan") if calls[0] == 4 else 1.0)
 
