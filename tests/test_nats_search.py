@@ -231,13 +231,3 @@ def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
     assert main(["nats", "derive", "--search", str(tmp_path / "arch.json"),
                  "--out", str(tmp_path / "x.json")]) == 2
 
-
-def test_weight_learning_rate_schedule():
-    from detnas.config import TrainConfig
-
-    linear = TrainConfig(steps=10, lr=0.1, warmup_steps=2)
-    lrs = [round(nats_search.lr_at(linear, s), 4) for s in (0, 1, 5, 9)]
-    assert lrs == [0.05, 0.09, 0.05, 0.01]
-    step = TrainConfig(steps=9, lr=0.02, schedule="step", lr_steps=[2 / 3, 8 / 9])
-    assert [nats_search.lr_at(step, s) for s in (0, 5, 6, 8)] == pytest.approx(
-        [0.02, 0.02, 0.002, 0.0002])

@@ -21,8 +21,9 @@ from torch import nn
 
 from detnas import tracking
 from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
-from detnas.config import NatsConfig, StudyConfig, TrainConfig, config_hash, to_dict
+from detnas.config import NatsConfig, StudyConfig, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
+from detnas.engine import lr_factor
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
 from detnas.nats.ops import (
     arch_parameters,
@@ -107,14 +108,6 @@ def build_search_model(nats: NatsConfig, detector: str, num_classes: int, detect
     make_searchable(backbone, nats.candidates, nats.groups, nats.group_width,
                     nats.searched_stages)
     return build_detector(backbone, detector, num_classes, detector_cfg)
-
-
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate of ``step``: linear warm-up, then linear decay to 0 or step decay."""
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    if cfg.schedule == "linear":
-        return cfg.lr * warm * (1 - step / max(1, cfg.steps))
-    return cfg.lr * warm * cfg.gamma ** sum(step >= f * cfg.steps for f in cfg.lr_steps)
 
 
 class BatchStream:
@@ -295,7 +288,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()})
         while step < t.steps:
             start = time.perf_counter()
-            lr = lr_at(t, step)
+            lr = t.lr * lr_factor(step, t)
             for group in sgd.param_groups:
                 group["lr"] = lr
             row = {"step": step + 1, "lr": lr}
