@@ -81,6 +81,8 @@ except ValueError as e:
     raise WorkflowError(f"config {CONFIG_FILES}: {e}") from None
 RESOLVED = detnas_config.to_dict(STUDY)
 
+# Used in the shell commands directly, not as a param or input: its path and content must not
+# trigger reruns (the rules' params.cfg slices do that, precisely).
 STUDY_CONFIG = f"{R}/config.yaml"
 
 

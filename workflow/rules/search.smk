@@ -32,7 +32,7 @@ rule search_detection:
         ),
         method=lambda w: "random" if w.ablation == "random" else "evolution",
         images=train_images,
-        out=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
@@ -67,7 +67,7 @@ rule search_classification:
         "logs/search/cls/clsnas.log",
     params:
         cfg=part("seed", "space", "classification", "search"),
-        out=f"{R}/search/cls/clsnas",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
