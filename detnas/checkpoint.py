@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -55,15 +53,19 @@ def load_json(path: str | Path) -> Any:
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     """Save a checkpoint (tensors, numbers, strings, lists and dicts only) atomically."""
+    import torch
+
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` (no code runs on load).
 
     Raises:
         ValueError: the file is missing or is not a readable checkpoint.
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: checkpoint does not exist")

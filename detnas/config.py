@@ -102,6 +102,9 @@ class SearchConfig:
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
     workers: int = 1  # processes evaluating candidates of a generation in parallel
+    eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
+    threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
+    # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
 
 
 @dataclass

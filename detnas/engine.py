@@ -152,6 +152,7 @@ class Stage:
     meta: dict  # what the checkpoint carries to rebuild the model (`detnas.models.model_meta`)
     sample_path: Callable[[random.Random], Arch] | None = None  # supernets: one path per step
     supernet: nn.Module | None = None  # the `Supernet` inside ``model``
+    sync_bn: bool = False  # SyncBN across GPU processes (detection: few images per GPU)
     num_workers: int = 0
 
 
@@ -174,7 +175,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     Raises:
         NonFiniteLoss: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    model = stage.model.to(ddp.device)
+    model = stage.model
+    if stage.sync_bn and ddp.world > 1 and ddp.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps BN children in place
+    model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, tcfg)
@@ -202,7 +206,8 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             group["lr"] = tcfg.lr * lr_factor(step, tcfg)
         arch = None
         if stage.sample_path is not None:
-            arch = stage.sample_path(random.Random(step_seed(seed, step)))
+            arch = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
+                                       ddp)
             stage.supernet.set_path(arch)
         batch = _to_device(batch, ddp.device)
         with torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -232,6 +237,15 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
         stage.supernet.set_path(None)
     return {**stage.meta, "model": model.state_dict(), "step": max(step + 1, start),
             "provenance": provenance}
+
+
+def _same_on_every_rank(arch: Arch, ddp: Dist) -> Arch:
+    """Rank 0's path, broadcast: every GPU trains the same path in a step (as the reference)."""
+    if ddp.world == 1:
+        return arch
+    box = [arch]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _to_device(batch, device: torch.device):

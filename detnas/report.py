@@ -6,7 +6,8 @@ missing input never stops the report: its cells stay blank and the file is named
 
 Inputs, relative to the results folder::
 
-    retrain/{row}/cls/metrics.json                    top1, arch, space, provenance
+    retrain/{row}/cls/metrics.json                    top1, arch, space, provenance (baselines)
+    retrain/{row}/{dataset}/{detector}/cls/metrics.json  the same, for searched rows
     retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, backbone_flops/params, arch
     search/{dataset}/{detector}/{method}/history.csv  order, generation, arch, fitness, flops
     search/{dataset}/{detector}/{method}/arch.json    the winner (method: detnas|scratch|random)
@@ -31,6 +32,7 @@ from typing import Any
 
 from detnas.checkpoint import atomic_write, git_commit, load_json, save_json
 from detnas.config import StudyConfig, config_hash
+from detnas.resnet import parse_dilations
 from detnas.space import KERNEL_SIZES, REGISTRY, Arch
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ class Results:
     """Every input found under a results folder, and the expected ones that were not."""
 
     root: Path
-    cls: dict[str, dict] = field(default_factory=dict)  # row -> cls metrics
+    cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> cls metrics
     det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det)
     histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows
     search_archs: dict[str, dict] = field(default_factory=dict)  # search key -> arch.json
@@ -179,6 +181,8 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
     res = Results(Path(root))
     for row in ROWS:
         # NATS reuses the ResNet-50 classification weights, so its cls metrics are optional.
+        if row in SEARCH_METHODS:
+            continue
         cls = _read(res, f"retrain/{row}/cls/metrics.json", required=row != "nats")
         if cls is not None:
             res.cls[row] = cls
@@ -188,6 +192,10 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
                 m = _read(res, f"retrain/{row}/{ds}/{det}/metrics.json")
                 if m is not None:
                     res.det[(row, ds, det)] = m
+                if row in SEARCH_METHODS:  # searched per dataset and detector
+                    cls = _read(res, f"retrain/{row}/{ds}/{det}/cls/metrics.json")
+                    if cls is not None:
+                        res.cls[(row, ds, det)] = cls
             for method in SEARCH_METHODS:
                 _collect_search(res, search_key(ds, det, method))
             nats = _read(res, f"nats/{ds}/{det}/arch.json")
@@ -236,10 +244,11 @@ def _row_arch(res: Results, row: str, ds: str, det: str) -> str | None:
     return (res.cls.get(row) or res.cls.get(cls_row) or {}).get("arch")
 
 
-def _top1(res: Results, row: str) -> tuple[float | None, str]:
+def _top1(res: Results, row: str, ds: str, det: str) -> tuple[float | None, str]:
     """Top-1 of a row and a note; NATS falls back to ResNet-50's (the same weights)."""
-    if row in res.cls and "top1" in res.cls[row]:
-        return res.cls[row]["top1"], ""
+    for key in ((row, ds, det), row):
+        if "top1" in res.cls.get(key, {}):
+            return res.cls[key]["top1"], ""
     if row == "nats" and "top1" in res.cls.get("resnet50", {}):
         return res.cls["resnet50"]["top1"], "ResNet-50's, weights reused"
     return None, ""
@@ -257,8 +266,11 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     pds = paper_dataset(d.kind)
     rows = []
     for row, name in ROWS.items():
-        top1, note = _top1(res, row)
-        entry: dict[str, Any] = {"row": row, "name": name, "top1": top1, "top1_note": note,
+        top1 = {det: _top1(res, row, dataset, det) for det in cfg.detectors}
+        notes = {note for _, note in top1.values() if note}
+        entry: dict[str, Any] = {"row": row, "name": name,
+                                 "top1": {det: t for det, (t, _) in top1.items()},
+                                 "top1_note": notes.pop() if notes else "",
                                  "arch": {}, "backbone_flops": {}, "backbone_params": {},
                                  "map": {}, "paper": {"top1": {}, "map": {}, "flops": {}}}
         for det in cfg.detectors:
@@ -317,7 +329,8 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
 
     rows = []
     for r in table["rows"]:
-        top1 = _pct(r["top1"]) + (f" ({r['top1_note']})" if r["top1_note"] else "")
+        top1 = _joined([_pct(r["top1"][d]) for d in dets]) + (
+            f" ({r['top1_note']})" if r["top1_note"] else "")
         cells = [r["name"], _joined([f"`{r['arch'][d]}`" if r["arch"][d] else "—" for d in dets]),
                  _joined([_si(r["backbone_flops"][d]) for d in dets]),
                  _joined([_si(r["backbone_params"][d]) for d in dets]), top1]
@@ -632,8 +645,7 @@ def dilation_matrix(spec: dict) -> tuple[list[str], list[list[float]], list[list
     values, labels = [], []
     for layer in layers:
         row_v, row_l = [], []
-        for d in spec["dilations"][layer]:
-            pair = tuple(d) if isinstance(d, list | tuple) else (d, d)
+        for pair in parse_dilations(spec["dilations"][layer]):  # "1,2x3" -> (1, 1), (2, 3)
             row_v.append(statistics.fmean(pair))
             row_l.append(str(pair[0]) if pair[0] == pair[-1] else "x".join(map(str, pair)))
         values.append(row_v)

@@ -99,13 +99,6 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     return metrics
 
 
-def _sync_bn(model: nn.Module) -> nn.Module:
-    """SyncBN when several processes train together (small detection batches per GPU)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model
-
-
 def _classification_data(cfg: StudyConfig, split: str, train: bool):
     from detnas.data import ImageFolderClassification
 
@@ -131,6 +124,7 @@ def _no_evaluation(model, device) -> dict:
 
 def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
     """Step 1 of DetNAS: path-wise supernet pre-training on classification."""
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True)
     backbone = {"kind": "supernet", "space": cfg.space}
     model = build_model("classification", backbone, data.num_classes)
@@ -166,17 +160,17 @@ def _detection_data(images: Path, annotations: Path):
 def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Path,
                        annotations: Path, init: Path | None, out: Path) -> dict:
     """Step 2 of DetNAS: path-wise fine-tuning on detection; ``init=None`` is DetNAS-scratch."""
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     data = _detection_data(images, annotations)
     backbone = {"kind": "supernet", "space": cfg.space}
     model = build_model("detection", backbone, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, cfg.space)
-    model = _sync_bn(model)
     tcfg = cfg.supernet_finetune
     stage = engine.Stage(
         model, detection_loss, data, detection_collate,
         model_meta("detection", backbone, data.num_classes, detector, cfg.detector),
-        path_sampler(cfg, tcfg), backbone_of(model),
+        path_sampler(cfg, tcfg), backbone_of(model), sync_bn=True,
     )
     tags = {"ablation": "detnas" if init else "scratch", "space": cfg.space,
             "dataset": dataset, "detector": detector}
@@ -190,6 +184,7 @@ def _spec_tags(spec: dict) -> dict:
 
 def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
     """Retraining, part 1: classification pre-training of a fixed architecture."""
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True)
     model = build_model("classification", spec, data.num_classes)
     tcfg = cfg.retrain_pretrain
@@ -202,13 +197,13 @@ def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> 
 def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, detector: str,
                    init: Path | None, out: Path) -> dict:
     """Retraining, part 2: the detector on the full training set, evaluated on the test split."""
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     root = Path(d.root)
     data = _detection_data(root / d.train_images, root / d.train_annotations)
     model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, spec.get("space"))
-    model = _sync_bn(model)
     tcfg = cfg.retrain_finetune
 
     def evaluate(trained, device):
@@ -221,7 +216,8 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
                 "backbone_flops": size.flops, "backbone_params": size.params}
 
     stage = engine.Stage(model, detection_loss, data, detection_collate,
-                         model_meta("detection", spec, data.num_classes, detector, cfg.detector))
+                         model_meta("detection", spec, data.num_classes, detector, cfg.detector),
+                         sync_bn=True)
     tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
     return _run_stage(cfg, Run(out, "retrain-detection", tags), stage, tcfg, evaluate)
 

@@ -73,7 +73,8 @@ def test_main_table_values_from_metrics(built):
     assert detnas["map"]["fpn"] == fpn["mmap"]
     assert detnas["arch"]["fpn"] == fpn["arch"]
     assert detnas["backbone_flops"]["fpn"] == fpn["backbone_flops"]
-    assert detnas["top1"] == _fixture_json("retrain/detnas/cls/metrics.json")["top1"]
+    assert detnas["top1"]["fpn"] == _fixture_json("retrain/detnas/synth/fpn/cls/metrics.json")[
+        "top1"]
     # a VOC-kind dataset is compared on AP50, not mmAP
     voc_fpn = _fixture_json("retrain/detnas/voc/fpn/metrics.json")
     assert tables["tables"]["voc"]["metric"] == "ap50"
@@ -83,7 +84,7 @@ def test_main_table_values_from_metrics(built):
 def test_nats_top1_reuses_resnet50(built):
     tables = json.loads((built / "tables.json").read_text())
     nats = _row(tables, "synth", "nats")
-    assert nats["top1"] == _fixture_json("retrain/resnet50/cls/metrics.json")["top1"]
+    assert nats["top1"]["fpn"] == _fixture_json("retrain/resnet50/cls/metrics.json")["top1"]
     assert "ResNet-50" in nats["top1_note"]
     assert not any("nats/cls" in m for m in tables["missing"])
 
@@ -164,9 +165,9 @@ def test_kernel_statistics():
 
 
 def test_dilation_matrix():
-    spec = {"dilations": {"layer1.0.conv2": [1, 2, [2, 3]], "layer2.0.conv2": [3, 1, 1]}}
+    spec = {"dilations": {"layer1.0": "1,2,2x3", "layer2.0": "3,1,1"}}
     layers, values, labels = report.dilation_matrix(spec)
-    assert layers == ["layer1.0.conv2", "layer2.0.conv2"]
+    assert layers == ["layer1.0", "layer2.0"]
     assert values == [[1, 2, 2.5], [3, 1, 1]]
     assert labels[0] == ["1", "2", "2x3"]
 

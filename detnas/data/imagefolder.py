@@ -59,7 +59,7 @@ class ImageFolderClassification(Dataset):
             self.samples.extend((p, label) for p in files)
         if train:
             self.transform = v2.Compose([
-                v2.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True),
+                v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
                 v2.RandomHorizontalFlip(),
             ])
         else:

@@ -124,14 +124,14 @@ def _object(shape: int, texture: int, size: float, cx: float, cy: float, h: int,
 
 
 def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth colour gradient under a faint random texture, crossed by random lines."""
+    """A smooth colour gradient under a faint random texture, crossed by a few thin lines."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     c1, c2 = _colour(rng), _colour(rng)
     t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) / max(h, w)
     img = c1 + (c2 - c1) * ((t - t.min()) / (np.ptp(t) + 1e-6))[..., None]
     tex = _texture(int(rng.integers(len(TEXTURES))), x, y, rng)
-    img = img + np.where(tex[..., None], 1.0, -1.0) * rng.uniform(5, 25)
-    for _ in range(int(rng.integers(2, 7))):
+    img = img + np.where(tex[..., None], 1.0, -1.0) * rng.uniform(0, 8)
+    for _ in range(int(rng.integers(0, 3))):
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
         angle = rng.uniform(0, np.pi)
         dist = np.abs((x - x0) * np.sin(angle) - (y - y0) * np.cos(angle))

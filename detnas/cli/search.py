@@ -1,0 +1,100 @@
+"""``detnas search``: evolutionary or random search on a trained supernet (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+from detnas.cli.common import add_config_args, load_config, print_json
+
+_EPILOG = """\
+detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
+  --data ANN_JSON --images DIR                          the search split
+  --recalib-annotations ANN_JSON --recalib-images DIR   the supernet-training split (BN recalib)
+classification fitness (ClsNASNet ablation; top-1):
+  --data VAL_DIR --recalib-data TRAIN_DIR               ImageFolder splits
+
+Settings come from the config's `search` section (population, generations, max_flops, workers,
+recalib_images, ...); override with --set search.KEY=VALUE. Both strategies evaluate
+population * generations candidates. An existing OUT/state.json is resumed.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search a supernet: evolution, random")
+    cmds = p.add_subparsers(dest="search_command", required=True, metavar="STRATEGY")
+    for strategy, text in (("evolution", "evolutionary search under the FLOPs limit"),
+                           ("random", "random search with the evolution's evaluation budget")):
+        c = cmds.add_parser(strategy, help=text, description=text, epilog=_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_args(c)
+        c.add_argument("--supernet", required=True, metavar="CKPT",
+                       help="supernet model checkpoint (detection or classification)")
+        c.add_argument("--fitness", choices=("detection", "classification"),
+                       default="detection", help="what a candidate is scored on")
+        c.add_argument("--data", required=True, metavar="PATH",
+                       help="detection: search-split annotation JSON; "
+                            "classification: ImageFolder val dir")
+        c.add_argument("--images", metavar="DIR", help="detection: search-split image folder")
+        c.add_argument("--recalib-annotations", metavar="ANN_JSON",
+                       help="detection: annotations of the training split for BN recalibration")
+        c.add_argument("--recalib-images", metavar="DIR",
+                       help="detection: image folder of the training split")
+        c.add_argument("--recalib-data", metavar="DIR",
+                       help="classification: ImageFolder train dir for BN recalibration")
+        c.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        c.add_argument("--ablation", default=None,
+                       help="ablation tag (default: detnas, or clsnasnet for classification)")
+        c.add_argument("--dataset", default=None,
+                       help="detection dataset name in the config (metric, tags); default: first")
+        c.add_argument("--detector", default=None, choices=("fpn", "retinanet"),
+                       help="expected detector of the checkpoint (checked), for tags")
+        c.set_defaults(func=_run, strategy=strategy)
+
+
+def _need(args, *names: str) -> None:
+    for name in names:
+        if not getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is required with --fitness {args.fitness}")
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run(args) -> int:
+    from detnas.search.fitness import FitnessSpec
+    from detnas.search.stage import search_stage
+
+    cfg = load_config(args)
+    dataset = args.dataset or next(iter(cfg.datasets))
+    if args.fitness == "detection":
+        if dataset not in cfg.datasets:
+            raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
+                             f"({', '.join(cfg.datasets)})")
+        _need(args, "images", "recalib_annotations", "recalib_images")
+        metric = cfg.datasets[dataset].metric
+        recalib_data = args.recalib_annotations
+    else:
+        _need(args, "recalib_data")
+        metric, recalib_data = "top1", args.recalib_data
+    s = cfg.search
+    spec = FitnessSpec(
+        checkpoint=args.supernet, kind=args.fitness, space=cfg.space, data=args.data,
+        recalib_data=recalib_data, images=args.images or "",
+        recalib_images=args.recalib_images or "", detector=args.detector, metric=metric,
+        recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
+        eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
+        seed=cfg.seed, device=_device(cfg.device),
+        threads=s.threads,
+    )
+    ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
+    metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,
+                           dataset=dataset if args.fitness == "detection" else "imagenet",
+                           detector=args.detector or "")
+    print_json(metrics)
+    return 0

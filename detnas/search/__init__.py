@@ -1,0 +1,1 @@
+"""DetNAS search: evolution and random search (pure Python) and the supernet fitness."""

@@ -1,0 +1,330 @@
+"""Evolutionary and random search under a FLOPs limit, resumable after a kill (pure Python).
+
+The evolution follows the DetNAS / SPOS reference: generation 0 is ``population`` random
+candidates; each later generation has up to ``mutations`` mutants (a random top-k parent, each
+block re-drawn with probability ``mutation_prob``, at most ``10 * mutations`` tries), up to
+``crossovers`` children (two random top-k parents, each block from either), and random candidates
+for the rest; the top k are the best of everything evaluated so far. A candidate over the FLOPs
+limit is rejected before evaluation (never penalised), and no candidate is evaluated twice.
+Random search draws every generation at random: the same number of evaluations
+(`evaluation_budget`), the same FLOPs filter, the same state and history.
+
+A generation's candidates are all drawn before any is evaluated (they depend only on the RNG and
+the top k), so they can be evaluated in parallel and the result does not depend on the number of
+workers. The state (RNG included) is saved atomically after every evaluation: a killed search
+restarted with the same settings loses at most the candidates in flight and ends exactly as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detnas.checkpoint import load_json, save_json
+from detnas.flops import cost_table
+from detnas.space import Arch, crossover, get_space, mutate, sample_within
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("evolution", "random")
+STATE_VERSION = 1
+
+Fitness = Callable[[Arch], float]
+Evaluator = Callable[[Sequence[Arch]], Iterable[tuple[int, float]]]
+"""Evaluates candidates, yielding ``(index, fitness)`` in any order (e.g. as workers finish)."""
+
+_SETTINGS = ("population", "topk", "generations", "mutations", "crossovers", "mutation_prob",
+             "max_flops", "flops_input_size")
+
+
+def serial(fitness: Fitness) -> Evaluator:
+    """An `Evaluator` that calls ``fitness`` on each candidate in turn."""
+
+    def evaluate(archs: Sequence[Arch]) -> Iterable[tuple[int, float]]:
+        for i, arch in enumerate(archs):
+            yield i, fitness(arch)
+
+    return evaluate
+
+
+def evaluation_budget(cfg) -> int:
+    """Fitness evaluations of a search with config ``cfg`` (a `detnas.config.SearchConfig`).
+
+    Every generation evaluates ``population`` new candidates, so evolution and random search with
+    the same config get the same budget. (Only a space too small to hold that many distinct
+    feasible candidates ends a search early, with a warning.)
+    """
+    return cfg.population * cfg.generations
+
+
+def flops_floor(space: str, input_size: int = 224) -> int:
+    """Exact backbone FLOPs of the cheapest arch of ``space`` (the cheapest choice per block)."""
+    table = cost_table(space, input_size)
+    return table.stem.flops + sum(min(c.flops for c in block) for block in table.blocks)
+
+
+def check_settings(cfg, space: str, where: str = "search") -> None:
+    """Reject search settings that cannot give a sound search.
+
+    Raises:
+        ValueError: naming the field and value, e.g. a FLOPs limit below the cheapest network.
+    """
+    get_space(space)
+    for name in ("population", "topk", "generations"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{where}.{name}: must be >= 1, got {getattr(cfg, name)}")
+    if cfg.mutations < 0 or cfg.crossovers < 0 or cfg.mutations + cfg.crossovers > cfg.population:
+        raise ValueError(
+            f"{where}.mutations + {where}.crossovers must be between 0 and population "
+            f"({cfg.population}), got {cfg.mutations} + {cfg.crossovers}"
+        )
+    if cfg.topk > cfg.population:
+        raise ValueError(f"{where}.topk: {cfg.topk} exceeds population {cfg.population}")
+    if not 0.0 <= cfg.mutation_prob <= 1.0:
+        raise ValueError(f"{where}.mutation_prob: must be in [0, 1], got {cfg.mutation_prob}")
+    if cfg.max_flops < 0:
+        raise ValueError(f"{where}.max_flops: must be >= 0 (0 = no limit), got {cfg.max_flops}")
+    floor = flops_floor(space, cfg.flops_input_size)
+    if 0 < cfg.max_flops < floor:
+        raise ValueError(
+            f"{where}.max_flops: {cfg.max_flops:.6g} is below the cheapest network of space "
+            f"{space} ({floor:,} backbone FLOPs at {cfg.flops_input_size}px): no candidate is "
+            "feasible"
+        )
+
+
+@dataclass
+class SearchState:
+    """Everything a search needs to resume; saved as JSON after every evaluation."""
+
+    strategy: str
+    space: str
+    settings: dict[str, float]
+    rng_origin: str  # fingerprint of the RNG state the search started from (the seed)
+    generation: int = 0  # the generation in flight (or the next one)
+    pending: list[str] | None = None  # candidates of the generation in flight, in order
+    rng: list = field(default_factory=list)  # random.Random.getstate() after drawing `pending`
+    history: list[dict] = field(default_factory=list)  # one row per evaluated candidate
+    generations: list[dict] = field(default_factory=list)  # per finished generation: best, mean
+    elapsed_s: float = 0.0  # time spent evaluating, over all runs
+    version: int = STATE_VERSION
+
+    @property
+    def done(self) -> bool:
+        return self.pending is None and self.generation >= self.settings["generations"]
+
+    def memo(self) -> dict[str, float]:
+        return {row["arch"]: row["fitness"] for row in self.history}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, path: str | Path) -> SearchState:
+        """Rebuild a state read from ``path``; a damaged one is a ValueError naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a search state (expected a JSON object)")
+        kinds = {"strategy": str, "space": str, "settings": dict, "rng_origin": str,
+                 "generation": int, "pending": (list, type(None)), "rng": list, "history": list,
+                 "generations": list, "elapsed_s": (int, float), "version": int}
+        for key, kind in kinds.items():
+            if key not in data:
+                raise ValueError(f"{path}: corrupt search state: field {key!r} is missing")
+            if not isinstance(data[key], kind):
+                raise ValueError(f"{path}: corrupt search state: field {key!r} = {data[key]!r}")
+        if data["version"] != STATE_VERSION:
+            raise ValueError(f"{path}: search state version {data['version']}, "
+                             f"this code reads version {STATE_VERSION}")
+        state = cls(**{k: data[k] for k in kinds})
+        try:
+            for i, row in enumerate(state.history):
+                Arch.parse(row["arch"], state.space)
+                if not isinstance(row["fitness"], int | float) or not isinstance(row["order"], int):
+                    raise ValueError(f"history[{i}] = {row!r}")
+            for arch in state.pending or ():
+                Arch.parse(arch, state.space)
+            _restore_rng(state.rng)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: corrupt search state: {e}") from None
+        return state
+
+
+def _restore_rng(data: list) -> random.Random:
+    rng = random.Random()
+    version, internal, gauss = data
+    rng.setstate((version, tuple(internal), gauss))
+    return rng
+
+
+def _fingerprint(rng: random.Random) -> str:
+    return hashlib.sha256(repr(rng.getstate()).encode()).hexdigest()[:16]
+
+
+def _settings(cfg) -> dict[str, float]:
+    return {name: getattr(cfg, name) for name in _SETTINGS}
+
+
+def _rank(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def top_k(history: list[dict], k: int) -> list[dict]:
+    """The ``k`` best rows of ``history`` (ties: the earlier candidate first; NaN last)."""
+    return sorted(history, key=lambda r: (-_rank(r["fitness"]), r["order"]))[:k]
+
+
+def _propose(state: SearchState, space: str, rng: random.Random, cost: Fitness,
+             limit: float, prob: float, mutations: int, crossovers: int, population: int,
+             topk: int) -> list[Arch]:
+    """The candidates of generation ``state.generation``: feasible and never seen before."""
+    seen = set(state.memo())
+    out: list[Arch] = []
+
+    def fresh(arch: Arch) -> bool:
+        key = str(arch)
+        if key in seen or cost(arch) > limit:
+            return False
+        seen.add(key)
+        out.append(arch)
+        return True
+
+    if state.strategy == "evolution" and state.generation > 0:
+        parents = [Arch.parse(r["arch"], space) for r in top_k(state.history, topk)]
+        found = 0
+        for _ in range(10 * mutations):  # the reference's bound on tries
+            if found == mutations:
+                break
+            found += fresh(mutate(rng.choice(parents), rng, prob))
+        found = 0
+        for _ in range(10 * crossovers):
+            if found == crossovers:
+                break
+            found += fresh(crossover(rng.choice(parents), rng.choice(parents), rng))
+    misses = 0
+    while len(out) < population and misses < 100 * population:
+        misses += not fresh(sample_within(space, rng, cost, limit))
+    if len(out) < population:
+        log.warning("generation %d: only %d new feasible candidates found (space exhausted?)",
+                    state.generation, len(out))
+    return out
+
+
+def run_search(
+    strategy: str,
+    space: str,
+    cfg,
+    evaluate: Evaluator,
+    rng: random.Random,
+    state_path: str | Path | None = None,
+    cost: Fitness | None = None,
+    on_generation: Callable[[dict], None] | None = None,
+    on_evaluation: Callable[[dict], None] | None = None,
+) -> SearchState:
+    """Run (or resume) an evolutionary or random search; returns the final state.
+
+    Args:
+        strategy: ``evolution`` or ``random``.
+        space: the search space's name.
+        cfg: a `detnas.config.SearchConfig` (population, topk, generations, mutations,
+            crossovers, mutation_prob, max_flops, flops_input_size).
+        evaluate: an `Evaluator` (`serial` (fitness) or a worker pool); higher fitness is better.
+        rng: a seeded ``random.Random``; a resumed search continues from the saved RNG state.
+        state_path: JSON file of the resumable state; an existing one is resumed.
+        cost: backbone FLOPs of an arch; default the exact table at ``cfg.flops_input_size``.
+        on_generation: called with ``{"generation", "best", "mean", "evaluations"}`` after each
+            generation (also for those finished before a resume).
+        on_evaluation: called with each new history row.
+
+    Raises:
+        ValueError: bad settings (see `check_settings`), or a state file that is corrupt or was
+            written by a search with other settings or another seed.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(STRATEGIES)})")
+    check_settings(cfg, space)
+    cost = cost or cost_table(space, cfg.flops_input_size).backbone_flops
+    limit = cfg.max_flops or math.inf
+    state = _load_or_start(strategy, space, cfg, rng, state_path)
+    if state.rng:
+        rng.setstate(_restore_rng(state.rng).getstate())
+    for stats in state.generations:
+        if on_generation:
+            on_generation(stats)
+
+    def save() -> None:
+        if state_path:
+            save_json(state_path, state.to_json())
+
+    while not state.done:
+        if state.pending is None:
+            archs = _propose(state, space, rng, cost, limit, cfg.mutation_prob, cfg.mutations,
+                             cfg.crossovers, cfg.population, cfg.topk)
+            state.pending = [str(a) for a in archs]
+            state.rng = list(rng.getstate())
+            save()
+        memo = state.memo()
+        todo = [a for a in state.pending if a not in memo]
+        first = len(state.history) - (len(state.pending) - len(todo))
+        orders = {a: first + i for i, a in enumerate(state.pending)}
+        if todo:
+            log.info("%s generation %d: evaluating %d candidates", strategy, state.generation,
+                     len(todo))
+        start = time.perf_counter()
+        for index, fitness in evaluate([Arch.parse(a, space) for a in todo]):
+            arch = todo[index]
+            row = {"generation": state.generation, "order": orders[arch], "arch": arch,
+                   "fitness": float(fitness), "backbone_flops": cost(Arch.parse(arch, space))}
+            state.history.append(row)
+            state.elapsed_s += time.perf_counter() - start
+            start = time.perf_counter()
+            save()
+            if on_evaluation:
+                on_evaluation(row)
+        state.history.sort(key=lambda r: r["order"])
+        stats = _generation_stats(state)
+        state.generations.append(stats)
+        state.generation += 1
+        state.pending = None
+        save()
+        log.info("%s generation %d: best %.4f mean %.4f", strategy, stats["generation"],
+                 stats["best"], stats["mean"])
+        if on_generation:
+            on_generation(stats)
+    return state
+
+
+def _generation_stats(state: SearchState) -> dict:
+    rows = [r for r in state.history if r["generation"] == state.generation]
+    values = [r["fitness"] for r in rows]
+    best = top_k(state.history, 1)
+    return {"generation": state.generation,
+            "best": best[0]["fitness"] if best else math.nan,
+            "mean": sum(values) / len(values) if values else math.nan,
+            "evaluations": len(state.history)}
+
+
+def _load_or_start(strategy: str, space: str, cfg, rng: random.Random,
+                   state_path: str | Path | None) -> SearchState:
+    fresh = SearchState(strategy, space, _settings(cfg), _fingerprint(rng))
+    if not state_path or not Path(state_path).exists():
+        return fresh
+    state = SearchState.from_json(load_json(state_path), state_path)
+    for key in ("strategy", "space", "settings", "rng_origin"):
+        ours, theirs = getattr(fresh, key), getattr(state, key)
+        if ours != theirs:
+            name = "seed" if key == "rng_origin" else key
+            raise ValueError(
+                f"{state_path}: the saved search has another {name} ({theirs!r}, this run "
+                f"{ours!r}); delete the state file or choose another output folder"
+            )
+    log.info("resuming %s search from %s: generation %d, %d evaluations", strategy, state_path,
+             state.generation, len(state.history))
+    return state

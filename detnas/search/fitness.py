@@ -1,0 +1,180 @@
+"""The search fitness of a candidate path: BN recalibration on training images, then evaluation.
+
+Detection fitness (DetNAS): mmAP (or AP50 for VOC) of the supernet detector on the held-out
+search split. Classification fitness (the ClsNASNet ablation): top-1 of the classification
+supernet on the validation split. For a detector only the backbone (the supernet, on the
+candidate's path) is recalibrated, on images prepared by the detector's own ``transform``; the
+FPN and heads have no BN. A classifier is recalibrated whole (its last conv has a BN).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detnas.bn import recalibrated
+from detnas.checkpoint import load_checkpoint
+from detnas.models import backbone_of, model_from_meta
+from detnas.space import Arch
+from detnas.supernet import Classifier, Supernet
+
+log = logging.getLogger(__name__)
+
+FITNESS_KINDS = ("detection", "classification")
+
+
+@dataclass(frozen=True)
+class FitnessSpec:
+    """What a process needs to build the fitness (picklable: each worker builds its own)."""
+
+    checkpoint: str  # the supernet model checkpoint
+    kind: str  # detection | classification
+    space: str  # the space the config searches; the checkpoint must be a supernet of it
+    data: str  # detection: search-split annotation JSON; classification: ImageFolder val dir
+    recalib_data: str  # detection: training-split annotation JSON; classification: train dir
+    images: str = ""  # detection: image folder of the search split
+    recalib_images: str = ""  # detection: image folder of the training split
+    detector: str | None = None  # expected detector (fpn | retinanet); None accepts any
+    metric: str = "mmap"  # detection: mmap | ap50; classification: top1 | top5
+    recalib_num_images: int = 4000
+    recalib_batch_size: int = 8
+    eval_batch_size: int = 8
+    image_size: int = 64  # classification input size
+    seed: int = 0  # order of the recalibration images (the same for every candidate)
+    device: str = "cpu"
+    threads: int = 0  # torch threads in this process; 0 leaves torch's default
+
+
+class SupernetFitness:
+    """``fitness(arch)``: recalibrate the path's BN statistics, evaluate, restore.
+
+    Args:
+        model: the classifier or detector around the supernet.
+        evaluate: ``evaluate(model) -> dict`` of metrics, run inside the recalibration.
+        metric: the key of the fitness in that dict.
+        recalib_batches: a callable returning a fresh iterable of image batches (the same images
+            in the same order at every call).
+        recalib_num_images: images per recalibration.
+        recalib_module: the module recalibrated; default: a classifier whole, a detector's
+            supernet only (its FPN and heads have no BN).
+        recalib_forward: runs one batch through ``recalib_module``; default: call it (a
+            classifier), `detector_recalib_forward` (a detector).
+    """
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict], metric: str,
+                 recalib_batches: Callable[[], Iterable], recalib_num_images: int,
+                 recalib_module: nn.Module | None = None,
+                 recalib_forward: Callable | None = None):
+        self.model = model
+        self.supernet = backbone_of(model)
+        if not isinstance(self.supernet, Supernet):
+            raise ValueError(f"the fitness needs a supernet, got a {type(self.supernet).__name__}")
+        self.evaluate = evaluate
+        self.metric = metric
+        self.recalib_batches = recalib_batches
+        self.recalib_num_images = recalib_num_images
+        if recalib_module is None and not isinstance(model, Classifier):
+            device = next(model.parameters()).device
+            recalib_module = self.supernet
+            recalib_forward = recalib_forward or detector_recalib_forward(model, device)
+        self.recalib_module = recalib_module or model
+        self.recalib_forward = recalib_forward
+
+    def __call__(self, arch: Arch) -> float:
+        self.model.eval()
+        with self.supernet.use(arch), recalibrated(
+            self.recalib_module, self.recalib_batches(), self.recalib_num_images,
+            self.recalib_forward,
+        ):
+            metrics = self.evaluate(self.model)
+        if self.metric not in metrics:
+            raise ValueError(f"fitness metric {self.metric!r} not in evaluation {sorted(metrics)}")
+        return float(metrics[self.metric])
+
+
+def detector_recalib_forward(model: nn.Module, device: torch.device | str) -> Callable:
+    """Run a list of images through the detector's backbone as the detector would see them."""
+    supernet = backbone_of(model)
+
+    def forward(images: list[torch.Tensor]) -> None:
+        batch, _ = model.transform([img.to(device) for img in images])  # resize + normalise
+        supernet(batch.tensors)  # (N, 3, H, W) padded to a multiple of 32
+
+    return forward
+
+
+def check_checkpoint(ckpt: dict, path: str | Path, spec: FitnessSpec) -> None:
+    """The checkpoint must be a supernet of the config's space, for the fitness's task.
+
+    Raises:
+        ValueError: naming the checkpoint, the field and its value.
+    """
+    backbone = ckpt.get("backbone") or {}
+    if backbone.get("kind") != "supernet":
+        raise ValueError(f"{path}: backbone.kind is {backbone.get('kind')!r}, the search needs a "
+                         "supernet checkpoint")
+    if backbone.get("space") != spec.space:
+        raise ValueError(f"{path}: backbone.space is {backbone.get('space')!r} but the config "
+                         f"searches space {spec.space!r}")
+    if ckpt.get("task") != spec.kind:
+        raise ValueError(f"{path}: task is {ckpt.get('task')!r}, a {spec.kind} fitness needs a "
+                         f"{spec.kind} supernet")
+    if spec.kind == "detection" and spec.detector and ckpt.get("detector") != spec.detector:
+        raise ValueError(f"{path}: detector is {ckpt.get('detector')!r}, expected "
+                         f"{spec.detector!r}")
+
+
+def load_supernet_model(spec: FitnessSpec) -> nn.Module:
+    """The checked supernet model of ``spec.checkpoint``, in eval mode on ``spec.device``."""
+    ckpt = load_checkpoint(spec.checkpoint)
+    if "model" not in ckpt:
+        raise ValueError(f"{spec.checkpoint}: not a detnas model checkpoint (no 'model' entry)")
+    check_checkpoint(ckpt, spec.checkpoint, spec)
+    model = model_from_meta(ckpt)
+    model.load_state_dict(ckpt["model"])
+    return model.to(spec.device).eval()
+
+
+def build_fitness(spec: FitnessSpec) -> SupernetFitness:
+    """The fitness ``spec`` describes (loads the checkpoint and the data once)."""
+    if spec.kind not in FITNESS_KINDS:
+        raise ValueError(f"unknown fitness {spec.kind!r} ({', '.join(FITNESS_KINDS)})")
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    from detnas import data, evaluation
+
+    model = load_supernet_model(spec)
+    device = torch.device(spec.device)
+    if spec.kind == "detection":
+        search = data.CocoDetection(spec.images, spec.data)
+        train = data.CocoDetection(spec.recalib_images, spec.recalib_data)
+
+        def batches():
+            loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
+                                           seed=spec.seed)
+            return (images for images, _targets in loader)
+
+        return SupernetFitness(
+            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
+            spec.metric, batches, spec.recalib_num_images,
+        )
+    val = data.ImageFolderClassification(spec.data, spec.image_size, False)
+    # evaluation preprocessing for recalibration too: the statistics of what evaluation sees
+    train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False)
+    val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
+                                             seed=spec.seed)
+
+    def batches():
+        loader = data.classification_loader(train, batch_size=spec.recalib_batch_size,
+                                                shuffle=True, seed=spec.seed)
+        return (images.to(device) for images, _labels in loader)
+
+    return SupernetFitness(
+        model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
+        batches, spec.recalib_num_images,
+    )

@@ -1,0 +1,98 @@
+"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots.
+
+``history.csv`` has one row per evaluated candidate (``order`` is the evaluation index, the same
+for any number of workers), enough to plot evolution against random search by evaluations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from detnas.checkpoint import atomic_write, save_json
+from detnas.flops import cost_table
+from detnas.search.evolution import SearchState, top_k
+from detnas.space import Arch
+
+HISTORY_FIELDS = ("order", "generation", "arch", "fitness", "backbone_flops")
+
+
+def write_history(path: str | Path, state: SearchState) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(state.history, key=lambda r: r["order"]))
+    data = buffer.getvalue().encode()
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def best_arch(state: SearchState, metric: str, provenance: dict) -> dict:
+    """The content of ``arch.json``: the best candidate as a backbone spec, plus its numbers."""
+    (best,) = top_k(state.history, 1)
+    arch = Arch.parse(best["arch"], state.space)
+    cost = cost_table(state.space, int(state.settings["flops_input_size"])).backbone(arch)
+    return {"kind": "shufflenet", "space": state.space, "arch": best["arch"],
+            "backbone_flops": cost.flops, "backbone_params": cost.params,
+            "fitness": best["fitness"], "metric": metric, "strategy": state.strategy,
+            "provenance": provenance}
+
+
+def search_metrics(state: SearchState) -> dict:
+    """The content of ``metrics.json``."""
+    (best,) = top_k(state.history, 1)
+    minutes = state.elapsed_s / 60
+    return {"strategy": state.strategy, "best_fitness": best["fitness"], "best_arch": best["arch"],
+            "evaluations": len(state.history), "generations": len(state.generations),
+            "elapsed_s": state.elapsed_s,
+            "candidates_per_min": len(state.history) / minutes if minutes > 0 else math.nan,
+            "final_mean_fitness": state.generations[-1]["mean"] if state.generations else None}
+
+
+def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
+    """``fitness.png`` (best and mean per generation) and ``flops_fitness.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out_dir = Path(out_dir)
+    gens = [g["generation"] for g in state.generations]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(gens, [g["best"] for g in state.generations], marker="o", label="best so far")
+    ax.plot(gens, [g["mean"] for g in state.generations], marker=".", label="generation mean")
+    ax.set(xlabel="generation", ylabel=metric, title=f"{state.strategy} search ({state.space})")
+    ax.legend()
+    fig.tight_layout()
+    paths = [out_dir / "fitness.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    points = ax.scatter([r["backbone_flops"] / 1e6 for r in state.history],
+                        [r["fitness"] for r in state.history],
+                        c=[r["generation"] for r in state.history], s=10, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="generation")
+    if state.settings["max_flops"]:
+        ax.axvline(state.settings["max_flops"] / 1e6, color="red", ls="--", label="FLOPs limit")
+        ax.legend()
+    ax.set(xlabel=f"backbone MFLOPs at {int(state.settings['flops_input_size'])}px",
+           ylabel=metric, title="candidates")
+    fig.tight_layout()
+    paths.append(out_dir / "flops_fitness.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_outputs(state: SearchState, out_dir: str | Path, metric: str,
+                  provenance: dict) -> dict[str, Path]:
+    """Write every output of a finished search into ``out_dir``; returns them by name."""
+    out_dir = Path(out_dir)
+    paths = {"arch": save_json(out_dir / "arch.json", best_arch(state, metric, provenance)),
+             "history": write_history(out_dir / "history.csv", state),
+             "metrics": save_json(out_dir / "metrics.json", search_metrics(state))}
+    fitness_png, flops_png = plot(state, out_dir, metric)
+    paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
+    return paths

@@ -1,0 +1,67 @@
+"""Evaluate a generation's candidates in K worker processes, each with its own fitness (model copy).
+
+Workers are started once (spawn: safe with torch and CUDA) and each calls ``factory()`` once in
+its initializer, e.g. ``functools.partial(detnas.search.fitness.build_fitness, spec)``, which loads
+the supernet checkpoint. Results are yielded as they finish; the search gathers a whole generation
+before drawing the next, so results do not depend on K.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+from detnas.space import Arch
+
+log = logging.getLogger(__name__)
+
+_fitness: Callable[[Arch], float] | None = None  # the worker process's fitness
+
+
+def _init_worker(factory: Callable[[], Callable[[Arch], float]]) -> None:
+    global _fitness
+    _fitness = factory()
+
+
+def _evaluate(arch: Arch) -> float:
+    assert _fitness is not None, "worker not initialised"
+    return _fitness(arch)
+
+
+class WorkerPool:
+    """An `detnas.search.evolution.Evaluator` backed by ``workers`` processes.
+
+    Use as a context manager; ``pool(archs)`` yields ``(index, fitness)`` as workers finish.
+    """
+
+    def __init__(self, factory: Callable[[], Callable[[Arch], float]], workers: int):
+        if workers < 1:
+            raise ValueError(f"search.workers: must be >= 1, got {workers}")
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(factory,),
+        )
+
+    def __call__(self, archs: Sequence[Arch]) -> Iterator[tuple[int, float]]:
+        futures: dict[Future, int] = {self._executor.submit(_evaluate, a): i
+                                      for i, a in enumerate(archs)}
+        try:
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=futures.get):
+                    yield futures.pop(future), future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

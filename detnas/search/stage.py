@@ -1,0 +1,96 @@
+"""The search stage: check the inputs, run (or resume) the search, write outputs, track in MLflow.
+
+Output folder: ``state.json`` (resumable state, saved after every evaluation), ``arch.json``,
+``history.csv``, ``metrics.json``, ``fitness.png``, ``flops_fitness.png``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from detnas import tracking
+from detnas.checkpoint import git_commit, load_checkpoint, load_json, provenance
+from detnas.config import StudyConfig, config_hash, to_dict
+from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial
+from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
+from detnas.search.outputs import write_outputs
+from detnas.search.parallel import WorkerPool
+from detnas.space import Arch
+
+log = logging.getLogger(__name__)
+
+FitnessFactory = Callable[[], Callable[[Arch], float]]
+
+
+def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
+                 spec: FitnessSpec | None = None, factory: FitnessFactory | None = None,
+                 metric: str | None = None, ablation: str = "detnas", dataset: str = "",
+                 detector: str = "") -> dict:
+    """Run the ``strategy`` search of study ``cfg`` into ``out_dir``; returns ``metrics.json``.
+
+    Args:
+        cfg: the study config (``cfg.search`` holds the settings, ``cfg.space`` the space).
+        strategy: ``evolution`` or ``random`` (same budget: `evaluation_budget`).
+        out_dir: output folder; a ``state.json`` there is resumed.
+        spec: the supernet fitness; its checkpoint is checked before anything runs.
+        factory: builds the fitness in each process instead of ``build_fitness(spec)`` (tests,
+            benchmarks); must be picklable when ``cfg.search.workers > 1``.
+        metric: the fitness's name in the outputs (default ``spec.metric``).
+        ablation, dataset, detector: MLflow tags.
+
+    Raises:
+        ValueError: bad settings (e.g. an infeasible FLOPs limit), a checkpoint of another space
+            or task, or a corrupt state file.
+    """
+    check_settings(cfg.search, cfg.space)
+    if spec is not None:
+        check_checkpoint(load_checkpoint(spec.checkpoint), spec.checkpoint, spec)
+        factory = factory or functools.partial(build_fitness, spec)
+        metric = metric or spec.metric
+    if factory is None:
+        raise ValueError("search_stage needs a fitness spec or a fitness factory")
+    metric = metric or "fitness"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    budget = evaluation_budget(cfg.search)
+    tags = {"stage": "search", "strategy": strategy, "ablation": ablation, "detector": detector,
+            "dataset": dataset, "space": cfg.space, "seed": cfg.seed,
+            "config_hash": config_hash(cfg), "git_commit": git_commit()}
+    log.info("%s search of space %s: %d evaluations, %d worker(s), output %s", strategy,
+             cfg.space, budget, cfg.search.workers, out_dir)
+    with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags) as tracker:
+        tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
+                           | {"budget": budget, "metric": metric})
+
+        def on_generation(stats: dict) -> None:
+            tracker.log_metrics({"best_fitness": stats["best"], "mean_fitness": stats["mean"]},
+                                step=stats["generation"])
+
+        rng = random.Random(cfg.seed)
+        state_path = out_dir / "state.json"
+        if cfg.search.workers == 1:
+            state = run_search(strategy, cfg.space, cfg.search, serial(factory()), rng,
+                               state_path, on_generation=on_generation)
+        else:
+            with WorkerPool(factory, cfg.search.workers) as pool:
+                state = run_search(strategy, cfg.space, cfg.search, pool, rng, state_path,
+                                   on_generation=on_generation)
+        if not state.history:
+            raise ValueError(f"{state_path}: the search evaluated no candidate")
+        prov = provenance(to_dict(cfg), cfg.seed, stage="search", strategy=strategy,
+                          ablation=ablation, dataset=dataset, detector=detector,
+                          supernet=spec.checkpoint if spec else None, evaluations=budget)
+        paths = write_outputs(state, out_dir, metric, prov)
+        metrics = load_json(paths["metrics"])
+        tracker.set_tags({"arch": metrics["best_arch"]})
+        tracker.log_metrics({k: metrics[k] for k in ("best_fitness", "evaluations",
+                                                     "candidates_per_min")})
+        for path in paths.values():
+            tracker.log_artifact(path)
+    log.info("best %s %.4f: %s (%d evaluations)", metric, metrics["best_fitness"],
+             metrics["best_arch"], metrics["evaluations"])
+    return metrics

@@ -1,0 +1,157 @@
+import itertools
+import json
+import random
+
+import pytest
+from test_search_fakes import TARGET, hamming_fitness, noisy_fitness, small_config
+
+from detnas.flops import cost_table
+from detnas.search.evolution import (
+    evaluation_budget,
+    flops_floor,
+    run_search,
+    serial,
+    top_k,
+)
+from detnas.space import Arch
+
+
+class Counting:
+    def __init__(self, fitness, limit=None, fail_after=None):
+        self.fitness, self.limit, self.fail_after = fitness, limit, fail_after
+        self.calls = []
+
+    def __call__(self, arch):
+        if self.fail_after is not None and len(self.calls) == self.fail_after:
+            raise KeyboardInterrupt
+        if self.limit is not None:
+            assert cost_table(arch.space).backbone_flops(arch) <= self.limit, "infeasible evaluated"
+        self.calls.append(str(arch))
+        return self.fitness(arch)
+
+
+def _run(strategy="evolution", cfg=None, seed=0, fitness=noisy_fitness, state=None, space="tiny"):
+    return run_search(strategy, space, cfg or small_config(), serial(fitness), random.Random(seed),
+                      state)
+
+
+def test_budget_no_duplicates_and_flops_limit_before_evaluation():
+    table = cost_table("tiny")
+    limit = sorted(table.backbone_flops(Arch("tiny", c))
+                   for c in itertools.islice(itertools.product(range(4), repeat=10), 0, None, 97)
+                   )[5000]  # about the median of the space
+    cfg = small_config(max_flops=float(limit))
+    fitness = Counting(noisy_fitness, limit)
+    for strategy in ("evolution", "random"):
+        fitness.calls.clear()
+        state = _run(strategy, cfg, fitness=fitness)
+        assert len(fitness.calls) == len(set(fitness.calls)) == evaluation_budget(cfg) == 32
+        assert [r["order"] for r in state.history] == list(range(32))
+        assert [r["generation"] for r in state.history] == [g for g in range(4) for _ in range(8)]
+        assert all(r["backbone_flops"] <= limit for r in state.history)
+        assert [g["evaluations"] for g in state.generations] == [8, 16, 24, 32]
+        best = [g["best"] for g in state.generations]
+        assert best == sorted(best)
+        assert best[-1] == max(noisy_fitness(_arch(a)) for a in fitness.calls)
+
+
+def _arch(text):
+    return Arch.parse(text, "tiny")
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    a, b, c = _run(seed=1), _run(seed=1), _run(seed=2)
+    assert a.history == b.history
+    assert [r["arch"] for r in a.history] != [r["arch"] for r in c.history]
+
+
+def test_mutants_come_from_the_top_k():
+    cfg = small_config(population=10, topk=1, generations=2, mutations=10, crossovers=0,
+                       mutation_prob=0.1)
+    state = _run(cfg=cfg)
+    (parent,) = top_k([r for r in state.history if r["generation"] == 0], 1)
+    children = [_arch(r["arch"]) for r in state.history if r["generation"] == 1]
+    distances = [sum(x != y for x, y in zip(_arch(parent["arch"]).choices, ch.choices, strict=True))
+                 for ch in children]
+    assert sum(d <= 3 for d in distances) >= 8, distances  # mutants, not random (d ~ 7.5)
+
+
+def test_evolution_beats_random_search_on_a_smooth_landscape():
+    cfg = small_config(population=20, topk=5, generations=8, mutations=8, crossovers=8)
+    best = {s: max(r["fitness"] for r in _run(s, cfg, seed=3, fitness=hamming_fitness).history)
+            for s in ("evolution", "random")}
+    assert best["evolution"] >= best["random"] + 2, best
+    assert best["evolution"] <= len(TARGET)
+
+
+def test_flops_floor_is_the_exact_minimum_and_infeasible_limits_fail_at_once():
+    table = cost_table("test")
+    exhaustive = min(table.backbone_flops(Arch("test", c))
+                     for c in itertools.product(range(4), repeat=6))
+    assert flops_floor("test") == exhaustive
+    fitness = Counting(noisy_fitness)
+    with pytest.raises(ValueError, match=r"max_flops.*below the cheapest network"):
+        _run(cfg=small_config(max_flops=exhaustive - 1.0), fitness=fitness, space="test")
+    assert fitness.calls == []
+    state = _run(cfg=small_config(max_flops=float(exhaustive), population=1, topk=1, mutations=0,
+                                  crossovers=0, generations=1), space="test")
+    assert table.backbone_flops(_arch_test(state.history[0]["arch"])) == exhaustive
+
+
+def _arch_test(text):
+    return Arch.parse(text, "test")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("topk", 9, "topk"), ("mutations", 6, "mutations"), ("mutation_prob", 1.5, "mutation_prob"),
+    ("population", 0, "population"), ("max_flops", -1.0, "max_flops"),
+])
+def test_bad_settings(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        _run(cfg=small_config(**{field: value}))
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, strategy):
+    reference = _run(strategy)
+    path = tmp_path / "state.json"
+    first = Counting(noisy_fitness, fail_after=13)  # dies inside generation 1
+    with pytest.raises(KeyboardInterrupt):
+        _run(strategy, fitness=first, state=path)
+    second = Counting(noisy_fitness)
+    resumed = _run(strategy, fitness=second, state=path)
+    assert resumed.history == reference.history
+    assert resumed.generations == reference.generations
+    assert len(first.calls) + len(second.calls) == evaluation_budget(small_config())
+    assert not set(first.calls) & set(second.calls)
+    third = Counting(noisy_fitness)
+    assert _run(strategy, fitness=third, state=path).history == reference.history
+    assert third.calls == []  # a finished search is not run again
+
+
+def test_resume_refuses_other_settings_or_seed(tmp_path):
+    path = tmp_path / "state.json"
+    _run(state=path)
+    with pytest.raises(ValueError, match=r"state.json: the saved search has another settings"):
+        _run(cfg=small_config(population=9), state=path)
+    with pytest.raises(ValueError, match=r"another seed"):
+        _run(seed=5, state=path)
+    with pytest.raises(ValueError, match=r"another strategy"):
+        _run("random", state=path)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s[: len(s) // 2],  # truncated JSON
+    lambda s: "[1, 2]",
+    lambda s: json.dumps({k: v for k, v in json.loads(s).items() if k != "rng"}),
+    lambda s: json.dumps({**json.loads(s), "rng": [3, [1, 2], None]}),
+    lambda s: json.dumps({**json.loads(s), "history": [{"arch": "99-99-9999-99"}]}),
+])
+def test_corrupt_state_is_a_clear_error(tmp_path, damage):
+    path = tmp_path / "state.json"
+    _run(state=path)
+    path.write_text(damage(path.read_text()))
+    fitness = Counting(noisy_fitness)
+    with pytest.raises(ValueError, match=r"state.json: (not valid JSON|.*search state)"):
+        _run(fitness=fitness, state=path)
+    assert fitness.calls == []

@@ -1,0 +1,134 @@
+import types
+
+import pytest
+import torch
+
+import detnas
+from detnas.checkpoint import save_checkpoint
+from detnas.config import DetectorConfig
+from detnas.models import backbone_of, build_model, model_meta
+from detnas.search.fitness import FitnessSpec, SupernetFitness, build_fitness, check_checkpoint
+from detnas.space import Arch
+
+torch.set_num_threads(1)
+DET_CFG = DetectorConfig(min_size=64, max_size=64, fpn_channels=16)
+A, B = Arch.parse("0-12-30-2", "test"), Arch.parse("1-03-21-3", "test")
+
+
+def _detector():
+    torch.manual_seed(0)
+    return build_model("detection", {"kind": "supernet", "space": "test"}, 2, "fpn", DET_CFG)
+
+
+def _images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, 48 + 8 * (i % 2), 64, generator=g) for i in range(n)]
+
+
+def _probe(seen):
+    """A fake evaluation: records the stem BN statistics and scores the backbone's output."""
+
+    def evaluate(model):
+        supernet = backbone_of(model)
+        seen.append(supernet.stem[1].running_mean.clone())
+        batch, _ = model.transform(_images(2, seed=9))
+        with torch.no_grad():
+            return {"mmap": supernet(batch.tensors)["3"].mean().item()}
+
+    return evaluate
+
+
+def test_detector_fitness_recalibrates_on_transformed_images_and_never_leaks():
+    model = _detector().eval()
+    images = _images(6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    fitness = SupernetFitness(model, _probe(seen), "mmap", lambda: [images[:4], images[4:]], 5)
+    assert fitness.recalib_module is backbone_of(model)  # FPN and heads have no BN
+    a1, b1, a2 = fitness(A), fitness(B), fitness(A)
+    assert a1 == a2 != b1
+    batch, _ = model.transform(images[:5])  # what the detector sees: resized, normalised
+    with torch.no_grad():
+        stem_out = backbone_of(model).stem[0](batch.tensors)
+    # padding of the batched tensor counts too, as in the detector's own forward
+    torch.testing.assert_close(seen[0], stem_out.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not model.training
+    with pytest.raises(ValueError, match="'ap50' not in evaluation"):
+        SupernetFitness(model, _probe([]), "ap50", lambda: [images], 2)(A)
+
+
+def _fake_modules(monkeypatch, calls):
+    data = types.SimpleNamespace(
+        CocoDetection=lambda images, ann: (calls.append(("coco", images, ann)), _images(5))[1],
+        detection_loader=lambda ds, batch_size, shuffle, seed: [
+            (ds[i : i + batch_size], [{}] * len(ds[i : i + batch_size]))
+            for i in range(0, len(ds), batch_size)],
+        ImageFolderClassification=lambda root, size, train: torch.rand(6, 3, size, size),
+        classification_loader=lambda ds, batch_size, shuffle, seed: [  # reusable, as DataLoader
+            (ds[i : i + batch_size], torch.zeros(len(ds[i : i + batch_size]), dtype=torch.long))
+            for i in range(0, len(ds), batch_size)],
+    )
+
+    def evaluate_detector(model, dataset, batch_size, device):
+        calls.append(("evaluate", len(dataset), batch_size))
+        return _probe([])(model)
+
+    def evaluate_classifier(model, loader, device):
+        with torch.no_grad():
+            return {"top1": sum(model(x).softmax(1)[:, 0].sum().item() for x, _ in loader)}
+
+    evaluation = types.SimpleNamespace(evaluate_detector=evaluate_detector,
+                                       evaluate_classifier=evaluate_classifier)
+    for name, module in (("data", data), ("evaluation", evaluation)):
+        monkeypatch.setitem(__import__("sys").modules, f"detnas.{name}", module)
+        monkeypatch.setattr(detnas, name, module, raising=False)
+
+
+def _spec(path, **changes):
+    values = dict(checkpoint=str(path), kind="detection", space="test", data="search.json",
+                  images="search/", recalib_data="train.json", recalib_images="train/",
+                  detector="fpn", recalib_num_images=4, recalib_batch_size=2, eval_batch_size=3)
+    return FitnessSpec(**{**values, **changes})
+
+
+def test_build_fitness_from_a_checkpoint(tmp_path, monkeypatch):
+    calls = []
+    _fake_modules(monkeypatch, calls)
+    model = _detector()
+    path = save_checkpoint(tmp_path / "det.pt", {
+        "model": model.state_dict(),
+        **model_meta("detection", {"kind": "supernet", "space": "test"}, 2, "fpn", DET_CFG)})
+    fitness = build_fitness(_spec(path))
+    assert fitness(A) == fitness(A) != fitness(B)
+    assert ("coco", "search/", "search.json") in calls
+    assert ("coco", "train/", "train.json") in calls
+    assert ("evaluate", 5, 3) in calls
+    for key, value in fitness.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+    torch.manual_seed(0)
+    cls = build_model("classification", {"kind": "supernet", "space": "test"}, 3)
+    cls_path = save_checkpoint(tmp_path / "cls.pt", {
+        "model": cls.state_dict(),
+        **model_meta("classification", {"kind": "supernet", "space": "test"}, 3)})
+    spec = _spec(cls_path, kind="classification", data="val/", recalib_data="train/",
+                 metric="top1", image_size=32)
+    fitness = build_fitness(spec)
+    assert fitness(A) == fitness(A) != fitness(B)
+    assert fitness.recalib_module is fitness.model  # the classifier's last BN is recalibrated
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"space": "tiny"}, r"det.pt: backbone.space is 'test' but the config searches space 'tiny'"),
+    ({"kind": "classification"}, r"det.pt: task is 'detection'"),
+    ({"detector": "retinanet"}, r"det.pt: detector is 'fpn', expected 'retinanet'"),
+])
+def test_checkpoint_of_another_space_task_or_detector(tmp_path, changes, match):
+    ckpt = model_meta("detection", {"kind": "supernet", "space": "test"}, 2, "fpn", DET_CFG)
+    with pytest.raises(ValueError, match=match):
+        check_checkpoint(ckpt, tmp_path / "det.pt", _spec(tmp_path / "det.pt", **changes))
+    resnet = {**ckpt, "backbone": {"kind": "resnet", "depth": 50}}
+    with pytest.raises(ValueError, match="backbone.kind is 'resnet'"):
+        check_checkpoint(resnet, "x.pt", _spec("x.pt"))
