@@ -48,7 +48,8 @@ rule search_detection:
 
 
 rule search_classification:
-    """ClsNASNet (ablation): the same evolution, classification fitness, on the pre-trained supernet."""
+    """ClsNASNet (ablation): the same evolution with classification fitness, on the pre-trained
+    supernet."""
     input:
         supernet=CLS_SUPERNET,
         val=CLS_VAL,
