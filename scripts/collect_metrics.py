@@ -15,17 +15,23 @@ import sys
 from pathlib import Path
 
 
+def numbers(path: Path) -> dict:
+    """The numeric fields of a metrics.json (not its arch, provenance and the like)."""
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def collect(results: Path) -> dict:
     table: dict = {}
     for path in sorted(results.glob("retrain/*/*/*/metrics.json")):
         row, dataset, detector = path.parts[-4:-1]
-        table.setdefault(row, {}).setdefault(dataset, {})[detector] = json.loads(path.read_text())
+        table.setdefault(row, {}).setdefault(dataset, {})[detector] = numbers(path)
     for path in sorted(results.glob("retrain/**/cls/metrics.json")):
         key = path.parent.parent.relative_to(results / "retrain").parts
         node = table.setdefault(key[0], {})
         for part in key[1:]:
             node = node.setdefault(part, {})
-        node["cls"] = json.loads(path.read_text())
+        node["cls"] = numbers(path)
     return table
 
 

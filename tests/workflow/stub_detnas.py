@@ -33,6 +33,9 @@ OUTPUTS = {  # command -> files written under --out (a folder), per the CLI cont
 }
 
 
+HISTORY = "order,generation,arch,fitness,backbone_flops\n0,0,0-00-00-0,0.1,1000\n"
+
+
 def parse(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
     words, opts, i = [], {}, 0
     while i < len(argv) and not argv[i].startswith("--"):
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> int:
         with open(log, "a") as f:
             f.write(f"{command} {opts.get('--out', '')}\n")
     results = Path(cfg.get("results", "results"))
-    metrics = json.dumps({"mmap": 0.1, "ap50": 0.2, "top1": 0.3, "top5": 0.6})
+    metrics = json.dumps({"mmap": 0.1, "ap50": 0.2, "top1": 0.3, "top5": 0.6, "arch": "0-00-00-0"})
     if command == "tracking init":
         write(results / "tracking.json", json.dumps({"parent_run_id": "stub"}))
     elif command == "data synth-detection":
@@ -83,7 +86,7 @@ def main(argv: list[str]) -> int:
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)
         for name in files:
-            write(out / name, metrics if name.endswith(".json") else "x,y\n1,2\n")
+            write(out / name, metrics if name.endswith(".json") else HISTORY)
     else:
         print(f"stub detnas: unknown command {command!r}", file=sys.stderr)
         return 2

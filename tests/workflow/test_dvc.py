@@ -1,5 +1,6 @@
 """DVC round trip: run (stub CLI), scripts/dvc_push.sh (`make dvc-push`) to a local remote,
-clone, scripts/dvc_pull.sh (`make dvc-pull`), and Snakemake has nothing to do. DVC commands run one at a time (repository-wide lock)."""
+clone, scripts/dvc_pull.sh (`make dvc-pull`), and Snakemake has nothing to do. DVC commands run
+one at a time (repository-wide lock)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def visible_text(dom: str) -> str:
 
 @pytest.fixture
 def store(tmp_path):
-    """A parent run and two child runs with tags and metrics, as the pipeline's stages write them."""
+    """A parent run and two child runs with tags and metrics, as the pipeline's stages write."""
     from detnas import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -63,12 +63,13 @@ def store(tmp_path):
 def server(store, tmp_path):
     uri, ids = store
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )
+    log = tmp_path / "mlflow-server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -77,14 +78,13 @@ def server(store, tmp_path):
                 urllib.request.urlopen(f"{base}/health", timeout=2)
                 break
             except OSError:
-                assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()
+                assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
         yield base, ids
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
 
 
 def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:

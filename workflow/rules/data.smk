@@ -48,7 +48,7 @@ rule split:
         "logs/split/{dataset}.log",
     params:
         cfg=dataset_cfg,
-        out=f"{R}/splits/{{dataset}}",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,

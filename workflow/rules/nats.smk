@@ -12,7 +12,7 @@ rule nats_search:
     params:
         cfg=lambda w: part("seed", "detector", "nats", dataset=w.dataset),
         images=train_images,
-        out=f"{R}/nats/{{dataset}}/{{detector}}",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,

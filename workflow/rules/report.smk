@@ -35,11 +35,13 @@ rule report:
         "logs/report.log",
     params:
         cfg=part("datasets", "detectors"),
-        out=f"{R}/report",
+        results=R,
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
         mem_mb=4000,
         runtime=10,
     shell:
-        "detnas report --config {STUDY_CONFIG} --results {R} --out {params.out} > {log} 2>&1"
+        "detnas report --config {STUDY_CONFIG} --results {params.results} --out {params.out}"
+        " > {log} 2>&1"

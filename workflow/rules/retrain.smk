@@ -74,5 +74,6 @@ rule retrain_detector:
         runtime=120,
     shell:
         LAUNCH + "detnas train detector --config {STUDY_CONFIG} --arch {input.arch}"
-        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector} --init {input.init}"
+        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector}"
+        " --init {input.init}"
         " --out {params.out} > {log} 2>&1"

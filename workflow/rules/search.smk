@@ -32,7 +32,7 @@ rule search_detection:
         ),
         method=lambda w: "random" if w.ablation == "random" else "evolution",
         images=train_images,
-        out=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
@@ -48,7 +48,8 @@ rule search_detection:
 
 
 rule search_classification:
-    """ClsNASNet (ablation): the same evolution, classification fitness, on the pre-trained supernet."""
+    """ClsNASNet (ablation): the same evolution with classification fitness, on the pre-trained
+    supernet."""
     input:
         supernet=CLS_SUPERNET,
         val=CLS_VAL,
@@ -67,7 +68,7 @@ rule search_classification:
         "logs/search/cls/clsnas.log",
     params:
         cfg=part("seed", "space", "classification", "search"),
-        out=f"{R}/search/cls/clsnas",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,

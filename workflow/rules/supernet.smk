@@ -16,7 +16,7 @@ rule supernet_classification:
         "logs/supernet/cls.log",
     params:
         cfg=part("seed", "space", "classification", "supernet_pretrain"),
-        out=f"{R}/supernet/cls",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
@@ -56,7 +56,7 @@ rule supernet_detection:
         cfg=lambda w: part("seed", "space", "detector", "supernet_finetune", dataset=w.dataset),
         images=train_images,
         init=lambda w, input: f"--init {input.init}" if input.init else "",
-        out=f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}",
+        out=out_dir,
     threads: 1
     resources:
         gpu=0,
