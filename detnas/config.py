@@ -182,7 +182,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
 
 
-def _check(cfg: StudyConfig, where: str) -> None:
+def check(cfg: StudyConfig, where: str) -> None:
     """Cross-field checks that types alone cannot express."""
     from detnas.space import SPACES
 
@@ -239,7 +239,7 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
             raise ValueError(f"override {item!r}: expected key=value")
         _set(data, key, yaml.safe_load(value))
     cfg = from_dict(StudyConfig, data, where)
-    _check(cfg, where)
+    check(cfg, where)
     return cfg
 
 

@@ -81,7 +81,7 @@ elif not _cls.get("root"):
 
 try:  # cross-field checks and the resolved values (dataclass defaults filled in)
     STUDY = detnas_config.from_dict(detnas_config.StudyConfig, config, "config")
-    detnas_config._check(STUDY, "config")
+    detnas_config.check(STUDY, "config")
 except ValueError as e:
     raise WorkflowError(f"config {CONFIG_FILES}: {e}") from None
 RESOLVED = detnas_config.to_dict(STUDY)
