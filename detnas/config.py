@@ -37,6 +37,7 @@ class DatasetConfig:
     test_annotations: str = "annotations/instances_test.json"
     search_images: int = 50  # held out of train for the search fitness (paper: 5000)
     metric: str = "mmap"  # mmap (COCO AP@[.5:.95]) | ap50 (VOC)
+    cache: bool = True  # decode every image once into memory: small sets only (not COCO)
     # synthetic only
     num_train: int = 240
     num_test: int = 60
@@ -56,6 +57,7 @@ class ClassificationConfig:
     num_train: int = 2000  # synthetic only
     num_val: int = 500  # synthetic only
     image_size: int = 64  # training crop size (paper: 224)
+    cache: bool = True  # decode every image once into memory: small sets only (not ImageNet)
 
 
 @dataclass
@@ -129,6 +131,7 @@ class StudyConfig:
     space: str = "tiny"
     device: str = "auto"  # auto | cpu | cuda
     results: str = "results"
+    workers: int = 0  # DataLoader worker processes per training process (cluster: 4-8)
     datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {"synth": DatasetConfig()})
     detectors: list[str] = field(default_factory=lambda: ["fpn", "retinanet"])
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)

@@ -72,12 +72,12 @@ class Ref:
 
 
 _DETNAS = ("DetNAS released 300M models: ImageNet top-1 error and COCO mmAP / VOC mAP "
-           "(reference/detnas.md); top-1 shown as 100 - error")
-_DETNAS_PORT = "DetNAS authors' PyTorch port, COCO minival AP (reference/detnas.md)"
+           "(docs/reference/detnas.md); top-1 shown as 100 - error")
+_DETNAS_PORT = "DetNAS authors' PyTorch port, COCO minival AP (docs/reference/detnas.md)"
 _DETNAS_R50 = ("DetNAS released-models table, ResNet-50 (3.8G FLOPs) baseline, top-1 error 23.9 "
-               "(reference/detnas.md)")
-_NATS = "NATS paper, Faster R-CNN + FPN, COCO minival mmAP (reference/nats.md)"
-_NATS_SAME = "NATS: dilation keeps the FLOPs and parameters of ResNet-50 (reference/nats.md)"
+               "(docs/reference/detnas.md)")
+_NATS = "NATS paper, Faster R-CNN + FPN, COCO minival mmAP (docs/reference/nats.md)"
+_NATS_SAME = "NATS: dilation keeps the FLOPs and parameters of ResNet-50 (docs/reference/nats.md)"
 
 PAPER: tuple[Ref, ...] = (
     Ref("detnas", "coco", "fpn", "top1", 73.8, _DETNAS),

@@ -7,6 +7,7 @@ provenance). A run in progress keeps ``resume.pt`` there, which a restart picks 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
         if ddp.main else tracking.NullTracker()
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
+        stage = dataclasses.replace(stage, num_workers=cfg.workers)
         result = engine.train(stage, tcfg, cfg.seed, ddp, run.resume, tracker, prov)
         metrics = {}
         if ddp.main:
@@ -103,7 +105,8 @@ def _classification_data(cfg: StudyConfig, split: str, train: bool):
     from detnas.data import ImageFolderClassification
 
     c = cfg.classification
-    return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train)
+    return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train,
+                                     cache=c.cache)
 
 
 def _evaluate_classifier(cfg: StudyConfig):
@@ -151,17 +154,17 @@ def _load_backbone_weights(target: nn.Module, checkpoint: Path, space: str | Non
     log.info("initialised the backbone from %s", checkpoint)
 
 
-def _detection_data(images: Path, annotations: Path):
+def _detection_data(images: Path, annotations: Path, cache: bool):
     from detnas.data import CocoDetection
 
-    return CocoDetection(images, annotations)
+    return CocoDetection(images, annotations, cache=cache)
 
 
 def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Path,
                        annotations: Path, init: Path | None, out: Path) -> dict:
     """Step 2 of DetNAS: path-wise fine-tuning on detection; ``init=None`` is DetNAS-scratch."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
-    data = _detection_data(images, annotations)
+    data = _detection_data(images, annotations, cfg.datasets[dataset].cache)
     backbone = {"kind": "supernet", "space": cfg.space}
     model = build_model("detection", backbone, data.num_classes, detector, cfg.detector)
     if init is not None:
@@ -200,7 +203,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     root = Path(d.root)
-    data = _detection_data(root / d.train_images, root / d.train_annotations)
+    data = _detection_data(root / d.train_images, root / d.train_annotations, d.cache)
     model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, spec.get("space"))
@@ -209,7 +212,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     def evaluate(trained, device):
         from detnas.evaluation import evaluate_detector
 
-        test = _detection_data(root / d.test_images, root / d.test_annotations)
+        test = _detection_data(root / d.test_images, root / d.test_annotations, d.cache)
         size = flops.count(backbone_of(trained).cpu(), cfg.search.flops_input_size)
         backbone_of(trained).to(device)
         return {**evaluate_detector(trained, test, 8, device),

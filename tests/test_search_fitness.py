@@ -61,11 +61,11 @@ def test_detector_fitness_recalibrates_on_transformed_images_and_never_leaks():
 
 def _fake_modules(monkeypatch, calls):
     data = types.SimpleNamespace(
-        CocoDetection=lambda images, ann: (calls.append(("coco", images, ann)), _images(5))[1],
+        CocoDetection=lambda images, ann, cache: (calls.append(("coco", images, ann)), _images(5))[1],
         detection_loader=lambda ds, batch_size, shuffle, seed: [
             (ds[i : i + batch_size], [{}] * len(ds[i : i + batch_size]))
             for i in range(0, len(ds), batch_size)],
-        ImageFolderClassification=lambda root, size, train: torch.rand(6, 3, size, size),
+        ImageFolderClassification=lambda root, size, train, cache: torch.rand(6, 3, size, size),
         classification_loader=lambda ds, batch_size, shuffle, seed: [  # reusable, as DataLoader
             (ds[i : i + batch_size], torch.zeros(len(ds[i : i + batch_size]), dtype=torch.long))
             for i in range(0, len(ds), batch_size)],

@@ -90,6 +90,8 @@ def _run(args) -> int:
         recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
         eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
         seed=cfg.seed, device=_device(cfg.device),
+        cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
+               else cfg.classification.cache),
         threads=s.threads,
     )
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")

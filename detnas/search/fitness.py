@@ -48,6 +48,7 @@ class FitnessSpec:
     seed: int = 0  # order of the recalibration images (the same for every candidate)
     device: str = "cpu"
     threads: int = 0  # torch threads in this process; 0 leaves torch's default
+    cache: bool = True  # decode the images once into memory (small sets only)
 
 
 class SupernetFitness:
@@ -151,8 +152,8 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     model = load_supernet_model(spec)
     device = torch.device(spec.device)
     if spec.kind == "detection":
-        search = data.CocoDetection(spec.images, spec.data)
-        train = data.CocoDetection(spec.recalib_images, spec.recalib_data)
+        search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
+        train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
 
         def batches():
             loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
@@ -163,9 +164,10 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
             model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
             spec.metric, batches, spec.recalib_num_images,
         )
-    val = data.ImageFolderClassification(spec.data, spec.image_size, False)
+    val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache)
     # evaluation preprocessing for recalibration too: the statistics of what evaluation sees
-    train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False)
+    train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False,
+                                           cache=spec.cache)
     val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
                                              seed=spec.seed)
 
