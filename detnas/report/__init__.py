@@ -1,0 +1,74 @@
+"""The results report: the paper's tables, the EA-against-random curves and the searched nets.
+
+`build_report` reads a results folder (the layout below), writes ``report.md`` (figures linked),
+``report.html`` (figures embedded, self-contained), ``tables.json`` and ``figures/*.png``. A
+missing input never stops the report: its cells stay blank and the file is named in the report.
+
+Inputs, relative to the results folder::
+
+    retrain/{row}/cls/metrics.json                    top1, arch, space, provenance (baselines)
+    retrain/{row}/{dataset}/{detector}/cls/metrics.json  the same, for searched rows
+    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, backbone_flops/params, arch
+    search/{dataset}/{detector}/{method}/history.csv  order, generation, arch, fitness, flops
+    search/{dataset}/{detector}/{method}/arch.json    the winner (method: detnas|scratch|random)
+    search/cls/clsnas/{history.csv,arch.json}          the classification search (ClsNASNet)
+    nats/{dataset}/{detector}/arch.json               dilations per layer and channel group
+
+Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
+them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.
+
+Modules, each importing only those above it: `detnas.report.paper` (rows, reference figures,
+names), `detnas.report.results` (loading), `detnas.report.tables` (main table, searches,
+architectures, observations), `detnas.report.figures` (matplotlib, Agg) and
+`detnas.report.document` (Markdown / HTML and `build_report`).
+"""
+
+from detnas.report.document import build_report, render_html, render_markdown
+from detnas.report.figures import arch_cells, dilation_matrix, expected_figures, write_figures
+from detnas.report.paper import PAPER, PAPER_CLAIMS, ROWS, SEARCH_METHODS, Ref
+from detnas.report.results import Results, collect, read_history, search_key
+from detnas.report.tables import (
+    RECEPTIVE_FIELDS,
+    evaluations_to_reach,
+    format_main_table,
+    kernel_table,
+    main_table,
+    observations,
+    search_curve,
+    search_summary,
+    search_tables,
+    searched_archs,
+    shallow_minus_deep,
+    stage_kernel_means,
+)
+
+__all__ = [
+    "PAPER",
+    "PAPER_CLAIMS",
+    "RECEPTIVE_FIELDS",
+    "ROWS",
+    "SEARCH_METHODS",
+    "Ref",
+    "Results",
+    "arch_cells",
+    "build_report",
+    "collect",
+    "dilation_matrix",
+    "evaluations_to_reach",
+    "expected_figures",
+    "format_main_table",
+    "kernel_table",
+    "main_table",
+    "observations",
+    "read_history",
+    "render_html",
+    "render_markdown",
+    "search_curve",
+    "search_key",
+    "search_summary",
+    "search_tables",
+    "searched_archs",
+    "shallow_minus_deep",
+    "stage_kernel_means",
+    "write_figures",
+]

@@ -1,0 +1,115 @@
+"""Loading a results folder: metrics, search histories and architectures (`collect`)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detnas.checkpoint import load_json
+from detnas.config import StudyConfig
+from detnas.report.paper import ROWS, SEARCH_METHODS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Results:
+    """Every input found under a results folder, and the expected ones that were not."""
+
+    root: Path
+    cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> cls metrics
+    det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det)
+    histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows
+    search_archs: dict[str, dict] = field(default_factory=dict)  # search key -> arch.json
+    nats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> arch.json
+    missing: list[str] = field(default_factory=list)  # relative paths
+    inputs: dict[str, dict] = field(default_factory=dict)  # relative path -> provenance
+
+
+def search_key(dataset: str, detector: str, method: str) -> str:
+    """The folder of a search under ``results/search`` (``cls/clsnas`` for ClsNASNet)."""
+    return "cls/clsnas" if method == "clsnas" else f"{dataset}/{detector}/{method}"
+
+
+def _read(res: Results, rel: str, reader=load_json, required: bool = True) -> Any:
+    """Read ``res.root/rel``; None (and a ``missing`` entry) when absent or unreadable."""
+    path = res.root / rel
+    if not path.exists():
+        if required:
+            res.missing.append(rel)
+        return None
+    try:
+        data = reader(path)
+    except ValueError as e:
+        log.warning("skipping unreadable input: %s", e)
+        res.missing.append(f"{rel} (unreadable)")
+        return None
+    if isinstance(data, dict):
+        res.inputs[rel] = data.get("provenance", {})
+    return data
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """Rows of a search ``history.csv`` sorted by evaluation order; bad rows are skipped.
+
+    Raises:
+        ValueError: the file lacks one of the columns order, generation, arch, fitness.
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        needed = {"order", "generation", "arch", "fitness"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: needs columns {sorted(needed)}, has {reader.fieldnames}")
+        rows = []
+        for line in reader:
+            try:
+                flops = line.get("backbone_flops")
+                rows.append({"order": int(line["order"]), "generation": int(line["generation"]),
+                             "arch": line["arch"], "fitness": float(line["fitness"]),
+                             "backbone_flops": float(flops) if flops else None})
+            except (TypeError, ValueError):
+                log.warning("%s: skipping bad row %s", path, line)
+    return sorted(rows, key=lambda r: r["order"])
+
+
+def collect(cfg: StudyConfig, root: str | Path) -> Results:
+    """Read every input the config implies under ``root``; absent ones go to ``missing``."""
+    res = Results(Path(root))
+    for row in ROWS:
+        # NATS reuses the ResNet-50 classification weights, so its cls metrics are optional.
+        if row in SEARCH_METHODS:
+            continue
+        cls = _read(res, f"retrain/{row}/cls/metrics.json", required=row != "nats")
+        if cls is not None:
+            res.cls[row] = cls
+    for ds in cfg.datasets:
+        for det in cfg.detectors:
+            for row in ROWS:
+                m = _read(res, f"retrain/{row}/{ds}/{det}/metrics.json")
+                if m is not None:
+                    res.det[(row, ds, det)] = m
+                if row in SEARCH_METHODS:  # searched per dataset and detector
+                    cls = _read(res, f"retrain/{row}/{ds}/{det}/cls/metrics.json")
+                    if cls is not None:
+                        res.cls[(row, ds, det)] = cls
+            for method in SEARCH_METHODS:
+                _collect_search(res, search_key(ds, det, method))
+            nats = _read(res, f"nats/{ds}/{det}/arch.json")
+            if nats is not None:
+                res.nats[(ds, det)] = nats
+    _collect_search(res, search_key("", "", "clsnas"))
+    log.info("report inputs: %d read, %d missing", len(res.inputs) + len(res.histories),
+             len(res.missing))
+    return res
+
+
+def _collect_search(res: Results, key: str) -> None:
+    history = _read(res, f"search/{key}/history.csv", reader=read_history)
+    if history:
+        res.histories[key] = history
+    arch = _read(res, f"search/{key}/arch.json")
+    if arch is not None:
+        res.search_archs[key] = arch

@@ -1,0 +1,292 @@
+"""The report's tables: the main table, search summaries, kernel sizes and observations."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any
+
+from detnas.config import StudyConfig
+from detnas.report.paper import (
+    DETECTOR_NAMES,
+    METRIC_NAMES,
+    ROWS,
+    SEARCH_METHODS,
+    paper_dataset,
+    paper_refs,
+)
+from detnas.report.results import Results, search_key
+from detnas.space import KERNEL_SIZES, Arch
+
+log = logging.getLogger(__name__)
+
+
+# --- the main table ---------------------------------------------------------------------------
+
+
+def _row_arch(res: Results, row: str, ds: str, det: str) -> str | None:
+    """The backbone of a cell: from its metrics, else the search's winner, else (for the rows
+    that do not depend on the dataset) the classification run's arch."""
+    m = res.det.get((row, ds, det)) or {}
+    if m.get("arch"):
+        return m["arch"]
+    if row in SEARCH_METHODS or row == "clsnas":
+        spec = res.search_archs.get(search_key(ds, det, row)) or {}
+        if spec.get("arch") or row in SEARCH_METHODS:
+            return spec.get("arch")
+    cls_row = "resnet50" if row == "nats" else row
+    return (res.cls.get(row) or res.cls.get(cls_row) or {}).get("arch")
+
+
+def _top1(res: Results, row: str, ds: str, det: str) -> tuple[float | None, str]:
+    """Top-1 of a row and a note; NATS falls back to ResNet-50's (the same weights)."""
+    for key in ((row, ds, det), row):
+        if "top1" in res.cls.get(key, {}):
+            return res.cls[key]["top1"], ""
+    if row == "nats" and "top1" in res.cls.get("resnet50", {}):
+        return res.cls["resnet50"]["top1"], "ResNet-50's, weights reused"
+    return None, ""
+
+
+def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
+    """The paper-shaped table of one dataset: one entry per ablation row.
+
+    Returns:
+        ``{"dataset", "kind", "metric", "paper_dataset", "detectors", "rows": [...]}``; each row has
+        per-detector ``arch``, ``backbone_flops``, ``backbone_params``, ``map`` (fractions, as in
+        the metrics files), ``top1``, and ``paper`` figures (percent) with their sources.
+    """
+    d = cfg.datasets[dataset]
+    pds = paper_dataset(d.kind)
+    rows = []
+    for row, name in ROWS.items():
+        top1 = {det: _top1(res, row, dataset, det) for det in cfg.detectors}
+        notes = {note for _, note in top1.values() if note}
+        entry: dict[str, Any] = {"row": row, "name": name,
+                                 "top1": {det: t for det, (t, _) in top1.items()},
+                                 "top1_note": notes.pop() if notes else "",
+                                 "arch": {}, "backbone_flops": {}, "backbone_params": {},
+                                 "map": {}, "paper": {"top1": {}, "map": {}, "flops": {}}}
+        for det in cfg.detectors:
+            m = res.det.get((row, dataset, det), {})
+            entry["arch"][det] = _row_arch(res, row, dataset, det)
+            entry["backbone_flops"][det] = m.get("backbone_flops")
+            entry["backbone_params"][det] = m.get("backbone_params")
+            entry["map"][det] = m.get(d.metric)
+            for f in ("top1", "map", "flops"):
+                entry["paper"][f][det] = [
+                    {"value": r.value, "source": r.source} for r in paper_refs(row, pds, det, f)
+                ]
+        rows.append(entry)
+    return {"dataset": dataset, "kind": d.kind, "metric": d.metric, "paper_dataset": pds,
+            "detectors": list(cfg.detectors), "rows": rows}
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _si(x: float | None) -> str:
+    if x is None:
+        return "—"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:g}"
+
+
+def _joined(values: list[str]) -> str:
+    """One cell for per-detector values: the value once when all agree, else ``a / b``."""
+    if len(set(values)) == 1:
+        return values[0]
+    return " / ".join(values)
+
+
+def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of a main table; ``sources`` numbers the paper's sources
+    (filled in as they are cited, for the footnotes)."""
+    dets = table["detectors"]
+    order = " / ".join(DETECTOR_NAMES.get(d, d) for d in dets)
+    metric = METRIC_NAMES[table["metric"]]
+    pds = table["paper_dataset"].upper()
+    header = ["model", f"backbone ({order})", "backbone FLOPs", "params", "top-1 %"]
+    header += [f"{DETECTOR_NAMES.get(d, d)} {metric} %" for d in dets]
+    header += ["paper FLOPs", f"paper top-1 % ({order})"]
+    header += [f"paper {pds} {DETECTOR_NAMES.get(d, d)} %" for d in dets]
+
+    def cite(refs: list[dict]) -> str:
+        out = []
+        for r in refs:
+            n = sources.setdefault(r["source"], len(sources) + 1)
+            out.append(f"{r['value']} [{n}]")
+        return ", ".join(out) if out else "—"
+
+    rows = []
+    for r in table["rows"]:
+        top1 = _joined([_pct(r["top1"][d]) for d in dets]) + (
+            f" ({r['top1_note']})" if r["top1_note"] else "")
+        cells = [r["name"], _joined([f"`{r['arch'][d]}`" if r["arch"][d] else "—" for d in dets]),
+                 _joined([_si(r["backbone_flops"][d]) for d in dets]),
+                 _joined([_si(r["backbone_params"][d]) for d in dets]), top1]
+        cells += [_pct(r["map"][d]) for d in dets]
+        cells += [_joined([cite(r["paper"]["flops"][d]) for d in dets]),
+                  _joined([cite(r["paper"]["top1"][d]) for d in dets])]
+        cells += [cite(r["paper"]["map"][d]) for d in dets]
+        rows.append(cells)
+    return header, rows
+
+
+# --- searches ---------------------------------------------------------------------------------
+
+
+def search_curve(history: list[dict]) -> dict:
+    """Best-so-far fitness per evaluation and best / mean fitness per generation."""
+    best, running = [], float("-inf")
+    for r in history:
+        running = max(running, r["fitness"])
+        best.append(running)
+    gens: dict[int, list[float]] = {}
+    for r in history:
+        gens.setdefault(r["generation"], []).append(r["fitness"])
+    keys = sorted(gens)
+    return {"evaluations": list(range(1, len(history) + 1)), "best_so_far": best,
+            "generations": keys, "generation_best": [max(gens[g]) for g in keys],
+            "generation_mean": [statistics.fmean(gens[g]) for g in keys]}
+
+
+def search_summary(history: list[dict]) -> dict:
+    """Best, median and count of a search's fitness, and when the best was first reached."""
+    fitness = [r["fitness"] for r in history]
+    best = max(fitness)
+    return {"evaluations": len(fitness), "best": best, "median": statistics.median(fitness),
+            "mean": statistics.fmean(fitness), "best_at": fitness.index(best) + 1}
+
+
+def evaluations_to_reach(history: list[dict], target: float) -> int | None:
+    """1-based index of the first evaluation with fitness >= ``target`` (None if never)."""
+    for i, r in enumerate(history, 1):
+        if r["fitness"] >= target:
+            return i
+    return None
+
+
+def search_tables(res: Results) -> dict:
+    """Summary of every search found, keyed by search key."""
+    return {key: search_summary(h) for key, h in sorted(res.histories.items())}
+
+
+# --- architectures ----------------------------------------------------------------------------
+
+RECEPTIVE_FIELDS = (3, 5, 7, 7)
+"""Receptive field of each choice's depthwise path (Xception: three stacked 3x3 convs = 7)."""
+
+
+def stage_kernel_means(arch: Arch, sizes: tuple[int, ...] = KERNEL_SIZES) -> list[float]:
+    """Mean kernel size per stage (``sizes[choice]`` per block)."""
+    return [statistics.fmean(sizes[c] for c in stage) for stage in arch.stages()]
+
+
+def shallow_minus_deep(arch: Arch, sizes: tuple[int, ...] = KERNEL_SIZES) -> float:
+    """Mean kernel size of the first half of the stages minus that of the second half."""
+    means = stage_kernel_means(arch, sizes)
+    half = len(means) // 2
+    return statistics.fmean(means[:half]) - statistics.fmean(means[half:])
+
+
+def searched_archs(cfg: StudyConfig, res: Results) -> list[dict]:
+    """Every architecture to draw: the hand-crafted baseline, ClsNASNet, and each search's winner.
+
+    Returns:
+        Dicts with ``label``, ``method``, ``dataset``, ``detector`` and ``arch`` (an `Arch`).
+    """
+    out = [{"label": ROWS["shufflenetv2"], "method": "shufflenetv2", "dataset": None,
+            "detector": None, "arch": _zero_arch(cfg)}]
+    keys = [("", "", "clsnas")] + [(ds, det, m) for ds in cfg.datasets for det in cfg.detectors
+                                   for m in SEARCH_METHODS]
+    for ds, det, method in keys:
+        spec = res.search_archs.get(search_key(ds, det, method))
+        arch = _parse(spec, cfg.space)
+        if arch is None:
+            continue
+        where = f" {ds} {DETECTOR_NAMES.get(det, det)}" if ds else ""
+        out.append({"label": ROWS[method] + where, "method": method, "dataset": ds or None,
+                    "detector": det or None, "arch": arch})
+    return out
+
+
+def _zero_arch(cfg: StudyConfig) -> Arch:
+    from detnas.space import get_space
+
+    return Arch(cfg.space, (0,) * get_space(cfg.space).num_blocks)
+
+
+def _parse(spec: dict | None, space: str) -> Arch | None:
+    if not spec or not spec.get("arch"):
+        return None
+    try:
+        return Arch.parse(spec["arch"], spec.get("space", space))
+    except ValueError as e:
+        log.warning("cannot draw arch: %s", e)
+        return None
+
+
+def kernel_table(archs: list[dict]) -> list[dict]:
+    """Mean kernel size per stage (Xception = 3, and = 7 as receptive field) of each arch."""
+    return [{"label": a["label"], "method": a["method"], "arch": str(a["arch"]),
+             "kernel_per_stage": stage_kernel_means(a["arch"]),
+             "receptive_per_stage": stage_kernel_means(a["arch"], RECEPTIVE_FIELDS),
+             "shallow_minus_deep": shallow_minus_deep(a["arch"])} for a in archs]
+
+
+# --- observations -----------------------------------------------------------------------------
+
+
+def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dict]) -> list[str]:
+    """Short statements computed from the data, each beside the paper's claim where there is one."""
+    out = []
+    for ds in cfg.datasets:
+        for det in cfg.detectors:
+            out += _search_observation(res, ds, det)
+            out += _map_observations(tables[ds], det)
+    det_nets = [k for k in kernels if k["method"] in ("detnas", "scratch")]
+    cls_net = [k for k in kernels if k["method"] == "clsnas"]
+    if det_nets and cls_net:
+        d = statistics.fmean(k["shallow_minus_deep"] for k in det_nets)
+        c = cls_net[0]["shallow_minus_deep"]
+        shallower = "puts" if d > c else "does not put"
+        verdict = "as the paper reports" if d > c else "unlike the paper's observation"
+        out.append(f"Mean kernel size, shallow stages minus deep stages: {d:+.2f} for the "
+                   f"detection-searched nets (mean of {len(det_nets)}) against {c:+.2f} for "
+                   f"ClsNASNet: detection search {shallower} larger kernels in shallower "
+                   f"stages than classification search, {verdict}.")
+    return out
+
+
+def _search_observation(res: Results, ds: str, det: str) -> list[str]:
+    ea = res.histories.get(search_key(ds, det, "detnas"))
+    rnd = res.histories.get(search_key(ds, det, "random"))
+    if not ea or not rnd:
+        return []
+    e, r = search_summary(ea), search_summary(rnd)
+    reach = evaluations_to_reach(ea, r["best"])
+    reach_text = (f"it matched random search's best after {reach} of {e['evaluations']} "
+                  "evaluations" if reach else "it never matched random search's best")
+    return [f"{ds} / {DETECTOR_NAMES.get(det, det)}: EA best fitness {e['best']:.4f} against "
+            f"random search's best {r['best']:.4f} and median {r['median']:.4f} "
+            f"({e['best'] - r['median']:+.4f} over the median); {reach_text}."]
+
+
+def _map_observations(table: dict, det: str) -> list[str]:
+    by_row = {r["row"]: r["map"][det] for r in table["rows"]}
+    metric = METRIC_NAMES[table["metric"]]
+    where = f"{table['dataset']} / {DETECTOR_NAMES.get(det, det)}"
+    pairs = [("detnas", "shufflenetv2", ""), ("detnas", "clsnas",
+              " (paper: > 1 on COCO, > 3 on VOC)"),
+             ("detnas", "random", " (paper: within 1)"), ("detnas", "scratch", ""),
+             ("nats", "resnet50", " (paper: +2.0 on COCO FPN)")]
+    out = []
+    for a, b, claim in pairs:
+        if by_row.get(a) is not None and by_row.get(b) is not None:
+            diff = 100 * (by_row[a] - by_row[b])
+            out.append(f"{where}: {ROWS[a]} {diff:+.1f} {metric} over {ROWS[b]}{claim}.")
+    return out
