@@ -61,7 +61,8 @@ def test_detector_fitness_recalibrates_on_transformed_images_and_never_leaks():
 
 def _fake_modules(monkeypatch, calls):
     data = types.SimpleNamespace(
-        CocoDetection=lambda images, ann, cache: (calls.append(("coco", images, ann)), _images(5))[1],
+        CocoDetection=lambda images, ann, cache: (
+            calls.append(("coco", images, ann)), _images(5))[1],
         detection_loader=lambda ds, batch_size, shuffle, seed: [
             (ds[i : i + batch_size], [{}] * len(ds[i : i + batch_size]))
             for i in range(0, len(ds), batch_size)],
