@@ -1,6 +1,6 @@
 # detnas: set up, run the study, test, record results with DVC.
 #   make run         the embedded study (synthetic data, CPU): `snakemake --profile profiles/local`
-#   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, all tests
+#   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, ruff, all tests
 #   make dvc-push    after a run: record results/ and logs/ with DVC, push to the default remote
 #   make dvc-pull    in a clone: restore them; Snakemake then has nothing to do
 #   make clean       remove results/, logs/, .snakemake/ (not the venv, not DVC's cache)
@@ -43,6 +43,7 @@ dag: setup
 	snakemake --rulegraph $(ARGS) | dot -Tpng > dag.png
 
 test: setup slurm
+	ruff check detnas tests benchmarks scripts
 	mkdir -p test-artifacts
 	python -m pytest $(PYTEST_ARGS) --junitxml=test-artifacts/junit.xml
 
