@@ -90,6 +90,7 @@ class DetectorConfig:
     box_batch_size_per_image: int = 128  # sampled RoIs per image (paper: 512)
     rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
     rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
+    score_thresh: float = 0.05  # detections kept for evaluation (paper); lower it for short runs
 
 
 @dataclass

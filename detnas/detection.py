@@ -77,6 +77,7 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
             rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
             rpn_pre_nms_top_n_test=cfg.rpn_post_nms_top_n // 2,
             rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n // 2,
+            box_score_thresh=cfg.score_thresh,
             **sizes,
         )
     if detector == "retinanet":
@@ -88,7 +89,8 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
                   for s in _anchor_sizes(cfg.min_size, 32, 5)),
             ((0.5, 1.0, 2.0),) * 5,
         )
-        return RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors, **sizes)
+        return RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
+                         score_thresh=cfg.score_thresh, **sizes)
     raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
 
 
