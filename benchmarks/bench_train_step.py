@@ -17,21 +17,19 @@ import time
 import torch
 
 from detnas.config import DetectorConfig, TrainConfig
-from detnas.engine import _mask_off_path, make_optimizer
+from detnas.engine import make_optimizer
 from detnas.models import backbone_of, build_model
 from detnas.space import sample
 
 
-def _step_fn(model, loss_fn, batch, arch=None):
+def _step_fn(model, loss_fn, batch):
+    """One step as `detnas.engine.train` takes it in one process."""
     opt = make_optimizer(model, TrainConfig(lr=1e-3))
-    supernet = backbone_of(model) if arch is not None else None
 
     def step():
         loss = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if supernet is not None:
-            _mask_off_path(supernet, arch)
         opt.step()
 
     return step
@@ -80,7 +78,7 @@ def compare(task: str, space: str, device: torch.device, rounds: int, iters: int
     supernet.to(device).train()
     standalone.to(device).train()
     backbone_of(supernet).set_path(arch)
-    steps = {"supernet": _step_fn(supernet, loss_fn, batch, arch),
+    steps = {"supernet": _step_fn(supernet, loss_fn, batch),
              "standalone": _step_fn(standalone, loss_fn, batch)}
     for s in steps.values():  # warm-up
         s()

@@ -160,7 +160,11 @@ class Stage:
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
-    """Drop the gradients of choices off ``arch`` so momentum and weight decay leave them alone."""
+    """Drop the gradients of choices off ``arch`` so momentum and weight decay leave them alone.
+
+    DDP with unused parameters hands them zero gradients, which SGD would apply weight decay and
+    momentum to; in one process they stay None and SGD skips them.
+    """
     for block, choice in zip(supernet.blocks, arch.choices, strict=True):
         for c, module in enumerate(block):
             if c != choice:
@@ -223,7 +227,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if arch is not None:
+        if arch is not None and ddp.world > 1:  # alone, off-path choices get no gradient
             _mask_off_path(stage.supernet, arch)
         optimizer.step()
         done = step + 1
