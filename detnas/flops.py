@@ -131,30 +131,20 @@ def summary(arch: Arch, input_size: int = 224, num_classes: int = 1000) -> dict:
 
 
 def count(module, input_size: int) -> Cost:
-    """FLOPs (convs and linears, the convention above) and params of a torch module, measured with
-    forward hooks on one ``input_size`` x ``input_size`` image: the cross-check of the tables, and
-    the count for backbones outside the search space (ResNet, NATS)."""
+    """FLOPs (the convention above) and params of a torch module, measured by running it on one
+    ``input_size`` x ``input_size`` image under torch's FLOP counter, which sees every conv and
+    matmul call (also the functional ones of NATS's dilated layers): the cross-check of the
+    tables, and the count for backbones outside the search space (ResNet, NATS)."""
     import torch
-    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
 
-    total = [0]
-
-    def hook(m, _inputs, out):
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total[0] += m.in_channels * m.out_channels * k * out.shape[2] * out.shape[3] // m.groups
-        else:
-            total[0] += m.in_features * m.out_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]
     was_training = module.training
+    device = next(module.parameters()).device
     try:
         module.eval()
-        with torch.no_grad():
-            module(torch.zeros(1, 3, input_size, input_size))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
     finally:
         module.train(was_training)
-        for h in handles:
-            h.remove()
-    return Cost(total[0], sum(p.numel() for p in module.parameters()))
+    macs = counter.get_total_flops() // 2  # torch counts a multiply-accumulate as 2 FLOPs
+    return Cost(macs, sum(p.numel() for p in module.parameters()))
