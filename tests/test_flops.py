@@ -9,7 +9,7 @@ from detnas.supernet import Backbone, Classifier
 
 
 @pytest.mark.parametrize("space", list(SPACES))
-def test_table_equals_module_hooks(space):
+def test_table_equals_the_flop_counter_on_real_modules(space):
     arch = sample(space, random.Random(1))
     size = 64 if space == "test" else 96
     table = flops.cost_table(space, size, num_classes=10)
