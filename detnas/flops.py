@@ -4,7 +4,7 @@ Convention of the DetNAS reference: FLOPs are multiply-accumulates of convolutio
 for the classifier), ``in * out * k * k * h_out * w_out / groups``; BN, ReLU, pooling and shuffles
 are free. Parameters are every trainable tensor element (conv weights, BN affine, FC weight and
 bias). The backbone is the first conv plus the choice blocks; the classifier adds the 1x1 last conv
-and the FC. ``tests/test_flops.py`` checks these numbers against torch's FLOP counter on the modules.
+and the FC. ``tests/test_flops.py`` checks them against torch's FLOP counter on the modules.
 """
 
 from __future__ import annotations
