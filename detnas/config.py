@@ -213,6 +213,15 @@ def check(cfg: StudyConfig, where: str) -> None:
             raise ValueError(f"{where}.datasets.{name}.metric: {d.metric!r} (mmap, ap50)")
 
 
+def _default_synthetic_roots(cfg: StudyConfig) -> None:
+    """Synthetic sets without a root live under ``<results>/data`` (where the workflow puts them)."""
+    for name, d in cfg.datasets.items():
+        if d.kind == "synthetic" and not d.root:
+            d.root = f"{cfg.results}/data/{name}"
+    if cfg.classification.kind == "synthetic" and not cfg.classification.root:
+        cfg.classification.root = f"{cfg.results}/data/classification"
+
+
 def _set(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
@@ -243,6 +252,7 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
             raise ValueError(f"override {item!r}: expected key=value")
         _set(data, key, yaml.safe_load(value))
     cfg = from_dict(StudyConfig, data, where)
+    _default_synthetic_roots(cfg)
     check(cfg, where)
     return cfg
 
