@@ -214,7 +214,7 @@ def check(cfg: StudyConfig, where: str) -> None:
 
 
 def _default_synthetic_roots(cfg: StudyConfig) -> None:
-    """Synthetic sets without a root live under ``<results>/data`` (where the workflow puts them)."""
+    """Synthetic sets without a root live under ``<results>/data``, as in the workflow."""
     for name, d in cfg.datasets.items():
         if d.kind == "synthetic" and not d.root:
             d.root = f"{cfg.results}/data/{name}"
