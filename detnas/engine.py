@@ -44,11 +44,18 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``, checked."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no CUDA device is available")
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: {name!r} (auto, cpu, cuda)")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def setup_distributed(device: str = "auto") -> Dist:
     """Join the torchrun process group if there is one; pick this process's device."""
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available")
+    cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")

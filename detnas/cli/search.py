@@ -58,15 +58,8 @@ def _need(args, *names: str) -> None:
             raise ValueError(f"{flag} is required with --fitness {args.fitness}")
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _run(args) -> int:
+    from detnas.engine import resolve_device
     from detnas.search.fitness import FitnessSpec
     from detnas.search.stage import search_stage
 
@@ -89,7 +82,7 @@ def _run(args) -> int:
         recalib_images=args.recalib_images or "", detector=args.detector, metric=metric,
         recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
         eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
-        seed=cfg.seed, device=_device(cfg.device),
+        seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
                else cfg.classification.cache),
         threads=s.threads,

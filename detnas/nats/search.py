@@ -23,7 +23,7 @@ from detnas import tracking
 from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
 from detnas.config import NatsConfig, StudyConfig, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
-from detnas.engine import lr_factor
+from detnas.engine import lr_factor, resolve_device
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
 from detnas.nats.ops import (
     arch_parameters,
@@ -57,11 +57,6 @@ def check_config(nats: NatsConfig, where: str = "config.nats") -> None:
         raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
     if nats.arch_warmup_steps < 0:
         raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
-
-
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                        "cpu" if name == "auto" else name)
 
 
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
