@@ -22,6 +22,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def classification_study(tmp_path: Path):
+    """``make(num_train, steps)``: a tiny synthetic classification set, a study config pre-training
+    the `test` supernet on it for ``steps`` steps (checkpoint every 2), and the environment for a
+    one-thread subprocess."""
+    return lambda num_train, steps: _classification_study(tmp_path, num_train, steps)
+
+
+def _classification_study(tmp_path: Path, num_train: int, steps: int) -> tuple[Path, dict]:
+    import os
+
+    import yaml
+
+    from detnas.data import make_synthetic_classification
+
+    make_synthetic_classification(tmp_path / "cls", seed=0, num_classes=3, num_train=num_train,
+                                  num_val=6, image_size=32)
+    cfg = {"space": "test", "device": "cpu", "results": str(tmp_path),
+           "classification": {"root": str(tmp_path / "cls"), "image_size": 32},
+           "supernet_pretrain": {"steps": steps, "batch_size": 8, "checkpoint_every": 2},
+           "tracking": {"enabled": False}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -1,31 +1,21 @@
 """The multi-process path (torchrun + DDP, gloo on CPU): a real 2-process run of a stage."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-import yaml
 
-from detnas.data import make_synthetic_classification
 from detnas.models import build_model, load_model
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_process_supernet_training_matches_across_ranks(tmp_path):
-    make_synthetic_classification(tmp_path / "cls", seed=0, num_classes=3, num_train=24,
-                                  num_val=6, image_size=32)
-    cfg = {"space": "test", "device": "cpu", "results": str(tmp_path),
-           "classification": {"root": str(tmp_path / "cls"), "image_size": 32},
-           "supernet_pretrain": {"steps": 3, "batch_size": 8, "checkpoint_every": 2},
-           "tracking": {"enabled": False}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_two_process_supernet_training_matches_across_ranks(tmp_path, classification_study):
+    cfg_path, env = classification_study(num_train=24, steps=3)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "detnas", "train", "supernet", "--task", "classification",
-           "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")]
+           "--config", str(cfg_path), "--out", str(tmp_path / "out")]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     model, ckpt = load_model(tmp_path / "out" / "checkpoint.pt")

@@ -8,9 +8,6 @@ import time
 
 import pytest
 import torch
-import yaml
-
-from detnas.data import make_synthetic_classification
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +17,8 @@ def _command(cfg_path, out):
             "--config", str(cfg_path), "--out", str(out)]
 
 
-def test_sigkill_then_restart_reaches_the_same_weights(tmp_path):
-    make_synthetic_classification(tmp_path / "cls", seed=0, num_classes=3, num_train=48,
-                                  num_val=6, image_size=32)
-    cfg = {"space": "test", "device": "cpu", "results": str(tmp_path),
-           "classification": {"root": str(tmp_path / "cls"), "image_size": 32},
-           "supernet_pretrain": {"steps": 16, "batch_size": 8, "checkpoint_every": 2},
-           "tracking": {"enabled": False}}
-    cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_sigkill_then_restart_reaches_the_same_weights(tmp_path, classification_study):
+    cfg_path, env = classification_study(num_train=48, steps=16)
 
     subprocess.run(_command(cfg_path, tmp_path / "full"), env=env, check=True, timeout=300,
                    capture_output=True)
