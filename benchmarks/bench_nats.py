@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from detnas.config import DetectorConfig, NatsConfig, TrainConfig, load
 from detnas.detection import build_detector, detector_backbone
+from detnas.engine import Dist, resolve_device
 from detnas.nats import search as nats_search
 from detnas.nats.ops import DilationMixConv, make_searchable
 from detnas.resnet import ResNetBackbone, bottlenecks
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = nats_search.resolve_device(args.device)
+    device = resolve_device(args.device)
     cfg = load(None, ["device=cpu", "tracking.enabled=false"])
     cfg.nats = NatsConfig(depth=args.depth, width=args.width, groups=args.groups,
                           search=TrainConfig(lr=0.01, batch_size=args.batch))
@@ -96,10 +97,10 @@ def main() -> None:
         sgd.zero_grad(set_to_none=True)
 
     def weight_step():
-        nats_search._weight_step(searched, s_sgd, weights, batch, device, False)
+        nats_search._weight_step(searched, s_sgd, weights, batch, Dist(device=device), False)
 
     def arch_step():
-        nats_search._arch_step(searched, adam, alphas, batch, device, False)
+        nats_search._arch_step(searched, adam, alphas, batch, Dist(device=device), False)
 
     # the backbone alone, at the detector's input size: forward + backward
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)

@@ -105,7 +105,8 @@ class SearchConfig:
     flops_input_size: int = 224  # the reference measures at 224x224
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
-    workers: int = 1  # processes evaluating candidates of a generation in parallel
+    workers: int = 1  # evaluation processes; `detnas launch` sets one per GPU of the job; 0 = one
+    # per visible GPU (worker i on cuda:i). The fitness does not depend on it.
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
     threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
     # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)

@@ -67,6 +67,29 @@ def setup_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world, torch.device("cpu"))
 
 
+def check_replicas(model: nn.Module, ddp: Dist) -> None:
+    """Check that every rank holds rank 0's parameters, bit for bit (what DDP promises).
+
+    Raises:
+        RuntimeError: on every rank, naming the first parameter that differs on some rank.
+    """
+    if ddp.world == 1:
+        return
+    names, params = zip(*((n, p.detach().reshape(-1).float())
+                          for n, p in model.named_parameters()), strict=True)
+    reference = torch.cat(params)
+    dist.broadcast(reference, 0)
+    same = [torch.equal(a, b) for a, b in
+            zip(params, reference.split([p.numel() for p in params]), strict=True)]
+    first = torch.tensor([same.index(False) if False in same else len(same)],
+                         device=reference.device)
+    dist.all_reduce(first, dist.ReduceOp.MIN)
+    if first.item() < len(params):
+        raise RuntimeError(f"the {ddp.world} processes ended with different weights: "
+                           f"{names[first.item()]} differs from rank 0's")
+    log.info("weights identical on the %d ranks", ddp.world)
+
+
 # --- deterministic batches ------------------------------------------------------------------------
 
 
@@ -247,6 +270,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             save_checkpoint(resume_path, {"model": model.state_dict(),
                                           "optimizer": optimizer.state_dict(), "step": done})
     progress.close()
+    check_replicas(model, ddp)
     if stage.supernet is not None:
         stage.supernet.set_path(None)
     return {**stage.meta, "model": model.state_dict(), "step": max(step + 1, start),

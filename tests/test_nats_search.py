@@ -13,6 +13,7 @@ from detnas.checkpoint import load_checkpoint, load_json, save_checkpoint
 from detnas.cli import main
 from detnas.config import load
 from detnas.detection import detector_backbone
+from detnas.engine import Dist
 from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
 from detnas.nats.ops import weight_parameters
@@ -137,7 +138,7 @@ def test_alternating_steps_touch_only_their_parameters():
     sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
     assert len(alphas) == 8 and len(weights) == len(weight_parameters(model))
     batch = next(fake_loader(FakeDetection(2), 2, False, 0))
-    cpu = torch.device("cpu")
+    cpu = Dist()  # one process on the CPU
     before_w = [p.detach().clone() for p in weights]
     before_a = [a.detach().clone() for a in alphas]
     nats_search._weight_step(model, sgd, weights, batch, cpu, False)

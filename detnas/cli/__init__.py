@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-COMMAND_GROUPS = ("arch", "data", "train", "search", "nats", "tracking", "report")
+COMMAND_GROUPS = ("arch", "data", "train", "search", "nats", "tracking", "report", "launch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,9 @@ def register(sub) -> None:
                        help="detection dataset name in the config (metric, tags); default: first")
         c.add_argument("--detector", default=None, choices=("fpn", "retinanet"),
                        help="expected detector of the checkpoint (checked), for tags")
+        c.add_argument("--workers", type=int, default=None, metavar="K",
+                       help="evaluation processes, worker i on cuda:i (`detnas launch --gpus K` "
+                            "sets it); default: config search.workers, 0 = one per visible GPU")
         c.set_defaults(func=_run, strategy=strategy)
 
 
@@ -90,6 +93,6 @@ def _run(args) -> int:
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,
                            dataset=dataset if args.fitness == "detection" else "imagenet",
-                           detector=args.detector or "")
+                           detector=args.detector or "", workers=args.workers)
     print_json(metrics)
     return 0

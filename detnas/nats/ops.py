@@ -57,7 +57,9 @@ class DilationMixConv(nn.Module):
         self.kernel_size, self.stride, self.groups = conv.kernel_size, conv.stride, conv.groups
         self.weight = conv.weight  # (out, in / groups, kh, kw), the pretrained Parameter itself
         self.bias = conv.bias
-        self.alpha = nn.Parameter(torch.zeros(groups, len(self.candidates)))  # (G, K)
+        # (G, K), on the conv's device: a model already on the GPU can be made searchable
+        self.alpha = nn.Parameter(torch.zeros(groups, len(self.candidates),
+                                              device=conv.weight.device))
 
     @property
     def num_groups(self) -> int:

@@ -3,8 +3,13 @@
 A pretrained ResNet is made searchable (`detnas.nats.ops.make_searchable`) inside a torchvision
 detector; each step takes an SGD step on the weights with a batch of the weights split and an Adam
 step on the alphas with a batch of the architecture split (DARTS, first order). The state is saved
-atomically to ``search.pt`` every ``checkpoint_every`` steps (model, both optimisers, RNG state and
-data position), so a killed search continues where it was and ends where an uninterrupted one would.
+atomically to ``search.pt`` every ``checkpoint_every`` steps (model, both optimisers and data
+position; the RNG is seeded per step), so a killed search continues where it was and ends where an
+uninterrupted one would.
+
+Under torchrun (`detnas.launch`: one process per GPU) each rank takes its share of every batch,
+the weight and alpha gradients are averaged over the ranks before each step (what DDP does), BN is
+synchronised on GPU, and rank 0 alone writes; the ranks' weights and alphas stay identical.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Subset
 
 from detnas import tracking
 from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
 from detnas.config import NatsConfig, StudyConfig, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
-from detnas.engine import lr_factor, resolve_device
+from detnas.engine import Dist, check_replicas, lr_factor, setup_distributed, step_seed
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
 from detnas.nats.ops import (
     arch_parameters,
@@ -106,11 +113,20 @@ def build_search_model(nats: NatsConfig, detector: str, num_classes: int, detect
 
 
 class BatchStream:
-    """Endless batches of a dataset, one seeded shuffle per epoch, with a resumable position."""
+    """Endless batches of a dataset with a resumable position (epoch, batch).
+
+    Each epoch is one seeded permutation cut into batches of ``batch_size`` (an incomplete last
+    batch is dropped). Rank ``rank`` of ``world`` processes loads only its share of each batch
+    (every ``world``-th image), so the ranks together see the batches one process would.
+    """
 
     def __init__(self, dataset, batch_size: int, seed: int, loader: Loader,
-                 position: tuple[int, int] = (0, 0)):
+                 position: tuple[int, int] = (0, 0), rank: int = 0, world: int = 1):
+        if batch_size % world or len(dataset) < batch_size:
+            raise ValueError(f"nats.search.batch_size: {batch_size} must be a multiple of the "
+                             f"{world} processes and at most the {len(dataset)} images")
         self.dataset, self.batch_size, self.seed, self.loader = dataset, batch_size, seed, loader
+        self.rank, self.world = rank, world
         self.epoch, self.index = position
         self._it: Iterator | None = None
 
@@ -119,24 +135,24 @@ class BatchStream:
         return [self.epoch, self.index]
 
     def _open(self) -> Iterator:
-        seed = self.seed * 100_003 + self.epoch
-        it = iter(self.loader(self.dataset, self.batch_size, True, seed))
-        for _ in range(self.index):  # resuming mid-epoch: skip the batches already used
-            next(it)
-        return it
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        usable = len(self.dataset) // self.batch_size * self.batch_size
+        order = torch.randperm(len(self.dataset), generator=g)[:usable].tolist()
+        mine = order[self.rank :: self.world]  # batch b of this rank: its share of global batch b
+        per_rank = self.batch_size // self.world
+        mine = mine[self.index * per_rank :]  # resuming mid-epoch: the batches not yet used
+        return iter(self.loader(Subset(self.dataset, mine), per_rank, False, self.seed))
 
     def next(self):
-        for _ in range(2):
-            if self._it is None:
-                self._it = self._open()
-            try:
-                batch = next(self._it)
-                self.index += 1
-                return batch
-            except StopIteration:
-                self._it, self.epoch, self.index = None, self.epoch + 1, 0
-        raise ValueError(f"dataset of {len(self.dataset)} images gives no batch of "
-                         f"{self.batch_size}")
+        if self._it is None:
+            self._it = self._open()
+        batch = next(self._it, None)
+        if batch is None:  # the epoch is over
+            self.epoch, self.index = self.epoch + 1, 0
+            self._it = self._open()
+            batch = next(self._it)
+        self.index += 1
+        return batch
 
 
 def _to(batch, device: torch.device):
@@ -153,12 +169,28 @@ def _loss(model: nn.Module, batch, device: torch.device, amp: bool) -> torch.Ten
     return sum(losses.values())
 
 
-def _step(model, optimizer, params, batch, device, amp) -> float:
-    """One optimiser step on ``params`` only (the other parameters get no gradient)."""
-    loss = _loss(model, batch, device, amp)
+def _average(tensors: list[torch.Tensor], world: int) -> list[torch.Tensor]:
+    """The mean of ``tensors`` over the ranks, in one all-reduce (DDP's gradient averaging)."""
+    if world == 1:
+        return tensors
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    return [f.view_as(t).to(t.dtype) for f, t in
+            zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
+
+
+def _step(model, optimizer, params, batch, ddp: Dist, amp) -> float:
+    """One optimiser step on ``params`` only (the other parameters get no gradient), with the
+    gradients and the loss averaged over the ranks."""
+    loss = _loss(model, batch, ddp.device, amp)
+    grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+    used = [i for i, g in enumerate(grads) if g is not None]  # the same on every rank
+    *averaged, loss = _average([grads[i] for i in used] + [loss.detach().reshape(1)], ddp.world)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite search loss {loss.item()}")
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for i, g in zip(used, averaged, strict=True):
+        grads[i] = g
     for p, g in zip(params, grads, strict=True):
         p.grad = g
     optimizer.step()
@@ -166,12 +198,12 @@ def _step(model, optimizer, params, batch, device, amp) -> float:
     return loss.item()
 
 
-def _weight_step(model, optimizer, params, batch, device, amp) -> float:
-    return _step(model, optimizer, params, batch, device, amp)
+def _weight_step(model, optimizer, params, batch, ddp, amp) -> float:
+    return _step(model, optimizer, params, batch, ddp, amp)
 
 
-def _arch_step(model, optimizer, params, batch, device, amp) -> float:
-    return _step(model, optimizer, params, batch, device, amp)
+def _arch_step(model, optimizer, params, batch, ddp, amp) -> float:
+    return _step(model, optimizer, params, batch, ddp, amp)
 
 
 def _optimizers(model: nn.Module, cfg: StudyConfig):
@@ -237,13 +269,15 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     if loader is None:
         from detnas.data import detection_loader as loader
     out_dir, t, seed = Path(out_dir), cfg.nats.search, cfg.seed
-    device, chash = resolve_device(cfg.device), config_hash(cfg)
+    ddp, chash = setup_distributed(cfg.device), config_hash(cfg)
     path = out_dir / "search.pt"
 
     torch.manual_seed(seed)
     state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
     model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
-    model.to(device).train()
+    if ddp.world > 1 and ddp.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(ddp.device).train()
     sgd, weights, adam, alphas = _optimizers(model, cfg)
     step, history, positions, seconds = 0, [], ([0, 0], [0, 0]), 0.0
     if path.exists():
@@ -255,19 +289,22 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         model.load_state_dict(ckpt["model"])
         sgd.load_state_dict(ckpt["optimizer"])
         adam.load_state_dict(ckpt["arch_optimizer"])
-        torch.set_rng_state(ckpt["rng"])
         step, history, positions = ckpt["step"], ckpt["history"], ckpt["positions"]
         seconds = ckpt["seconds"]
         log.info("resuming %s at step %d/%d", path, step, t.steps)
-    wstream = BatchStream(weights_data, t.batch_size, 2 * seed, loader, tuple(positions[0]))
-    astream = BatchStream(arch_data, t.batch_size, 2 * seed + 1, loader, tuple(positions[1]))
+    wstream = BatchStream(weights_data, t.batch_size, 2 * seed, loader, tuple(positions[0]),
+                          ddp.rank, ddp.world)
+    astream = BatchStream(arch_data, t.batch_size, 2 * seed + 1, loader, tuple(positions[1]),
+                          ddp.rank, ddp.world)
     backbone = detector_backbone(model)
     candidates = [list(c) for c in check_candidates(cfg.nats.candidates, "config.nats")]
 
     def save() -> None:
+        if not ddp.main:
+            return
         save_checkpoint(path, {
             "step": step, "model": model.state_dict(), "optimizer": sgd.state_dict(),
-            "arch_optimizer": adam.state_dict(), "rng": torch.get_rng_state(),
+            "arch_optimizer": adam.state_dict(),
             "positions": [wstream.position, astream.position], "history": history,
             "seconds": seconds, "alphas": alphas_of(backbone), "candidates": candidates,
             "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
@@ -279,17 +316,21 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
             "config_hash": chash, "git_commit": provenance({}, seed)["git_commit"]}
-    with tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags) as tracker:
-        tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()})
+    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags) if ddp.main
+               else tracking.NullTracker())
+    with tracker:
+        tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
+                           | {"processes": ddp.world})
         while step < t.steps:
             start = time.perf_counter()
+            torch.manual_seed(step_seed(seed, step))  # RoI sampling: a function of the step
             lr = t.lr * lr_factor(step, t)
             for group in sgd.param_groups:
                 group["lr"] = lr
             row = {"step": step + 1, "lr": lr}
-            row["weight_loss"] = _weight_step(model, sgd, weights, wstream.next(), device, t.amp)
+            row["weight_loss"] = _weight_step(model, sgd, weights, wstream.next(), ddp, t.amp)
             if step >= cfg.nats.arch_warmup_steps:
-                row["arch_loss"] = _arch_step(model, adam, alphas, astream.next(), device, t.amp)
+                row["arch_loss"] = _arch_step(model, adam, alphas, astream.next(), ddp, t.amp)
             row["alpha_entropy"] = sum(entropy(a) for a in alphas) / max(1, len(alphas))
             history.append(row)
             step += 1
@@ -300,6 +341,9 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                 tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save()
+        check_replicas(model, ddp)
+        if not ddp.main:
+            return {}
         if not path.exists():
             save()
         current = alphas_of(backbone)

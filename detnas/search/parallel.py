@@ -1,7 +1,8 @@
 """Evaluate a generation's candidates in K worker processes, each with its own fitness (model copy).
 
-Workers are started once (spawn: safe with torch and CUDA) and each calls ``factory()`` once in
-its initializer, e.g. ``functools.partial(detnas.search.fitness.build_fitness, spec)``, which loads
+Workers are started once (spawn: safe with torch and CUDA), each with its own index
+0..K-1 (`worker_index`, e.g. worker i evaluates on ``cuda:i``), and each calls ``factory()`` once in
+its initializer, e.g. ``functools.partial(detnas.search.stage.worker_fitness, spec)``, which loads
 the supernet checkpoint. Results are yielded as they finish; the search gathers a whole generation
 before drawing the next, so results do not depend on K.
 """
@@ -18,10 +19,17 @@ from detnas.space import Arch
 log = logging.getLogger(__name__)
 
 _fitness: Callable[[Arch], float] | None = None  # the worker process's fitness
+_index = 0  # the worker process's index in its pool
 
 
-def _init_worker(factory: Callable[[], Callable[[Arch], float]]) -> None:
-    global _fitness
+def worker_index() -> int:
+    """This process's index in its `WorkerPool` (0..K-1); 0 outside a pool."""
+    return _index
+
+
+def _init_worker(factory: Callable[[], Callable[[Arch], float]], indices) -> None:
+    global _fitness, _index
+    _index = indices.get()
     _fitness = factory()
 
 
@@ -40,9 +48,12 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"search.workers: must be >= 1, got {workers}")
         self.workers = workers
+        context = multiprocessing.get_context("spawn")
+        indices = context.Queue()
+        for i in range(workers):
+            indices.put(i)
         self._executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(factory,),
+            workers, mp_context=context, initializer=_init_worker, initargs=(factory, indices),
         )
 
     def __call__(self, archs: Sequence[Arch]) -> Iterator[tuple[int, float]]:

@@ -6,8 +6,10 @@ Output folder: ``state.json`` (resumable state, saved after every evaluation), `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from detnas.config import StudyConfig, config_hash, to_dict
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
-from detnas.search.parallel import WorkerPool
+from detnas.search.parallel import WorkerPool, worker_index
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,35 @@ log = logging.getLogger(__name__)
 FitnessFactory = Callable[[], Callable[[Arch], float]]
 
 
+def worker_fitness(spec: FitnessSpec) -> Callable[[Arch], float]:
+    """`build_fitness` on this worker's device: worker i of the pool on ``cuda:i`` (modulo the
+    visible GPUs, so K workers may share fewer GPUs); the CPU for a CPU spec."""
+    if spec.device == "cuda":
+        import torch
+
+        device = torch.device("cuda", worker_index() % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        spec = dataclasses.replace(spec, device=str(device))
+    return build_fitness(spec)
+
+
+def resolve_workers(workers: int, device: str) -> int:
+    """``workers`` evaluation processes; 0: one per visible GPU (one on the CPU)."""
+    if workers < 0:
+        raise ValueError(f"search.workers: must be >= 0, got {workers}")
+    if workers:
+        return workers
+    if device.startswith("cuda"):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
 def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
                  spec: FitnessSpec | None = None, factory: FitnessFactory | None = None,
                  metric: str | None = None, ablation: str = "detnas", dataset: str = "",
-                 detector: str = "") -> dict:
+                 detector: str = "", workers: int | None = None) -> dict:
     """Run the ``strategy`` search of study ``cfg`` into ``out_dir``; returns ``metrics.json``.
 
     Args:
@@ -37,19 +64,28 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
         strategy: ``evolution`` or ``random`` (same budget: `evaluation_budget`).
         out_dir: output folder; a ``state.json`` there is resumed.
         spec: the supernet fitness; its checkpoint is checked before anything runs.
-        factory: builds the fitness in each process instead of ``build_fitness(spec)`` (tests,
-            benchmarks); must be picklable when ``cfg.search.workers > 1``.
+        factory: builds the fitness in each process instead of `worker_fitness` (tests,
+            benchmarks); must be picklable when there are several workers.
         metric: the fitness's name in the outputs (default ``spec.metric``).
         ablation, dataset, detector: MLflow tags.
+        workers: evaluation processes (`detnas launch` passes one per GPU of the job); default
+            ``cfg.search.workers`` (0: one per visible GPU). The fitness does not depend on it.
 
     Raises:
         ValueError: bad settings (e.g. an infeasible FLOPs limit), a checkpoint of another space
-            or task, or a corrupt state file.
+            or task, a corrupt state file, or several copies of the search started by torchrun.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("the search is one process that starts one evaluation worker per GPU; "
+                         "run it with `detnas launch --gpus G -- search ...`, not under torchrun "
+                         f"(WORLD_SIZE={os.environ['WORLD_SIZE']}: copies would write the same "
+                         "outputs)")
     check_settings(cfg.search, cfg.space)
+    workers = resolve_workers(cfg.search.workers if workers is None else workers,
+                              spec.device if spec else "cpu")
     if spec is not None:
         check_checkpoint(load_checkpoint(spec.checkpoint), spec.checkpoint, spec)
-        factory = factory or functools.partial(build_fitness, spec)
+        factory = factory or functools.partial(worker_fitness, spec)
         metric = metric or spec.metric
     if factory is None:
         raise ValueError("search_stage needs a fitness spec or a fitness factory")
@@ -61,7 +97,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             "dataset": dataset, "space": cfg.space, "seed": cfg.seed,
             "config_hash": config_hash(cfg), "git_commit": git_commit()}
     log.info("%s search of space %s: %d evaluations, %d worker(s), output %s", strategy,
-             cfg.space, budget, cfg.search.workers, out_dir)
+             cfg.space, budget, workers, out_dir)
     with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags) as tracker:
         tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
                            | {"budget": budget, "metric": metric})
@@ -72,11 +108,11 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
 
         rng = random.Random(cfg.seed)
         state_path = out_dir / "state.json"
-        if cfg.search.workers == 1:
+        if workers == 1:
             state = run_search(strategy, cfg.space, cfg.search, serial(factory()), rng,
                                state_path, on_generation=on_generation)
         else:
-            with WorkerPool(factory, cfg.search.workers) as pool:
+            with WorkerPool(factory, workers) as pool:
                 state = run_search(strategy, cfg.space, cfg.search, pool, rng, state_path,
                                    on_generation=on_generation)
         if not state.history:

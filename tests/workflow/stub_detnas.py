@@ -53,6 +53,11 @@ def write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["launch"]:  # `detnas launch ... -- COMMAND`: its process model must exist
+        from detnas.launch import process_model
+
+        argv = argv[argv.index("--") + 1 :]
+        process_model(argv)
     command, rest, opts = parse(argv)
     for opt in PATH_OPTIONS:
         if opt in opts and not Path(opts[opt]).exists():

@@ -218,10 +218,12 @@ def out_dir(wildcards, output):
     return os.path.dirname(output[0])
 
 
-# Multi-GPU jobs run under torchrun (resources.gpu > 1, set in profiles/slurm); one GPU or none
-# runs the plain command. Part of every training rule's shell command.
+# Every GPU rule's command goes through `detnas launch`, which decides once, per command, how the
+# job's GPUs are used (detnas/launch.py): training and the NATS search as DDP processes through
+# torchrun (several nodes: srun + a torchrun rendezvous), the DetNAS searches as one process with
+# one evaluation worker per GPU. resources.gpu (GPUs of the job in all) and resources.nodes come
+# from the profile (profiles/slurm); 0 GPUs runs the plain command.
 LAUNCH = (
     "OMP_NUM_THREADS={threads} "
-    "$([ '{resources.gpu}' -gt 1 ] 2>/dev/null"
-    " && echo torchrun --standalone --nproc_per_node={resources.gpu} -m) "
+    "detnas launch --gpus {resources.gpu} --nodes {resources.nodes} -- "
 )

@@ -16,10 +16,11 @@ rule nats_search:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "detnas nats search --config {STUDY_CONFIG} --pretrained {input.pretrained}"
+        LAUNCH + "nats search --config {STUDY_CONFIG} --pretrained {input.pretrained}"
         " --weights-annotations {input.weights} --arch-annotations {input.arch}"
         " --images {params.images} --detector {wildcards.detector}"
         " --dataset {wildcards.dataset} --out {params.out} > {log} 2>&1"

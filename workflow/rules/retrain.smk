@@ -23,10 +23,11 @@ rule retrain_classifier:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "detnas train classifier --config {STUDY_CONFIG} --arch {input.arch}"
+        LAUNCH + "train classifier --config {STUDY_CONFIG} --arch {input.arch}"
         " --ablation {wildcards.row} --out {params.out} > {log} 2>&1"
 
 
@@ -70,10 +71,11 @@ rule retrain_detector:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "detnas train detector --config {STUDY_CONFIG} --arch {input.arch}"
+        LAUNCH + "train detector --config {STUDY_CONFIG} --arch {input.arch}"
         " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector}"
         " --init {input.init}"
         " --out {params.out} > {log} 2>&1"

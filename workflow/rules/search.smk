@@ -36,10 +36,11 @@ rule search_detection:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "detnas search {params.method} --config {STUDY_CONFIG}"
+        LAUNCH + "search {params.method} --config {STUDY_CONFIG}"
         " --supernet {input.supernet} --fitness detection"
         " --data {input.search} --images {params.images}"
         " --recalib-annotations {input.recalib} --recalib-images {params.images}"
@@ -72,10 +73,11 @@ rule search_classification:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "detnas search evolution --config {STUDY_CONFIG}"
+        LAUNCH + "search evolution --config {STUDY_CONFIG}"
         " --supernet {input.supernet} --fitness classification"
         " --data {input.val} --recalib-data {input.train}"
         " --ablation clsnas --out {params.out} > {log} 2>&1"

@@ -20,10 +20,11 @@ rule supernet_classification:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=3000,
         runtime=60,
     shell:
-        LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task classification"
+        LAUNCH + "train supernet --config {STUDY_CONFIG} --task classification"
         " --out {params.out} > {log} 2>&1"
 
 
@@ -60,10 +61,11 @@ rule supernet_detection:
     threads: 1
     resources:
         gpu=0,
+        nodes=1,
         mem_mb=4000,
         runtime=60,
     shell:
-        LAUNCH + "detnas train supernet --config {STUDY_CONFIG} --task detection"
+        LAUNCH + "train supernet --config {STUDY_CONFIG} --task detection"
         " --dataset {wildcards.dataset} --detector {wildcards.detector}"
         " --annotations {input.annotations} --images {params.images} {params.init}"
         " --out {params.out} > {log} 2>&1"
