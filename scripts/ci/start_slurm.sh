@@ -6,15 +6,21 @@
 # slurmctld's memory for MinJobAge seconds after they end), starts munged (as user munge),
 # slurmctld and slurmd, and waits until the node takes jobs. Idempotent: a cluster that already
 # answers is left as it is. Needs root. Tested on Debian 12 (Slurm 22.05).
+#
+# The node declares SLURM_CI_GPUS (default 2) GPUs as a GRES backed by stand-in device files
+# (/dev/fakegpuN, copies of /dev/null): `sbatch --gpus=2` is then scheduled, counted and given
+# CUDA_VISIBLE_DEVICES as on a GPU cluster, so profiles/slurm runs unchanged; the processes run on
+# the CPU (the cluster rehearsal, tests/workflow/test_rehearsal.py).
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
 PARTITION=${SLURM_CI_PARTITION:-debug}
+GPUS=${SLURM_CI_GPUS:-2}
 
 log() { echo "start_slurm: $*" >&2; }
 
 node_ready() {
-    sinfo -h -p "$PARTITION" -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'
+    sinfo -h -p "$PARTITION" -o '%t %G' 2>/dev/null | grep -qE "^(idle|mix|alloc) .*gpu:${GPUS}"
 }
 
 if node_ready; then
@@ -49,9 +55,17 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     munge -n | unmunge >/dev/null
 fi
 
+# Stand-in GPU devices for the GRES.
+install -d -m 0755 /etc/slurm
+for i in $(seq 0 $((GPUS - 1))); do
+    [ -e "/dev/fakegpu$i" ] || mknod -m 0666 "/dev/fakegpu$i" c 1 3
+done
+printf '# Written by scripts/ci/start_slurm.sh: stand-in GPUs (no CUDA behind them).\n%s\n' \
+    "Name=gpu File=/dev/fakegpu[0-$((GPUS - 1))]" >/etc/slurm/gres.conf
+
 # slurm.conf: this host as controller and only node, resources as slurmd detects them.
 host=$(hostname -s)
-node=$(slurmd -C | head -n 1 | sed -E "s/^NodeName=[^ ]+/NodeName=${host}/")
+node="$(slurmd -C | head -n 1 | sed -E "s/^NodeName=[^ ]+/NodeName=${host}/") Gres=gpu:${GPUS}"
 install -d -m 0755 /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 tmp=$(mktemp)
 cat >"$tmp" <<EOF
@@ -68,6 +82,7 @@ TaskPlugin=task/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
 ReturnToService=2
 # No accounting database: squeue answers job states, for MinJobAge seconds after a job ends
 # (snakemake-executor-plugin-slurm needs >= 120 s to trust squeue).
@@ -86,10 +101,12 @@ SlurmdTimeout=30
 ${node} NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=${PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+changed=0
 if ! cmp -s "$tmp" "$CONF"; then
     mv "$tmp" "$CONF"
     chmod 0644 "$CONF"
     log "wrote $CONF"
+    changed=1
 else
     rm -f "$tmp"
 fi
@@ -102,7 +119,7 @@ stop_pidfile() {
         sleep 1
     fi
 }
-if ! scontrol ping 2>/dev/null | grep -q 'is UP'; then
+if [ "$changed" = 1 ] || ! scontrol ping 2>/dev/null | grep -q 'is UP'; then
     stop_pidfile /run/slurmctld.pid
     log "starting slurmctld"
     slurmctld
