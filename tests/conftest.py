@@ -59,3 +59,19 @@ def artifacts_dir() -> Path:
     path = REPO / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """The default partition of a reachable SLURM cluster (scripts/ci/start_slurm.sh starts a
+    one-node one); skips the test where `sinfo` does not answer."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is not None:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True,
+                             timeout=30).stdout
+        for name, state in map(str.split, out.splitlines()):
+            if name.endswith("*") and state in ("idle", "mix", "alloc"):
+                return name.rstrip("*")
+    pytest.skip("no SLURM cluster (scripts/ci/start_slurm.sh)")

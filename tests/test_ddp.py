@@ -1,7 +1,6 @@
-"""The multi-process path (torchrun + DDP, gloo on CPU): real 2-process runs through `detnas launch`,
-on one machine and through srun on the local SLURM cluster (scripts/ci/start_slurm.sh)."""
+"""The multi-process path (torchrun + DDP, gloo on CPU): real 2-process runs through
+`detnas launch`, on one machine and through srun on the local SLURM cluster."""
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -62,25 +61,17 @@ def test_ranks_that_drift_apart_are_caught(tmp_path):
     assert "different weights: 1.bias differs from rank 0's" in run.stderr
 
 
-def _partition() -> str | None:
-    if shutil.which("sinfo") is None:
-        return None
-    out = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True,
-                         timeout=30).stdout
-    return next((p.rstrip("*") for p, state in map(str.split, out.splitlines())
-                 if p.endswith("*") and state in ("idle", "mix", "alloc")), None)
-
-
 @pytest.mark.workflow
-@pytest.mark.skipif(_partition() is None, reason="no SLURM cluster (scripts/ci/start_slurm.sh)")
-def test_the_multi_node_path_runs_through_srun_on_slurm(tmp_path, classification_study):
+def test_the_multi_node_path_runs_through_srun_on_slurm(tmp_path, classification_study,
+                                                       slurm_partition):
     """1 node x 2 processes through srun and a torchrun rendezvous, as N nodes would run."""
     cfg_path, env = classification_study(num_train=24, steps=3)
     cmd = " ".join(_launch(cfg_path, tmp_path / "out", "--nodes", "1", "--rendezvous"))
     log = tmp_path / "slurm.log"
     run = subprocess.run(["sbatch", "--wait", "--nodes=1", "--ntasks=1", "--cpus-per-task=2",
-                          f"--partition={_partition()}", f"--output={log}", f"--chdir={tmp_path}",
-                          "--wrap", cmd], env=env, capture_output=True, text=True, timeout=600)
+                          f"--partition={slurm_partition}", f"--output={log}",
+                          f"--chdir={tmp_path}", "--wrap", cmd],
+                         env=env, capture_output=True, text=True, timeout=600)
     text = log.read_text() if log.exists() else ""
     assert run.returncode == 0, run.stderr + text[-3000:]
     assert "detnas launch: srun --nodes=1 --ntasks-per-node=1" in text

@@ -80,3 +80,11 @@ def stub_study(tmp_path) -> Study:
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     env["STUB_LOG"] = str(tmp_path / "stub-calls.log")
     return Study(tmp_path, env)
+
+
+@pytest.fixture(scope="module")
+def module_study(tmp_path_factory) -> Study:
+    """A `study` shared by the tests of a module (one expensive run, several checks of it)."""
+    root = tmp_path_factory.mktemp("study")
+    copy_recipe(root)
+    return Study(root, base_env())

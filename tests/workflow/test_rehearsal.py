@@ -1,0 +1,193 @@
+"""The cluster rehearsal: the paper configs' DAG through profiles/slurm, every GPU rule on 2 GPUs.
+
+`config/coco.yaml` keeps its structure (datasets and metrics, both detectors, every ablation, the
+random-search repeats, FLOPs bins and limits, NATS's candidates and groups, one search worker per
+GPU) and is shrunk in size only (`rehearsal_config`): synthetic data under the paper's dataset
+names, a few steps, tiny images. It runs on the local SLURM cluster (scripts/ci/start_slurm.sh),
+whose node declares 2 stand-in GPUs: each GPU rule gets `--gpus=2` from the profile as on a GPU
+cluster, and its 2 processes run on the CPU with gloo. Then the outputs are checked against what one
+process computes: the search's fitness values exactly, NATS's derived architecture, training ranks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+GPUS = 2  # per GPU rule: the stand-in GPUs of the CI node
+
+TRAIN = {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1}
+DETECTION_TRAIN = {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
+                   "log_every": 1}
+SHRINK = {  # sizes only; what is not named here is the paper config's
+    "device": "cpu",  # gloo and CPU processes stand in for NCCL and GPUs
+    "workers": 1,
+    "classification": {"kind": "synthetic", "num_classes": 4, "num_train": 64, "num_val": 16,
+                       "image_size": 32, "cache": True},
+    "detector": {"min_size": 64, "max_size": 64, "fpn_channels": 16, "box_head_channels": 32,
+                 "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32,
+                 "rpn_post_nms_top_n": 100},
+    "supernet_pretrain": TRAIN, "retrain_pretrain": TRAIN,
+    "supernet_finetune": DETECTION_TRAIN, "retrain_finetune": DETECTION_TRAIN,
+    "search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1, "crossovers": 1,
+               "recalib_images": 4, "recalib_batch_size": 2},
+    "nats": {"width": 8, "search": DETECTION_TRAIN},
+}
+DATASET = {"kind": "synthetic", "root": "", "num_train": 24, "num_test": 8, "image_size": 64,
+           "num_classes": 2, "search_images": 8, "cache": True}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_merge(base[key], value) if isinstance(value, dict)
+                    and isinstance(base.get(key), dict) else value)
+    return out
+
+
+def rehearsal_config(paper: dict) -> dict:
+    """``paper`` at toy size: its datasets (names, metrics) become small synthetic sets."""
+    cfg = _merge(paper, SHRINK)
+    cfg["datasets"] = {name: {**DATASET, "metric": d.get("metric", "mmap")}
+                       for name, d in paper["datasets"].items()}
+    return cfg
+
+
+def slurm_overrides(profile: dict, partition: str) -> list[str]:
+    """The CI cluster's site settings; every rule the profile gives GPUs gets 2 of them."""
+    resources = []
+    for rule, res in profile["set-resources"].items():
+        if res.get("gpu", 0):
+            resources += [f"{rule}:gpu={GPUS}", f"{rule}:cpus_per_gpu=1", f"{rule}:mem_mb=2500",
+                          f"{rule}:runtime=30"]
+        else:
+            resources += [f"{rule}:mem_mb=1500", f"{rule}:runtime=30"]
+    # The plugin's path for multi-node rules (mpi: the job's shell runs in the allocation, where
+    # `detnas launch --nodes N` would start srun), on one node.
+    resources += ["supernet_classification:mpi=srun", "supernet_classification:tasks_per_node=2"]
+    return ["--default-resources", f"slurm_partition={partition}", "mem_mb=1500", "runtime=30",
+            "--set-resources", *resources,
+            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+            "--slurm-no-account", "--slurm-keep-successful-logs", "--retries", "0",
+            "--jobs", "2", "--latency-wait", "10"]
+
+
+def _history(path) -> list[tuple[str, str]]:
+    with open(path) as f:
+        return [(r["arch"], r["fitness"]) for r in csv.DictReader(f)]
+
+
+def _detnas(study, *args) -> str:
+    proc = subprocess.run([sys.executable, "-m", "detnas", *args, "--config",
+                           "results/config.yaml", "--set", "tracking.enabled=false"],
+                          cwd=study.root, env=study.env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def _gpu_rules(profile: dict) -> set[str]:
+    return {rule for rule, res in profile["set-resources"].items() if res.get("gpu", 0)}
+
+
+@pytest.fixture(scope="module")
+def rehearsed(module_study, request, slurm_partition):
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+    assert f"gpu:{GPUS}" in gres, f"the CI node declares no {GPUS} GPUs ({gres.strip()}): " \
+                                  "run scripts/ci/start_slurm.sh"
+    study = module_study
+    root = study.root
+    paper = yaml.safe_load((root / "config" / "coco.yaml").read_text())
+    (root / "config" / "rehearsal.yaml").write_text(yaml.safe_dump(rehearsal_config(paper)))
+    profile = yaml.safe_load((root / "profiles" / "slurm" / "config.yaml").read_text())
+    args = ("--profile", "profiles/slurm", "--configfile", "config/rehearsal.yaml",
+            *slurm_overrides(profile, slurm_partition))
+    planned = study.planned(*args)
+    start = time.perf_counter()
+    proc = study.snakemake(*args, check=False, timeout=2400)
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    (request.config.rootpath / "test-artifacts").mkdir(exist_ok=True)
+    (request.config.rootpath / "test-artifacts" / "rehearsal.log").write_text(log)
+    assert proc.returncode == 0, log[-6000:]
+    print(f"rehearsal: {sum(planned.values())} jobs in {seconds:.0f} s")
+    return study, args, planned, profile, log
+
+
+def test_every_rule_completes_through_sbatch(rehearsed):
+    study, args, planned, _, log = rehearsed
+    submitted = log.count("has been submitted with SLURM jobid")
+    assert submitted == sum(planned.values()) - 1  # every job but `all` went through sbatch
+    assert planned["search_detection"] >= 6 and planned["nats_search"] == 2  # both detectors
+    assert len(list((study.root / ".snakemake" / "slurm_logs").rglob("*.log"))) == submitted
+    assert (study.root / "results" / "report" / "report.html").stat().st_size > 1000
+    assert "Nothing to be done" in study.snakemake(*args, "-n").stdout
+
+
+def test_each_gpu_rule_ran_its_process_model_once(rehearsed):
+    study, _, _, profile, _ = rehearsed
+    logs = study.root / "logs"
+    searches = list((logs / "search").rglob("*.log"))
+    assert searches
+    for path in searches:  # one search process with 2 workers, not 2 copies of the search
+        text = path.read_text()
+        assert f"--workers {GPUS}" in text.split("\n", 1)[0], path
+        assert len(re.findall(r"search of space \S+: \d+ evaluations", text)) == 1, path
+        assert f"{GPUS} worker(s)" in text, path
+    trained = list((logs / "supernet").rglob("*.log")) + list((logs / "retrain").rglob("*.log"))
+    trained += list((logs / "nats").rglob("*.log"))
+    assert len(trained) > 20
+    for path in trained:  # DDP on 2 processes, and the ranks ended with the same weights
+        text = path.read_text()
+        assert f"--nproc_per_node={GPUS}" in text.split("\n", 1)[0], path
+        assert f"weights identical on the {GPUS} ranks" in text, path
+    assert {"supernet_classification", "supernet_detection", "search_detection",
+            "search_classification", "nats_search", "retrain_detector"} <= _gpu_rules(profile)
+
+
+def test_search_fitness_equals_one_process(rehearsed, tmp_path):
+    study, *_ = rehearsed
+    r = "results"
+    out = tmp_path / "one"
+    _detnas(study, "search", "evolution", "--supernet",
+            f"{r}/supernet/coco/fpn/pretrained/checkpoint.pt", "--fitness", "detection",
+            "--data", f"{r}/splits/coco/instances_search.json", "--images", f"{r}/data/coco/train",
+            "--recalib-annotations", f"{r}/splits/coco/instances_supernet.json",
+            "--recalib-images", f"{r}/data/coco/train", "--dataset", "coco", "--detector", "fpn",
+            "--ablation", "detnas", "--workers", "1", "--out", str(out))
+    two = _history(study.root / r / "search/coco/fpn/detnas/history.csv")
+    assert _history(out / "history.csv") == two
+    assert len({f for _, f in two}) > 1  # the fitness tells candidates apart
+
+
+def test_nats_with_two_processes_derives_what_one_does(rehearsed, tmp_path):
+    study, *_ = rehearsed
+    r = "results"
+    out = tmp_path / "one"
+    _detnas(study, "nats", "search", "--pretrained", f"{r}/retrain/resnet50/cls/checkpoint.pt",
+            "--weights-annotations", f"{r}/splits/coco/instances_supernet.json",
+            "--arch-annotations", f"{r}/splits/coco/instances_search.json",
+            "--images", f"{r}/data/coco/train", "--detector", "fpn", "--dataset", "coco",
+            "--out", str(out))
+    one = json.loads((out / "arch.json").read_text())
+    two = json.loads((study.root / r / "nats/coco/fpn/arch.json").read_text())
+    assert one["dilations"] == two["dilations"]
+
+
+def test_voc_config_plans_the_same_dag(rehearsed):
+    study, _, planned, _, _ = rehearsed
+    paper = yaml.safe_load((study.root / "config" / "voc.yaml").read_text())
+    (study.root / "config" / "rehearsal_voc.yaml").write_text(
+        yaml.safe_dump(rehearsal_config(paper)))
+    shutil.rmtree(study.root / "results")
+    assert study.planned("--configfile", "config/rehearsal_voc.yaml") == planned
