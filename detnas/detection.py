@@ -43,6 +43,22 @@ class BackboneWithFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), stages[s]) for i, s in enumerate(self.in_stages)))
 
 
+class _RetinaNet(RetinaNet):
+    """torchvision's RetinaNet that never returns its background class.
+
+    torchvision counts the background in ``num_classes``: its head keeps a logit for label 0 that
+    focal loss only ever trains as negative, and postprocessing would still rank it among the
+    objects (early in training it can fill every detection slot). Its score is set to 0 before the
+    top-k, the threshold and NMS.
+    """
+
+    def postprocess_detections(self, head_outputs, anchors, image_sizes):
+        logits = [x.index_fill(-1, torch.tensor([0], device=x.device), float("-inf"))
+                  for x in head_outputs["cls_logits"]]  # per level: (N, HWA, classes)
+        return super().postprocess_detections({**head_outputs, "cls_logits": logits}, anchors,
+                                               image_sizes)
+
+
 def _anchor_sizes(min_size: int, first: int, levels: int) -> list[int]:
     """Anchor sizes of the reference detectors (32..512 at 800 px), scaled to ``min_size``."""
     scale = min_size / 800
@@ -89,7 +105,7 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
                   for s in _anchor_sizes(cfg.min_size, 32, 5)),
             ((0.5, 1.0, 2.0),) * 5,
         )
-        return RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
+        return _RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
                          score_thresh=cfg.score_thresh, **sizes)
     raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
 
