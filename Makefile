@@ -1,6 +1,7 @@
 # detnas: set up, run the study, test, record results with DVC.
 #   make run         the embedded study (synthetic data, CPU): `snakemake --profile profiles/local`
 #   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, ruff, all tests
+#   make readme      after `make run`: README's results block from results/report/tables.json
 #   make dvc-push    after a run: record results/ and logs/ with DVC, push to the default remote
 #   make dvc-pull    in a clone: restore them; Snakemake then has nothing to do
 #   make clean       remove results/, logs/, .snakemake/ (not the venv, not DVC's cache)
@@ -16,7 +17,7 @@ ARGS ?=
 PYTEST_ARGS ?= -m "not gpu"
 SYSTEM_PACKAGES := slurm-wlm munge chromium chromium-driver graphviz git
 
-.PHONY: setup system-deps slurm run test dvc-push dvc-pull dag clean
+.PHONY: setup system-deps slurm run readme test dvc-push dvc-pull dag clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +39,11 @@ slurm: system-deps
 
 run: setup
 	snakemake --profile profiles/local $(ARGS)
+
+readme: setup
+	cp results/report/tables.json docs/results/tables.json
+	python -c "from detnas.report.readme import write_readme as w; \
+	    w('docs/results/tables.json', 'README.md')"
 
 dag: setup
 	snakemake --rulegraph $(ARGS) | dot -Tpng > dag.png

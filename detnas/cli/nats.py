@@ -45,7 +45,8 @@ def _search(args) -> int:
     dataset = args.dataset or next(iter(cfg.datasets), "")
     metrics = search(cfg, weights_data, arch_data, args.detector, args.out,
                      pretrained=args.pretrained, dataset=dataset)
-    print_json({k: v for k, v in metrics.items() if k != "history"})
+    if metrics:  # rank 0 (the other ranks of a multi-GPU search write nothing)
+        print_json({k: v for k, v in metrics.items() if k != "history"})
     return 0
 
 

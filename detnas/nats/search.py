@@ -255,7 +255,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
             `detnas.data.detection_loader`.
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (``{}`` on the ranks other than 0).
 
     Raises:
         ValueError: bad config, detector, data or checkpoint, named in the message.

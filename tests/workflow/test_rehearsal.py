@@ -36,7 +36,7 @@ SHRINK = {  # sizes only; what is not named here is the paper config's
                        "image_size": 32, "cache": True},
     "detector": {"min_size": 64, "max_size": 64, "fpn_channels": 16, "box_head_channels": 32,
                  "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32,
-                 "rpn_post_nms_top_n": 100},
+                 "rpn_post_nms_top_n": 100, "score_thresh": 0.001},  # a few steps: low scores
     "supernet_pretrain": TRAIN, "retrain_pretrain": TRAIN,
     "supernet_finetune": DETECTION_TRAIN, "retrain_finetune": DETECTION_TRAIN,
     "search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1, "crossovers": 1,
@@ -55,9 +55,18 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _schedules(cfg: dict):
+    yield from (cfg[k] for k in ("supernet_pretrain", "supernet_finetune", "retrain_pretrain",
+                                 "retrain_finetune"))
+    yield cfg["nats"]["search"]
+
+
 def rehearsal_config(paper: dict) -> dict:
-    """``paper`` at toy size: its datasets (names, metrics) become small synthetic sets."""
+    """``paper`` at toy size: its datasets (names, metrics) become small synthetic sets, and each
+    learning rate follows its batch size (the linear scaling rule)."""
     cfg = _merge(paper, SHRINK)
+    for small, big in zip(_schedules(cfg), _schedules(paper), strict=True):
+        small["lr"] = big["lr"] * small["batch_size"] / big["batch_size"]
     cfg["datasets"] = {name: {**DATASET, "metric": d.get("metric", "mmap")}
                        for name, d in paper["datasets"].items()}
     return cfg
