@@ -42,3 +42,15 @@ def small_config(**changes) -> SearchConfig:
     values = dict(population=8, topk=3, generations=4, mutations=3, crossovers=3,
                   mutation_prob=0.2, max_flops=0.0, flops_input_size=224)
     return SearchConfig(**{**values, **changes})
+
+
+def _worker_index_fitness(arch: Arch) -> float:
+    from detnas.search.parallel import worker_index
+
+    time.sleep(0.3)  # long enough for every worker to take a candidate
+    return float(worker_index())
+
+
+def make_worker_index():
+    """A fitness factory whose fitness is the index of the worker that evaluates."""
+    return _worker_index_fitness

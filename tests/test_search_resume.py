@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_search_fakes import make_noisy, noisy_fitness, small_config
+from test_search_fakes import make_noisy, make_worker_index, noisy_fitness, small_config
 
 from detnas.checkpoint import load_json
 from detnas.search.evolution import evaluation_budget, run_search, serial
 from detnas.search.parallel import WorkerPool
+from detnas.space import sample
 
 TESTS = Path(__file__).parent
 
@@ -64,3 +65,12 @@ def test_two_workers_give_the_same_search_as_one(tmp_path):
     assert state.generations == reference.generations
     with pytest.raises(ValueError, match="workers"):
         WorkerPool(make_noisy, 0)
+
+
+@pytest.mark.slow
+def test_each_worker_has_its_own_index():
+    """Worker i of a pool knows i (the search pins it to cuda:i)."""
+    archs = [sample("tiny", random.Random(i)) for i in range(6)]
+    with WorkerPool(make_worker_index, 3) as pool:
+        seen = {fitness for _, fitness in pool(archs)}
+    assert seen == {0.0, 1.0, 2.0}
