@@ -167,3 +167,19 @@ def test_worker_factory_is_picklable(search_inputs):
     import pickle
 
     pickle.dumps(functools.partial(worker_fitness, search_inputs))
+
+
+def test_nats_search_step_on_cuda():
+    """A searchable ResNet made on the GPU (bench_nats.py's order) trains its alphas there."""
+    from detnas.nats import search as nats_search
+    from detnas.nats.ops import arch_parameters
+
+    cfg = config.load(None, ["device=cuda", "nats.depth=26", "nats.width=8", "nats.groups=2"])
+    model = nats_search.build_search_model(cfg.nats, "fpn", 2, DET_CFG).to(CUDA).train()
+    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
+    assert all(a.device.type == "cuda" for a in arch_parameters(model))
+    before = [a.detach().clone() for a in alphas]
+    batch = _detection_batch()
+    loss = nats_search._arch_step(model, adam, alphas, batch, engine.Dist(device=CUDA), True)
+    assert torch.isfinite(torch.tensor(loss))
+    assert any(not torch.equal(a, b) for a, b in zip(alphas, before, strict=True))

@@ -196,3 +196,9 @@ def test_bad_dilation_specs_name_the_field():
                         "dilations": {"layer1.0": "1,0"}})
     with pytest.raises(ValueError, match="'dilations'"):
         build_backbone({"kind": "resnet", "depth": 26, "width": 8, "dilations": ["1"]})
+
+
+def test_alphas_are_made_on_the_conv_device():
+    """A model already moved to a device (CUDA in bench_nats.py) gets its alphas there too."""
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False, device="meta")
+    assert DilationMixConv(conv, [[1, 1], [2, 2]], 2).alpha.device.type == "meta"
