@@ -175,7 +175,11 @@ def test_nats_search_step_on_cuda():
     from detnas.nats.ops import arch_parameters
 
     cfg = config.load(None, ["device=cuda", "nats.depth=26", "nats.width=8", "nats.groups=2"])
-    model = nats_search.build_search_model(cfg.nats, "fpn", 2, DET_CFG).to(CUDA).train()
+    model = nats_search.build_search_model(cfg.nats, "fpn", 2, DET_CFG)
+    for m in model.modules():  # as if pretrained: no zero-initialised residual branches
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+    model = model.to(CUDA).train()
     sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
     assert all(a.device.type == "cuda" for a in arch_parameters(model))
     before = [a.detach().clone() for a in alphas]
