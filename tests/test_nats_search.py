@@ -1,5 +1,6 @@
 """The NATS search stage on tiny in-memory detection data: outputs, determinism, resume, CLI."""
 
+import subprocess
 import sys
 import types
 
@@ -232,3 +233,74 @@ def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
     assert main(["nats", "derive", "--search", str(tmp_path / "arch.json"),
                  "--out", str(tmp_path / "x.json")]) == 2
 
+
+
+class Indices(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return i
+
+
+def _index_loader(ds, batch_size, shuffle, seed):
+    assert not shuffle  # the stream draws the order itself
+    return ([ds[j] for j in range(i, i + batch_size)] for i in range(0, len(ds), batch_size))
+
+
+def test_ranks_of_a_stream_share_the_batches_of_one_process():
+    one = nats_search.BatchStream(Indices(), 4, 3, _index_loader)
+    ranks = [nats_search.BatchStream(Indices(), 4, 3, _index_loader, rank=r, world=2)
+             for r in range(2)]
+    for _ in range(6):  # 2 batches of 4 per epoch (2 of the 10 images dropped): 3 epochs
+        shares = [s.next() for s in ranks]
+        assert all(len(s) == 2 for s in shares)
+        assert sorted(shares[0] + shares[1]) == sorted(one.next())
+    assert one.position == ranks[0].position == [2, 2]
+    resumed = nats_search.BatchStream(Indices(), 4, 3, _index_loader, (2, 1), rank=1, world=2)
+    again = nats_search.BatchStream(Indices(), 4, 3, _index_loader, (2, 0), rank=1, world=2)
+    again.next()
+    assert resumed.next() == again.next()
+    with pytest.raises(ValueError, match="multiple of the 3 processes"):
+        nats_search.BatchStream(Indices(), 4, 3, _index_loader, world=3)
+
+
+TWO_PROCESS_STEP = """
+import torch
+import detnas.nats.search as nats_search
+from detnas.engine import Dist, setup_distributed
+
+def loss(model, batch, device, amp):  # a mean over the process's images, as a detector's
+    x, y = batch
+    return ((model(torch.stack(x)).squeeze(1) - torch.stack(y)) ** 2).mean()
+
+nats_search._loss = loss
+ddp = setup_distributed("cpu")
+g = torch.Generator().manual_seed(0)
+x, y = list(torch.randn(4, 3, generator=g)), list(torch.randn(4, generator=g))
+results = []
+for share, d in (((x[ddp.rank::2], y[ddp.rank::2]), ddp), ((x, y), Dist())):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    params = list(model.parameters())
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for _ in range(2):
+        value = nats_search._step(model, sgd, params, share, d, False)
+    results.append((value, [p.detach().clone() for p in params]))
+(l2, p2), (l1, p1) = results
+assert abs(l2 - l1) < 1e-6, (l2, l1)
+for a, b in zip(p2, p1):
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+print("rank", ddp.rank, "equal")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_step_equals_one_process_step_on_the_whole_batch(tmp_path):
+    script = tmp_path / "step.py"
+    script.write_text(TWO_PROCESS_STEP)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("equal") == 2

@@ -188,7 +188,16 @@ def test_search_fitness_equals_one_process(rehearsed, tmp_path, search):
     assert len({f for _, f in two}) > 1  # the fitness tells candidates apart
 
 
-def test_nats_with_two_processes_derives_what_one_does(rehearsed, tmp_path):
+def test_nats_on_two_processes_derives_a_complete_architecture(rehearsed, tmp_path):
+    """NATS on 2 processes against 1: the same layers and groups, not the same choices.
+
+    The gradient averaging itself is exact (tests/test_nats_search.py compares a 2-process step
+    with a 1-process step on the whole batch). What differs here is what CPU processes cannot
+    share: BN batch statistics (SyncBN needs GPUs, so each process normalises over its 2 images)
+    and the RoI/anchor sampling draws. After 3 Adam steps of 3e-4 each alpha is about the sign of
+    its summed gradient, so the argmax of a group agrees at about chance level (24 of 64 groups
+    in one run); the ranks of the 2-process run stay identical (checked at the end of the run).
+    """
     study, *_ = rehearsed
     r = "results"
     out = tmp_path / "one"
@@ -197,9 +206,12 @@ def test_nats_with_two_processes_derives_what_one_does(rehearsed, tmp_path):
             "--arch-annotations", f"{r}/splits/coco/instances_search.json",
             "--images", f"{r}/data/coco/train", "--detector", "fpn", "--dataset", "coco",
             "--out", str(out))
-    one = json.loads((out / "arch.json").read_text())
-    two = json.loads((study.root / r / "nats/coco/fpn/arch.json").read_text())
-    assert one["dilations"] == two["dilations"]
+    one = json.loads((out / "arch.json").read_text())["dilations"]
+    two = json.loads((study.root / r / "nats/coco/fpn/arch.json").read_text())["dilations"]
+    assert one.keys() == two.keys() and len(one) == 16  # ResNet-50's bottlenecks
+    assert all(len(one[k].split(",")) == len(two[k].split(",")) == 4 for k in one)  # groups
+    log = (study.root / "logs/nats/coco/fpn.log").read_text()
+    assert f"weights identical on the {GPUS} ranks" in log
 
 
 def test_voc_config_plans_the_same_dag(rehearsed):
