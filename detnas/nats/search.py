@@ -21,7 +21,7 @@ from torch import nn
 
 from detnas import tracking
 from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
-from detnas.config import NatsConfig, StudyConfig, config_hash, to_dict
+from detnas.config import NatsConfig, StudyConfig, TrainConfig, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
 from detnas.engine import lr_factor, resolve_device
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
@@ -174,10 +174,9 @@ def _arch_step(model, optimizer, params, batch, device, amp) -> float:
     return _step(model, optimizer, params, batch, device, amp)
 
 
-def _optimizers(model: nn.Module, cfg: StudyConfig):
+def _optimizers(model: nn.Module, cfg: StudyConfig, t: TrainConfig):
     """SGD on the weights (no decay on BN and biases), Adam on the alphas."""
     weights = [p for p in weight_parameters(model) if p.requires_grad]
-    t = cfg.nats.search
     sgd = torch.optim.SGD(
         [{"params": [p for p in weights if p.dim() > 1], "weight_decay": t.weight_decay},
          {"params": [p for p in weights if p.dim() <= 1], "weight_decay": 0.0}],
@@ -236,7 +235,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                          f"architecture split {arch_data.num_classes}")
     if loader is None:
         from detnas.data import detection_loader as loader
-    out_dir, t, seed = Path(out_dir), cfg.nats.search, cfg.seed
+    out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.seed
     device, chash = resolve_device(cfg.device), config_hash(cfg)
     path = out_dir / "search.pt"
 
@@ -244,7 +243,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
     model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
     model.to(device).train()
-    sgd, weights, adam, alphas = _optimizers(model, cfg)
+    sgd, weights, adam, alphas = _optimizers(model, cfg, t)
     step, history, positions, seconds = 0, [], ([0, 0], [0, 0]), 0.0
     if path.exists():
         ckpt = load_checkpoint(path)
