@@ -274,3 +274,10 @@ def test_warm_up_starts_at_a_third_of_the_lr():
     tcfg = COCO.supernet_finetune
     assert engine.lr_factor(0, tcfg) == pytest.approx(1 / 3)
     assert engine.lr_factor(tcfg.warmup_steps, tcfg) == 1.0
+
+
+def test_syncbn_keeps_the_reference_momentum_and_eps():
+    """DistributedSyncBN (pytorch_distributed_syncbn) hard-codes momentum 0.1 and eps 1e-5."""
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(_paper_detector("fpn"))
+    norms = [m for m in synced.modules() if isinstance(m, nn.SyncBatchNorm)]
+    assert norms and all(m.momentum == 0.1 and m.eps == 1e-5 for m in norms)
