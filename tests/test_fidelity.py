@@ -281,3 +281,11 @@ def test_syncbn_keeps_the_reference_momentum_and_eps():
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(_paper_detector("fpn"))
     norms = [m for m in synced.modules() if isinstance(m, nn.SyncBatchNorm)]
     assert norms and all(m.momentum == 0.1 and m.eps == 1e-5 for m in norms)
+
+
+def test_the_report_names_every_detection_metric():
+    from detnas.report.paper import METRIC_NAMES
+
+    assert set(METRIC_NAMES) == {"mmap", "ap50", "voc07"}
+    with pytest.raises(ValueError, match=r"datasets\.voc\.metric: 'ap' \(mmap, ap50, voc07\)"):
+        config.load(REPO / "config" / "voc.yaml", ["datasets.voc.metric=ap"])

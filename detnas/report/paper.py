@@ -19,7 +19,7 @@ SEARCH_METHODS = ("detnas", "scratch", "random")
 """Searches run per dataset and detector (ClsNASNet's search is ``search/cls/clsnas``)."""
 
 DETECTOR_NAMES = {"fpn": "FPN", "retinanet": "RetinaNet"}
-METRIC_NAMES = {"mmap": "mmAP", "ap50": "AP50"}
+METRIC_NAMES = {"mmap": "mmAP", "ap50": "AP50", "voc07": "VOC07 mAP"}
 CHOICE_LABELS = ("3x3", "5x5", "7x7", "Xception")
 CHOICE_COLOURS = ("#9ecae1", "#fdae6b", "#e6550d", "#74c476")
 METHOD_COLOURS = {"detnas": "#d62728", "scratch": "#9467bd", "random": "#7f7f7f",
