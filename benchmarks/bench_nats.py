@@ -88,7 +88,7 @@ def main() -> None:
     searched.to(device).train()
     batch = _batch(args.batch, args.size, 4, device)
     sgd = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
-    s_sgd, weights, adam, alphas = nats_search._optimizers(searched, cfg)
+    s_sgd, weights, adam, alphas = nats_search._optimizers(searched, cfg, cfg.nats.search)
 
     def plain_step():
         loss = sum(plain(*batch).values())

@@ -4,8 +4,10 @@ The supernet's running statistics mix all paths, so before a candidate is evalua
 get the mean and variance of their inputs over a fixed set of training images, run through the
 candidate's path in train mode without gradients (the DetNAS reference). The statistics are exact
 over all images (the mean and unbiased variance a single batch of all of them would record), not
-an exponential or per-batch average. Every BN buffer and training flag is restored on exit, so
-candidates never leak into each other.
+an exponential or per-batch average; ``momentum=0.1`` gives the reference's running average
+instead (DetNAS ``distributed_arch_search/test_server.py``: reset, then 500 batches at torch's
+default momentum, dominated by the last few). Every BN buffer and training flag is restored on
+exit, so candidates never leak into each other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def recalibrated(
     batches: Iterable[torch.Tensor | list[torch.Tensor]],
     num_images: int,
     forward: Callable[[Any], Any] | None = None,
+    momentum: float | None = None,
 ) -> Iterator[nn.Module]:
     """Inside the block, ``module``'s BN layers hold statistics recomputed on ``batches``.
 
@@ -46,6 +49,8 @@ def recalibrated(
             iteration stops after ``num_images`` images.
         num_images: images to recalibrate on (> 0).
         forward: runs one batch through ``module``; default ``module(batch)``.
+        momentum: None for the exact statistics; a number for a running average with that
+            momentum from reset buffers (mean 0, variance 1), as the reference.
 
     Raises:
         ValueError: ``num_images`` < 1 or ``batches`` holds no image.
@@ -71,12 +76,12 @@ def recalibrated(
         stats[m] = [count + n, total_mean + delta * n / (count + n),
                     total_m2 + m2 + delta**2 * count * n / (count + n)]
 
-    hooks = [m.register_forward_hook(merge) for m in norms]
+    hooks = [m.register_forward_hook(merge) for m in norms] if momentum is None else []
     try:
         module.train()
         for m in norms:
             m.reset_running_stats()
-            m.momentum = 1.0
+            m.momentum = 1.0 if momentum is None else momentum
         seen = 0
         with torch.no_grad():
             for batch in batches:

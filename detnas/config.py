@@ -36,7 +36,8 @@ class DatasetConfig:
     test_images: str = "test"  # final evaluation only (COCO: val2017 / minival; VOC: test 2007)
     test_annotations: str = "annotations/instances_test.json"
     search_images: int = 50  # held out of train for the search fitness (paper: 5000)
-    metric: str = "mmap"  # mmap (COCO AP@[.5:.95]) | ap50 (VOC)
+    metric: str = "mmap"  # mmap (COCO AP@[.5:.95]) | ap50 (COCOeval) | voc07 (VOC 11-point AP50)
+    flip_prob: float = 0.5  # horizontal flips of training images (maskrcnn-benchmark: 0.5)
     cache: bool = True  # decode every image once into memory: small sets only (not COCO)
     # synthetic only
     num_train: int = 240
@@ -58,6 +59,11 @@ class ClassificationConfig:
     num_val: int = 500  # synthetic only
     image_size: int = 64  # training crop size (paper: 224)
     cache: bool = True  # decode every image once into memory: small sets only (not ImageNet)
+    crop_scale: float = 0.08  # smallest area fraction of RandomResizedCrop (reference: 0.08)
+    color_jitter: float = 0.4  # brightness, contrast, saturation jitter (reference: 0.4)
+    dropout: float = 0.2  # Dropout2d before the pooling of ShuffleNet classifiers (reference)
+    init: str = "reference"  # ShuffleNet weights: reference (DetNAS's normal init) | torch
+    search_images: int = 50  # train images held out for the ClsNASNet fitness (SPOS: 50000)
 
 
 @dataclass
@@ -73,12 +79,22 @@ class TrainConfig:
     lr_steps: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # fractions of steps
     gamma: float = 0.1  # step schedule factor
     warmup_steps: int = 0  # paper: 500 for detection
+    warmup_factor: float = 1 / 3  # lr factor at the first warm-up step (maskrcnn-benchmark)
     label_smoothing: float = 0.1  # classification only
     sampling: str = "uniform"  # supernet paths: uniform | flops_bins
-    flops_bins: list[list[float]] = field(default_factory=list)  # [[low, high], ...] backbone FLOPs
-    amp: bool = True  # bf16/fp16 autocast on GPU; ignored on CPU
+    flops_bins: list[list[float]] = field(default_factory=list)  # [[low, high], ...] classifier
+    # FLOPs at 224 (first conv + blocks + last conv + FC), as the reference's ImageNet supernet
+    detector_lr: dict[str, float] = field(default_factory=dict)  # lr of one detector instead of
+    # lr, e.g. {retinanet: 0.01} (reference: FPN 0.02, RetinaNet 0.01)
+    amp: bool = True  # bf16 autocast on GPU (the reference trains in fp32); ignored on CPU
     checkpoint_every: int = 50  # steps between checkpoints (a kill loses at most this many)
     log_every: int = 10
+
+    def for_detector(self, detector: str) -> TrainConfig:
+        """This schedule with the detector's own learning rate, if ``detector_lr`` has one."""
+        if detector not in self.detector_lr:
+            return self
+        return dataclasses.replace(self, lr=self.detector_lr[detector])
 
 
 @dataclass
@@ -86,7 +102,12 @@ class DetectorConfig:
     min_size: int = 128  # torchvision resize (paper: 800)
     max_size: int = 128  # paper: 1333
     fpn_channels: int = 64  # paper: 256
-    box_head_channels: int = 256  # Faster R-CNN two-MLP box head width (paper: 1024)
+    box_head: str = "twomlp"  # Faster R-CNN box head: twomlp (light, trains best in minutes on
+    # CPU) | 4conv1fc (the reference's; config/coco.yaml, config/voc.yaml)
+    box_head_channels: int = 256  # width of the box head's fc layer(s) (paper: 1024)
+    box_conv_channels: int = 256  # width of the 4conv1fc head's convs (reference: 256)
+    norm: str = "none"  # BN in Faster R-CNN's FPN convs and conv box head: none | bn (the
+    # reference's SyncBN; the search then recalibrates the whole detector, with targets)
     box_batch_size_per_image: int = 128  # sampled RoIs per image (paper: 512)
     rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
     rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
@@ -105,6 +126,8 @@ class SearchConfig:
     flops_input_size: int = 224  # the reference measures at 224x224
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
+    recalib: str = "exact"  # BN statistics: exact (cumulative over all images) | momentum (the
+    # reference's running average, momentum 0.1, dominated by the last batches)
     workers: int = 1  # evaluation processes; `detnas launch` sets one per GPU of the job; 0 = one
     # per visible GPU (worker i on cuda:i). The fitness does not depend on it.
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
@@ -141,8 +164,11 @@ class StudyConfig:
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    random_search_repeats: int = 1
+    scratch_schedule: float = 1.0  # DetNAS-scratch trains this many times supernet_finetune's
+    # steps: from scratch needs a longer schedule (He et al. 2019: 3x and more)
     retrain_pretrain: TrainConfig = field(default_factory=TrainConfig)
+    resnet_pretrain: TrainConfig = field(default_factory=TrainConfig)  # ResNet's own ImageNet
+    # recipe (baseline and NATS start): lr 0.1 per 256 images, wd 1e-4, steps at 30/60 epochs
     retrain_finetune: TrainConfig = field(default_factory=TrainConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -204,14 +230,39 @@ def check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.schedule: {t.schedule!r} (linear, step)")
             if t.sampling not in ("uniform", "flops_bins"):
                 raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
+            if t.sampling == "flops_bins" and not t.flops_bins:
+                raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
+            if not 0 < t.warmup_factor <= 1:
+                raise ValueError(f"{where}.{name}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
+            for d in t.detector_lr:
+                if d not in ("fpn", "retinanet"):
+                    raise ValueError(f"{where}.{name}.detector_lr: unknown detector {d!r} "
+                                     "(fpn, retinanet)")
+    _check_choice(cfg.detector.box_head, ("4conv1fc", "twomlp"), f"{where}.detector.box_head")
+    _check_choice(cfg.detector.norm, ("bn", "none"), f"{where}.detector.norm")
+    _check_choice(cfg.search.recalib, ("exact", "momentum"), f"{where}.search.recalib")
+    c = cfg.classification
+    _check_choice(c.init, ("reference", "torch"), f"{where}.classification.init")
+    if not 0 < c.crop_scale <= 1:
+        raise ValueError(f"{where}.classification.crop_scale: {c.crop_scale} (0 < scale <= 1)")
+    if not 0 <= c.dropout < 1:
+        raise ValueError(f"{where}.classification.dropout: {c.dropout} (0 <= p < 1)")
+    if cfg.scratch_schedule <= 0:
+        raise ValueError(f"{where}.scratch_schedule: {cfg.scratch_schedule} (must be > 0)")
     from detnas.nats.search import check_config
 
     check_config(cfg.nats, f"{where}.nats")
     for name, d in cfg.datasets.items():
         if d.kind not in ("synthetic", "coco", "voc"):
             raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")
-        if d.metric not in ("mmap", "ap50"):
-            raise ValueError(f"{where}.datasets.{name}.metric: {d.metric!r} (mmap, ap50)")
+        _check_choice(d.metric, ("mmap", "ap50", "voc07"), f"{where}.datasets.{name}.metric")
+        if not 0 <= d.flip_prob <= 1:
+            raise ValueError(f"{where}.datasets.{name}.flip_prob: {d.flip_prob} (0 <= p <= 1)")
+
+
+def _check_choice(value: str, known: tuple[str, ...], where: str) -> None:
+    if value not in known:
+        raise ValueError(f"{where}: {value!r} ({', '.join(known)})")
 
 
 def _default_synthetic_roots(cfg: StudyConfig) -> None:

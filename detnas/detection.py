@@ -2,8 +2,11 @@
 
 Any backbone of the contract (``forward`` -> OrderedDict of C2..C5, ``stage_channels``) is wrapped
 with an FPN: Faster R-CNN uses C2..C5 (+ a max-pooled P6), RetinaNet C3..C5 (+ P6/P7), as in the
-DetNAS reference. Anchor sizes scale with the input size so that small synthetic images get
-anchors of the same relative size as 800-pixel COCO images.
+DetNAS reference. Its Faster R-CNN (``configs/e2e_faster_rcnn_DETNAS_COCO_FPN_300M_search.yaml``)
+has BN in the FPN convs and a 4-conv + 1-fc box head with BN (``FPNXconv1fcFeatureExtractor``,
+SyncBN across GPUs: `detnas.engine` converts every BN); its RetinaNet has a plain FPN. Anchor
+sizes scale with the input size so that small synthetic images get anchors of the same relative
+size as 800-pixel COCO images.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
 from torchvision.ops.feature_pyramid_network import (
     FeaturePyramidNetwork,
     LastLevelMaxPool,
@@ -29,12 +36,14 @@ DETECTORS = ("fpn", "retinanet")
 class BackboneWithFPN(nn.Module):
     """A backbone's stage outputs ``in_stages`` through a feature pyramid."""
 
-    def __init__(self, body: nn.Module, in_stages: tuple[int, ...], out_channels: int, extra):
+    def __init__(self, body: nn.Module, in_stages: tuple[int, ...], out_channels: int, extra,
+                 norm_layer=None):
         super().__init__()
         self.body = body
         self.in_stages = in_stages
         self.fpn = FeaturePyramidNetwork(
-            [body.stage_channels[i] for i in in_stages], out_channels, extra_blocks=extra
+            [body.stage_channels[i] for i in in_stages], out_channels, extra_blocks=extra,
+            norm_layer=norm_layer,
         )
         self.out_channels = out_channels
 
@@ -65,6 +74,16 @@ def _anchor_sizes(min_size: int, first: int, levels: int) -> list[int]:
     return [max(4, round(first * 2**i * scale)) for i in range(levels)]
 
 
+def _box_head(cfg: DetectorConfig, resolution: int) -> nn.Module:
+    """Faster R-CNN's box head: the reference's 4 convs + 1 fc (with BN when ``cfg.norm``), or
+    torchvision's light two-MLP head."""
+    if cfg.box_head == "twomlp":
+        return TwoMLPHead(cfg.fpn_channels * resolution**2, cfg.box_head_channels)
+    norm = nn.BatchNorm2d if cfg.norm == "bn" else None
+    return FastRCNNConvFCHead((cfg.fpn_channels, resolution, resolution),
+                              [cfg.box_conv_channels] * 4, [cfg.box_head_channels], norm)
+
+
 def build_detector(backbone: nn.Module, detector: str, num_classes: int,
                    cfg: DetectorConfig | None = None) -> nn.Module:
     """A torchvision detector around ``backbone``.
@@ -73,19 +92,20 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
         backbone: a module of the backbone contract (`detnas.supernet.Backbone`, `Supernet`, ...).
         detector: ``fpn`` (Faster R-CNN + FPN) or ``retinanet``.
         num_classes: object classes, without the background.
-        cfg: input sizes and FPN width.
+        cfg: input sizes, FPN width and norm, box head.
     """
     cfg = cfg or DetectorConfig()
     sizes = dict(min_size=cfg.min_size, max_size=cfg.max_size)
     if detector == "fpn":
-        body = BackboneWithFPN(backbone, (0, 1, 2, 3), cfg.fpn_channels, LastLevelMaxPool())
+        norm = nn.BatchNorm2d if cfg.norm == "bn" else None
+        body = BackboneWithFPN(backbone, (0, 1, 2, 3), cfg.fpn_channels, LastLevelMaxPool(), norm)
         anchors = AnchorGenerator(
             tuple((s,) for s in _anchor_sizes(cfg.min_size, 32, 5)), ((0.5, 1.0, 2.0),) * 5
         )
         resolution = 7  # MultiScaleRoIAlign output of torchvision's Faster R-CNN
         return FasterRCNN(
             body, rpn_anchor_generator=anchors,
-            box_head=TwoMLPHead(cfg.fpn_channels * resolution**2, cfg.box_head_channels),
+            box_head=_box_head(cfg, resolution),
             box_predictor=FastRCNNPredictor(cfg.box_head_channels, num_classes + 1),
             box_batch_size_per_image=cfg.box_batch_size_per_image,
             rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,

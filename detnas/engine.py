@@ -159,8 +159,12 @@ def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.SGD:
 
 
 def lr_factor(step: int, tcfg: TrainConfig) -> float:
-    """Linear warm-up, then linear decay to 0 or steps at fractions ``lr_steps`` of the run."""
-    warm = min(1.0, (step + 1) / tcfg.warmup_steps) if tcfg.warmup_steps else 1.0
+    """Linear warm-up from ``warmup_factor`` (maskrcnn-benchmark's ``WarmupMultiStepLR``), then
+    linear decay to 0 or steps at fractions ``lr_steps`` of the run."""
+    warm = 1.0
+    if step < tcfg.warmup_steps:
+        alpha = step / tcfg.warmup_steps
+        warm = tcfg.warmup_factor * (1 - alpha) + alpha
     if tcfg.schedule == "linear":
         return warm * max(0.0, 1 - step / max(1, tcfg.steps))
     drops = sum(step >= f * tcfg.steps for f in tcfg.lr_steps)

@@ -2,8 +2,10 @@
 
 Detection metrics are COCOeval's: ``mmap`` is AP@[.5:.95] (the DetNAS search fitness on COCO),
 ``ap50`` the AP at IoU 0.5 (the number reported on VOC; COCOeval's 101-point interpolation, not
-VOC 2007's 11-point one), ``ap75``, and ``aps`` / ``apm`` / ``apl`` by object area. All are floats
-in [0, 1]; COCOeval's -1 (no ground truth in that range) and an empty prediction list give 0.0.
+VOC 2007's 11-point one), ``ap75``, and ``aps`` / ``apm`` / ``apl`` by object area; ``voc07`` is
+the VOC 2007 devkit's mAP (11-point interpolated AP at IoU 0.5, mean over classes), which the
+paper's VOC numbers use. All are floats in [0, 1]; COCOeval's -1 (no ground truth in that range)
+and an empty prediction list give 0.0.
 """
 
 from __future__ import annotations
@@ -103,10 +105,72 @@ def predict_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
     return predictions
 
 
+def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC 2007's 11-point AP: the mean over recall thresholds 0, 0.1, ..., 1 of the highest
+    precision at a recall at least that threshold (0 where none reaches it)."""
+    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
+                          for t in np.linspace(0, 1, 11)]))
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with (N, 4) xyxy boxes (continuous coordinates, no +1)."""
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter)
+
+
+def voc07_map(dataset: CocoDetection, predictions: list[dict], iou: float = 0.5) -> float:
+    """The VOC 2007 devkit's mAP (``voc_eval.py``): per class, detections by falling score match
+    the unmatched ground truth of highest IoU >= ``iou`` in their image; a match on a crowd
+    ("difficult") box counts neither way; 11-point AP, averaged over classes with ground truth.
+    """
+    gt: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (image, label) -> boxes
+    for image_id in dataset.ids:
+        for ann in dataset.coco.imgToAnns.get(image_id, []):
+            x, y, w, h = ann["bbox"]
+            key = (image_id, dataset.category_to_label(ann["category_id"]))
+            boxes, crowd = gt.get(key, (np.zeros((0, 4)), np.zeros(0, bool)))
+            gt[key] = (np.vstack([boxes, [x, y, x + w, y + h]]),
+                       np.append(crowd, bool(ann.get("iscrowd", 0))))
+    dets: dict[int, list] = {}  # label -> [(score, image, box)]
+    for p in predictions:
+        for box, score, label in zip(_array(p["boxes"], 4), _array(p["scores"]),
+                                     _array(p["labels"]).astype(np.int64), strict=True):
+            dets.setdefault(int(label), []).append((float(score), int(p["image_id"]), box))
+    aps = []
+    for label in range(1, dataset.num_classes + 1):
+        positives = sum(int((~c).sum()) for (_, lab), (_, c) in gt.items() if lab == label)
+        if positives == 0:
+            continue
+        used = {k: np.zeros(len(v[0]), bool) for k, v in gt.items() if k[1] == label}
+        tp, fp = [], []
+        for _score, image_id, box in sorted(dets.get(label, []), key=lambda d: -d[0]):
+            boxes, crowd = gt.get((image_id, label), (np.zeros((0, 4)), np.zeros(0, bool)))
+            overlaps = _iou(box, boxes) if len(boxes) else np.zeros(0)
+            best = int(overlaps.argmax()) if len(overlaps) else -1
+            if best >= 0 and overlaps[best] >= iou:
+                if crowd[best]:
+                    continue
+                hit = not used[(image_id, label)][best]
+                used[(image_id, label)][best] = True
+            else:
+                hit = False
+            tp.append(hit)
+            fp.append(not hit)
+        tp_sum, fp_sum = np.cumsum(tp, dtype=float), np.cumsum(fp, dtype=float)
+        recall = tp_sum / positives
+        precision = tp_sum / np.maximum(tp_sum + fp_sum, np.finfo(float).eps)
+        aps.append(voc07_ap(recall, precision))
+    return float(np.mean(aps)) if aps else 0.0
+
+
 def evaluate_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
                       device: str | torch.device) -> dict[str, float]:
-    """COCO bbox metrics of a torchvision detector on ``dataset`` (see `coco_evaluate`)."""
-    return coco_evaluate(dataset, predict_detector(model, dataset, batch_size, device))
+    """COCO bbox metrics (see `coco_evaluate`) and VOC07 mAP of a torchvision detector."""
+    predictions = predict_detector(model, dataset, batch_size, device)
+    return {**coco_evaluate(dataset, predictions), "voc07": voc07_map(dataset, predictions)}
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,

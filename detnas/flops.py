@@ -91,6 +91,10 @@ class CostTable:
     def classifier(self, arch: Arch) -> Cost:
         return self.backbone(arch) + self.head
 
+    def classifier_flops(self, arch: Arch) -> int:
+        """Classifier FLOPs: what the reference's supernet sampling bins (SPOS ``flops.py``)."""
+        return self.backbone_flops(arch) + self.head.flops
+
 
 @lru_cache(maxsize=64)
 def cost_table(space: str, input_size: int = 224, num_classes: int = 1000) -> CostTable:

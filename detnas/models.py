@@ -18,17 +18,25 @@ from detnas.blocks import NormLayer
 from detnas.checkpoint import load_checkpoint
 from detnas.config import DetectorConfig, from_dict
 from detnas.detection import build_detector, detector_backbone
-from detnas.supernet import Classifier, Supernet
+from detnas.supernet import Classifier, Supernet, reference_init
 
 
 def build_model(task: str, backbone: dict, num_classes: int, detector: str | None = None,
                 detector_cfg: DetectorConfig | None = None,
-                norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Module:
-    """A classifier or a detector around the backbone ``backbone`` describes."""
+                norm_layer: NormLayer = nn.BatchNorm2d, *, dropout: float = 0.0,
+                init: str = "torch") -> nn.Module:
+    """A classifier or a detector around the backbone ``backbone`` describes.
+
+    ``dropout`` and ``init`` (``reference`` | ``torch``) shape a ShuffleNet classifier (supernet
+    or fixed network) only: a ResNet keeps torchvision's initialisation and has no dropout.
+    """
     body = (Supernet(backbone["space"], norm_layer) if backbone["kind"] == "supernet"
             else build_backbone(backbone, norm_layer))
     if task == "classification":
-        return Classifier(body, num_classes, norm_layer)
+        model = Classifier(body, num_classes, norm_layer, dropout)
+        if init == "reference" and backbone["kind"] in ("supernet", "shufflenet"):
+            reference_init(model)
+        return model
     if task == "detection":
         return build_detector(body, detector, num_classes, detector_cfg)
     raise ValueError(f"unknown task {task!r} (classification, detection)")

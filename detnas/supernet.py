@@ -117,14 +117,15 @@ class Supernet(_Backbone):
 
 
 class Classifier(nn.Module):
-    """Backbone + 1x1 last conv + global average pool + FC (the ImageNet-style network).
+    """Backbone + 1x1 last conv (+ Dropout2d) + global average pool + FC (the ImageNet-style
+    network of the reference).
 
     Works around any backbone of the contract; one with ``last_channels = None`` (ResNet) gets
-    no last conv.
+    no last conv and no dropout.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int,
-                 norm_layer: NormLayer = nn.BatchNorm2d):
+                 norm_layer: NormLayer = nn.BatchNorm2d, dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
         last_channels = getattr(backbone, "last_channels", None)
@@ -133,18 +134,38 @@ class Classifier(nn.Module):
             if last_channels
             else nn.Identity()
         )
+        self.dropout = nn.Dropout2d(dropout) if last_channels and dropout else nn.Identity()
         self.fc = nn.Linear(last_channels or backbone.out_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = next(reversed(self.backbone(x).values()))  # C5: (N, C, H/32, W/32)
-        x = self.last(x).mean((2, 3))  # (N, last_channels)
+        x = self.dropout(self.last(x)).mean((2, 3))  # (N, last_channels)
         return self.fc(x)  # (N, num_classes)
 
     def extract(self, arch: Arch) -> Classifier:
         """The standalone classifier of ``arch`` with copied weights (around a supernet only)."""
         if not isinstance(self.backbone, Supernet):
             raise TypeError("extract needs a classifier around a supernet")
-        net = Classifier(self.backbone.extract(arch), self.fc.out_features)
+        dropout = self.dropout.p if isinstance(self.dropout, nn.Dropout2d) else 0.0
+        net = Classifier(self.backbone.extract(arch), self.fc.out_features, dropout=dropout)
         net.last.load_state_dict(self.last.state_dict())
         net.fc.load_state_dict(self.fc.state_dict())
         return net.to(next(self.parameters()).device)
+
+
+def reference_init(model: Classifier) -> None:
+    """The reference's initialisation of a ShuffleNet classifier (DetNAS
+    ``Supernet-ImageNet/detnasnet.py``): convs N(0, 1 / weight.shape[1]), the first conv
+    N(0, 0.01), BN weight 1 and bias 1e-4, FC N(0, 0.01) with bias 0."""
+    stem = set(model.backbone.stem.modules())
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0, 0.01 if m in stem else 1.0 / m.weight.shape[1])
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.constant_(m.bias, 1e-4)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -63,13 +63,13 @@ def detection_loss(model: nn.Module, batch) -> torch.Tensor:
 
 
 def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
-    """Uniform paths, or the reference's FLOPs bins (one bin uniformly, then rejection)."""
+    """Uniform paths (the reference's detection fine-tuning), or its ImageNet supernet's FLOPs
+    bins: one bin drawn uniformly, then a path rejection-sampled into it, on classifier FLOPs
+    (first conv + blocks + last conv + FC, 1000 classes) at ``search.flops_input_size``."""
     if tcfg.sampling == "uniform":
         return lambda rng: sample(cfg.space, rng)
-    cost = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
+    cost = flops.cost_table(cfg.space, cfg.search.flops_input_size).classifier_flops
     bins = [tuple(b) for b in tcfg.flops_bins]
-    if not bins:
-        raise ValueError("sampling: flops_bins needs a non-empty flops_bins list")
     return lambda rng: sample_binned(cfg.space, rng, cost, bins)
 
 
@@ -101,12 +101,18 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     return metrics
 
 
-def _classification_data(cfg: StudyConfig, split: str, train: bool):
+def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int = 0):
     from detnas.data import ImageFolderClassification
 
     c = cfg.classification
     return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train,
-                                     cache=c.cache)
+                                     cache=c.cache, crop_scale=c.crop_scale,
+                                     color_jitter=c.color_jitter, holdout=holdout, seed=cfg.seed)
+
+
+def classifier_options(cfg: StudyConfig) -> dict:
+    """The reference's classifier regularisation and initialisation, from the config."""
+    return {"dropout": cfg.classification.dropout, "init": cfg.classification.init}
 
 
 def _evaluate_classifier(cfg: StudyConfig):
@@ -126,11 +132,12 @@ def _no_evaluation(model, device) -> dict:
 
 
 def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
-    """Step 1 of DetNAS: path-wise supernet pre-training on classification."""
+    """Step 1 of DetNAS: path-wise supernet pre-training on classification, on the training set
+    less the ``classification.search_images`` that the ClsNASNet search scores candidates on."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
-    data = _classification_data(cfg, "train", True)
+    data = _classification_data(cfg, "train", True, cfg.classification.search_images)
     backbone = {"kind": "supernet", "space": cfg.space}
-    model = build_model("classification", backbone, data.num_classes)
+    model = build_model("classification", backbone, data.num_classes, **classifier_options(cfg))
     tcfg = cfg.supernet_pretrain
     stage = engine.Stage(
         model, classification_loss(tcfg.label_smoothing), data, default_collate,
@@ -154,22 +161,32 @@ def _load_backbone_weights(target: nn.Module, checkpoint: Path, space: str | Non
     log.info("initialised the backbone from %s", checkpoint)
 
 
-def _detection_data(images: Path, annotations: Path, cache: bool):
+def _detection_data(images: Path, annotations: Path, cache: bool, flip_prob: float = 0.0):
     from detnas.data import CocoDetection
 
-    return CocoDetection(images, annotations, cache=cache)
+    return CocoDetection(images, annotations, cache=cache, flip_prob=flip_prob)
+
+
+def finetune_schedule(cfg: StudyConfig, detector: str, scratch: bool) -> TrainConfig:
+    """The supernet's detection schedule: the detector's own lr, and DetNAS-scratch's longer run
+    (``scratch_schedule`` times the steps; the step fractions and warm-up stay)."""
+    tcfg = cfg.supernet_finetune.for_detector(detector)
+    if scratch:
+        tcfg = dataclasses.replace(tcfg, steps=round(tcfg.steps * cfg.scratch_schedule))
+    return tcfg
 
 
 def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Path,
                        annotations: Path, init: Path | None, out: Path) -> dict:
     """Step 2 of DetNAS: path-wise fine-tuning on detection; ``init=None`` is DetNAS-scratch."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
-    data = _detection_data(images, annotations, cfg.datasets[dataset].cache)
+    d = cfg.datasets[dataset]
+    data = _detection_data(images, annotations, d.cache, d.flip_prob)
     backbone = {"kind": "supernet", "space": cfg.space}
     model = build_model("detection", backbone, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, cfg.space)
-    tcfg = cfg.supernet_finetune
+    tcfg = finetune_schedule(cfg, detector, scratch=init is None)
     stage = engine.Stage(
         model, detection_loss, data, detection_collate,
         model_meta("detection", backbone, data.num_classes, detector, cfg.detector),
@@ -185,12 +202,18 @@ def _spec_tags(spec: dict) -> dict:
             "space": spec.get("space", "resnet")}
 
 
+def pretrain_schedule(cfg: StudyConfig, spec: dict) -> TrainConfig:
+    """ImageNet pre-training of a fixed network: ResNet's standard recipe for ResNets, the
+    ShuffleNet recipe of the reference (``retrain_pretrain``) for the search-space networks."""
+    return cfg.resnet_pretrain if spec.get("kind") == "resnet" else cfg.retrain_pretrain
+
+
 def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
     """Retraining, part 1: classification pre-training of a fixed architecture."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True)
-    model = build_model("classification", spec, data.num_classes)
-    tcfg = cfg.retrain_pretrain
+    model = build_model("classification", spec, data.num_classes, **classifier_options(cfg))
+    tcfg = pretrain_schedule(cfg, spec)
     stage = engine.Stage(model, classification_loss(tcfg.label_smoothing), data, default_collate,
                          model_meta("classification", spec, data.num_classes))
     run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)})
@@ -203,11 +226,12 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     root = Path(d.root)
-    data = _detection_data(root / d.train_images, root / d.train_annotations, d.cache)
+    data = _detection_data(root / d.train_images, root / d.train_annotations, d.cache,
+                           d.flip_prob)
     model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, spec.get("space"))
-    tcfg = cfg.retrain_finetune
+    tcfg = cfg.retrain_finetune.for_detector(detector)
 
     def evaluate(trained, device):
         from detnas.evaluation import evaluate_detector

@@ -40,7 +40,8 @@ def _classification_study(tmp_path: Path, num_train: int, steps: int) -> tuple[P
     make_synthetic_classification(tmp_path / "cls", seed=0, num_classes=3, num_train=num_train,
                                   num_val=6, image_size=32)
     cfg = {"space": "test", "device": "cpu", "results": str(tmp_path),
-           "classification": {"root": str(tmp_path / "cls"), "image_size": 32},
+           "classification": {"root": str(tmp_path / "cls"), "image_size": 32,
+                              "search_images": 6},
            "supernet_pretrain": {"steps": steps, "batch_size": 8, "checkpoint_every": 2},
            "tracking": {"enabled": False}}
     path = tmp_path / "c.yaml"

@@ -84,3 +84,20 @@ def test_only_the_path_changes_and_candidates_do_not_leak():
         torch.testing.assert_close(net(images)["3"], out_a, rtol=0, atol=0)
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_momentum_switch_gives_the_reference_running_average():
+    """The reference's recalibration: reset buffers, then a momentum-0.1 average of batches."""
+    net = _toy()
+    images = torch.randn(12, 3, 6, 5) * 3 + 1
+    batches = [images[:4], images[4:8], images[8:]]
+    mean, var = torch.zeros(4), torch.ones(4)  # reset_running_stats
+    with torch.no_grad():
+        for b in batches:
+            f = net[0](b)
+            mean = 0.9 * mean + 0.1 * f.mean((0, 2, 3))
+            var = 0.9 * var + 0.1 * f.transpose(0, 1).reshape(4, -1).var(1)
+    with recalibrated(net, batches, num_images=12, momentum=0.1):
+        torch.testing.assert_close(net[1].running_mean, mean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net[1].running_var, var, rtol=1e-5, atol=1e-5)
+    assert net[1].running_mean.eq(5.0).all()  # restored

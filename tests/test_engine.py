@@ -115,7 +115,8 @@ def test_step_batches_are_a_function_of_the_step():
 
 def test_lr_schedules():
     lin = TrainConfig(steps=100, schedule="linear", warmup_steps=10)
-    assert engine.lr_factor(0, lin) == pytest.approx(0.1)
+    assert engine.lr_factor(0, lin) == pytest.approx(1 / 3)  # maskrcnn-benchmark's WARMUP_FACTOR
+    assert engine.lr_factor(5, lin) == pytest.approx((1 / 3 + 1) / 2 * 0.95)
     assert engine.lr_factor(50, lin) == pytest.approx(0.5)
     step = TrainConfig(steps=90, schedule="step", lr_steps=[2 / 3, 8 / 9], gamma=0.1)
     assert [engine.lr_factor(s, step) for s in (0, 59, 60, 80)] == pytest.approx(

@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ from detnas.evaluation import (
     evaluate_classifier,
     evaluate_detector,
     topk_accuracy,
+    voc07_ap,
+    voc07_map,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco"
@@ -157,3 +160,35 @@ def test_evaluate_classifier():
     assert result["top5"] == pytest.approx(expected["top5"])
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
     assert model.training
+
+
+def test_voc07_map_on_a_hand_computed_case(tmp_path):
+    """One class, two images; image 2 also has a crowd ("difficult") box. Detections by score:
+    TP, duplicate (FP), on the crowd box (ignored), background (FP), TP. Recall .5 .5 .5 1,
+    precision 1 .5 .33 .5: the 11-point AP is (6 * 1 + 5 * 0.5) / 11, COCOeval's 101-point AP50
+    (51 * 1 + 50 * 0.5) / 101 differs."""
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "img" / name).touch()
+    ann = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64},
+                      {"id": 2, "file_name": "b.png", "width": 64, "height": 64}],
+           "categories": [{"id": 7, "name": "thing"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [0, 0, 10, 10],
+                            "area": 100, "iscrowd": 0},
+                           {"id": 2, "image_id": 2, "category_id": 7, "bbox": [0, 0, 10, 10],
+                            "area": 100, "iscrowd": 0},
+                           {"id": 3, "image_id": 2, "category_id": 7, "bbox": [20, 20, 10, 10],
+                            "area": 100, "iscrowd": 1}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    ds = CocoDetection(tmp_path / "img", tmp_path / "ann.json", cache=False)
+
+    def det(image_id, boxes, scores):
+        return {"image_id": image_id, "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "scores": torch.tensor(scores), "labels": torch.ones(len(scores), dtype=torch.long)}
+
+    preds = [det(1, [[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8]),
+             det(2, [[20, 20, 30, 30], [50, 50, 60, 60], [0, 0, 10, 9]], [0.7, 0.6, 0.5])]
+    assert voc07_map(ds, preds) == pytest.approx(8.5 / 11)
+    assert coco_evaluate(ds, preds)["ap50"] == pytest.approx(76 / 101, abs=1e-3)
+    assert voc07_map(ds, []) == 0.0
+    assert voc07_ap(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(8.5 / 11)

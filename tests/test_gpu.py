@@ -180,7 +180,7 @@ def test_nats_search_step_on_cuda():
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.ones_(m.weight)
     model = model.to(CUDA).train()
-    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
+    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg, cfg.nats.search)
     assert all(a.device.type == "cuda" for a in arch_parameters(model))
     before = [a.detach().clone() for a in alphas]
     batch = _detection_batch()

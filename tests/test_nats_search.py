@@ -136,7 +136,7 @@ def test_alternating_steps_touch_only_their_parameters():
     cfg = _cfg()
     torch.manual_seed(0)
     model = nats_search.build_search_model(cfg.nats, "fpn", 2, cfg.detector).train()
-    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg)
+    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg, cfg.nats.search)
     assert len(alphas) == 8 and len(weights) == len(weight_parameters(model))
     batch = next(fake_loader(FakeDetection(2), 2, False, 0))
     cpu = Dist()  # one process on the CPU
@@ -214,7 +214,7 @@ def test_bad_config_names_the_field():
 def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
     root, _, _ = done
     fake = types.ModuleType("detnas.data")
-    fake.CocoDetection = lambda images, annotations: FakeDetection(6, int(annotations[-6]))
+    fake.CocoDetection = lambda images, annotations, **_flip: FakeDetection(6, int(annotations[-6]))
     fake.detection_loader = fake_loader
     monkeypatch.setitem(sys.modules, "detnas.data", fake)
     args = ["nats", "search", "--pretrained", str(root / "cls.pt"), "--images", "imgs",

@@ -66,7 +66,8 @@ def _fake_modules(monkeypatch, calls):
         detection_loader=lambda ds, batch_size, shuffle, seed: [
             (ds[i : i + batch_size], [{}] * len(ds[i : i + batch_size]))
             for i in range(0, len(ds), batch_size)],
-        ImageFolderClassification=lambda root, size, train, cache: torch.rand(6, 3, size, size),
+        ImageFolderClassification=lambda root, size, train, cache, **_held: torch.rand(
+            6, 3, size, size),
         classification_loader=lambda ds, batch_size, shuffle, seed: [  # reusable, as DataLoader
             (ds[i : i + batch_size], torch.zeros(len(ds[i : i + batch_size]), dtype=torch.long))
             for i in range(0, len(ds), batch_size)],

@@ -112,3 +112,8 @@ def test_mutation_and_crossover():
     assert all(c in (x, y) for c, x, y in zip(child.choices, a.choices, b.choices, strict=True))
     with pytest.raises(ValueError, match="cannot cross"):
         crossover(a, sample("1.3G", rng), rng)
+
+
+def test_3_8g_last_conv_is_the_official_codes_1728():
+    """DetNAS's maskrcnn_benchmark detnasnet.py and ShuffleNet-Series both give 1728."""
+    assert SPACES["3.8G"].last_channels == 1728

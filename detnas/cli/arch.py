@@ -19,8 +19,10 @@ def register(sub) -> None:
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_show)
 
-    lst = cmds.add_parser("list", help="the registered architectures")
+    lst = cmds.add_parser("list", help="the registered architectures (with --config: against "
+                                      "the config's FLOPs limit)")
     lst.add_argument("--json", action="store_true")
+    add_config_args(lst)
     lst.set_defaults(func=_list)
 
     smp = cmds.add_parser("sample", help="seeded random architectures")
@@ -48,17 +50,33 @@ def _show(args) -> int:
     return 0
 
 
+def _within(info: dict, cfg) -> str:
+    """``ok`` / ``over`` against the config's search limit, ``-`` for other spaces or no limit."""
+    if cfg is None or info["space"] != cfg.space or not cfg.search.max_flops:
+        return "-"
+    size = flops.backbone_flops(space.Arch.parse(info["arch"], info["space"]),
+                                cfg.search.flops_input_size)
+    return "ok" if size <= cfg.search.max_flops else "over"
+
+
 def _list(args) -> int:
+    cfg = load_config(args) if args.config or args.overrides else None
     rows = []
     for named in space.REGISTRY.values():
         info = flops.summary(named.arch)
-        rows.append({"name": named.name, **info, "source": named.source})
+        rows.append({"name": named.name, **info, "source": named.source,
+                     "within_limit": _within(info, cfg)})
     if args.json:
         print_json(rows)
-    else:
-        print(f"{'name':28} {'space':5} {'backbone MFLOPs':>15}  arch")
-        for r in rows:
-            print(f"{r['name']:28} {r['space']:5} {r['backbone_flops'] / 1e6:15.1f}  {r['arch']}")
+        return 0
+    if cfg is not None:
+        print(f"search limit: {cfg.search.max_flops / 1e6:.0f}M backbone FLOPs at "
+              f"{cfg.search.flops_input_size} in space {cfg.space}")
+    print(f"{'name':28} {'space':5} {'backbone MFLOPs':>15} {'classifier MFLOPs':>17} "
+          f"{'limit':>5}  arch")
+    for r in rows:
+        print(f"{r['name']:28} {r['space']:5} {r['backbone_flops'] / 1e6:15.1f} "
+              f"{r['classifier_flops'] / 1e6:17.1f} {r['within_limit']:>5}  {r['arch']}")
     return 0
 
 

@@ -40,9 +40,11 @@ def _search(args) -> int:
     from detnas.nats.search import search
 
     cfg = load_config(args)
-    weights_data = CocoDetection(args.images, args.weights_annotations)
-    arch_data = CocoDetection(args.arch_images or args.images, args.arch_annotations)
     dataset = args.dataset or next(iter(cfg.datasets), "")
+    flip = cfg.datasets[dataset].flip_prob if dataset in cfg.datasets else 0.0
+    weights_data = CocoDetection(args.images, args.weights_annotations, flip_prob=flip)
+    arch_data = CocoDetection(args.arch_images or args.images, args.arch_annotations,
+                              flip_prob=flip)
     metrics = search(cfg, weights_data, arch_data, args.detector, args.out,
                      pretrained=args.pretrained, dataset=dataset)
     if metrics:  # rank 0 (the other ranks of a multi-GPU search write nothing)

@@ -11,7 +11,9 @@ detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search
   --data ANN_JSON --images DIR                          the search split
   --recalib-annotations ANN_JSON --recalib-images DIR   the supernet-training split (BN recalib)
 classification fitness (ClsNASNet ablation; top-1):
-  --data VAL_DIR --recalib-data TRAIN_DIR               ImageFolder splits
+  --data TRAIN_DIR --recalib-data TRAIN_DIR             ImageFolder train split: its
+      classification.search_images held-out images score, the rest recalibrates BN
+      (classification.search_images: 0 reads --data whole, e.g. a separate val split)
 
 Settings come from the config's `search` section (population, generations, max_flops, workers,
 recalib_images, ...); override with --set search.KEY=VALUE. Both strategies evaluate
@@ -33,7 +35,7 @@ def register(sub) -> None:
                        default="detection", help="what a candidate is scored on")
         c.add_argument("--data", required=True, metavar="PATH",
                        help="detection: search-split annotation JSON; "
-                            "classification: ImageFolder val dir")
+                            "classification: ImageFolder train dir (held-out part)")
         c.add_argument("--images", metavar="DIR", help="detection: search-split image folder")
         c.add_argument("--recalib-annotations", metavar="ANN_JSON",
                        help="detection: annotations of the training split for BN recalibration")
@@ -88,7 +90,8 @@ def _run(args) -> int:
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
                else cfg.classification.cache),
-        threads=s.threads,
+        threads=s.threads, recalib_momentum=0.1 if s.recalib == "momentum" else None,
+        holdout=cfg.classification.search_images if args.fitness == "classification" else 0,
     )
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,

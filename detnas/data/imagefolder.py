@@ -2,8 +2,10 @@
 
 Classes are the sub-folders in sorted order (label ``i`` is the ``i``-th folder), as in
 torchvision's ``ImageFolder``. Files whose extension is not an image's are ignored. Training
-items get a random resized crop and a horizontal flip, evaluation items a resize to 8/7 of the
-crop and a centre crop (the ImageNet recipe); both are normalised with ImageNet's statistics.
+items get a random resized crop (area 8-100 %), colour jitter (0.4) and a horizontal flip as in
+the reference's ImageNet training (DetNAS ``Supernet-ImageNet/train.py``), evaluation items a
+resize to 8/7 of the crop and a centre crop (the ImageNet recipe); both are normalised with
+ImageNet's statistics.
 
 Bad input fails with a ``ValueError`` naming the path: a split folder that does not exist, no
 class folders (an empty split), a class folder without images, an unreadable or corrupt image
@@ -21,6 +23,7 @@ from torchvision.transforms import v2
 
 from detnas.data.coco import make_loader
 from detnas.data.images import IMAGE_EXTENSIONS, read_image
+from detnas.data.split import holdout_indices
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +37,21 @@ class ImageFolderClassification(Dataset):
     Args:
         root_split_dir: the split folder (``.../train`` or ``.../val``) holding class folders.
         image_size: the side ``S`` of the crop.
-        train: random crop and flip (training) or resize and centre crop (evaluation).
+        train: random crop, jitter and flip (training) or resize and centre crop (evaluation).
         cache: decode every image once at construction and keep it in memory (small sets).
+        crop_scale: the smallest area fraction of the random crop.
+        color_jitter: brightness, contrast and saturation jitter (0 = none).
+        holdout: images held out of the split (`detnas.data.split.holdout_indices`, drawn with
+            ``seed``); 0 keeps every image.
+        held_out: with ``holdout``, this set is the held-out images instead of the rest.
 
     Raises:
         ValueError: see the module docstring.
     """
 
     def __init__(self, root_split_dir: str | Path, image_size: int, train: bool,
-                 cache: bool = True):
+                 cache: bool = True, *, crop_scale: float = 0.08, color_jitter: float = 0.4,
+                 holdout: int = 0, held_out: bool = False, seed: int = 0):
         self.root = Path(root_split_dir)
         if not self.root.is_dir():
             raise ValueError(f"{self.root}: dataset folder does not exist")
@@ -57,9 +66,15 @@ class ImageFolderClassification(Dataset):
             if not files:
                 raise ValueError(f"{self.root / name}: class folder has no images")
             self.samples.extend((p, label) for p in files)
+        if holdout:
+            rest, held = holdout_indices(len(self.samples), holdout, seed)
+            self.samples = [self.samples[i] for i in (held if held_out else rest)]
         if train:
+            jitter = [v2.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter \
+                else []
             self.transform = v2.Compose([
-                v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
+                v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True),
+                *jitter,
                 v2.RandomHorizontalFlip(),
             ])
         else:

@@ -28,6 +28,21 @@ def _part(data: dict, ids: set[int], description: str) -> dict:
     }
 
 
+def holdout_indices(size: int, holdout: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(rest, held_out)`` of a set of ``size`` items, ``holdout`` of them drawn with a
+    seeded RNG: the ClsNASNet fitness scores candidates on images held out of the classification
+    training set (SPOS: 50,000 ImageNet train images), never on the set that reports top-1.
+
+    Raises:
+        ValueError: ``holdout`` leaves either part empty.
+    """
+    if not 0 < holdout < size:
+        raise ValueError(f"holdout {holdout} must be between 1 and {size - 1} (the set has "
+                         f"{size} images)")
+    held = set(random.Random(seed).sample(range(size), holdout))
+    return [i for i in range(size) if i not in held], sorted(held)
+
+
 def make_search_split(annotation_file: str | Path, holdout: int, seed: int,
                       out_dir: str | Path) -> tuple[Path, Path]:
     """Split a COCO annotation file into supernet-training and search-validation files.

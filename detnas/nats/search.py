@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 
 from detnas import tracking
 from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
-from detnas.config import NatsConfig, StudyConfig, config_hash, to_dict
+from detnas.config import NatsConfig, StudyConfig, TrainConfig, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
 from detnas.engine import Dist, check_replicas, lr_factor, setup_distributed, step_seed
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
@@ -206,10 +206,9 @@ def _arch_step(model, optimizer, params, batch, ddp, amp) -> float:
     return _step(model, optimizer, params, batch, ddp, amp)
 
 
-def _optimizers(model: nn.Module, cfg: StudyConfig):
+def _optimizers(model: nn.Module, cfg: StudyConfig, t: TrainConfig):
     """SGD on the weights (no decay on BN and biases), Adam on the alphas."""
     weights = [p for p in weight_parameters(model) if p.requires_grad]
-    t = cfg.nats.search
     sgd = torch.optim.SGD(
         [{"params": [p for p in weights if p.dim() > 1], "weight_decay": t.weight_decay},
          {"params": [p for p in weights if p.dim() <= 1], "weight_decay": 0.0}],
@@ -268,7 +267,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                          f"architecture split {arch_data.num_classes}")
     if loader is None:
         from detnas.data import detection_loader as loader
-    out_dir, t, seed = Path(out_dir), cfg.nats.search, cfg.seed
+    out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.seed
     ddp, chash = setup_distributed(cfg.device), config_hash(cfg)
     path = out_dir / "search.pt"
 
@@ -278,7 +277,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     if ddp.world > 1 and ddp.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(ddp.device).train()
-    sgd, weights, adam, alphas = _optimizers(model, cfg)
+    sgd, weights, adam, alphas = _optimizers(model, cfg, t)
     step, history, positions, seconds = 0, [], ([0, 0], [0, 0]), 0.0
     if path.exists():
         ckpt = load_checkpoint(path)

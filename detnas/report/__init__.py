@@ -8,7 +8,7 @@ Inputs, relative to the results folder::
 
     retrain/{row}/cls/metrics.json                    top1, arch, space, provenance (baselines)
     retrain/{row}/{dataset}/{detector}/cls/metrics.json  the same, for searched rows
-    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, backbone_flops/params, arch
+    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, voc07, backbone_flops/params, arch
     search/{dataset}/{detector}/{method}/history.csv  order, generation, arch, fitness, flops
     search/{dataset}/{detector}/{method}/arch.json    the winner (method: detnas|scratch|random)
     search/cls/clsnas/{history.csv,arch.json}          the classification search (ClsNASNet)

@@ -2,9 +2,11 @@
 
 Detection fitness (DetNAS): mmAP (or AP50 for VOC) of the supernet detector on the held-out
 search split. Classification fitness (the ClsNASNet ablation): top-1 of the classification
-supernet on the validation split. For a detector only the backbone (the supernet, on the
-candidate's path) is recalibrated, on images prepared by the detector's own ``transform``; the
-FPN and heads have no BN. A classifier is recalibrated whole (its last conv has a BN).
+supernet on images held out of its training set. For a detector without BN outside the backbone
+only the backbone (the supernet, on the candidate's path) is recalibrated, on images prepared by
+the detector's own ``transform``; a detector with BN in its FPN and box head (the reference's
+Faster R-CNN) is recalibrated whole, in training mode with targets, as the reference's
+``bn_statistic`` does. A classifier is recalibrated whole (its last conv has a BN).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class FitnessSpec:
     device: str = "cpu"
     threads: int = 0  # torch threads in this process; 0 leaves torch's default
     cache: bool = True  # decode the images once into memory (small sets only)
+    recalib_momentum: float | None = None  # None: exact statistics; 0.1: the reference's average
+    holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
+    # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
 
 
 class SupernetFitness:
@@ -64,13 +69,16 @@ class SupernetFitness:
         recalib_module: the module recalibrated; default: a classifier whole, a detector's
             supernet only (its FPN and heads have no BN).
         recalib_forward: runs one batch through ``recalib_module``; default: call it (a
-            classifier), `detector_recalib_forward` (a detector).
+            classifier), `detector_recalib_forward` (a detector), `detector_train_forward` (a
+            detector with BN outside its backbone: batches are lists of (image, target)).
+        recalib_momentum: None for exact statistics, else the reference's running average.
     """
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict], metric: str,
                  recalib_batches: Callable[[], Iterable], recalib_num_images: int,
                  recalib_module: nn.Module | None = None,
-                 recalib_forward: Callable | None = None):
+                 recalib_forward: Callable | None = None,
+                 recalib_momentum: float | None = None):
         self.model = model
         self.supernet = backbone_of(model)
         if not isinstance(self.supernet, Supernet):
@@ -81,16 +89,21 @@ class SupernetFitness:
         self.recalib_num_images = recalib_num_images
         if recalib_module is None and not isinstance(model, Classifier):
             device = next(model.parameters()).device
-            recalib_module = self.supernet
-            recalib_forward = recalib_forward or detector_recalib_forward(model, device)
+            if has_head_norm(model):
+                recalib_module = model
+                recalib_forward = recalib_forward or detector_train_forward(model, device)
+            else:
+                recalib_module = self.supernet
+                recalib_forward = recalib_forward or detector_recalib_forward(model, device)
         self.recalib_module = recalib_module or model
         self.recalib_forward = recalib_forward
+        self.recalib_momentum = recalib_momentum
 
     def __call__(self, arch: Arch) -> float:
         self.model.eval()
         with self.supernet.use(arch), recalibrated(
             self.recalib_module, self.recalib_batches(), self.recalib_num_images,
-            self.recalib_forward,
+            self.recalib_forward, self.recalib_momentum,
         ):
             metrics = self.evaluate(self.model)
         if self.metric not in metrics:
@@ -105,6 +118,31 @@ def detector_recalib_forward(model: nn.Module, device: torch.device | str) -> Ca
     def forward(images: list[torch.Tensor]) -> None:
         batch, _ = model.transform([img.to(device) for img in images])  # resize + normalise
         supernet(batch.tensors)  # (N, 3, H, W) padded to a multiple of 32
+
+    return forward
+
+
+def has_head_norm(model: nn.Module) -> bool:
+    """Whether a detector has BN layers outside its backbone (FPN, box head)."""
+    inside = set(backbone_of(model).modules())
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in inside
+               for m in model.modules())
+
+
+def detector_train_forward(model: nn.Module, device: torch.device | str) -> Callable:
+    """Run (image, target) pairs through the whole detector in training mode, without gradients
+    (the losses are discarded): every BN of backbone, FPN and heads sees what training feeds it.
+    The RoI samplers draw from a fixed seed, so a candidate's statistics do not depend on the
+    order of evaluation."""
+
+    def forward(pairs: list) -> None:
+        images = [image.to(device) for image, _ in pairs]
+        targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+                   for _, t in pairs]
+        devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            model(images, targets)
 
     return forward
 
@@ -155,19 +193,25 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
 
+        with_targets = has_head_norm(model)
+
         def batches():
             loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
                                            seed=spec.seed)
-            return (images for images, _targets in loader)
+            return (list(zip(images, targets, strict=True)) if with_targets else images
+                    for images, targets in loader)
 
         return SupernetFitness(
             model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
-            spec.metric, batches, spec.recalib_num_images,
+            spec.metric, batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
         )
-    val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache)
-    # evaluation preprocessing for recalibration too: the statistics of what evaluation sees
+    # the held-out images of the training set score; the rest (what the supernet trained on)
+    # recalibrates, with evaluation preprocessing: the statistics of what evaluation sees
+    held = dict(holdout=spec.holdout, seed=spec.seed)
+    val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache,
+                                         held_out=True, **held)
     train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False,
-                                           cache=spec.cache)
+                                           cache=spec.cache, **held)
     val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
                                              seed=spec.seed)
 
@@ -178,5 +222,5 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
 
     return SupernetFitness(
         model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
-        batches, spec.recalib_num_images,
+        batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
     )

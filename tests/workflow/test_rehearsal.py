@@ -1,8 +1,8 @@
 """The cluster rehearsal: the paper configs' DAG through profiles/slurm, every GPU rule on 2 GPUs.
 
-`config/coco.yaml` keeps its structure (datasets and metrics, both detectors, every ablation, the
-random-search repeats, FLOPs bins and limits, NATS's candidates and groups, one search worker per
-GPU) and is shrunk in size only (`rehearsal_config`): synthetic data under the paper's dataset
+`config/coco.yaml` keeps its structure (datasets and metrics, both detectors, every ablation,
+FLOPs bins and limits, the per-detector schedules, NATS's candidates and groups, one search worker
+per GPU) and is shrunk in size only (`rehearsal_config`): synthetic data under the paper's dataset
 names, a few steps, tiny images. It runs on the local SLURM cluster (scripts/ci/start_slurm.sh),
 whose node declares 2 stand-in GPUs: each GPU rule gets `--gpus=2` from the profile as on a GPU
 cluster, and its 2 processes run on the CPU with gloo. Then the outputs are checked against what one
@@ -34,11 +34,11 @@ SHRINK = {  # sizes only; what is not named here is the paper config's
     "device": "cpu",  # gloo and CPU processes stand in for NCCL and GPUs
     "workers": 1,
     "classification": {"kind": "synthetic", "num_classes": 4, "num_train": 64, "num_val": 16,
-                       "image_size": 64, "cache": True},
+                       "image_size": 64, "cache": True, "search_images": 16},
     "detector": {"min_size": 64, "max_size": 64, "fpn_channels": 16, "box_head_channels": 32,
                  "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32,
                  "rpn_post_nms_top_n": 100, "score_thresh": 0.001},  # a few steps: low scores
-    "supernet_pretrain": TRAIN, "retrain_pretrain": TRAIN,
+    "supernet_pretrain": TRAIN, "retrain_pretrain": TRAIN, "resnet_pretrain": TRAIN,
     "supernet_finetune": DETECTION_TRAIN, "retrain_finetune": DETECTION_TRAIN,
     "search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1, "crossovers": 1,
                "recalib_images": 4, "recalib_batch_size": 2},
@@ -58,7 +58,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _schedules(cfg: dict):
     yield from (cfg[k] for k in ("supernet_pretrain", "supernet_finetune", "retrain_pretrain",
-                                 "retrain_finetune"))
+                                 "resnet_pretrain", "retrain_finetune"))
     yield cfg["nats"]["search"]
 
 
@@ -67,8 +67,10 @@ def rehearsal_config(paper: dict) -> dict:
     learning rate follows its batch size (the linear scaling rule)."""
     cfg = _merge(paper, SHRINK)
     for small, big in zip(_schedules(cfg), _schedules(paper), strict=True):
-        small["lr"] = big["lr"] * small["batch_size"] / big["batch_size"]
-    cfg["datasets"] = {name: {**DATASET, "metric": d.get("metric", "mmap")}
+        scale = small["batch_size"] / big["batch_size"]
+        small["lr"] = big["lr"] * scale
+        small["detector_lr"] = {d: lr * scale for d, lr in big.get("detector_lr", {}).items()}
+    cfg["datasets"] = {name: {**DATASET, **{k: d[k] for k in ("metric", "flip_prob") if k in d}}
                        for name, d in paper["datasets"].items()}
     return cfg
 

@@ -35,7 +35,7 @@ def check_keys(cls: type, node: dict, where: str) -> None:
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             check_keys(tp, node["properties"][name], f"{where}.{name}")
-        elif typing.get_origin(tp) is dict:
+        elif typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
             (item,) = typing.get_args(tp)[1:]
             check_keys(item, node["properties"][name]["additionalProperties"], f"{where}.{name}")
 

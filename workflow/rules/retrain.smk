@@ -18,7 +18,9 @@ rule retrain_classifier:
     wildcard_constraints:
         row=_alt(SHARED_ROWS),
     params:
-        cfg=part("seed", "classification", "retrain_pretrain"),
+        cfg=lambda w: part(
+            "seed", "classification", "resnet_pretrain" if w.row == "resnet50" else "retrain_pretrain"
+        ),
         out=out_dir,
     threads: 1
     resources:

@@ -25,11 +25,7 @@ rule search_detection:
     wildcard_constraints:
         ablation=_alt(SEARCH_SUPERNET),
     params:
-        cfg=lambda w: part(
-            "seed", "space", "detector", "search",
-            *(["random_search_repeats"] if w.ablation == "random" else []),
-            dataset=w.dataset,
-        ),
+        cfg=lambda w: part("seed", "space", "detector", "search", dataset=w.dataset),
         method=lambda w: "random" if w.ablation == "random" else "evolution",
         images=train_images,
         out=out_dir,
@@ -50,10 +46,9 @@ rule search_detection:
 
 rule search_classification:
     """ClsNASNet (ablation): the same evolution with classification fitness, on the pre-trained
-    supernet."""
+    supernet, scored on `classification.search_images` held out of the training set (SPOS)."""
     input:
         supernet=CLS_SUPERNET,
-        val=CLS_VAL,
         train=CLS_TRAIN,
         tracking=TRACKING,
     output:
@@ -79,5 +74,5 @@ rule search_classification:
     shell:
         LAUNCH + "search evolution --config {STUDY_CONFIG}"
         " --supernet {input.supernet} --fitness classification"
-        " --data {input.val} --recalib-data {input.train}"
+        " --data {input.train} --recalib-data {input.train}"
         " --ablation clsnas --out {params.out} > {log} 2>&1"

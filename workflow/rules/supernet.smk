@@ -54,7 +54,11 @@ rule supernet_detection:
     log:
         "logs/supernet/{dataset}/{detector}/{init}.log",
     params:
-        cfg=lambda w: part("seed", "space", "detector", "supernet_finetune", dataset=w.dataset),
+        cfg=lambda w: part(
+            "seed", "space", "detector", "supernet_finetune",
+            *(["scratch_schedule"] if w.init == "scratch" else []),
+            dataset=w.dataset,
+        ),
         images=train_images,
         init=lambda w, input: f"--init {input.init}" if input.init else "",
         out=out_dir,
