@@ -85,7 +85,7 @@ def _run(args) -> int:
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
                else cfg.classification.cache),
-        threads=s.threads,
+        threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
     )
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,

@@ -49,6 +49,8 @@ class FitnessSpec:
     device: str = "cpu"
     threads: int = 0  # torch threads in this process; 0 leaves torch's default
     cache: bool = True  # decode the images once into memory (small sets only)
+    prepare: bool = False  # detection: decode + resize the images once per process (prepared.py)
+    coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
 
 
 class SupernetFitness:
@@ -154,6 +156,8 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
+        if spec.prepare:
+            return _prepared_detection_fitness(spec, model, search, train, device)
 
         def batches():
             loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
@@ -161,7 +165,8 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
             return (images for images, _targets in loader)
 
         return SupernetFitness(
-            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
+            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device,
+                                                          spec.coco_backend),
             spec.metric, batches, spec.recalib_num_images,
         )
     val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache)
@@ -179,4 +184,30 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     return SupernetFitness(
         model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
         batches, spec.recalib_num_images,
+    )
+
+
+def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, train,
+                                device: torch.device) -> SupernetFitness:
+    """The detection fitness on images prepared once (`detnas.search.prepared`): same values."""
+    from detnas import data, evaluation
+    from detnas.search import prepared
+
+    if getattr(search, "flip_prob", 0.0):
+        raise ValueError(f"{spec.data}: the search split must not be augmented (flip_prob)")
+    recalib = prepared.prepare_batches(
+        model, data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
+                                     seed=spec.seed), device, limit=spec.recalib_num_images)
+    evaluated = prepared.prepare_batches(
+        model, data.detection_loader(search, batch_size=spec.eval_batch_size, shuffle=False,
+                                     seed=0), device)
+
+    def evaluate(m: nn.Module) -> dict:
+        predictions = prepared.predict_prepared(m, evaluated, device)
+        return evaluation.coco_evaluate(search, predictions, spec.coco_backend)
+
+    return SupernetFitness(
+        model, evaluate, spec.metric, lambda: (b.images for b in recalib),
+        spec.recalib_num_images, recalib_module=backbone_of(model),
+        recalib_forward=prepared.prepared_recalib_forward(model, device),
     )
