@@ -206,8 +206,10 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
         predictions = prepared.predict_prepared(m, evaluated, device)
         return evaluation.coco_evaluate(search, predictions, spec.coco_backend)
 
-    return SupernetFitness(
+    fitness = SupernetFitness(
         model, evaluate, spec.metric, lambda: (b.images for b in recalib),
         spec.recalib_num_images, recalib_module=backbone_of(model),
         recalib_forward=prepared.prepared_recalib_forward(model, device),
     )
+    fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks
+    return fitness
