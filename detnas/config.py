@@ -58,6 +58,8 @@ class ClassificationConfig:
     num_val: int = 500  # synthetic only
     image_size: int = 64  # training crop size (paper: 224)
     cache: bool = True  # decode every image once into memory: small sets only (not ImageNet)
+    loader: str = "cpu"  # cpu: PIL decode + augment in DataLoader workers | gpu: JPEG decode +
+    # augmentation on the training device (data/device_loader.py), when the CPUs cannot keep up
 
 
 @dataclass
