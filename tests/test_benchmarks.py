@@ -36,3 +36,11 @@ def test_study_cost_benchmark_prints_gpu_days():
         assert re.search(rf"{stage} +\d+\.\d h", out), stage
     assert re.search(r"row DetNAS fpn: [\d.]+ GPU-hours = [\d.]+ GPU-days \(paper: 44", out)
     assert "row NATS fpn" in out
+
+
+@pytest.mark.slow
+def test_imagenet_loader_benchmark_prints_its_ratios():
+    out = _run("bench_imagenet_loader.py", "--images", "24", "--batch", "8", "--steps", "2",
+               "--image-size", "32")
+    assert re.search(r"CPU path +[\d.]+ images/s per core +ratio loader/step +\d+\.\d\d", out)
+    assert re.search(r"device path +[\d.]+ images/s +ratio loader/step +\d+\.\d\d", out)
