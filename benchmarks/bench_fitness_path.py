@@ -4,9 +4,9 @@ Side by side in one run, on the synthetic detection set written to a temporary f
 an untrained supernet Faster R-CNN + FPN of the default config, ``score_thresh`` 0 so that every
 image has 100 detections to score, as a trained detector's would):
 
-- loader path: ``search.prepare: false``, images decoded per candidate (``cache: false``, as for
+- loader path: ``search.prepare: none``, images decoded per candidate (``cache: false``, as for
   COCO), resized per candidate, COCO scoring by pycocotools;
-- prepared path: ``search.prepare: true`` (decoded and resized once per worker), faster-coco-eval
+- prepared path: ``search.prepare: resized`` (decoded and resized once per worker), faster-coco-eval
   when installed (``search.coco_backend: auto``);
 - forward only: the recalibration backbone passes and the detector passes on prepared images.
 
@@ -107,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = write_study(Path(tmp), args)
         old = build_fitness(spec)
-        new = build_fitness(dataclasses.replace(spec, prepare=True, coco_backend="auto"))
+        new = build_fitness(dataclasses.replace(spec, prepare="resized", coco_backend="auto"))
         search = new.search
         archs = [sample(spec.space, random.Random(i)) for i in range(args.candidates)]
         old(archs[0]), new(archs[0])  # warm-up

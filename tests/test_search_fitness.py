@@ -145,8 +145,9 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-@pytest.mark.parametrize("detector", ["fpn", "retinanet"])
-def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, device):
+@pytest.mark.parametrize("detector,mode", [("fpn", "resized"), ("retinanet", "resized"),
+                                           ("fpn", "decoded")])
+def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, mode, device):
     """Images decoded and resized once give the fitness of today's path, bit for bit."""
     from detnas import evaluation
     from detnas.data import make_synthetic_detection
@@ -170,7 +171,7 @@ def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector
                  recalib_images=str(tmp_path / "train"), detector=detector,
                  recalib_num_images=5, recalib_batch_size=2, eval_batch_size=2, device=device)
     loader_path, prepared = build_fitness(spec), build_fitness(
-        _spec(**{**spec.__dict__, "checkpoint": path, "prepare": True}))
+        _spec(**{**spec.__dict__, "checkpoint": path, "prepare": mode}))
     for arch in (A, B, A):
         assert loader_path(arch) == prepared(arch)
         old, new = seen[-2:]

@@ -26,6 +26,7 @@ from detnas.supernet import Classifier, Supernet
 log = logging.getLogger(__name__)
 
 FITNESS_KINDS = ("detection", "classification")
+PREPARE_MODES = ("none", "decoded", "resized")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class FitnessSpec:
     device: str = "cpu"
     threads: int = 0  # torch threads in this process; 0 leaves torch's default
     cache: bool = True  # decode the images once into memory (small sets only)
-    prepare: bool = False  # detection: decode + resize the images once per process (prepared.py)
+    prepare: str = "none"  # detection: none | decoded | resized, kept per process (prepared.py)
     coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
 
 
@@ -156,7 +157,9 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
-        if spec.prepare:
+        if spec.prepare not in PREPARE_MODES:
+            raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
+        if spec.prepare != "none":
             return _prepared_detection_fitness(spec, model, search, train, device)
 
         def batches():
@@ -195,12 +198,13 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
 
     if getattr(search, "flip_prob", 0.0):
         raise ValueError(f"{spec.data}: the search split must not be augmented (flip_prob)")
+    resize = spec.prepare == "resized"
     recalib = prepared.prepare_batches(
         model, data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
-                                     seed=spec.seed), device, limit=spec.recalib_num_images)
+                                     seed=spec.seed), device, spec.recalib_num_images, resize)
     evaluated = prepared.prepare_batches(
         model, data.detection_loader(search, batch_size=spec.eval_batch_size, shuffle=False,
-                                     seed=0), device)
+                                     seed=0), device, resize=resize)
 
     def evaluate(m: nn.Module) -> dict:
         predictions = prepared.predict_prepared(m, evaluated, device)
@@ -209,7 +213,8 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
     fitness = SupernetFitness(
         model, evaluate, spec.metric, lambda: (b.images for b in recalib),
         spec.recalib_num_images, recalib_module=backbone_of(model),
-        recalib_forward=prepared.prepared_recalib_forward(model, device),
+        recalib_forward=(prepared.prepared_recalib_forward(model, device) if resize
+                         else detector_recalib_forward(model, device)),
     )
     fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks
     return fitness

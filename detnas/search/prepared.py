@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 class PreparedBatch:
     """One loader batch, transformed: what ``model.transform`` makes of it before batching."""
 
-    images: list[torch.Tensor]  # each (3, h, w) float32, normalised and resized
+    images: list[torch.Tensor]  # each (3, h, w) float32, normalised and resized (or as decoded)
     original_sizes: list[tuple[int, int]]  # (H, W) before resizing: boxes are mapped back to it
     image_ids: list[int] = field(default_factory=list)
+    resized: bool = True  # False: the loader's images as they are; the detector resizes them
 
 
 def storage_device(num_bytes: int, device: torch.device) -> tuple[torch.device, bool]:
@@ -49,7 +50,7 @@ def storage_device(num_bytes: int, device: torch.device) -> tuple[torch.device, 
 
 @torch.no_grad()
 def prepare_batches(model: nn.Module, loader, device: str | torch.device,
-                    limit: int | None = None) -> list[PreparedBatch]:
+                    limit: int | None = None, resize: bool = True) -> list[PreparedBatch]:
     """Every batch of ``loader`` (the first ``limit`` images), transformed as ``model`` would.
 
     Args:
@@ -57,6 +58,8 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
         loader: ``(list[image], list[target])`` batches, e.g. `detnas.data.detection_loader`.
         device: where the transform runs (the model's device, as in its own forward).
         limit: images to keep (recalibration uses the first ``num_images`` only).
+        resize: keep the transformed images (fastest); False keeps the decoded ones, which the
+            detector resizes at each pass (smaller: 640x480 COCO images are 3.7 MB in float32).
     """
     device = torch.device(device)
     transform = model.transform
@@ -66,9 +69,10 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
         if limit is not None:
             images, targets = images[: limit - seen], targets[: limit - seen]
         batches.append(PreparedBatch(
-            [transform.resize(transform.normalize(im.to(device)), None)[0] for im in images],
+            [transform.resize(transform.normalize(im.to(device)), None)[0] if resize else im
+             for im in images],
             [tuple(im.shape[-2:]) for im in images],
-            [int(t["image_id"]) for t in targets if "image_id" in t]))
+            [int(t["image_id"]) for t in targets if "image_id" in t], resize))
         seen += len(images)
         if limit is not None and seen >= limit:
             break
@@ -121,8 +125,12 @@ def predict_prepared(model: nn.Module, batches: list[PreparedBatch],
     predictions = []
     try:
         for b in batches:
-            with prepared_inputs(model, b.original_sizes):
-                outputs = model([im.to(device, non_blocking=True) for im in b.images])
+            images = [im.to(device, non_blocking=True) for im in b.images]
+            if b.resized:
+                with prepared_inputs(model, b.original_sizes):
+                    outputs = model(images)
+            else:
+                outputs = model(images)
             for output, image_id in zip(outputs, b.image_ids, strict=True):
                 predictions.append({"image_id": image_id,
                                     **{k: output[k].cpu() for k in ("boxes", "scores", "labels")}})
