@@ -100,7 +100,7 @@ def coco_evaluate(dataset: CocoDetection, predictions: list[dict],
         predictions: one dict per image: ``image_id``, ``boxes`` (N, 4) xyxy, ``scores`` (N,),
             ``labels`` (N,) contiguous labels 1..num_classes (tensors or arrays).
         backend: ``pycocotools`` (the reference), ``faster`` (faster-coco-eval: the same
-            numbers, several times faster) or ``auto`` (faster when installed); see `coco_backend`.
+            numbers, faster) or ``auto`` (faster when installed); see `coco_backend`.
 
     Returns:
         ``{"mmap", "ap50", "ap75", "aps", "apm", "apl"}``, floats in [0, 1].
