@@ -38,14 +38,17 @@ class PreparedBatch:
     resized: bool = True  # False: the loader's images as they are; the detector resizes them
 
 
-def storage_device(num_bytes: int, device: torch.device) -> tuple[torch.device, bool]:
-    """Where ``num_bytes`` of prepared images live: (device, pin host memory)."""
+def device_budget(device: torch.device) -> int:
+    """Bytes of prepared images that may stay on ``device``: half of its free memory (CUDA)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        if num_bytes <= free // 2:
-            return device, False
-        return torch.device("cpu"), True
-    return torch.device("cpu"), False
+        return free // 2
+    return 0
+
+
+def _to_host(batches: list[PreparedBatch], pin: bool) -> None:
+    for b in batches:
+        b.images = [im.cpu().pin_memory() if pin else im.cpu() for im in b.images]
 
 
 @torch.no_grad()
@@ -64,7 +67,8 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
     device = torch.device(device)
     transform = model.transform
     assert not transform.training, "a training transform resizes at random"
-    batches, seen = [], 0
+    batches, seen, num_bytes = [], 0, 0
+    budget, on_host = device_budget(device), device.type != "cuda"
     for images, targets in loader:
         if limit is not None:
             images, targets = images[: limit - seen], targets[: limit - seen]
@@ -74,14 +78,16 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
             [tuple(im.shape[-2:]) for im in images],
             [int(t["image_id"]) for t in targets if "image_id" in t], resize))
         seen += len(images)
+        num_bytes += sum(im.numel() * im.element_size() for im in batches[-1].images)
+        if not on_host and num_bytes > budget:  # does not fit: all of it to pinned host memory
+            _to_host(batches, pin=True)
+            on_host = True
+        elif on_host:
+            _to_host(batches[-1:], pin=device.type == "cuda")
         if limit is not None and seen >= limit:
             break
-    num_bytes = sum(im.numel() * im.element_size() for b in batches for im in b.images)
-    where, pin = storage_device(num_bytes, device)
-    for b in batches:
-        b.images = [im.to(where).pin_memory() if pin else im.to(where) for im in b.images]
-    log.info("prepared %d images (%.1f MB) on %s%s", seen, num_bytes / 2**20, where,
-             " (pinned)" if pin else "")
+    log.info("prepared %d images (%.1f MB) %s", seen, num_bytes / 2**20,
+             "in host memory" if on_host else f"on {device}")
     return batches
 
 
