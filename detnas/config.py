@@ -64,6 +64,8 @@ class ClassificationConfig:
     dropout: float = 0.2  # Dropout2d before the pooling of ShuffleNet classifiers (reference)
     init: str = "reference"  # ShuffleNet weights: reference (DetNAS's normal init) | torch
     search_images: int = 50  # train images held out for the ClsNASNet fitness (SPOS: 50000)
+    loader: str = "cpu"  # cpu: PIL decode + augment in DataLoader workers | gpu: JPEG decode +
+    # augmentation on the training device (data/device_loader.py), when the CPUs cannot keep up
 
 
 @dataclass
@@ -133,6 +135,11 @@ class SearchConfig:
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
     threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
     # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
+    prepare: str = "none"  # none | decoded | resized: the search images decoded (and resized) once
+    # per worker, kept on the GPU where they fit; the same fitness bit for bit. float32 per
+    # image: decoded 640x480 COCO 3.7 MB, resized to 800 px 12 MB (GPU runs)
+    coco_backend: str = "auto"  # auto: faster-coco-eval when installed (same 12 numbers as
+    # pycocotools, the reference; 1.7x to 4x faster here) | pycocotools | faster
 
 
 @dataclass

@@ -115,6 +115,23 @@ def classifier_options(cfg: StudyConfig) -> dict:
     return {"dropout": cfg.classification.dropout, "init": cfg.classification.init}
 
 
+def _classification_inputs(cfg: StudyConfig, data, loss):
+    """``(loss, dataset, collate)`` of a training stage for ``classification.loader``."""
+    loader = cfg.classification.loader
+    if loader == "cpu":
+        return loss, data, default_collate
+    if loader == "gpu":  # decode + augment in the step, on the model's device
+        from detnas.data.device_loader import (
+            DeviceAugment,
+            EncodedImages,
+            collate_encoded,
+            on_device,
+        )
+
+        return on_device(loss, DeviceAugment(data)), EncodedImages(data), collate_encoded
+    raise ValueError(f"classification.loader: {loader!r} (expected cpu | gpu)")
+
+
 def _evaluate_classifier(cfg: StudyConfig):
     def evaluate(model, device):
         from detnas.data import classification_loader
@@ -140,7 +157,7 @@ def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
     model = build_model("classification", backbone, data.num_classes, **classifier_options(cfg))
     tcfg = cfg.supernet_pretrain
     stage = engine.Stage(
-        model, classification_loss(tcfg.label_smoothing), data, default_collate,
+        model, *_classification_inputs(cfg, data, classification_loss(tcfg.label_smoothing)),
         model_meta("classification", backbone, data.num_classes),
         path_sampler(cfg, tcfg), backbone_of(model),
     )
@@ -214,8 +231,9 @@ def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> 
     data = _classification_data(cfg, "train", True)
     model = build_model("classification", spec, data.num_classes, **classifier_options(cfg))
     tcfg = pretrain_schedule(cfg, spec)
-    stage = engine.Stage(model, classification_loss(tcfg.label_smoothing), data, default_collate,
-                         model_meta("classification", spec, data.num_classes))
+    stage = engine.Stage(model, *_classification_inputs(
+        cfg, data, classification_loss(tcfg.label_smoothing)),
+        model_meta("classification", spec, data.num_classes))
     run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)})
     return _run_stage(cfg, run, stage, tcfg, _evaluate_classifier(cfg))
 

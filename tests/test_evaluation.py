@@ -1,6 +1,7 @@
 """COCO metrics equal pycocotools' own run on the same files; top-k accuracy; evaluation loops."""
 
 import contextlib
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from detnas.data import CocoDetection, make_synthetic_detection
 from detnas.evaluation import (
     METRICS,
+    coco_backend,
     coco_evaluate,
     evaluate_classifier,
     evaluate_detector,
@@ -74,10 +76,15 @@ def _pycocotools_directly(annotation_file, predictions, categories, tmp_path):
     return evaluator.stats
 
 
-def test_equals_cocoeval_on_the_fixture(tmp_path):
+BACKENDS = ["pycocotools", pytest.param("faster", marks=pytest.mark.skipif(
+    importlib.util.find_spec("faster_coco_eval") is None, reason="faster-coco-eval not installed"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equals_cocoeval_on_the_fixture(tmp_path, backend):
     ds = CocoDetection(FIXTURE / "val2017", ANNOTATIONS)
     preds = _noisy(ds, 0)
-    ours = coco_evaluate(ds, preds)
+    ours = coco_evaluate(ds, preds, backend)
     stats = _pycocotools_directly(ANNOTATIONS, preds, [1, 3, 18, 90], tmp_path)
     assert set(ours) == set(METRICS)
     for name, value in zip(METRICS, stats[:6], strict=True):
@@ -85,17 +92,30 @@ def test_equals_cocoeval_on_the_fixture(tmp_path):
     assert 0 < ours["mmap"] < 1
 
 
-def test_equals_cocoeval_on_synthetic(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equals_cocoeval_on_synthetic(tmp_path, backend):
     make_synthetic_detection(tmp_path, seed=0, num_train=1, num_test=12, image_size=128,
                              num_classes=3)
     ann = tmp_path / "annotations" / "instances_test.json"
     ds = CocoDetection(tmp_path / "test", ann)
     preds = _noisy(ds, 1)
-    ours = coco_evaluate(ds, preds)
+    ours = coco_evaluate(ds, preds, backend)
+    assert coco_evaluate(ds.subset(ds.ids[:5]), preds[:5], backend) == coco_evaluate(
+        ds.subset(ds.ids[:5]), preds[:5], "pycocotools")
     stats = _pycocotools_directly(ann, preds, [1, 2, 3], tmp_path)
     assert [ours[m] for m in METRICS] == pytest.approx([max(v, 0.0) for v in stats[:6]],
                                                         abs=1e-12)
     assert 0 < ours["aps"] < 1 and 0 < ours["apm"] < 1
+
+
+def test_coco_backend_choice(monkeypatch):
+    assert coco_backend("pycocotools") == "pycocotools"
+    with pytest.raises(ValueError, match="unknown COCO evaluation backend 'fast'"):
+        coco_backend("fast")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert coco_backend("auto") == "pycocotools"
+    with pytest.raises(ValueError, match="needs faster-coco-eval"):
+        coco_backend("faster")
 
 
 def test_perfect_empty_and_subset():

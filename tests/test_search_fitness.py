@@ -73,7 +73,7 @@ def _fake_modules(monkeypatch, calls):
             for i in range(0, len(ds), batch_size)],
     )
 
-    def evaluate_detector(model, dataset, batch_size, device):
+    def evaluate_detector(model, dataset, batch_size, device, backend="auto"):
         calls.append(("evaluate", len(dataset), batch_size))
         return _probe([])(model)
 
@@ -88,7 +88,7 @@ def _fake_modules(monkeypatch, calls):
         monkeypatch.setattr(detnas, name, module, raising=False)
 
 
-def _spec(path, **changes):
+def _spec(path=None, **changes):
     values = dict(checkpoint=str(path), kind="detection", space="test", data="search.json",
                   images="search/", recalib_data="train.json", recalib_images="train/",
                   detector="fpn", recalib_num_images=4, recalib_batch_size=2, eval_batch_size=3)
@@ -134,3 +134,44 @@ def test_checkpoint_of_another_space_task_or_detector(tmp_path, changes, match):
     resnet = {**ckpt, "backbone": {"kind": "resnet", "depth": 50}}
     with pytest.raises(ValueError, match="backbone.kind is 'resnet'"):
         check_checkpoint(resnet, "x.pt", _spec("x.pt"))
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("detector,mode", [("fpn", "resized"), ("retinanet", "resized"),
+                                           ("fpn", "decoded")])
+def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, mode, device):
+    """Images decoded and resized once give the fitness of today's path, bit for bit."""
+    from detnas import evaluation
+    from detnas.data import make_synthetic_detection
+
+    make_synthetic_detection(tmp_path, seed=0, num_train=7, num_test=5, image_size=48,
+                             num_classes=2)
+    cfg = DetectorConfig(min_size=64, max_size=64, fpn_channels=16, score_thresh=0.0)
+    torch.manual_seed(0)
+    model = build_model("detection", {"kind": "supernet", "space": "test"}, 2, detector, cfg)
+    path = save_checkpoint(tmp_path / "det.pt", {
+        "model": model.state_dict(),
+        **model_meta("detection", {"kind": "supernet", "space": "test"}, 2, detector, cfg)})
+    seen = []
+    coco_evaluate = evaluation.coco_evaluate
+    monkeypatch.setattr(evaluation, "coco_evaluate", lambda ds, preds, backend="auto": (
+        seen.append(preds), coco_evaluate(ds, preds, backend))[1])
+    ann = tmp_path / "annotations"
+    spec = _spec(path, data=str(ann / "instances_test.json"), images=str(tmp_path / "test"),
+                 recalib_data=str(ann / "instances_train.json"),
+                 recalib_images=str(tmp_path / "train"), detector=detector,
+                 recalib_num_images=5, recalib_batch_size=2, eval_batch_size=2, device=device)
+    loader_path, prepared = build_fitness(spec), build_fitness(
+        _spec(**{**spec.__dict__, "checkpoint": path, "prepare": mode}))
+    for arch in (A, B, A):
+        assert loader_path(arch) == prepared(arch)
+        old, new = seen[-2:]
+        assert [p["image_id"] for p in old] == [p["image_id"] for p in new]
+        for p, q in zip(old, new, strict=True):
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(p[key], q[key]), key  # the same kernels on the same values
+    assert sum(len(p["boxes"]) for p in seen[0]) > 0

@@ -90,7 +90,8 @@ def _run(args) -> int:
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
                else cfg.classification.cache),
-        threads=s.threads, recalib_momentum=0.1 if s.recalib == "momentum" else None,
+        threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
+        recalib_momentum=0.1 if s.recalib == "momentum" else None,
         holdout=cfg.classification.search_images if args.fitness == "classification" else 0,
     )
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")

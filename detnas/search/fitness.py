@@ -28,6 +28,7 @@ from detnas.supernet import Classifier, Supernet
 log = logging.getLogger(__name__)
 
 FITNESS_KINDS = ("detection", "classification")
+PREPARE_MODES = ("none", "decoded", "resized")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class FitnessSpec:
     recalib_momentum: float | None = None  # None: exact statistics; 0.1: the reference's average
     holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
+    prepare: str = "none"  # detection: none | decoded | resized, kept per process (prepared.py)
+    coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
 
 
 class SupernetFitness:
@@ -192,8 +195,15 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
-
+        if spec.prepare not in PREPARE_MODES:
+            raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)
+        if spec.prepare != "none":
+            if with_targets:
+                raise ValueError(f"{spec.checkpoint}: a detector with BN in its FPN and head "
+                                 "(detector.norm: bn) is recalibrated whole, with targets; "
+                                 f"search.prepare must be none, got {spec.prepare!r}")
+            return _prepared_detection_fitness(spec, model, search, train, device)
 
         def batches():
             loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
@@ -202,7 +212,8 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
                     for images, targets in loader)
 
         return SupernetFitness(
-            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device),
+            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device,
+                                                          spec.coco_backend),
             spec.metric, batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
         )
     # the held-out images of the training set score; the rest (what the supernet trained on)
@@ -224,3 +235,34 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
         model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
         batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
     )
+
+
+def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, train,
+                                device: torch.device) -> SupernetFitness:
+    """The detection fitness on images prepared once (`detnas.search.prepared`): same values."""
+    from detnas import data, evaluation
+    from detnas.search import prepared
+
+    if getattr(search, "flip_prob", 0.0):
+        raise ValueError(f"{spec.data}: the search split must not be augmented (flip_prob)")
+    resize = spec.prepare == "resized"
+    recalib = prepared.prepare_batches(
+        model, data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
+                                     seed=spec.seed), device, spec.recalib_num_images, resize)
+    evaluated = prepared.prepare_batches(
+        model, data.detection_loader(search, batch_size=spec.eval_batch_size, shuffle=False,
+                                     seed=0), device, resize=resize)
+
+    def evaluate(m: nn.Module) -> dict:
+        predictions = prepared.predict_prepared(m, evaluated, device)
+        return evaluation.detection_metrics(search, predictions, spec.coco_backend)
+
+    fitness = SupernetFitness(
+        model, evaluate, spec.metric, lambda: (b.images for b in recalib),
+        spec.recalib_num_images, recalib_module=backbone_of(model),
+        recalib_forward=(prepared.prepared_recalib_forward(model, device) if resize
+                         else detector_recalib_forward(model, device)),
+        recalib_momentum=spec.recalib_momentum,
+    )
+    fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks
+    return fitness

@@ -1,0 +1,46 @@
+"""Smoke test: the throughput benchmarks run on CPU in a tiny setting and print their ratios."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cpu",
+                          *args], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_fitness_path_benchmark_prints_its_ratios():
+    out = _run("bench_fitness_path.py", "--recalib", "4", "--val", "4", "--image-size", "64",
+               "--batch", "2", "--candidates", "1")
+    assert re.search(r"loader path .*: \d+\.\d\d", out)
+    assert re.search(r"prepared path .*: \d+\.\d\d \(target <= 1.2", out)
+    assert re.search(r"COCO scoring / forward: pycocotools \d+\.\d\d", out)
+    assert "same fitness on both paths: True" in out
+
+
+@pytest.mark.slow
+def test_study_cost_benchmark_prints_gpu_days():
+    out = _run("bench_study_cost.py", "--quick", "--iters", "1")
+    for stage in ("pretrain", "finetune_fpn", "search_fpn", "retrain_finetune_retinanet"):
+        assert re.search(rf"{stage} +\d+\.\d h", out), stage
+    assert re.search(r"row DetNAS fpn: [\d.]+ GPU-hours = [\d.]+ GPU-days \(paper: 44", out)
+    assert "row NATS fpn" in out
+
+
+@pytest.mark.slow
+def test_imagenet_loader_benchmark_prints_its_ratios():
+    out = _run("bench_imagenet_loader.py", "--images", "24", "--batch", "8", "--steps", "2",
+               "--image-size", "32")
+    assert re.search(r"CPU path +[\d.]+ images/s per core +ratio loader/step +\d+\.\d\d", out)
+    assert re.search(r"device path +[\d.]+ images/s +ratio loader/step +\d+\.\d\d", out)
