@@ -27,8 +27,6 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-MODELS = {"ddp": "torchrun, one process per GPU", "workers": "one process, a worker per GPU"}
-
 # The process model of each command (its first words); the only place that decides it.
 COMMANDS = {("train",): "ddp", ("nats", "search"): "ddp", ("search",): "workers"}
 
