@@ -40,8 +40,10 @@ SHRINK = {  # sizes only; what is not named here is the paper config's
                  "rpn_post_nms_top_n": 100},
     "supernet_pretrain": TRAIN, "retrain_pretrain": TRAIN, "resnet_pretrain": TRAIN,
     "supernet_finetune": DETECTION_TRAIN, "retrain_finetune": DETECTION_TRAIN,
+    # exact recalibration: the reference's momentum-0.1 average over 2 batches is still mostly
+    # the reset statistics, and every candidate would score alike
     "search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1, "crossovers": 1,
-               "recalib_images": 4, "recalib_batch_size": 2},
+               "recalib_images": 4, "recalib_batch_size": 2, "recalib": "exact"},
     "nats": {"width": 8, "search": DETECTION_TRAIN},
 }
 DATASET = {"kind": "synthetic", "root": "", "num_train": 24, "num_test": 8, "image_size": 64,
