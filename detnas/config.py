@@ -88,15 +88,16 @@ class TrainConfig:
     # FLOPs at 224 (first conv + blocks + last conv + FC), as the reference's ImageNet supernet
     detector_lr: dict[str, float] = field(default_factory=dict)  # lr of one detector instead of
     # lr, e.g. {retinanet: 0.01} (reference: FPN 0.02, RetinaNet 0.01)
+    detector_steps: dict[str, int] = field(default_factory=dict)  # steps of one detector instead
+    # of steps (the embedded default: RetinaNet's steps are cheap, and it needs many of them)
     amp: bool = True  # bf16 autocast on GPU (the reference trains in fp32); ignored on CPU
     checkpoint_every: int = 50  # steps between checkpoints (a kill loses at most this many)
     log_every: int = 10
 
     def for_detector(self, detector: str) -> TrainConfig:
-        """This schedule with the detector's own learning rate, if ``detector_lr`` has one."""
-        if detector not in self.detector_lr:
-            return self
-        return dataclasses.replace(self, lr=self.detector_lr[detector])
+        """This schedule with the detector's own learning rate and steps, where it has them."""
+        return dataclasses.replace(self, lr=self.detector_lr.get(detector, self.lr),
+                                   steps=self.detector_steps.get(detector, self.steps))
 
 
 @dataclass
@@ -241,10 +242,11 @@ def check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
             if not 0 < t.warmup_factor <= 1:
                 raise ValueError(f"{where}.{name}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
-            for d in t.detector_lr:
-                if d not in ("fpn", "retinanet"):
-                    raise ValueError(f"{where}.{name}.detector_lr: unknown detector {d!r} "
-                                     "(fpn, retinanet)")
+            for key in ("detector_lr", "detector_steps"):
+                for d in getattr(t, key):
+                    if d not in ("fpn", "retinanet"):
+                        raise ValueError(f"{where}.{name}.{key}: unknown detector {d!r} "
+                                         "(fpn, retinanet)")
     _check_choice(cfg.detector.box_head, ("4conv1fc", "twomlp"), f"{where}.detector.box_head")
     _check_choice(cfg.detector.norm, ("bn", "none"), f"{where}.detector.norm")
     _check_choice(cfg.search.recalib, ("exact", "momentum"), f"{where}.search.recalib")

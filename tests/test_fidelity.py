@@ -103,7 +103,8 @@ def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
                              num_classes=2, max_objects=1, max_distractors=0)
     cfg = config.load(REPO / "config" / "test.yaml", [
         f"datasets.synth.root={tmp_path}", "supernet_finetune.detector_lr={retinanet: 0.001}",
-        "retrain_finetune.detector_lr={retinanet: 0.002}"])
+        "retrain_finetune.detector_lr={retinanet: 0.002}",
+        "retrain_finetune.detector_steps={retinanet: 5}"])
     seen = _capture_stage(monkeypatch)
     ann = tmp_path / "annotations/instances_train.json"
     train.supernet_detection(cfg, "synth", "retinanet", tmp_path / "train", ann, None, tmp_path)
@@ -111,6 +112,8 @@ def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
     train.train_detector(cfg, spec, "x", "synth", "retinanet", None, tmp_path)
     train.train_detector(cfg, spec, "x", "synth", "fpn", None, tmp_path)
     assert [tcfg.lr for _stage, tcfg in seen] == [0.001, 0.002, cfg.retrain_finetune.lr]
+    assert [tcfg.steps for _stage, tcfg in seen] == [cfg.supernet_finetune.steps, 5,
+                                                     cfg.retrain_finetune.steps]
 
 
 # --- 4. the reference's Faster R-CNN head and FPN ---------------------------------------------
