@@ -315,7 +315,8 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
             "config_hash": chash, "git_commit": provenance({}, seed)["git_commit"]}
-    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags) if ddp.main
+    gpus = ddp.world if ddp.device.type == "cuda" else 0
+    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus) if ddp.main
                else tracking.NullTracker())
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
@@ -363,7 +364,8 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                    "groups": sum(m.num_groups for m in searched_layers(backbone).values()),
                    "arch": arch_tag(dilations)}
         save_json(out_dir / "alphas.json", alphas_json(current, candidates))
-        save_json(out_dir / "metrics.json", {**metrics, "history": history})
+        save_json(out_dir / "metrics.json", {**metrics, "cost": tracker.cost(),
+                                             "history": history})
         save_json(out_dir / "arch.json", spec)
         tracker.set_tags({"arch": metrics["arch"]})
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step)

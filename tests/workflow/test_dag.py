@@ -97,9 +97,20 @@ def finished(stub_study):
     return stub_study
 
 
+def _last_call(study) -> str:
+    return (study.root / "stub-calls.log").read_text().splitlines()[-1]
+
+
 @pytest.mark.slow
-def test_nothing_to_do_after_a_run(finished):
+def test_nothing_to_do_after_a_run_and_the_parent_run_ends_with_it(finished):
     assert finished.planned(*TEST) == {}
+    assert _last_call(finished) == "tracking finish FINISHED"  # onsuccess
+    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)
+    env = dict(finished.env, STUB_FAIL="retrain/detnas")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST],
+                          cwd=finished.root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert _last_call(finished) == "tracking finish FAILED"  # onerror
 
 
 RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
