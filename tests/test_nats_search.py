@@ -93,7 +93,9 @@ def test_search_writes_outputs_that_build(done):
     assert spec["kind"] == "resnet" and (spec["depth"], spec["width"]) == (26, 8)
     assert len(spec["dilations"]) == 8 and spec["provenance"]["seed"] == 0
     assert metrics["steps"] == 4 and metrics["groups"] == 32
-    assert len(load_json(out / "metrics.json")["history"]) == 4
+    saved = load_json(out / "metrics.json")
+    assert len(saved["history"]) == 4
+    assert saved["cost"]["stage"] == "nats-search" and saved["cost"]["gpus"] == 0  # on the CPU
     alphas = load_json(out / "alphas.json")
     assert alphas["candidates"] == [[1, 1], [2, 2], [3, 3]]
     a = torch.tensor(alphas["layers"]["layer3.1"]["alpha"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -50,7 +51,7 @@ def test_stage_run_artifacts_cost_and_the_parent_runs_end(study, capsys):
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
     assert artifacts == {"config.yaml", "arch.json"}
     local = client.download_artifacts(tracker.run_id, "config.yaml", str(path.parent))
-    assert yaml.safe_load(open(local)) == config.to_dict(cfg)  # the resolved config
+    assert yaml.safe_load(Path(local).read_text()) == config.to_dict(cfg)  # resolved config
 
     assert client.get_run(parent).info.status == "RUNNING"
     assert main(["tracking", "finish", "--config", str(path), "--status", "FAILED"]) == 0
