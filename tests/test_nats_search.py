@@ -18,6 +18,7 @@ from detnas.engine import Dist
 from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
 from detnas.nats.ops import weight_parameters
+from detnas.precision import Precision
 from detnas.resnet import ResNetBackbone
 
 torch.set_num_threads(1)
@@ -144,11 +145,11 @@ def test_alternating_steps_touch_only_their_parameters():
     cpu = Dist()  # one process on the CPU
     before_w = [p.detach().clone() for p in weights]
     before_a = [a.detach().clone() for a in alphas]
-    nats_search._weight_step(model, sgd, weights, batch, cpu, False)
+    nats_search._weight_step(model, sgd, weights, batch, cpu, Precision("off", "cpu"))
     assert all(torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
     assert any(not torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
     before_w = [p.detach().clone() for p in weights]
-    nats_search._arch_step(model, adam, alphas, batch, cpu, False)
+    nats_search._arch_step(model, adam, alphas, batch, cpu, Precision("off", "cpu"))
     assert all(torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
     assert all(not torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
     assert adam.defaults["betas"] == (0.5, 0.999) and adam.defaults["weight_decay"] == 1e-3
@@ -271,6 +272,7 @@ TWO_PROCESS_STEP = """
 import torch
 import detnas.nats.search as nats_search
 from detnas.engine import Dist, setup_distributed
+from detnas.precision import Precision
 
 def loss(model, batch, device, amp):  # a mean over the process's images, as a detector's
     x, y = batch
@@ -287,7 +289,7 @@ for share, d in (((x[ddp.rank::2], y[ddp.rank::2]), ddp), ((x, y), Dist())):
     params = list(model.parameters())
     sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     for _ in range(2):
-        value = nats_search._step(model, sgd, params, share, d, False)
+        value = nats_search._step(model, sgd, params, share, d, Precision("off", "cpu"))
     results.append((value, [p.detach().clone() for p in params]))
 (l2, p2), (l1, p1) = results
 assert abs(l2 - l1) < 1e-6, (l2, l1)
