@@ -28,7 +28,7 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 ABLATION_VIEW = "ablation"
 """The experiment's shared view: open ``#/experiments/<id>?viewStateShareKey=ablation``."""
-AP_COLUMNS = ("mmap", "ap50", "ap75", "voc07", "top1", "cost.gpu_hours")
+VIEW_METRICS = ("mmap", "ap50", "ap75", "voc07", "top1", "cost.gpu_hours")
 
 
 class NullTracker:
@@ -126,7 +126,7 @@ def _ablation_view() -> str:
     import json
 
     columns = [f"tags.`{t}`" for t in ("stage", "dataset", "detector", "arch")]
-    columns += [f"metrics.`{m}`" for m in AP_COLUMNS]
+    columns += [f"metrics.`{m}`" for m in VIEW_METRICS]
     group = {"mode": "tag", "groupByData": "ablation"}
     return json.dumps({"selectedColumns": columns,
                        "groupBy": {"aggregateFunction": "average", "groupByKeys": [group]}})
