@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1600,1400",
+                  "--disable-component-update", "--disable-sync", "--window-size=1920,1200",
                   "--virtual-time-budget=30000"]  # let the React app fetch and render
 
 
@@ -132,13 +132,14 @@ def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
 def test_ui_groups_the_study_by_ablation_with_the_ap_columns(store, server, artifacts_dir):
     _, exp_id, _, _ = store
     base, tmp = server
-    url = f"{base}/#/experiments/{exp_id}?viewStateShareKey={ABLATION_VIEW}"
+    url = f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey={ABLATION_VIEW}"
     page = visible_text(chromium(url, tmp, artifacts_dir / "mlflow-ui-ablation.png"))
     assert "Group by: ablation" in page  # the shared view detnas tracking init created
     for row in ROWS:  # one group per row of the paper's table
-        assert f"ablation: {row}" in page, row
-    for column in ("mmap", "ap50", "top1"):
-        assert column in page, column
+        assert f"Group: {row}" in page, row
+    header = page.split("Run Name", 1)[1].split("Group:", 1)[0]  # the table's column headers
+    for column in ("mmap", "ap50", "top1", "stage", "dataset"):
+        assert f" {column} " in header, column
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
@@ -152,6 +153,8 @@ def test_ui_shows_a_retraining_run_with_its_metrics_and_parent(store, server, ar
         max_results=1, order_by=["attributes.start_time ASC"])
     page = visible_text(chromium(f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp,
                                  artifacts_dir / "mlflow-ui-run.png"))
-    assert run.info.run_name in page
-    assert f"mmap {run.data.metrics['mmap']:.4g}"[:9] in page  # the metrics table: name, value
-    assert "Parent run" in page and "ablation : detnas" in page
+    assert run.info.run_name in page and "Status Finished" in page
+    shown = re.search(r" mmap ([-\d.e]+) ", page)  # the metrics table: name, value
+    assert shown and float(shown[1]) == pytest.approx(run.data.metrics["mmap"], rel=1e-3)
+    assert "cost.gpu_hours" in page  # the cost ledger's metrics
+    assert "Parent run study" in page and "ablation : detnas" in page
