@@ -291,6 +291,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         model.load_state_dict(ckpt["model"])
         sgd.load_state_dict(ckpt["optimizer"])
         adam.load_state_dict(ckpt["arch_optimizer"])
+        precision.load_state_dict(ckpt.get("scaler", {}))
         step, history, positions = ckpt["step"], ckpt["history"], ckpt["positions"]
         seconds = ckpt["seconds"]
         log.info("resuming %s at step %d/%d", path, step, t.steps)
@@ -306,7 +307,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
             return
         save_checkpoint(path, {
             "step": step, "model": model.state_dict(), "optimizer": sgd.state_dict(),
-            "arch_optimizer": adam.state_dict(),
+            "arch_optimizer": adam.state_dict(), "scaler": precision.state_dict(),
             "positions": [wstream.position, astream.position], "history": history,
             "seconds": seconds, "alphas": alphas_of(backbone), "candidates": candidates,
             "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
