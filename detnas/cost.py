@@ -5,6 +5,8 @@ writes its ``metrics.json`` it adds ``"cost": tracker.cost()`` (the `Meter.read`
 logged as ``cost.*`` MLflow metrics). The report sums the records per row of the study
 (`detnas.report.ledger`).
 
+- ``wall_s``: from the start of the stage's tracked run (inputs loaded, model built) to the
+  writing of its ``metrics.json``.
 - ``gpus``: the GPUs the stage's process model holds (`detnas.launch`): the torchrun world size
   for training and NATS, the evaluation workers (at most the visible GPUs) for a search; 0 on the
   CPU. ``gpu_hours`` = ``gpus`` x wall time.
