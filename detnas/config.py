@@ -136,9 +136,9 @@ class SearchConfig:
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
     threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
     # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
-    prepare: str = "none"  # none | decoded | resized: the search images decoded (and resized) once
-    # per worker, kept on the GPU where they fit; the same fitness bit for bit. float32 per
-    # image: decoded 640x480 COCO 3.7 MB, resized to 800 px 12 MB (GPU runs)
+    prepare: str = "none"  # none | decoded | resized: the search and recalibration images decoded
+    # (and resized) once per worker, kept on the GPU where they fit; the same fitness bit for bit.
+    # Per image: decoded uint8 640x480 COCO 0.9 MB, resized float32 at 800 px 12 MB (GPU runs)
     coco_backend: str = "auto"  # auto: faster-coco-eval when installed (same 12 numbers as
     # pycocotools, the reference; 1.7x to 4x faster here) | pycocotools | faster
 
