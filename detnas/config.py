@@ -278,9 +278,10 @@ def check(cfg: StudyConfig, where: str) -> None:
         raise ValueError(f"{where}.latency.clock: cpu times one CPU thread: it needs "
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "
                          f"{cfg.latency.threads})")
-    for key in ("batch_size", "input_size", "threads", "repeats"):
-        if getattr(cfg.latency, key) < 1:
-            raise ValueError(f"{where}.latency.{key}: {getattr(cfg.latency, key)} (must be >= 1)")
+    for key, low in (("batch_size", 1), ("input_size", 32), ("threads", 1), ("repeats", 1)):
+        if getattr(cfg.latency, key) < low:
+            raise ValueError(f"{where}.latency.{key}: {getattr(cfg.latency, key)} "
+                             f"(must be >= {low})")
     if cfg.latency.warmup < 0:
         raise ValueError(f"{where}.latency.warmup: {cfg.latency.warmup} (must be >= 0)")
     c = cfg.classification
@@ -354,6 +355,12 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
 def latency_table_path(cfg: StudyConfig) -> str:
     """The latency table of the study: ``latency.table``, or the workflow's default path."""
     return cfg.latency.table or f"{cfg.results}/latency/table.json"
+
+
+def search_uses_latency(cfg: StudyConfig) -> bool:
+    """Whether the searches read the latency table: ``search.max_latency`` needs it, and one
+    named by ``latency.table`` adds every candidate's predicted latency to the history."""
+    return bool(cfg.search.max_latency or cfg.latency.table)
 
 
 def to_dict(cfg: Any) -> dict:

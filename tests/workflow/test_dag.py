@@ -38,6 +38,14 @@ def test_test_config_plans_the_same_dag_with_one_detector(study):
     assert study.planned(*TEST) == TEST_JOBS
 
 
+def test_a_latency_limit_adds_the_latency_table_before_every_search(study):
+    study.edit_config("test.yaml", "search", "max_latency", 5.0)
+    assert study.planned(*TEST) == {**TEST_JOBS, "latency_table": 1}
+    out = study.snakemake("-n", "-p", *TEST).stdout
+    assert "detnas latency-table --config results/config.yaml --out results/latency/table.json" \
+        in out
+
+
 def test_a_second_dataset_multiplies_the_dataset_stages(study):
     study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
     jobs = study.planned(*TEST)
