@@ -9,6 +9,7 @@ from detnas.flops import cost_table
 from detnas.search.evolution import (
     evaluation_budget,
     flops_floor,
+    params_floor,
     run_search,
     serial,
     top_k,
@@ -98,6 +99,30 @@ def test_flops_floor_is_the_exact_minimum_and_infeasible_limits_fail_at_once():
     assert table.backbone_flops(_arch_test(state.history[0]["arch"])) == exhaustive
 
 
+def test_params_limit_filters_every_candidate_and_infeasible_limits_fail_at_once():
+    table = cost_table("test")
+    sizes = sorted(table.backbone_params(Arch("test", c))
+                   for c in itertools.product(range(4), repeat=6))
+    assert params_floor("test") == sizes[0]
+    assert all(table.backbone(Arch("test", (c,) * 6)).params == table.backbone_params(
+        Arch("test", (c,) * 6)) for c in range(4))
+    limit = float(sizes[len(sizes) // 4])  # a quarter of the space is feasible
+    state = _run(cfg=small_config(max_params=limit), space="test")
+    assert state.history and all(r["backbone_params"] <= limit for r in state.history)
+    assert all(r["backbone_params"] == table.backbone_params(_arch_test(r["arch"]))
+               for r in state.history)
+    assert state.settings["max_params"] == limit
+    fitness = Counting(noisy_fitness)
+    with pytest.raises(ValueError, match=r"search.max_params: .* below the cheapest network"):
+        _run(cfg=small_config(max_params=sizes[0] - 1.0), fitness=fitness, space="test")
+    assert fitness.calls == []
+
+
+def test_a_latency_limit_needs_a_table():
+    with pytest.raises(ValueError, match=r"search.max_latency: 5 ms needs a latency table"):
+        _run(cfg=small_config(max_latency=5.0))
+
+
 def _arch_test(text):
     return Arch.parse(text, "test")
 
@@ -105,6 +130,7 @@ def _arch_test(text):
 @pytest.mark.parametrize("field,value,match", [
     ("topk", 9, "topk"), ("mutations", 6, "mutations"), ("mutation_prob", 1.5, "mutation_prob"),
     ("population", 0, "population"), ("max_flops", -1.0, "max_flops"),
+    ("max_params", -1.0, "max_params"), ("max_latency", -1.0, "max_latency"),
 ])
 def test_bad_settings(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -16,10 +16,10 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from detnas import config as study_config
 from detnas import tracking
 from detnas.checkpoint import git_commit, load_checkpoint, load_json, provenance
-from detnas.config import (StudyConfig, config_hash, latency_table_path, search_uses_latency,
-                           to_dict)
+from detnas.config import StudyConfig, config_hash, to_dict
 from detnas.latency import LatencyTable, check_winners, load_table
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
@@ -51,9 +51,9 @@ def search_latency_table(cfg: StudyConfig) -> LatencyTable | None:
     Raises:
         ValueError: the table is missing, corrupt, or of another space.
     """
-    if not search_uses_latency(cfg):
+    if not study_config.search_uses_latency(cfg):
         return None
-    return load_table(latency_table_path(cfg), cfg.space)
+    return load_table(study_config.latency_table_path(cfg), cfg.space)
 
 
 def resolve_workers(workers: int, device: str) -> int:
