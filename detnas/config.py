@@ -130,6 +130,9 @@ class SearchConfig:
     max_params: float = 0.0  # backbone parameters limit; 0 = no limit
     max_latency: float = 0.0  # predicted backbone latency limit in ms, from the latency table
     # (section latency); 0 = no limit
+    objective: str = "fitness"  # fitness: parents are the top k by fitness (the paper) | pareto:
+    # the top k of the (cost, fitness) non-dominated fronts, cost = the predicted latency with a
+    # latency table, else the FLOPs; the search also writes the front (front.json)
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
     recalib: str = "exact"  # BN statistics: exact (cumulative over all images) | momentum (the

@@ -158,3 +158,26 @@ def test_cli_latency_table_and_check(tmp_path, capsys):
     assert [r["arch"] for r in rows] == ["0-00-00-0", "3-33-33-3"]
     assert main(["latency-table", "--set", "latency.clock=cpu", "--set", "latency.threads=2"]) == 2
     assert "latency.clock: cpu times one CPU thread" in capsys.readouterr().err
+
+
+def test_pareto_search_on_latency_writes_the_front(tmp_path, tiny_table):
+    save_table(tmp_path / "table.json", tiny_table)
+    metrics = stage.search_stage(_cfg(tmp_path, objective="pareto"), "evolution", tmp_path / "out",
+                                 factory=make_noisy)
+    data = json.loads((tmp_path / "out/front.json").read_text())
+    assert data["cost"] == "latency_ms" and len(data["front"]) == metrics["front_size"] >= 1
+    costs = [r["latency_ms"] for r in data["front"]]
+    fits = [r["fitness"] for r in data["front"]]
+    assert costs == sorted(costs) and fits == sorted(fits)  # cheaper is less fit along it
+    assert data["front"][-1]["arch"] == metrics["best_arch"]
+    assert (tmp_path / "out/front.png").stat().st_size > 0
+
+
+def test_report_draws_the_front(tmp_path):
+    from detnas.report.figures import plot_flops_fitness
+
+    history = [{"backbone_flops": 1e6 * (10 + i % 7), "fitness": (i * 37 % 11) / 10}
+               for i in range(30)]
+    plain = plot_flops_fitness({"detnas": history}, tmp_path / "a.png", "t")
+    front = plot_flops_fitness({"detnas": history}, tmp_path / "b.png", "t", front=True)
+    assert plain.read_bytes() != front.read_bytes()

@@ -10,6 +10,8 @@ from detnas.search.evolution import (
     evaluation_budget,
     flops_floor,
     params_floor,
+    pareto_front,
+    pareto_top_k,
     run_search,
     serial,
     top_k,
@@ -121,6 +123,39 @@ def test_params_limit_filters_every_candidate_and_infeasible_limits_fail_at_once
 def test_a_latency_limit_needs_a_table():
     with pytest.raises(ValueError, match=r"search.max_latency: 5 ms needs a latency table"):
         _run(cfg=small_config(max_latency=5.0))
+
+
+def test_pareto_front_and_parents():
+    rows = [{"order": i, "c": c, "fitness": f} for i, (c, f) in enumerate(
+        [(5, 0.5), (3, 0.4), (3, 0.2), (1, 0.1), (4, 0.6), (2, float("nan")), (6, 0.6)])]
+    front = pareto_front(rows, "c")
+    assert [r["order"] for r in front] == [3, 1, 4]  # (1, .1) (3, .4) (4, .6)
+    # the first front, then the front of the rest: (3, .2) (5, .5) (6, .6); of it the fittest
+    assert [r["order"] for r in pareto_top_k(rows, 5, "c")] == [4, 1, 3, 6, 0]
+    assert [r["order"] for r in pareto_top_k(rows, 7, "c")][-1] == 5  # NaN last
+    assert [r["order"] for r in pareto_top_k(rows, 2, "c")] == [4, 1]
+
+
+def test_pareto_search_keeps_the_front():
+    fitness = Counting(noisy_fitness)
+    state = _run(cfg=small_config(objective="pareto"), fitness=fitness)
+    assert state.settings["objective"] == "pareto"
+    assert state.settings["pareto_cost"] == "backbone_flops"
+    assert len(fitness.calls) == len(set(fitness.calls)) == evaluation_budget(small_config())
+    front = pareto_front(state.history, "backbone_flops")
+    def dominates(a, b):
+        return a["backbone_flops"] <= b["backbone_flops"] and a["fitness"] > b["fitness"]
+
+    assert not any(dominates(r, f) for r in state.history for f in front)
+    assert all(any(dominates(f, r) or f["backbone_flops"] <= r["backbone_flops"] and
+                   f["fitness"] == r["fitness"] for f in front)
+               for r in state.history if r not in front)
+    assert top_k(state.history, 1)[0] in front  # the fittest is on it
+    assert front[0]["backbone_flops"] == min(r["backbone_flops"] for r in state.history)
+    plain = _run(cfg=small_config())
+    assert [r["arch"] for r in plain.history] != [r["arch"] for r in state.history]
+    with pytest.raises(ValueError, match=r"search.objective: 'best' \(fitness, pareto\)"):
+        _run(cfg=small_config(objective="best"))
 
 
 def _arch_test(text):

@@ -7,6 +7,9 @@ block re-drawn with probability ``mutation_prob``, at most ``10 * mutations`` tr
 for the rest; the top k are the best of everything evaluated so far. A candidate over any limit
 (backbone FLOPs, backbone params, predicted latency from a `detnas.latency` table: `Limits`) is
 rejected before evaluation (never penalised), and no candidate is evaluated twice.
+With ``objective: pareto`` the parents are the top k of the (cost, fitness) non-dominated fronts
+instead (`pareto_top_k`; cost: the predicted latency with a latency table, else the FLOPs), and
+the search returns the front of everything evaluated (`pareto_front`).
 Random search draws every generation at random: the same number of evaluations
 (`evaluation_budget`), the same filter, the same state and history.
 
@@ -36,6 +39,7 @@ from detnas.space import Arch, crossover, get_space, mutate, sample_where
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("evolution", "random")
+OBJECTIVES = ("fitness", "pareto")
 STATE_VERSION = 1
 
 Fitness = Callable[[Arch], float]
@@ -133,6 +137,8 @@ def check_settings(cfg, space: str, where: str = "search", latency=None) -> None
         )
     if cfg.topk > cfg.population:
         raise ValueError(f"{where}.topk: {cfg.topk} exceeds population {cfg.population}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"{where}.objective: {cfg.objective!r} ({', '.join(OBJECTIVES)})")
     if not 0.0 <= cfg.mutation_prob <= 1.0:
         raise ValueError(f"{where}.mutation_prob: must be in [0, 1], got {cfg.mutation_prob}")
     for name in ("max_flops", "max_params", "max_latency"):
@@ -228,6 +234,9 @@ def _settings(cfg, latency=None) -> dict[str, float | str]:
     if latency is not None:  # another table predicts other latencies
         settings["latency_table"] = hashlib.sha256(
             repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
+    if cfg.objective != "fitness":
+        settings["objective"] = cfg.objective
+        settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
     return settings
 
 
@@ -238,6 +247,36 @@ def _rank(value: float) -> float:
 def top_k(history: list[dict], k: int) -> list[dict]:
     """The ``k`` best rows of ``history`` (ties: the earlier candidate first; NaN last)."""
     return sorted(history, key=lambda r: (-_rank(r["fitness"]), r["order"]))[:k]
+
+
+def pareto_front(rows: list[dict], column: str) -> list[dict]:
+    """The rows no other row dominates (no higher ``column`` and a higher fitness), by ``column``
+    ascending. NaN fitness is never on the front."""
+    front, best = [], -math.inf
+    for row in sorted(rows, key=lambda r: (r[column], -_rank(r["fitness"]), r["order"])):
+        if _rank(row["fitness"]) > best:
+            front.append(row)
+            best = _rank(row["fitness"])
+    return front
+
+
+def pareto_top_k(rows: list[dict], k: int, column: str) -> list[dict]:
+    """The ``k`` parents of a Pareto search: the non-dominated front, then the front of the rest,
+    and so on (NSGA-II's ranks); of the last front taken in part, the fittest."""
+    chosen, rest = [], list(rows)
+    while rest and len(chosen) < k:
+        front = pareto_front(rest, column) or rest  # only NaN fitness left
+        chosen += top_k(front, k - len(chosen))
+        taken = {r["order"] for r in front}
+        rest = [r for r in rest if r["order"] not in taken]
+    return chosen
+
+
+def parents(state: SearchState, topk: int) -> list[dict]:
+    """The rows the next generation's mutants and children come from (objective-wise)."""
+    if state.settings.get("objective", "fitness") == "pareto":
+        return pareto_top_k(state.history, topk, state.settings["pareto_cost"])
+    return top_k(state.history, topk)
 
 
 def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
@@ -256,17 +295,17 @@ def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
         return True
 
     if state.strategy == "evolution" and state.generation > 0:
-        parents = [Arch.parse(r["arch"], space) for r in top_k(state.history, topk)]
+        chosen = [Arch.parse(r["arch"], space) for r in parents(state, topk)]
         found = 0
         for _ in range(10 * mutations):  # the reference's bound on tries
             if found == mutations:
                 break
-            found += fresh(mutate(rng.choice(parents), rng, prob))
+            found += fresh(mutate(rng.choice(chosen), rng, prob))
         found = 0
         for _ in range(10 * crossovers):
             if found == crossovers:
                 break
-            found += fresh(crossover(rng.choice(parents), rng.choice(parents), rng))
+            found += fresh(crossover(rng.choice(chosen), rng.choice(chosen), rng))
     misses = 0
     while len(out) < population and misses < 100 * population:
         misses += not fresh(sample_where(space, rng, limits.feasible, limits.describe()))

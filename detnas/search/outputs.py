@@ -1,4 +1,5 @@
-"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots.
+"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots;
+a Pareto search (``objective: pareto``) also front.json and front.png.
 
 ``history.csv`` has one row per evaluated candidate (``order`` is the evaluation index, the same
 for any number of workers), enough to plot evolution against random search by evaluations.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from detnas.checkpoint import atomic_write, save_json
 from detnas.flops import cost_table
-from detnas.search.evolution import SearchState, top_k
+from detnas.search.evolution import SearchState, pareto_front, top_k
 from detnas.space import Arch
 
 HISTORY_FIELDS = ("order", "generation", "arch", "fitness", "backbone_flops", "backbone_params",
@@ -54,10 +55,44 @@ def search_metrics(state: SearchState, latency_check: list[dict] | None = None) 
                "final_mean_fitness": state.generations[-1]["mean"] if state.generations else None}
     if "latency_ms" in best:
         metrics["best_latency_ms"] = best["latency_ms"]
+    data = front(state)
+    if data is not None:
+        metrics["front_size"] = len(data["front"])
     if latency_check:
         metrics["latency_check"] = latency_check
         metrics["latency_max_error"] = max(abs(r["error"]) for r in latency_check)
     return metrics
+
+
+def front(state: SearchState) -> dict | None:
+    """The content of ``front.json`` of a Pareto search (None otherwise): the candidates no
+    other dominates in (cost, fitness), by cost ascending."""
+    if state.settings.get("objective") != "pareto":
+        return None
+    column = state.settings["pareto_cost"]
+    return {"cost": column, "front": [
+        {k: r[k] for k in ("arch", "fitness", *HISTORY_FIELDS[4:], "order") if k in r}
+        for r in pareto_front(state.history, column)]}
+
+
+def plot_front(state: SearchState, data: dict, path: Path, metric: str) -> Path:
+    """``front.png``: every candidate's cost against its fitness, the front as a step line."""
+    from matplotlib import pyplot as plt
+
+    column = data["cost"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter([r[column] for r in state.history], [r["fitness"] for r in state.history],
+               s=10, color="0.6", label="candidates")
+    ax.step([r[column] for r in data["front"]], [r["fitness"] for r in data["front"]],
+            where="post", color="red", marker="o", ms=4, label="non-dominated front")
+    ax.set(xlabel={"latency_ms": "predicted backbone latency (ms)",
+                   "backbone_flops": "backbone FLOPs"}[column], ylabel=metric,
+           title=f"{state.strategy} search, Pareto front")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
@@ -106,4 +141,8 @@ def write_outputs(state: SearchState, out_dir: str | Path, metric: str, provenan
                                   search_metrics(state, latency_check))}
     fitness_png, flops_png = plot(state, out_dir, metric)
     paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
+    data = front(state)
+    if data is not None:
+        paths["front"] = save_json(out_dir / "front.json", data)
+        paths["front_plot"] = plot_front(state, data, out_dir / "front.png", metric)
     return paths
