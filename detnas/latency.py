@@ -65,8 +65,8 @@ class LatencyTable:
         return {"version": TABLE_VERSION, "space": self.space, "unit": "ms",
                 "statistic": "median", "stem_ms": self.stem_ms,
                 "blocks_ms": [list(row) for row in self.blocks_ms],
-                "choices": list(CHOICES), "layout": [list(b) for b in get_space(self.space)
-                                                     .block_layout()],
+                "choices": list(CHOICES),
+                "layout": [list(b) for b in get_space(self.space).block_layout()],
                 "measurement": asdict(self.measurement), "device_name": self.device_name,
                 "torch": self.torch, "threads": self.threads}
 

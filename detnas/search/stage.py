@@ -142,6 +142,9 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
         if latency is not None:  # the top candidates' standalone backbones, measured here
             checked = check_winners(latency, [Arch.parse(r["arch"], cfg.space)
                                               for r in top_k(state.history, cfg.search.topk)])
+            if not checked:
+                log.warning("latency table measured on %s, which this machine does not have: "
+                            "the winners' latency is not measured", latency.measurement.device)
             for row in checked:
                 log.info("latency of %s: predicted %.3f ms, measured %.3f ms (%+.1f%%)",
                          row["arch"], row["predicted_ms"], row["measured_ms"], 100 * row["error"])
