@@ -25,7 +25,7 @@ population * generations candidates. An existing OUT/state.json is resumed.
 def register(sub) -> None:
     p = sub.add_parser("search", help="search a supernet: evolution, random")
     cmds = p.add_subparsers(dest="search_command", required=True, metavar="STRATEGY")
-    for strategy, text in (("evolution", "evolutionary search under the FLOPs / params / latency limits"),
+    for strategy, text in (("evolution", "evolutionary search under the cost limits"),
                            ("random", "random search with the evolution's evaluation budget")):
         c = cmds.add_parser(strategy, help=text, description=text, epilog=_EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
