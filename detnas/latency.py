@@ -1,11 +1,14 @@
 """Latency of architectures on the user's device, from a measured per-block table.
 
 The twin of `detnas.flops`: the table holds the latency of the fixed part of the backbone (the
-first conv) and of every (block, choice) of a space, each module timed alone on an input of the
-shape it sees in the network; the predicted latency of an arch is the sum of its entries. Each
-entry is the median of ``repeats`` timed forwards after ``warmup`` untimed ones, in inference
-mode, with the CUDA stream synchronised around each forward on a GPU. The table records where and
-how it was measured (device name, torch version, threads, batch size, input size).
+first conv) and of every (block, choice) of a space; the predicted latency of an arch is the sum
+of its entries. Each entry is timed in context, between the neighbouring modules of whole
+forwards of the supernet's paths (`measure_table`), in inference mode: the median of ``repeats``
+runs after ``warmup`` untimed forwards, CUDA events on a GPU (no synchronisation between
+modules), the wall clock (or the thread's CPU time) on a CPU. Timing each module alone, over and
+over on the same input, predicted whole backbones 26% too fast on the CPU here: a block in a
+network finds caches its neighbours left. The table records where and how it was measured
+(device name, torch version, threads, batch size, input size, clock).
 
 Reading a table and predicting is pure Python; measuring imports torch.
 """
