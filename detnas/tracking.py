@@ -66,13 +66,13 @@ class MlflowTracker(NullTracker):
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, Any],
                  parent_run_id: str | None = None, flush_every: int = 50,
-                 meter: cost.Meter | None = None):
+                 meter: cost.Meter | None = None, artifacts: str | None = None):
         from mlflow.tracking import MlflowClient
 
         super().__init__(meter)
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifacts)
         all_tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -120,6 +120,12 @@ def _parent_file(results: str | Path) -> Path:
     return Path(results) / "tracking.json"
 
 
+def _artifact_root(uri: str, results: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: ``<results>/mlartifacts`` for a local store
+    (versioned with the results by DVC, not ``./mlruns``); a tracking server's own root."""
+    return str(Path(results, "mlartifacts").resolve()) if uri.startswith("sqlite:") else None
+
+
 def _ablation_view() -> str:
     """The UI state of `ABLATION_VIEW`: child runs grouped by the ``ablation`` tag, with the stage
     tags and the AP (and top-1, GPU-hours) metric columns (the MLflow UI's shared-view format)."""
@@ -139,7 +145,8 @@ def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
     path = _parent_file(results)
     if path.exists():
         return load_json(path)["parent_run_id"]
-    tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"})
+    tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"},
+                            artifacts=_artifact_root(uri, results))
     exp_id = tracker.client.get_experiment_by_name(experiment).experiment_id
     tracker.client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{ABLATION_VIEW}",
                                       _ablation_view())
@@ -178,7 +185,7 @@ def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
     parent = _parent_file(cfg.results)
     parent_id = load_json(parent).get("parent_run_id") if parent.exists() else None
     tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_id,
-                            meter=meter)
+                            meter=meter, artifacts=_artifact_root(cfg.tracking.uri, cfg.results))
     tracker.log_dict(to_dict(cfg), "config.yaml")
     if arch is not None:
         tracker.log_dict(arch, "arch.json")

@@ -52,6 +52,8 @@ def test_stage_run_artifacts_cost_and_the_parent_runs_end(study, capsys):
     assert artifacts == {"config.yaml", "arch.json"}
     local = client.download_artifacts(tracker.run_id, "config.yaml", str(path.parent))
     assert yaml.safe_load(Path(local).read_text()) == config.to_dict(cfg)  # resolved config
+    stored = list((path.parent / "mlartifacts").rglob("arch.json"))  # under the results folder
+    assert len(stored) == 1 and yaml.safe_load(stored[0].read_text()) == spec
 
     assert client.get_run(parent).info.status == "RUNNING"
     assert main(["tracking", "finish", "--config", str(path), "--status", "FAILED"]) == 0
