@@ -27,7 +27,7 @@ TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed",
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 ABLATION_VIEW = "ablation"
-"""The experiment's shared view: open ``#/experiments/<id>?viewStateShareKey=ablation``."""
+"""The experiment's shared view: ``#/experiments/<id>/runs?viewStateShareKey=ablation``."""
 VIEW_METRICS = ("mmap", "ap50", "ap75", "voc07", "top1", "cost.gpu_hours")
 
 
