@@ -43,6 +43,8 @@ def results(tmp_path):
     (root / "retrain/old/metrics.json").write_text('{"mmap": 0.1}')  # written before the ledger
     (root / "retrain/bad").mkdir()
     (root / "retrain/bad/metrics.json").write_text("{")  # unreadable: skipped
+    (root / "retrain/partial").mkdir()
+    (root / "retrain/partial/metrics.json").write_text('{"cost": {"wall_s": 1}}')  # skipped
     return root
 
 

@@ -24,6 +24,7 @@ UPSTREAM = {  # (stage, ablation) a row builds on besides its own stages
     "random": [("supernet-pretrain", "supernet"), ("supernet-finetune", "detnas")],
     "nats": [("retrain-classification", "resnet50")],  # NATS searches ResNet-50's weights
 }
+MEASURED = ("wall_s", "gpus", "gpu_hours", "peak_rss_mb")  # what a record needs to be tabulated
 STAGE_ORDER = ("supernet-pretrain", "supernet-finetune", "search", "nats-search",
                "retrain-classification", "retrain-detection")
 
@@ -40,8 +41,12 @@ def collect_costs(root: str | Path) -> list[dict]:
             log.warning("cost ledger: skipping %s", e)
             continue
         record = data.get("cost") if isinstance(data, dict) else None
-        if isinstance(record, dict) and "wall_s" in record:
-            records.append({**record, "path": path.parent.relative_to(root).as_posix()})
+        if not isinstance(record, dict):
+            continue  # written before the ledger, or not a stage's metrics
+        if not all(isinstance(record.get(k), int | float) for k in MEASURED):
+            log.warning("cost ledger: skipping %s: its cost record lacks %s", path, MEASURED)
+            continue
+        records.append({**record, "path": path.parent.relative_to(root).as_posix()})
     return records
 
 
