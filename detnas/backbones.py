@@ -109,6 +109,7 @@ class StageBackbone(nn.Module):
         for s in range(len(self.stage_channels)):
             blocks = [b for b, stage in zip(net.blocks, stages, strict=True) if stage == s]
             self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
+        self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         c2 = self.layer1(self.stem(x))  # (N, stage_channels[0], H/4, W/4)

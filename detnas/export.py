@@ -143,7 +143,7 @@ def export(checkpoint: str | Path, out: str | Path, arch: str | Path | None = No
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, input_size, input_size, generator=generator)
     # checked on another batch and size than traced: the exported graphs must not be fixed to it
-    check = torch.rand(2, 3, input_size + 32, input_size - 32, generator=generator)
+    check = torch.rand(2, 3, input_size + 32, input_size + 64, generator=generator)
     checks, files = {}, {}
     with torch.no_grad():
         if "torchscript" in formats:
