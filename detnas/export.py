@@ -41,6 +41,15 @@ ONNX_RTOL = 1e-5
 OUTPUT_NAMES = ("c2", "c3", "c4", "c5")
 
 
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)]
+    if missing:
+        raise ValueError(f"format 'onnx' needs {', '.join(missing)}: pip install 'detnas[export]' "
+                         "(or export --format torchscript only)")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -134,6 +143,8 @@ def export(checkpoint: str | Path, out: str | Path, arch: str | Path | None = No
     if bad:
         raise ValueError(f"format {bad[0]!r} for the {part}: expected "
                          f"{'torchscript' if part == 'detector' else ' | '.join(FORMATS)}")
+    if "onnx" in formats:
+        _require_onnx()
     spec = read_spec(arch) if arch is not None else None
     model, spec, ckpt = load_fixed_model(checkpoint, spec, str(arch))
     if part == "detector" and ckpt["task"] != "detection":

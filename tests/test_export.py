@@ -48,6 +48,7 @@ def files(tmp_path):
             "detector": _save(tmp_path / "detector.pt", "detection", ARCH, "fpn")}
 
 
+@pytest.mark.slow
 def test_supernet_path_exports_to_torchscript_and_onnx_equal_to_pytorch(files, tmp_path):
     out = tmp_path / "export"
     sidecar = export.export(files["supernet"], out, arch=files["arch"], input_size=64,
@@ -180,6 +181,7 @@ def test_import_detnas_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_export_is_logged_into_the_run_that_made_the_checkpoint(tmp_path, classification_study):
     import yaml
     from mlflow.tracking import MlflowClient
@@ -223,3 +225,39 @@ def _arch(tmp_path):
     path = tmp_path / "arch.json"
     path.write_text(json.dumps(ARCH))
     return path
+
+
+@pytest.mark.slow
+def test_readme_section_works_as_written(repo_root, tmp_path, monkeypatch):
+    """The commands and the snippet of "Use the found network", on a stand-in of the embedded
+    study's outputs (the paths `make run` writes; the `test` space for speed)."""
+    import re
+    import shlex
+
+    text = (repo_root / "README.md").read_text()
+    section = text[text.index("## Use the found network"):]
+    section = section[:section.index("\n## ", 1)]
+    bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    found = ARCH
+    results = tmp_path / "results"
+    (results / "search/synth/fpn/detnas").mkdir(parents=True)
+    (results / "search/synth/fpn/detnas/arch.json").write_text(json.dumps(found))
+    cfg = DetectorConfig(min_size=96, max_size=96)
+    for path, spec in (("retrain/detnas/synth/fpn", found),
+                       ("supernet/synth/fpn/pretrained", SUPERNET)):
+        model = build_model("detection", spec, 3, "fpn", cfg)
+        save_checkpoint(results / path / "checkpoint.pt",
+                        {**model_meta("detection", spec, 3, "fpn", cfg),
+                         "model": model.state_dict()})
+    commands = [line for line in bash.splitlines() if line.startswith("detnas ")]
+    assert len(commands) == 3
+    for line in commands:
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert sorted(p.name for p in (results / "export/detnas-fpn").iterdir()) == [
+        "backbone.json", "backbone.onnx", "backbone.torchscript.pt", "detector.json",
+        "detector.torchscript.pt"]
+    namespace = {}
+    exec(python, namespace)
+    assert isinstance(namespace["model"], FasterRCNN)
+    assert namespace["net"].stage_channels == (16, 32, 48, 64)
