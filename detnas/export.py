@@ -30,6 +30,7 @@ from torch import nn
 from detnas import config as config_mod
 from detnas.backbones import read_spec, torchvision_backbone
 from detnas.checkpoint import atomic_write, git_commit, save_json
+from detnas.detection import replace_detector_backbone
 from detnas.models import backbone_of, load_fixed_model
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,8 @@ def _torchscript(model: nn.Module, part: str, example: torch.Tensor) -> torch.ji
     if part == "backbone":
         return torch.jit.trace(model, example, strict=False)
     model = copy.deepcopy(model)
-    body = backbone_of(model)
-    model.backbone.body = torch.jit.trace(body, example[None], strict=False)
-    return torch.jit.script(model)
+    traced = torch.jit.trace(backbone_of(model), example[None], strict=False)
+    return torch.jit.script(replace_detector_backbone(model, traced))
 
 
 def _onnx(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -151,49 +151,74 @@ def export(checkpoint: str | Path, out: str | Path, arch: str | Path | None = No
         raise ValueError(f"{checkpoint}: a {ckpt['task']} checkpoint has no detector; "
                          "export its backbone")
     net = torchvision_backbone(backbone_of(model)) if part == "backbone" else model
+    files, check = _write(net, part, formats, input_size, out)
+    sidecar = _sidecar(checkpoint, ckpt, part, spec, net, files, check)
+    study = ckpt.get("provenance", {}).get("config")
+    sidecar_path = save_json(out / f"{part}.json", sidecar)
+    if tracking and study and study.get("tracking", {}).get("enabled"):
+        sidecar["mlflow_run_id"] = _log(study, sidecar["source"]["provenance"], part, spec,
+                                        [out / f for f in files.values()] + [sidecar_path])
+        save_json(sidecar_path, sidecar)
+    log.info("exported the %s of %s to %s (%s)", part, checkpoint, out, ", ".join(files))
+    return sidecar
+
+
+def _write(net: nn.Module, part: str, formats: tuple[str, ...], input_size: int,
+           out: Path) -> tuple[dict, dict]:
+    """Write each format of ``net`` and check it; returns the files and the check's numbers.
+
+    The check input has another batch and size than the traced one: the exported graphs must
+    not be fixed to it. A file that fails its check is removed.
+    """
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, input_size, input_size, generator=generator)
-    # checked on another batch and size than traced: the exported graphs must not be fixed to it
     check = torch.rand(2, 3, input_size + 32, input_size + 64, generator=generator)
-    checks, files = {}, {}
+    files, checks = {}, {"input_shape": list(check.shape)}
     with torch.no_grad():
         if "torchscript" in formats:
             scripted = _torchscript(net, part, example[0] if part == "detector" else example)
             path = atomic_write(out / f"{part}.torchscript.pt",
                                 lambda f: torch.jit.save(scripted, f))
             inputs = list(check) if part == "detector" else check
-            checks["torchscript_max_abs_diff"] = _check_torchscript(path, net, inputs)
+            checks["torchscript_max_abs_diff"] = _checked(path, _check_torchscript, net, inputs)
             files["torchscript"] = path.name
         if "onnx" in formats:
             data = _onnx(net, example)
             path = atomic_write(out / f"{part}.onnx", lambda f: f.write(data))
-            checks["onnx_max_rel_diff"] = _check_onnx(path, net, check)
+            checks["onnx_max_rel_diff"] = _checked(path, _check_onnx, net, check)
+            checks["onnx_rtol"] = ONNX_RTOL
             files["onnx"] = path.name
-    prov = {k: v for k, v in ckpt.get("provenance", {}).items() if k != "config"}
+    return files, checks
+
+
+def _checked(path: Path, check, net: nn.Module, inputs) -> float:
+    try:
+        return check(path, net, inputs)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module, files: dict,
+             check: dict) -> dict:
+    """What ``<part>.json`` says: the files, their source and provenance, the check."""
     study = ckpt.get("provenance", {}).get("config")
-    sidecar = {
+    return {
         "part": part, "arch": spec, "files": files,
         "inputs": ("images: list of (3, H, W) float tensors in [0, 1]" if part == "detector"
                    else "images: (N, 3, H, W) float, normalised as the training images"),
         "outputs": ("(losses, detections): detections a list of {boxes, labels, scores}"
                     if part == "detector"
                     else dict(zip(OUTPUT_NAMES, net.stage_channels, strict=True))),
-        "check": {"input_shape": list(check.shape), **checks,
-                  "onnx_rtol": ONNX_RTOL if "onnx" in formats else None},
+        "check": check,
         "source": {"checkpoint": str(checkpoint), "sha256": _sha256(checkpoint),
                    "task": ckpt["task"], "detector": ckpt.get("detector"),
                    "config_hash": config_mod.config_hash(study) if study else None,
-                   "provenance": prov},
-        "torch_version": torch.__version__, "onnx_opset": OPSET if "onnx" in formats else None,
+                   "provenance": {k: v for k, v in ckpt.get("provenance", {}).items()
+                                  if k != "config"}},
+        "torch_version": torch.__version__, "onnx_opset": OPSET if "onnx" in files else None,
         "git_commit": git_commit(),
     }
-    sidecar_path = save_json(out / f"{part}.json", sidecar)
-    if tracking and study and study.get("tracking", {}).get("enabled"):
-        sidecar["mlflow_run_id"] = _log(study, prov, part, spec,
-                                        [out / f for f in files.values()] + [sidecar_path])
-        save_json(sidecar_path, sidecar)
-    log.info("exported the %s of %s to %s (%s)", part, checkpoint, out, ", ".join(files))
-    return sidecar
 
 
 def _log(study: dict, prov: dict, part: str, spec: dict, files: list[Path]) -> str:
