@@ -93,6 +93,11 @@ def _parent_file(results: str | Path) -> Path:
     return Path(results) / "tracking.json"
 
 
+def _parent_id(results: str | Path) -> str | None:
+    path = _parent_file(results)
+    return load_json(path).get("parent_run_id") if path.exists() else None
+
+
 def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
                 tags: dict[str, Any]) -> str:
     """Create the store, the experiment and the pipeline's parent run (once per results folder)."""
@@ -109,9 +114,8 @@ def start(cfg, run_name: str, tags: dict[str, Any]) -> NullTracker:
     """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`)."""
     if not cfg.tracking.enabled:
         return NullTracker()
-    parent = _parent_file(cfg.results)
-    parent_id = load_json(parent).get("parent_run_id") if parent.exists() else None
-    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_id)
+    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags,
+                         _parent_id(cfg.results))
 
 
 def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None, run_name: str,
@@ -124,9 +128,7 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
         ValueError: ``run_id`` is not in the store at ``uri``.
     """
     if run_id is None:
-        parent = _parent_file(results)
-        parent_id = load_json(parent).get("parent_run_id") if parent.exists() else None
-        with MlflowTracker(uri, experiment, run_name, tags, parent_id) as tracker:
+        with MlflowTracker(uri, experiment, run_name, tags, _parent_id(results)) as tracker:
             for path in files:
                 tracker.log_artifact(path, artifact_path)
         return tracker.run_id
