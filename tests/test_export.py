@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
 
 import detnas
 from detnas import export
@@ -118,6 +119,13 @@ def test_bad_inputs_are_named(files, tmp_path):
     with pytest.raises(ValueError, match=r"wrong.json: 0-23-01-3 \(test\) is not the network of "
                                          r".*detector.pt, a checkpoint of 1-23-01-3 \(test\)"):
         export.export(files["detector"], out, arch=wrong, tracking=False)
+    # a NATS net: other dilations have the same weight shapes, and are still another network
+    nats = {"kind": "resnet", "depth": 26, "width": 8, "dilations": {"layer3.0": "1,2"}}
+    resnet = _save(tmp_path / "nats.pt", "classification", nats)
+    (tmp_path / "nats.json").write_text(json.dumps({**nats, "dilations": {"layer3.0": "1,3"}}))
+    with pytest.raises(ValueError, match=r"nats.json: ResNet-26 width 8 NATS \(1/1 blocks dilat"
+                                         r"ed\) is not the network of .*nats.pt"):
+        export.export(resnet, out, arch=tmp_path / "nats.json", tracking=False)
     with pytest.raises(ValueError, match="supernet.pt: a classification checkpoint has no det"):
         export.export(files["supernet"], out, arch=files["arch"], part="detector")
     with pytest.raises(ValueError, match="format 'onnx' for the detector"):
@@ -171,6 +179,11 @@ def test_backbone_of_a_supernet_and_of_a_resnet_spec(files, tmp_path):
     net = detnas.backbone(files["arch"], weights=files["supernet"]).eval()
     with torch.no_grad(), backbone_of(supernet).eval().use(Arch.parse(ARCH["arch"], "test")):
         assert torch.equal(backbone_of(supernet)(x)["3"], net(x)["3"])
+    frozen = detnas.backbone(files["arch"], weights=files["supernet"],
+                             norm_layer=FrozenBatchNorm2d)
+    assert isinstance(frozen.layer4[0].main[1], FrozenBatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x)["3"], net(x)["3"])
     resnet = tmp_path / "resnet.json"
     resnet.write_text(json.dumps({"kind": "resnet", "depth": 26, "width": 8,
                                   "dilations": {"layer3.0": "1,2"}}))
