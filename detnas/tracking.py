@@ -120,10 +120,15 @@ def _parent_file(results: str | Path) -> Path:
     return Path(results) / "tracking.json"
 
 
+ARTIFACTS = "mlartifacts"
+"""The folder under the results where a local store keeps its runs' artifacts (copies of
+outputs: readers of the results skip it)."""
+
+
 def _artifact_root(uri: str, results: str | Path) -> str | None:
-    """Where a new experiment keeps its artifacts: ``<results>/mlartifacts`` for a local store
-    (versioned with the results by DVC, not ``./mlruns``); a tracking server's own root."""
-    return str(Path(results, "mlartifacts").resolve()) if uri.startswith("sqlite:") else None
+    """Where a new experiment keeps its artifacts: `ARTIFACTS` under the results for a local
+    store (versioned with the results by DVC, not ``./mlruns``); a tracking server's own root."""
+    return str(Path(results, ARTIFACTS).resolve()) if uri.startswith("sqlite:") else None
 
 
 def _ablation_view() -> str:

@@ -43,6 +43,9 @@ def results(tmp_path):
     (root / "retrain/old/metrics.json").write_text('{"mmap": 0.1}')  # written before the ledger
     (root / "retrain/bad").mkdir()
     (root / "retrain/bad/metrics.json").write_text("{")  # unreadable: skipped
+    copy = root / "mlartifacts/0a1b/artifacts"  # MLflow's copy of a search's metrics.json
+    copy.mkdir(parents=True)
+    (copy / "metrics.json").write_text((root / "search/synth/fpn/detnas/metrics.json").read_text())
     (root / "retrain/partial").mkdir()
     (root / "retrain/partial/metrics.json").write_text('{"cost": {"wall_s": 1}}')  # skipped
     return root

@@ -15,6 +15,7 @@ from pathlib import Path
 from detnas.checkpoint import load_json
 from detnas.config import StudyConfig
 from detnas.report.paper import ROWS
+from detnas.tracking import ARTIFACTS
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ STAGE_ORDER = ("supernet-pretrain", "supernet-finetune", "search", "nats-search"
 
 
 def collect_costs(root: str | Path) -> list[dict]:
-    """The cost records of every ``metrics.json`` under ``root``, each with its folder
-    (``path``, relative to ``root``)."""
+    """The cost records of every ``metrics.json`` under ``root`` (not MLflow's artifact copies),
+    each with its folder (``path``, relative to ``root``)."""
     root = Path(root)
     records = []
     for path in sorted(root.rglob("metrics.json")):
+        if ARTIFACTS in path.relative_to(root).parts:  # MLflow's copy of a stage's output
+            continue
         try:
             data = load_json(path)
         except ValueError as e:
