@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -71,8 +73,24 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: checkpoint does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message advises a load that runs the payload
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise ValueError(f"{path}: refused as unsafe: loading it would import "
+                             f"{found[1]}; detnas loads only tensors and plain data. Use a "
+                             "checkpoint written by detnas, or a state dict from a source you "
+                             "trust") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({_reason(str(e))})") from None
     except Exception as e:  # torch raises many kinds for corrupt files
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _reason(message: str) -> str:
+    """Where the weights-only unpickler stopped, without torch's advice around it (to load the
+    file unrestricted, which would run whatever it carries)."""
+    found = [line.strip() for line in message.splitlines() if line.strip() and not any(
+        word in line for word in ("weights_only", "torch.load", "Weights only", "Please "))]
+    return found[0].removeprefix("WeightsUnpickler error: ") if found else "unknown content"
 
 
 def git_commit() -> str:

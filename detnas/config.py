@@ -90,7 +90,9 @@ class TrainConfig:
     # lr, e.g. {retinanet: 0.01} (reference: FPN 0.02, RetinaNet 0.01)
     detector_steps: dict[str, int] = field(default_factory=dict)  # steps of one detector instead
     # of steps (the embedded default: RetinaNet's steps are cheap, and it needs many of them)
-    amp: bool = True  # bf16 autocast on GPU (the reference trains in fp32); ignored on CPU
+    amp: str = "bf16"  # mixed precision on GPU: bf16 | fp16 (autocast + GradScaler; V100 /
+    # RTX 20xx, where bf16 falls back to it) | off (the reference trains in fp32); CPU: off.
+    # YAML reads a bare `off` / `false` as a boolean: both mean off (`true`: bf16)
     checkpoint_every: int = 50  # steps between checkpoints (a kill loses at most this many)
     log_every: int = 10
 
@@ -236,6 +238,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ValueError."""
+    if cls is TrainConfig and isinstance(data.get("amp"), bool):  # YAML's `amp: off` is false
+        data = {**data, "amp": "bf16" if data["amp"] else "off"}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -265,6 +269,7 @@ def check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
             if t.sampling == "flops_bins" and not t.flops_bins:
                 raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
+            _check_choice(t.amp, ("bf16", "fp16", "off"), f"{where}.{name}.amp")
             if not 0 < t.warmup_factor <= 1:
                 raise ValueError(f"{where}.{name}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
             for key in ("detector_lr", "detector_steps"):

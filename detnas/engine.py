@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detnas.checkpoint import load_checkpoint, save_checkpoint
 from detnas.config import TrainConfig
+from detnas.precision import Precision
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -223,11 +224,13 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, tcfg)
+    precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
     if resume_path.exists():
         state = load_checkpoint(resume_path, ddp.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler", {}))
         start = state["step"]
         log.info("resuming from %s at step %d/%d", resume_path, start, tcfg.steps)
     run_model: nn.Module = model
@@ -236,7 +239,6 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None,
             find_unused_parameters=stage.supernet is not None,
         )
-    amp = tcfg.amp and ddp.device.type == "cuda"
     loader = step_loader(stage.dataset, tcfg, seed, start, ddp, stage.collate, stage.num_workers)
     progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
     model.train()
@@ -251,7 +253,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
                                        ddp)
             stage.supernet.set_path(arch)
         batch = _to_device(batch, ddp.device)
-        with torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=amp):
+        with precision.autocast():
             loss = stage.loss(run_model, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
@@ -260,10 +262,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
                 + f"; the last good checkpoint is {resume_path}"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss)
         if arch is not None and ddp.world > 1:  # alone, off-path choices get no gradient
             _mask_off_path(stage.supernet, arch)
-        optimizer.step()
+        precision.step(optimizer)
         done = step + 1
         metrics = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}
         images = len(batch[0]) * ddp.world
@@ -272,7 +274,8 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             tracker.log_metrics(metrics, step=done)
         if ddp.main and done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
             save_checkpoint(resume_path, {"model": model.state_dict(),
-                                          "optimizer": optimizer.state_dict(), "step": done})
+                                          "optimizer": optimizer.state_dict(), "step": done,
+                                          "scaler": precision.state_dict()})
     progress.close()
     check_replicas(model, ddp)
     if stage.supernet is not None:

@@ -1,9 +1,13 @@
 """The only module that talks to MLflow.
 
 One parent run per pipeline run (created once by ``detnas tracking init`` before parallel jobs
-start; its id is kept in ``<results>/tracking.json``) and one child run per stage and ablation,
-tagged so that the MLflow UI groups and compares them. Metrics are buffered and sent in batches.
-With tracking disabled every call goes to a `NullTracker`.
+start; its id is kept in ``<results>/tracking.json``; ended FINISHED or FAILED by ``detnas tracking
+finish`` from the Snakefile's onsuccess / onerror handlers) and one child run per stage and
+ablation, tagged so that the MLflow UI groups and compares them (the experiment's shared view
+`ABLATION_VIEW`: runs grouped by ablation, AP columns shown). Every stage run logs the resolved
+study config (``config.yaml``) and, where it has one, its architecture (``arch.json``) as
+artifacts, and its cost (`detnas.cost`, ``cost.*`` metrics). Metrics are buffered and sent in
+batches. With tracking disabled every call goes to a `NullTracker`, which still meters the cost.
 """
 
 from __future__ import annotations
@@ -13,25 +17,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+from detnas import cost
 from detnas.checkpoint import load_json, save_json
 
 log = logging.getLogger(__name__)
 
 TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed", "config_hash",
             "git_commit")
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+ABLATION_VIEW = "ablation"
+"""The experiment's shared view: ``#/experiments/<id>/runs?viewStateShareKey=ablation``."""
+VIEW_METRICS = ("mmap", "ap50", "ap75", "voc07", "top1", "cost.gpu_hours")
 
 
 class NullTracker:
-    """Tracking switched off: accepts every call and does nothing."""
+    """Tracking switched off: accepts every call and sends nothing; meters the stage's cost."""
 
     run_id: str | None = None
+
+    def __init__(self, meter: cost.Meter | None = None):
+        self.meter = meter or cost.Meter()
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_dict(self, obj: dict, name: str) -> None: ...
     def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
+
+    def cost(self) -> dict:
+        """The stage's cost so far (`detnas.cost.Meter.read`), logged as ``cost.*`` metrics: the
+        ``cost`` block of the stage's ``metrics.json``."""
+        record = self.meter.read()
+        self.log_metrics({f"cost.{k}": v for k, v in cost.numbers(record).items()})
+        return record
 
     def __enter__(self):
         return self
@@ -44,12 +65,14 @@ class MlflowTracker(NullTracker):
     """A child run of the pipeline's parent run."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, Any],
-                 parent_run_id: str | None = None, flush_every: int = 50):
+                 parent_run_id: str | None = None, flush_every: int = 50,
+                 meter: cost.Meter | None = None, artifacts: str | None = None):
         from mlflow.tracking import MlflowClient
 
+        super().__init__(meter)
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifacts)
         all_tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -79,6 +102,10 @@ class MlflowTracker(NullTracker):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dict(self, obj: dict, name: str) -> None:
+        """``obj`` as the artifact ``name`` (``.yaml`` / ``.json``)."""
+        self.client.log_dict(self.run_id, obj, name)
+
     def flush(self) -> None:
         for i in range(0, len(self._buffer), 1000):
             self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
@@ -93,6 +120,29 @@ def _parent_file(results: str | Path) -> Path:
     return Path(results) / "tracking.json"
 
 
+ARTIFACTS = "mlartifacts"
+"""The folder under the results where a local store keeps its runs' artifacts (copies of
+outputs: readers of the results skip it)."""
+
+
+def _artifact_root(uri: str, results: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: `ARTIFACTS` under the results for a local
+    store (versioned with the results by DVC, not ``./mlruns``); a tracking server's own root."""
+    return str(Path(results, ARTIFACTS).resolve()) if uri.startswith("sqlite:") else None
+
+
+def _ablation_view() -> str:
+    """The UI state of `ABLATION_VIEW`: child runs grouped by the ``ablation`` tag, with the stage
+    tags and the AP (and top-1, GPU-hours) metric columns (the MLflow UI's shared-view format)."""
+    import json
+
+    columns = [f"tags.`{t}`" for t in ("stage", "dataset", "detector", "arch")]
+    columns += [f"metrics.`{m}`" for m in VIEW_METRICS]
+    group = {"mode": "tag", "groupByData": "ablation"}
+    return json.dumps({"selectedColumns": columns,
+                       "groupBy": {"aggregateFunction": "average", "groupByKeys": [group]}})
+
+
 def _parent_id(results: str | Path) -> str | None:
     path = _parent_file(results)
     return load_json(path).get("parent_run_id") if path.exists() else None
@@ -100,22 +150,55 @@ def _parent_id(results: str | Path) -> str | None:
 
 def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
                 tags: dict[str, Any]) -> str:
-    """Create the store, the experiment and the pipeline's parent run (once per results folder)."""
+    """Create the store, the experiment (with its `ABLATION_VIEW`) and the pipeline's parent run
+    (once per results folder)."""
     path = _parent_file(results)
     if path.exists():
         return load_json(path)["parent_run_id"]
-    tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"})
+    tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"},
+                            artifacts=_artifact_root(uri, results))
+    exp_id = tracker.client.get_experiment_by_name(experiment).experiment_id
+    tracker.client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{ABLATION_VIEW}",
+                                      _ablation_view())
     save_json(path, {"tracking_uri": uri, "experiment": experiment,
                      "parent_run_id": tracker.run_id})
     return tracker.run_id
 
 
-def start(cfg, run_name: str, tags: dict[str, Any]) -> NullTracker:
-    """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`)."""
+def finish_parent(results: str | Path, status: str) -> str | None:
+    """End the pipeline's parent run with ``status`` (FINISHED, FAILED, KILLED); returns its id,
+    None where the study has no parent run (tracking off, or ``tracking init`` never ran)."""
+    from mlflow.tracking import MlflowClient
+
+    if status not in STATUSES:
+        raise ValueError(f"--status: {status!r} ({', '.join(STATUSES)})")
+    path = _parent_file(results)
+    if not path.exists():
+        return None
+    parent = load_json(path)
+    if "parent_run_id" not in parent:
+        return None
+    MlflowClient(parent["tracking_uri"]).set_terminated(parent["parent_run_id"], status=status)
+    return parent["parent_run_id"]
+
+
+def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
+          arch: dict | None = None) -> NullTracker:
+    """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`), on
+    ``gpus`` GPUs (`detnas.cost`); logs the resolved config and ``arch`` (a backbone spec) as
+    artifacts."""
+    from detnas.config import to_dict
+
+    meter = cost.Meter(gpus, tags)
     if not cfg.tracking.enabled:
-        return NullTracker()
-    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags,
-                         _parent_id(cfg.results))
+        return NullTracker(meter)
+    tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags,
+                            _parent_id(cfg.results), meter=meter,
+                            artifacts=_artifact_root(cfg.tracking.uri, cfg.results))
+    tracker.log_dict(to_dict(cfg), "config.yaml")
+    if arch is not None:
+        tracker.log_dict(arch, "arch.json")
+    return tracker
 
 
 def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None, run_name: str,
@@ -128,7 +211,8 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
         ValueError: ``run_id`` is not in the store at ``uri``.
     """
     if run_id is None:
-        with MlflowTracker(uri, experiment, run_name, tags, _parent_id(results)) as tracker:
+        with MlflowTracker(uri, experiment, run_name, tags, _parent_id(results),
+                           artifacts=_artifact_root(uri, results)) as tracker:
             for path in files:
                 tracker.log_artifact(path, artifact_path)
         return tracker.run_id

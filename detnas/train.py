@@ -35,6 +35,7 @@ class Run:
     out: Path
     stage: str
     tags: dict
+    arch: dict | None = None  # the backbone spec of a fixed architecture (an MLflow artifact)
 
     @property
     def checkpoint(self) -> Path:
@@ -82,8 +83,9 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     prov = provenance(resolved, cfg.seed, stage=run.stage, tags=run.tags)
     tags = {**run.tags, "stage": run.stage, "seed": cfg.seed,
             "config_hash": config_mod.config_hash(cfg), "git_commit": prov["git_commit"]}
-    tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags) \
-        if ddp.main else tracking.NullTracker()
+    gpus = ddp.world if ddp.device.type == "cuda" else 0
+    tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags, gpus,
+                             arch=run.arch) if ddp.main else tracking.NullTracker()
     prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
@@ -95,8 +97,9 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
             tracker.log_metrics({k: v for k, v in metrics.items()
                                  if isinstance(v, int | float)}, step=result["step"])
             save_checkpoint(run.checkpoint, result)
-            save_json(run.out / "metrics.json", {**metrics, **run.tags, "provenance": {
-                k: v for k, v in prov.items() if k != "config"}})
+            save_json(run.out / "metrics.json", {**metrics, **run.tags, "cost": tracker.cost(),
+                                                 "provenance": {k: v for k, v in prov.items()
+                                                                if k != "config"}})
             (run.out / "config.yaml").write_text(yaml.safe_dump(prov, sort_keys=False))
             run.resume.unlink(missing_ok=True)
     return metrics
@@ -235,7 +238,7 @@ def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> 
     stage = engine.Stage(model, *_classification_inputs(
         cfg, data, classification_loss(tcfg.label_smoothing)),
         model_meta("classification", spec, data.num_classes))
-    run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)})
+    run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)}, spec)
     return _run_stage(cfg, run, stage, tcfg, _evaluate_classifier(cfg))
 
 
@@ -265,7 +268,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
                          model_meta("detection", spec, data.num_classes, detector, cfg.detector),
                          sync_bn=True)
     tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
-    return _run_stage(cfg, Run(out, "retrain-detection", tags), stage, tcfg, evaluate)
+    return _run_stage(cfg, Run(out, "retrain-detection", tags, spec), stage, tcfg, evaluate)
 
 
 def baseline_spec(cfg: StudyConfig, name: str) -> dict:

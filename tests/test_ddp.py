@@ -1,6 +1,7 @@
 """The multi-process path (torchrun + DDP, gloo on CPU): real 2-process runs through
 `detnas launch`, on one machine and through srun on the local SLURM cluster."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,9 @@ def _check_trained(out, log: str) -> None:
     moved = [k for k, v in model.state_dict().items()
              if v.is_floating_point() and not torch.equal(v, initial[k])]
     assert any(k.startswith("fc.") for k in moved) and any(".0.main." in k for k in moved)
-    assert (out / "metrics.json").exists()
+    cost = json.loads((out / "metrics.json").read_text())["cost"]  # rank 0's ledger record
+    assert cost["stage"] == "supernet-pretrain" and cost["wall_s"] > 0
+    assert cost["gpus"] == cost["gpu_hours"] == 0  # 2 CPU processes hold no GPU
 
 
 def test_two_process_supernet_training_keeps_the_ranks_identical(tmp_path, classification_study):

@@ -266,9 +266,9 @@ def test_paper_configs_use_the_reference_switches():
     """Deliberate improvements are switches whose paper-config values are the reference's."""
     for cfg in PAPER:
         assert cfg.search.recalib == "momentum"
-        assert not any(t.amp for t in (cfg.supernet_pretrain, cfg.supernet_finetune,
-                                       cfg.retrain_pretrain, cfg.resnet_pretrain,
-                                       cfg.retrain_finetune, cfg.nats.search))
+        assert {t.amp for t in (cfg.supernet_pretrain, cfg.supernet_finetune,
+                                cfg.retrain_pretrain, cfg.resnet_pretrain,
+                                cfg.retrain_finetune, cfg.nats.search)} == {"off"}
         assert cfg.supernet_finetune.warmup_factor == pytest.approx(1 / 3)
     assert VOC.datasets["voc"].metric == "voc07"
 

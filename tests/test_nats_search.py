@@ -18,6 +18,7 @@ from detnas.engine import Dist
 from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
 from detnas.nats.ops import weight_parameters
+from detnas.precision import Precision
 from detnas.resnet import ResNetBackbone
 
 torch.set_num_threads(1)
@@ -93,7 +94,9 @@ def test_search_writes_outputs_that_build(done):
     assert spec["kind"] == "resnet" and (spec["depth"], spec["width"]) == (26, 8)
     assert len(spec["dilations"]) == 8 and spec["provenance"]["seed"] == 0
     assert metrics["steps"] == 4 and metrics["groups"] == 32
-    assert len(load_json(out / "metrics.json")["history"]) == 4
+    saved = load_json(out / "metrics.json")
+    assert len(saved["history"]) == 4
+    assert saved["cost"]["stage"] == "nats-search" and saved["cost"]["gpus"] == 0  # on the CPU
     alphas = load_json(out / "alphas.json")
     assert alphas["candidates"] == [[1, 1], [2, 2], [3, 3]]
     a = torch.tensor(alphas["layers"]["layer3.1"]["alpha"])
@@ -142,11 +145,11 @@ def test_alternating_steps_touch_only_their_parameters():
     cpu = Dist()  # one process on the CPU
     before_w = [p.detach().clone() for p in weights]
     before_a = [a.detach().clone() for a in alphas]
-    nats_search._weight_step(model, sgd, weights, batch, cpu, False)
+    nats_search._weight_step(model, sgd, weights, batch, cpu, Precision("off", "cpu"))
     assert all(torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
     assert any(not torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
     before_w = [p.detach().clone() for p in weights]
-    nats_search._arch_step(model, adam, alphas, batch, cpu, False)
+    nats_search._arch_step(model, adam, alphas, batch, cpu, Precision("off", "cpu"))
     assert all(torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
     assert all(not torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
     assert adam.defaults["betas"] == (0.5, 0.999) and adam.defaults["weight_decay"] == 1e-3
@@ -188,7 +191,7 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
         def log_artifact(self, path):
             seen.setdefault("artifacts", []).append(path.name)
 
-    def start(cfg, run_name, tags):
+    def start(cfg, run_name, tags, gpus=0):
         seen.update(tags, run_name=run_name)
         return Recorder()
 
@@ -269,6 +272,7 @@ TWO_PROCESS_STEP = """
 import torch
 import detnas.nats.search as nats_search
 from detnas.engine import Dist, setup_distributed
+from detnas.precision import Precision
 
 def loss(model, batch, device, amp):  # a mean over the process's images, as a detector's
     x, y = batch
@@ -285,7 +289,7 @@ for share, d in (((x[ddp.rank::2], y[ddp.rank::2]), ddp), ((x, y), Dist())):
     params = list(model.parameters())
     sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     for _ in range(2):
-        value = nats_search._step(model, sgd, params, share, d, False)
+        value = nats_search._step(model, sgd, params, share, d, Precision("off", "cpu"))
     results.append((value, [p.detach().clone() for p in params]))
 (l2, p2), (l1, p1) = results
 assert abs(l2 - l1) < 1e-6, (l2, l1)

@@ -4,7 +4,8 @@ import json
 import pytest
 from test_search_fakes import make_noisy, noisy_fitness
 
-from detnas import config
+from detnas import config, tracking
+from detnas import cost as cost_module
 from detnas.checkpoint import save_checkpoint
 from detnas.cli import main
 from detnas.models import model_meta
@@ -13,8 +14,9 @@ from detnas.search.evolution import evaluation_budget
 from detnas.space import Arch
 
 
-class Recorder:
+class Recorder(tracking.NullTracker):
     def __init__(self):
+        super().__init__()
         self.tags, self.metrics, self.artifacts, self.status = {}, [], [], None
 
     def log_params(self, params):
@@ -45,8 +47,13 @@ def _cfg(**search):
 def test_outputs_and_tracking(tmp_path, monkeypatch, strategy):
     recorder = Recorder()
     started = {}
-    monkeypatch.setattr(stage.tracking, "start",
-                        lambda cfg, name, tags: started.update(name=name, tags=tags) or recorder)
+
+    def start(cfg, name, tags, gpus=0):
+        started.update(name=name, tags=tags, gpus=gpus)
+        recorder.meter = cost_module.Meter(gpus, tags)  # as tracking.start does
+        return recorder
+
+    monkeypatch.setattr(stage.tracking, "start", start)
     cfg = _cfg(max_flops=60e6)
     metrics = stage.search_stage(cfg, strategy, tmp_path, factory=make_noisy, metric="mmap",
                                  ablation="scratch", dataset="synth", detector="fpn")
@@ -72,6 +79,11 @@ def test_outputs_and_tracking(tmp_path, monkeypatch, strategy):
     assert [step for step, m in recorder.metrics if "mean_fitness" in m] == [0, 1, 2]
     assert {"arch.json", "history.csv", "metrics.json"} <= set(recorder.artifacts)
     assert recorder.status == "FINISHED"
+    cost = json.loads((tmp_path / "metrics.json").read_text())["cost"]  # the ledger's record
+    assert started["gpus"] == cost["gpus"] == cost["gpu_hours"] == 0  # a search on the CPU
+    assert cost["wall_s"] > 0 and cost["stage"] == "search" and cost["ablation"] == "scratch"
+    assert [m["cost.wall_s"] for _, m in recorder.metrics if "cost.wall_s" in m] == [
+        cost["wall_s"]]
 
 
 def test_cli_infeasible_limit_fails_before_loading_anything(tmp_path, capsys):

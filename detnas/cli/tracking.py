@@ -1,4 +1,5 @@
-"""``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job."""
+"""``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job;
+``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ def register(sub) -> None:
     add_config_args(init)
     init.add_argument("--name", default="study", help="run name of the parent run")
     init.set_defaults(func=_init)
+    finish = cmds.add_parser("finish", help="end the parent run of this pipeline "
+                             "(FINISHED when the study succeeded, FAILED when it failed)")
+    add_config_args(finish)
+    finish.add_argument("--status", required=True, choices=("FINISHED", "FAILED", "KILLED"))
+    finish.set_defaults(func=_finish)
 
 
 def _init(args) -> int:
@@ -28,4 +34,13 @@ def _init(args) -> int:
          "git_commit": git_commit()},
     )
     print(run_id)
+    return 0
+
+
+def _finish(args) -> int:
+    from detnas import tracking
+
+    cfg = load_config(args)
+    run_id = tracking.finish_parent(cfg.results, args.status) if cfg.tracking.enabled else None
+    print(f"{run_id} {args.status}" if run_id else "no parent run: nothing to finish")
     return 0

@@ -39,6 +39,7 @@ from detnas.nats.ops import (
     searched_layers,
     weight_parameters,
 )
+from detnas.precision import Precision
 from detnas.resnet import DEPTHS, ResNetBackbone
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,9 @@ def _to(batch, device: torch.device):
              for t in targets])
 
 
-def _loss(model: nn.Module, batch, device: torch.device, amp: bool) -> torch.Tensor:
+def _loss(model: nn.Module, batch, device: torch.device, precision: Precision) -> torch.Tensor:
     images, targets = _to(batch, device)
-    with torch.autocast(device.type, torch.bfloat16, enabled=amp and device.type == "cuda"):
+    with precision.autocast():
         losses = model(images, targets)
     return sum(losses.values())
 
@@ -180,11 +181,12 @@ def _average(tensors: list[torch.Tensor], world: int) -> list[torch.Tensor]:
             zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
 
 
-def _step(model, optimizer, params, batch, ddp: Dist, amp) -> float:
+def _step(model, optimizer, params, batch, ddp: Dist, precision: Precision) -> float:
     """One optimiser step on ``params`` only (the other parameters get no gradient), with the
-    gradients and the loss averaged over the ranks."""
-    loss = _loss(model, batch, ddp.device, amp)
-    grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+    gradients and the loss averaged over the ranks (fp16: of the scaled loss, unscaled by the
+    step)."""
+    loss = _loss(model, batch, ddp.device, precision)
+    grads = list(torch.autograd.grad(precision.scale(loss), params, allow_unused=True))
     used = [i for i, g in enumerate(grads) if g is not None]  # the same on every rank
     *averaged, loss = _average([grads[i] for i in used] + [loss.detach().reshape(1)], ddp.world)
     if not torch.isfinite(loss):
@@ -193,7 +195,7 @@ def _step(model, optimizer, params, batch, ddp: Dist, amp) -> float:
         grads[i] = g
     for p, g in zip(params, grads, strict=True):
         p.grad = g
-    optimizer.step()
+    precision.step(optimizer)
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
 
@@ -278,6 +280,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(ddp.device).train()
     sgd, weights, adam, alphas = _optimizers(model, cfg, t)
+    precision = Precision.for_device(t.amp, ddp.device)
     step, history, positions, seconds = 0, [], ([0, 0], [0, 0]), 0.0
     if path.exists():
         ckpt = load_checkpoint(path)
@@ -288,6 +291,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         model.load_state_dict(ckpt["model"])
         sgd.load_state_dict(ckpt["optimizer"])
         adam.load_state_dict(ckpt["arch_optimizer"])
+        precision.load_state_dict(ckpt.get("scaler", {}))
         step, history, positions = ckpt["step"], ckpt["history"], ckpt["positions"]
         seconds = ckpt["seconds"]
         log.info("resuming %s at step %d/%d", path, step, t.steps)
@@ -303,7 +307,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
             return
         save_checkpoint(path, {
             "step": step, "model": model.state_dict(), "optimizer": sgd.state_dict(),
-            "arch_optimizer": adam.state_dict(),
+            "arch_optimizer": adam.state_dict(), "scaler": precision.state_dict(),
             "positions": [wstream.position, astream.position], "history": history,
             "seconds": seconds, "alphas": alphas_of(backbone), "candidates": candidates,
             "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
@@ -315,7 +319,8 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
             "config_hash": chash, "git_commit": provenance({}, seed)["git_commit"]}
-    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags) if ddp.main
+    gpus = ddp.world if ddp.device.type == "cuda" else 0
+    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus) if ddp.main
                else tracking.NullTracker())
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
@@ -327,9 +332,11 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
             for group in sgd.param_groups:
                 group["lr"] = lr
             row = {"step": step + 1, "lr": lr}
-            row["weight_loss"] = _weight_step(model, sgd, weights, wstream.next(), ddp, t.amp)
+            row["weight_loss"] = _weight_step(model, sgd, weights, wstream.next(), ddp,
+                                              precision)
             if step >= cfg.nats.arch_warmup_steps:
-                row["arch_loss"] = _arch_step(model, adam, alphas, astream.next(), ddp, t.amp)
+                row["arch_loss"] = _arch_step(model, adam, alphas, astream.next(), ddp,
+                                              precision)
             row["alpha_entropy"] = sum(entropy(a) for a in alphas) / max(1, len(alphas))
             history.append(row)
             step += 1
@@ -363,7 +370,8 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                    "groups": sum(m.num_groups for m in searched_layers(backbone).values()),
                    "arch": arch_tag(dilations)}
         save_json(out_dir / "alphas.json", alphas_json(current, candidates))
-        save_json(out_dir / "metrics.json", {**metrics, "history": history})
+        save_json(out_dir / "metrics.json", {**metrics, "cost": tracker.cost(),
+                                             "history": history})
         save_json(out_dir / "arch.json", spec)
         tracker.set_tags({"arch": metrics["arch"]})
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step)

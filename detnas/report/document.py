@@ -11,6 +11,7 @@ from pathlib import Path
 from detnas.checkpoint import atomic_write, git_commit, save_json
 from detnas.config import StudyConfig, config_hash
 from detnas.report.figures import expected_figures, write_figures
+from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
 from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
 from detnas.report.results import Results, collect
 from detnas.report.tables import (
@@ -152,6 +153,20 @@ def _arch_blocks(cfg: StudyConfig, kernels: list[dict]) -> list[tuple]:
     return blocks
 
 
+def _cost_blocks(costs: dict) -> list[tuple]:
+    (stage_header, stage_rows), (row_header, row_rows) = format_cost_tables(costs)
+    return [("h", 2, "Cost"),
+            ("p", "What each stage cost (the `cost` record of its `metrics.json`): wall time, "
+                  "GPU-hours (the GPUs of its process model x wall time; 0 on the CPU), CPU "
+                  "time, peak host memory and peak CUDA memory of its main process."),
+            ("table", stage_header, stage_rows),
+            ("h", 3, "Per row of the study"),
+            ("p", "A row costs its own stages and those it builds on (the supernets, ResNet-50's "
+                  "ImageNet training for NATS), which therefore count in every row that uses "
+                  "them; the last line counts each stage once."),
+            ("table", row_header, row_rows)]
+
+
 def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict:
     """Write ``report.md``, ``report.html``, ``tables.json`` and ``figures/`` under ``out``.
 
@@ -165,6 +180,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     archs = searched_archs(cfg, res)
     kernels = kernel_table(archs)
     notes = observations(cfg, res, tables, kernels)
+    costs = cost_tables(cfg, collect_costs(res.root))
     write_figures(cfg, res, archs, out / "figures")
     prov = {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
             "report_git_commit": git_commit(),
@@ -180,6 +196,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     blocks += _tables_blocks(tables, sources)
     blocks += _search_blocks(cfg, searches)
     blocks += _arch_blocks(cfg, kernels)
+    blocks += _cost_blocks(costs)
     blocks += [("h", 2, "Observations"), ("ul", notes), ("h", 3, "The paper's claims"),
                ("ul", list(PAPER_CLAIMS)), ("h", 2, "Missing inputs"),
                ("ul", [f"`{m}`" for m in res.missing])]
@@ -189,7 +206,8 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                      f"{', '.join(f'`{c}`' for c in prov['input_git_commits']) or '—'}, seeds "
                      f"{', '.join(map(str, prov['input_seeds'])) or '—'}."),
                ("table", *provenance_table(res))]
-    data = {"tables": tables, "searches": searches, "kernels": kernels, "observations": notes,
+    data = {"tables": tables, "searches": searches, "kernels": kernels, "cost": costs,
+            "observations": notes,
             "missing": res.missing, "figures": list(expected_figures(cfg)),
             "paper_sources": {str(n): s for s, n in sources.items()}, "provenance": prov}
     save_json(out / "tables.json", data)

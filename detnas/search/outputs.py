@@ -132,13 +132,15 @@ def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
 
 
 def write_outputs(state: SearchState, out_dir: str | Path, metric: str, provenance: dict,
-                  latency_check: list[dict] | None = None) -> dict[str, Path]:
-    """Write every output of a finished search into ``out_dir``; returns them by name."""
+                  latency_check: list[dict] | None = None,
+                  cost: dict | None = None) -> dict[str, Path]:
+    """Write every output of a finished search into ``out_dir``; returns them by name.
+    ``cost``: the stage's cost record (`detnas.cost`), kept in ``metrics.json``."""
     out_dir = Path(out_dir)
+    metrics = search_metrics(state, latency_check) | ({"cost": cost} if cost is not None else {})
     paths = {"arch": save_json(out_dir / "arch.json", best_arch(state, metric, provenance)),
              "history": write_history(out_dir / "history.csv", state),
-             "metrics": save_json(out_dir / "metrics.json",
-                                  search_metrics(state, latency_check))}
+             "metrics": save_json(out_dir / "metrics.json", metrics)}
     fitness_png, flops_png = plot(state, out_dir, metric)
     paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
     data = front(state)

@@ -116,7 +116,13 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             "config_hash": config_hash(cfg), "git_commit": git_commit()}
     log.info("%s search of space %s: %d evaluations, %d worker(s), output %s", strategy,
              cfg.space, budget, workers, out_dir)
-    with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags) as tracker:
+    gpus = 0
+    if spec is not None and spec.device.startswith("cuda"):
+        import torch
+
+        gpus = min(workers, torch.cuda.device_count())  # worker i on cuda:(i mod GPUs)
+    with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags,
+                        gpus) as tracker:
         tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
                            | {"budget": budget, "metric": metric})
 
@@ -148,7 +154,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             for row in checked:
                 log.info("latency of %s: predicted %.3f ms, measured %.3f ms (%+.1f%%)",
                          row["arch"], row["predicted_ms"], row["measured_ms"], 100 * row["error"])
-        paths = write_outputs(state, out_dir, metric, prov, checked)
+        paths = write_outputs(state, out_dir, metric, prov, checked, tracker.cost())
         metrics = load_json(paths["metrics"])
         tracker.set_tags({"arch": metrics["best_arch"]})
         tracker.log_metrics({k: metrics[k] for k in ("best_fitness", "evaluations",

@@ -82,9 +82,13 @@ def stub_study(tmp_path) -> Study:
     return Study(tmp_path, env)
 
 
-@pytest.fixture(scope="module")
-def module_study(tmp_path_factory) -> Study:
-    """A `study` shared by the tests of a module (one expensive run, several checks of it)."""
-    root = tmp_path_factory.mktemp("study")
+@pytest.fixture(scope="session")
+def rehearsed(tmp_path_factory, artifacts_dir, slurm_partition):
+    """The cluster rehearsal (tests/workflow/test_rehearsal.py), run once per session: its
+    checks and the MLflow UI test (on the study's real store) share it. Returns ``(study, args,
+    planned jobs, profile, log)``."""
+    from test_rehearsal import rehearse
+
+    root = tmp_path_factory.mktemp("rehearsal")
     copy_recipe(root)
-    return Study(root, base_env())
+    return rehearse(Study(root, base_env()), artifacts_dir, slurm_partition)

@@ -3,8 +3,9 @@
 The DAG tests run the real Snakefile with this script first on PATH (as `detnas`), so they check
 the wiring (every path a rule passes exists, every declared output is written) and Snakemake's
 rerun behaviour without training anything. Environment:
-    STUB_LOG     append one line per call: the command words and --out
+    STUB_LOG     append one line per call: the command words and --out (or --status)
     STUB_HANG    a substring of --out: write the first output, touch STUB_HANG_FLAG, sleep
+    STUB_FAIL    a substring of --out: exit 1 without writing
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ def main(argv: list[str]) -> int:
     cfg = yaml.safe_load(Path(opts["--config"]).read_text())
     if log := os.environ.get("STUB_LOG"):
         with open(log, "a") as f:
-            f.write(f"{command} {opts.get('--out', '')}\n")
+            f.write(f"{command} {opts.get('--out', opts.get('--status', ''))}\n")
     results = Path(cfg.get("results", "results"))
     metrics = json.dumps({"mmap": 0.1, "ap50": 0.2, "top1": 0.3, "top5": 0.6, "arch": "0-00-00-0"})
     if command == "tracking init":
         write(results / "tracking.json", json.dumps({"parent_run_id": "stub"}))
+    elif command == "tracking finish":
+        pass
     elif command == "data synth-detection":
         root = Path(cfg["datasets"][opts["--dataset"]]["root"])
         for split in ("train", "test"):
@@ -87,6 +90,10 @@ def main(argv: list[str]) -> int:
     elif command in OUTPUTS:
         out = Path(opts["--out"])
         files = OUTPUTS[command]
+        fail = os.environ.get("STUB_FAIL")
+        if fail and fail in str(out):
+            print(f"stub detnas: failing {out} (STUB_FAIL)", file=sys.stderr)
+            return 1
         hang = os.environ.get("STUB_HANG")
         if hang and hang in str(out):
             write(out / files[0], "partial")

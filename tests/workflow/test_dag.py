@@ -106,9 +106,20 @@ def finished(stub_study):
     return stub_study
 
 
+def _last_call(study) -> str:
+    return (study.root / "stub-calls.log").read_text().splitlines()[-1]
+
+
 @pytest.mark.slow
-def test_nothing_to_do_after_a_run(finished):
+def test_nothing_to_do_after_a_run_and_the_parent_run_ends_with_it(finished):
     assert finished.planned(*TEST) == {}
+    assert _last_call(finished) == "tracking finish FINISHED"  # onsuccess
+    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)
+    env = dict(finished.env, STUB_FAIL="retrain/detnas")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST],
+                          cwd=finished.root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert _last_call(finished) == "tracking finish FAILED"  # onerror
 
 
 RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
@@ -142,7 +153,7 @@ def test_a_killed_run_is_rerun_cleanly(finished):
     root = finished.root
     finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 7 detector jobs to run
     env = dict(finished.env, STUB_HANG="retrain/detnas", STUB_HANG_FLAG=str(root / "hang"))
-    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", *TEST]  # it takes the lock
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -155,6 +166,12 @@ def test_a_killed_run_is_rerun_cleanly(finished):
         proc.wait()
     partial = root / "results/retrain/detnas/synth/fpn/checkpoint.pt"
     assert partial.read_text() == "partial"
+    # The stale lock stops the next run until `snakemake --unlock` (README: resuming) ...
+    locked = subprocess.run([*cmd, "--rerun-incomplete"], cwd=root, env=finished.env,
+                            capture_output=True, text=True, timeout=300)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    subprocess.run([*cmd, "--unlock"], cwd=root, env=finished.env, check=True,
+                   capture_output=True, timeout=300)
     # The partial output is known to be incomplete: plain Snakemake refuses to go on ...
     refused = finished.snakemake("-n", *TEST, check=False)
     assert refused.returncode != 0 and "ncomplete" in refused.stdout + refused.stderr

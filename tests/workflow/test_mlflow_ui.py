@@ -1,11 +1,17 @@
-"""The MLflow UI shows a study's runs: a parent run and child runs written by detnas.tracking,
-served by `mlflow server` from the SQLite store, rendered by headless Chromium.
+"""The MLflow UI on a real study's store: the cluster rehearsal's (the `rehearsed` session fixture:
+config/coco.yaml's structure at toy size, every stage tracked by detnas.tracking), served by
+`mlflow server` from its SQLite store and rendered by headless Chromium, grouped by ablation.
 
-Screenshots are kept in test-artifacts/ (mlflow-ui-runs.png, mlflow-ui-run.png).
+DETNAS_UI_STUDY=DIR checks the study in DIR instead (a folder where a study ran, holding
+results/config.yaml, results/tracking.json and the store, e.g. this repository after `make run`).
+
+Screenshots are kept in test-artifacts/: mlflow-ui-ablation.png (the runs grouped by ablation,
+with the AP columns) and mlflow-ui-run.png (a retraining run: metrics, tags, parent run).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -14,18 +20,20 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+import yaml
+
+from detnas.report.paper import ROWS
+from detnas.tracking import ABLATION_VIEW
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-                  "--virtual-time-budget=20000"]  # let the React app fetch and render
-RUNS = {"retrain-detnas-synth-fpn": 0.4321, "retrain-shufflenetv2-synth-fpn": 0.3123}
+                  "--disable-component-update", "--disable-sync", "--window-size=1920,1200",
+                  "--virtual-time-budget=30000"]  # let the React app fetch and render
 
 
 def free_port() -> int:
@@ -39,36 +47,56 @@ def visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
 
 
-@pytest.fixture
-def store(tmp_path):
-    """A parent run and two child runs with tags and metrics, as the pipeline's stages write."""
-    from detnas import tracking
+@pytest.fixture(scope="module")
+def store(request):
+    """``(uri, experiment id, parent run id, study root)`` of the study's MLflow store."""
+    from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = SimpleNamespace(results=str(tmp_path),
-                          tracking=SimpleNamespace(enabled=True, uri=uri, experiment="detnas-ui"))
-    tracking.init_parent(uri, "detnas-ui", tmp_path, "study", {"seed": 0})
-    ids = {}
-    for name, mmap in RUNS.items():
-        tags = {"stage": "retrain", "ablation": name.split("-")[1], "detector": "fpn"}
-        with tracking.start(cfg, name, tags) as run:
-            for step in range(3):
-                run.log_metrics({"loss": 1 / (step + 1)}, step=step)
-            run.log_metrics({"mmap": mmap})
-            ids[name] = run.run_id
-    return uri, ids
+    if os.environ.get("DETNAS_UI_STUDY"):
+        root = Path(os.environ["DETNAS_UI_STUDY"]).resolve()
+    else:
+        root = request.getfixturevalue("rehearsed")[0].root
+    cfg = yaml.safe_load((root / "results" / "config.yaml").read_text())
+    uri = cfg["tracking"]["uri"]
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative to root
+        uri = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
+    parent = yaml.safe_load((root / "results" / "tracking.json").read_text())["parent_run_id"]
+    experiment = MlflowClient(uri).get_experiment_by_name(cfg["tracking"]["experiment"])
+    return uri, experiment.experiment_id, parent, root
 
 
-@pytest.fixture
-def server(store, tmp_path):
-    uri, ids = store
+def test_the_study_is_tracked_whole(store):
+    """The parent run ended with the study; a child per stage, each with config, arch, cost."""
+    from mlflow.tracking import MlflowClient
+
+    uri, exp_id, parent, _ = store
+    client = MlflowClient(uri)
+    assert client.get_run(parent).info.status == "FINISHED"  # onsuccess: detnas tracking finish
+    children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'",
+                                  max_results=1000)
+    assert {r.data.tags["ablation"] for r in children} >= set(ROWS)
+    retrained = [r for r in children if r.data.tags["stage"] == "retrain-detection"]
+    assert {r.data.tags["ablation"] for r in retrained} == set(ROWS)
+    for run in children:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert "cost.wall_s" in run.data.metrics and "cost.gpu_hours" in run.data.metrics
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for run in retrained:
+        assert {"mmap", "ap50"} <= set(run.data.metrics), run.info.run_name
+        assert "arch.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    uri, exp_id, _, _ = store
     port = free_port()
-    log = tmp_path / "mlflow-server.log"
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    log = tmp / "mlflow-server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -81,7 +109,7 @@ def server(store, tmp_path):
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        yield base, ids
+        yield base, tmp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -92,26 +120,41 @@ def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
     profile = tmp_path / f"chromium-{time.monotonic_ns()}"
     cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     dom = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+                         timeout=180, check=True).stdout
     if screenshot is not None:
         subprocess.run([*cmd, f"--screenshot={screenshot}", url], capture_output=True,
-                       timeout=120, check=True)
+                       timeout=180, check=True)
         assert screenshot.stat().st_size > 10_000
     return dom
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
-def test_ui_shows_runs_and_metrics(server, tmp_path, artifacts_dir):
-    base, ids = server
-    runs_page = visible_text(chromium(f"{base}/#/experiments/1/runs", tmp_path,
-                                      artifacts_dir / "mlflow-ui-runs.png"))
-    assert "detnas-ui" in runs_page
-    assert "study" in runs_page  # the parent run; the children are grouped under it
-    assert "3 matching runs" in runs_page
-    for i, (name, mmap) in enumerate(RUNS.items()):
-        shot = artifacts_dir / "mlflow-ui-run.png" if i == 0 else None
-        page = visible_text(chromium(f"{base}/#/experiments/1/runs/{ids[name]}", tmp_path, shot))
-        assert name in page
-        assert f"mmap {mmap}" in page  # the metrics table: name, value
-        assert "Parent run study" in page
-        assert "ablation : " + name.split("-")[1] in page
+def test_ui_groups_the_study_by_ablation_with_the_ap_columns(store, server, artifacts_dir):
+    _, exp_id, _, _ = store
+    base, tmp = server
+    url = f"{base}/#/experiments/{exp_id}/runs?viewStateShareKey={ABLATION_VIEW}"
+    page = visible_text(chromium(url, tmp, artifacts_dir / "mlflow-ui-ablation.png"))
+    assert "Group by: ablation" in page  # the shared view detnas tracking init created
+    for row in ROWS:  # one group per row of the paper's table
+        assert f"Group: {row}" in page, row
+    header = page.split("Run Name", 1)[1].split("Group:", 1)[0]  # the table's column headers
+    for column in ("mmap", "ap50", "top1"):  # the view's metric columns, shown
+        assert f" {column} " in header, column
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
+def test_ui_shows_a_retraining_run_with_its_metrics_and_parent(store, server, artifacts_dir):
+    from mlflow.tracking import MlflowClient
+
+    uri, exp_id, parent, _ = store
+    base, tmp = server
+    (run,) = MlflowClient(uri).search_runs(
+        [exp_id], "tags.stage = 'retrain-detection' and tags.ablation = 'detnas'",
+        max_results=1, order_by=["attributes.start_time ASC"])
+    page = visible_text(chromium(f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp,
+                                 artifacts_dir / "mlflow-ui-run.png"))
+    assert run.info.run_name in page and "Status Finished" in page
+    shown = re.search(r" mmap ([-\d.e]+) ", page)  # the metrics table: name, value
+    assert shown and float(shown[1]) == pytest.approx(run.data.metrics["mmap"], rel=1e-3)
+    assert "cost.gpu_hours" in page  # the cost ledger's metrics
+    assert "Parent run study" in page and "ablation : detnas" in page

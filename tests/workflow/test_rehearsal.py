@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -78,7 +77,8 @@ def rehearsal_config(paper: dict) -> dict:
 
 
 def slurm_overrides(profile: dict, partition: str) -> list[str]:
-    """The CI cluster's site settings; every rule the profile gives GPUs gets 2 of them."""
+    """The CI cluster's site settings (what a user's site profile holds, README), on the command
+    line; every rule the profile gives GPUs gets 2 of them."""
     resources = []
     for rule, res in profile["set-resources"].items():
         if res.get("gpu", 0):
@@ -114,12 +114,12 @@ def _gpu_rules(profile: dict) -> set[str]:
     return {rule for rule, res in profile["set-resources"].items() if res.get("gpu", 0)}
 
 
-@pytest.fixture(scope="module")
-def rehearsed(module_study, request, slurm_partition):
+def rehearse(study, artifacts, slurm_partition):
+    """Run the rehearsal in ``study`` (the session fixture ``rehearsed`` of conftest.py calls
+    this once: the MLflow UI test looks at the same study's store)."""
     gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
     assert f"gpu:{GPUS}" in gres, f"the CI node declares no {GPUS} GPUs ({gres.strip()}): " \
                                   "run scripts/ci/start_slurm.sh"
-    study = module_study
     root = study.root
     paper = yaml.safe_load((root / "config" / "coco.yaml").read_text())
     (root / "config" / "rehearsal.yaml").write_text(yaml.safe_dump(rehearsal_config(paper)))
@@ -131,8 +131,7 @@ def rehearsed(module_study, request, slurm_partition):
     proc = study.snakemake(*args, check=False, timeout=2400)
     seconds = time.perf_counter() - start
     log = proc.stdout + proc.stderr
-    (request.config.rootpath / "test-artifacts").mkdir(exist_ok=True)
-    (request.config.rootpath / "test-artifacts" / "rehearsal.log").write_text(log)
+    (artifacts / "rehearsal.log").write_text(log)
     assert proc.returncode == 0, log[-6000:]
     print(f"rehearsal: {sum(planned.values())} jobs in {seconds:.0f} s")
     return study, args, planned, profile, log
@@ -222,7 +221,6 @@ def test_nats_on_two_processes_derives_a_complete_architecture(rehearsed, tmp_pa
 def test_voc_config_plans_the_same_dag(rehearsed):
     study, _, planned, _, _ = rehearsed
     paper = yaml.safe_load((study.root / "config" / "voc.yaml").read_text())
-    (study.root / "config" / "rehearsal_voc.yaml").write_text(
-        yaml.safe_dump(rehearsal_config(paper)))
-    shutil.rmtree(study.root / "results")
+    voc = {**rehearsal_config(paper), "results": "results-voc"}  # the COCO study's results stay
+    (study.root / "config" / "rehearsal_voc.yaml").write_text(yaml.safe_dump(voc))
     assert study.planned("--configfile", "config/rehearsal_voc.yaml") == planned

@@ -13,3 +13,14 @@ rule tracking_init:
         runtime=10,
     shell:
         "detnas tracking init --config {STUDY_CONFIG} > {log} 2>&1"
+
+
+# The parent run ends with the invocation: FINISHED when every job succeeded, FAILED otherwise
+# (a later invocation's stages still log under it, and its end sets the status again). Not run
+# by dry runs, nor by the jobs Snakemake spawns on a cluster (they run with --no-hooks).
+onsuccess:
+    shell(f"detnas tracking finish --config {STUDY_CONFIG} --status FINISHED")
+
+
+onerror:
+    shell(f"detnas tracking finish --config {STUDY_CONFIG} --status FAILED")

@@ -1,0 +1,89 @@
+"""MLflow tracking on a real SQLite store: the parent run's end, stage artifacts, the cost ledger
+and the experiment's shared view grouped by ablation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detnas import config, cost, tracking
+from detnas.cli import main
+
+TAGS = {"stage": "retrain-detection", "ablation": "detnas", "dataset": "synth",
+        "detector": "fpn", "arch": "0-00-00-0"}
+
+
+@pytest.fixture
+def study(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"space": "test", "device": "cpu", "results": str(tmp_path),
+                                    "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                                 "experiment": "t"}}))
+    return path, config.load(path)
+
+
+def test_stage_run_artifacts_cost_and_the_parent_runs_end(study, capsys):
+    from mlflow.tracking import MlflowClient
+
+    path, cfg = study
+    assert main(["tracking", "init", "--config", str(path)]) == 0
+    parent = capsys.readouterr().out.strip()
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("t")
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{tracking.ABLATION_VIEW}"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "ablation"}]
+    assert "metrics.`mmap`" in view["selectedColumns"]
+
+    spec = {"kind": "shufflenet", "space": "test", "arch": TAGS["arch"]}
+    with tracking.start(cfg, "retrain", TAGS, gpus=2, arch=spec) as tracker:
+        time.sleep(0.05)
+        record = tracker.cost()
+    assert record["gpus"] == 2 and record["wall_s"] >= 0.05
+    assert record["gpu_hours"] == pytest.approx(2 * record["wall_s"] / 3600)
+    assert {k: record[k] for k in TAGS} == TAGS
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.metrics["cost.gpu_hours"] == pytest.approx(record["gpu_hours"])
+    artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
+    assert artifacts == {"config.yaml", "arch.json"}
+    local = client.download_artifacts(tracker.run_id, "config.yaml", str(path.parent))
+    assert yaml.safe_load(Path(local).read_text()) == config.to_dict(cfg)  # resolved config
+    stored = list((path.parent / "mlartifacts").rglob("arch.json"))  # under the results folder
+    assert len(stored) == 1 and yaml.safe_load(stored[0].read_text()) == spec
+
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert main(["tracking", "finish", "--config", str(path), "--status", "FAILED"]) == 0
+    assert client.get_run(parent).info.status == "FAILED"
+    assert main(["tracking", "finish", "--config", str(path), "--status", "FINISHED"]) == 0
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(parent).info.end_time is not None
+
+
+def test_finish_without_a_parent_run_is_a_no_op(study, capsys):
+    path, cfg = study
+    assert tracking.finish_parent(cfg.results, "FINISHED") is None
+    assert main(["tracking", "finish", "--config", str(path), "--status", "FAILED"]) == 0
+    assert "nothing to finish" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--status: 'DONE'"):
+        tracking.finish_parent(cfg.results, "DONE")
+
+
+def test_the_meter_counts_cpu_time_and_memory_and_no_gpu_on_the_cpu():
+    meter = cost.Meter(0, {"stage": "search", "ablation": "random", "other": "x"})
+    before = meter.read()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.2:  # burn CPU
+        pass
+    block = b"x" * int((before["peak_rss_mb"] + 64) * 2**20)  # past the peak so far
+    after = meter.read()
+    del block
+    assert after["cpu_s"] >= before["cpu_s"] + 0.19
+    assert after["peak_rss_mb"] >= before["peak_rss_mb"] + 60
+    assert after["gpus"] == after["gpu_hours"] == 0 and after["cuda_peak_mb"] is None
+    assert after["stage"] == "search" and "other" not in after  # the ledger's tags only
+    with pytest.raises(ValueError, match="gpus: -1"):
+        cost.Meter(-1)
