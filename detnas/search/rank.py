@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import warnings
 from pathlib import Path
 
 from detnas import flops, tracking
@@ -71,7 +72,9 @@ def rank_correlation(x: list[float], y: list[float]) -> dict:
     if len(x) != len(y) or len(x) < 2:
         raise ValueError(f"rank correlation needs two paired lists of >= 2 values, got "
                          f"{len(x)} and {len(y)}")
-    tau, rho = stats.kendalltau(x, y), stats.spearmanr(x, y)
+    with warnings.catch_warnings():  # a constant list: NaN, reported as None
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        tau, rho = stats.kendalltau(x, y), stats.spearmanr(x, y)
     return {"kendall_tau": _finite(tau.statistic), "kendall_p": _finite(tau.pvalue),
             "spearman_rho": _finite(rho.statistic), "spearman_p": _finite(rho.pvalue)}
 

@@ -19,7 +19,8 @@ import yaml
 
 PATH_OPTIONS = ("--supernet", "--data", "--images", "--recalib-annotations", "--recalib-images",
                 "--recalib-data", "--arch", "--init", "--annotations", "--pretrained",
-                "--weights-annotations", "--arch-annotations", "--config")
+                "--weights-annotations", "--arch-annotations", "--config", "--scratch",
+                "--search")
 
 OUTPUTS = {  # command -> files written under --out (a folder), per the CLI contract
     "data split": ["instances_supernet.json", "instances_search.json"],
@@ -29,6 +30,7 @@ OUTPUTS = {  # command -> files written under --out (a folder), per the CLI cont
     "search evolution": ["arch.json", "history.csv", "metrics.json"],
     "search random": ["arch.json", "history.csv", "metrics.json"],
     "nats search": ["arch.json"],
+    "rank": ["rank.json"],
     "report": ["report.md", "report.html", "tables.json", "figures/search.png"],
 }
 
