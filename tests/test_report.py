@@ -223,9 +223,11 @@ def test_noise_verdicts():
     from detnas.report.tables import bootstrap_verdict, noise_verdict
 
     assert noise_verdict([0.10, 0.12], [0.11, 0.13]).startswith("within the noise")
+    assert noise_verdict([0.12, 0.14], [0.11, 0.13]).startswith("within the noise")
     assert noise_verdict([0.10, 0.101], [0.20, 0.201]).startswith("outside the noise")
     assert noise_verdict([0.10], [0.20]).startswith("one seed per row")
     assert bootstrap_verdict([0.2, 0.3, 0.25], [0.1, 0.15, 0.1]).startswith("outside")
+    assert bootstrap_verdict([0.1, 0.15, 0.1], [0.2, 0.3, 0.25]).startswith("outside")
     assert bootstrap_verdict([0.2, 0.1, 0.25], [0.1, 0.15, 0.1]).startswith("within")
 
 
