@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from detnas import config, flops, train
+from detnas import config, flops, tracking, train
 from detnas.cli import main
 from detnas.data import make_synthetic_detection
 from detnas.search import rank
@@ -100,11 +100,30 @@ def test_rank_stage_resumes_and_reproduces(ranked, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished standalone run was trained again")
 
+    logged = {}
+
+    class Tracker(tracking.NullTracker):  # the stage's MLflow child run
+        def log_metrics(self, metrics, step=None):
+            logged.update(metrics)
+
+        def log_artifact(self, path):
+            logged["artifact"] = Path(path).name
+
+    def start(cfg, name, tags):
+        logged.update(name=name, stage=tags["stage"])
+        return Tracker()
+
     monkeypatch.setattr(train, "train_detector", no_training)
+    monkeypatch.setattr(tracking, "start", start)
     assert main(args) == 0
     after = json.loads((root / "out" / "rank.json").read_text())
     assert after["supernets"] == before["supernets"]
     assert after["standalone"] == before["standalone"]
+    assert logged["name"] == "rank-synth-fpn" and logged["stage"] == "rank"
+    assert logged["artifact"] == "rank.json"
+    for init, s in after["supernets"].items():  # tau and rho where defined
+        for k in ("kendall_tau", "spearman_rho"):
+            assert logged.get(f"{init}_{k}") == s[k]
 
 
 @pytest.mark.slow

@@ -98,5 +98,5 @@ use rule retrain_detector as retrain_detector_seed with:
         "logs/retrain/{row}/{dataset}/{detector}/det.seed{seed}.log",
     params:
         cfg=lambda w: part("detector", "retrain_finetune", dataset=w.dataset),
-        seed=lambda w: f" --set seed={w.seed}",
+        seed=lambda w: f" --set seed={w.seed} --set 'retrain_seeds=[]'",  # one run, that seed
         out=out_dir,
