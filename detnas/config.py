@@ -127,6 +127,12 @@ class SearchConfig:
     mutation_prob: float = 0.1
     max_flops: float = 0.0  # backbone FLOPs limit at flops_input_size; 0 = no limit
     flops_input_size: int = 224  # the reference measures at 224x224
+    max_params: float = 0.0  # backbone parameters limit; 0 = no limit
+    max_latency: float = 0.0  # predicted backbone latency limit in ms, from the latency table
+    # (section latency); 0 = no limit
+    objective: str = "fitness"  # fitness: parents are the top k by fitness (the paper) | pareto:
+    # the top k of the (cost, fitness) non-dominated fronts, cost = the predicted latency with a
+    # latency table, else the FLOPs; the search also writes the front (front.json)
     recalib_images: int = 4000  # BN recalibration images per candidate (paper: 500 x 8)
     recalib_batch_size: int = 8
     recalib: str = "exact"  # BN statistics: exact (cumulative over all images) | momentum (the
@@ -136,11 +142,29 @@ class SearchConfig:
     eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
     threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
     # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
-    prepare: str = "none"  # none | decoded | resized: the search images decoded (and resized) once
-    # per worker, kept on the GPU where they fit; the same fitness bit for bit. float32 per
-    # image: decoded 640x480 COCO 3.7 MB, resized to 800 px 12 MB (GPU runs)
+    prepare: str = "none"  # none | decoded | resized: the search and recalibration images decoded
+    # (and resized) once per worker, kept on the GPU where they fit; the same fitness bit for bit.
+    # Per image: decoded uint8 640x480 COCO 0.9 MB, resized float32 at 800 px 12 MB (GPU runs)
     coco_backend: str = "auto"  # auto: faster-coco-eval when installed (same 12 numbers as
     # pycocotools, the reference; 1.7x to 4x faster here) | pycocotools | faster
+
+
+@dataclass
+class LatencyConfig:
+    """The per-block latency table (`detnas latency-table`) that `search.max_latency` reads."""
+
+    table: str = ""  # the table's JSON file; "" = <results>/latency/table.json, which the
+    # workflow measures when search.max_latency is set. A table given here also adds the
+    # predicted latency of every candidate to the search's history.
+    device: str = "auto"  # where to measure: auto (the study's device) | cpu | cuda
+    batch_size: int = 1  # images per forward
+    input_size: int = 224  # square input, pixels
+    threads: int = 1  # torch CPU threads while measuring (recorded in the table)
+    warmup: int = 10  # untimed forwards per module first
+    repeats: int = 50  # timed runs of each (block, choice), inside whole forwards; the table
+    # holds their median
+    clock: str = "wall"  # wall | cpu: the measuring thread's CPU time (device cpu, threads 1),
+    # which other jobs sharing the machine do not inflate by preempting it; wall is the latency
 
 
 @dataclass
@@ -190,6 +214,7 @@ class StudyConfig:
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     scratch_schedule: float = 1.0  # DetNAS-scratch trains this many times supernet_finetune's
     # steps: from scratch needs a longer schedule (He et al. 2019: 3x and more)
     retrain_pretrain: TrainConfig = field(default_factory=TrainConfig)
@@ -269,6 +294,18 @@ def check(cfg: StudyConfig, where: str) -> None:
     _check_choice(cfg.detector.box_head, ("4conv1fc", "twomlp"), f"{where}.detector.box_head")
     _check_choice(cfg.detector.norm, ("bn", "none"), f"{where}.detector.norm")
     _check_choice(cfg.search.recalib, ("exact", "momentum"), f"{where}.search.recalib")
+    _check_choice(cfg.latency.device, ("auto", "cpu", "cuda"), f"{where}.latency.device")
+    _check_choice(cfg.latency.clock, ("wall", "cpu"), f"{where}.latency.clock")
+    if cfg.latency.clock == "cpu" and (cfg.latency.device == "cuda" or cfg.latency.threads != 1):
+        raise ValueError(f"{where}.latency.clock: cpu times one CPU thread: it needs "
+                         f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "
+                         f"{cfg.latency.threads})")
+    for key, low in (("batch_size", 1), ("input_size", 32), ("threads", 1), ("repeats", 1)):
+        if getattr(cfg.latency, key) < low:
+            raise ValueError(f"{where}.latency.{key}: {getattr(cfg.latency, key)} "
+                             f"(must be >= {low})")
+    if cfg.latency.warmup < 0:
+        raise ValueError(f"{where}.latency.warmup: {cfg.latency.warmup} (must be >= 0)")
     c = cfg.classification
     _check_choice(c.init, ("reference", "torch"), f"{where}.classification.init")
     if not 0 < c.crop_scale <= 1:
@@ -355,11 +392,22 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
     return cfg
 
 
+def latency_table_path(cfg: StudyConfig) -> str:
+    """The latency table of the study: ``latency.table``, or the workflow's default path."""
+    return cfg.latency.table or f"{cfg.results}/latency/table.json"
+
+
+def search_uses_latency(cfg: StudyConfig) -> bool:
+    """Whether the searches read the latency table: ``search.max_latency`` needs it, and one
+    named by ``latency.table`` adds every candidate's predicted latency to the history."""
+    return bool(cfg.search.max_latency or cfg.latency.table)
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
 def config_hash(cfg: Any) -> str:
-    """A short stable hash of a (resolved) config, for tags and provenance."""
-    text = json.dumps(to_dict(cfg), sort_keys=True)
+    """A short stable hash of a (resolved) config or its dict, for tags and provenance."""
+    text = json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

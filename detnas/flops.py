@@ -88,6 +88,10 @@ class CostTable:
         """Backbone FLOPs only: the hot path of the search's FLOPs filter."""
         return self.stem.flops + sum(c[i].flops for c, i in zip(self.blocks, arch.choices))  # noqa: B905
 
+    def backbone_params(self, arch: Arch) -> int:
+        """Backbone parameters only (the search's params filter)."""
+        return self.stem.params + sum(c[i].params for c, i in zip(self.blocks, arch.choices))  # noqa: B905
+
     def classifier(self, arch: Arch) -> Cost:
         return self.backbone(arch) + self.head
 

@@ -162,13 +162,24 @@ def sample_within(
     Raises:
         ValueError: no architecture was found in ``tries`` draws (the range is likely infeasible).
     """
+    return sample_where(space, rng, lambda arch: low <= cost(arch) <= high,
+                        f"cost in [{low:.4g}, {high:.4g}]", tries)
+
+
+def sample_where(space: str, rng: random.Random, accept: Callable[[Arch], bool],
+                 what: str, tries: int = 10_000) -> Arch:
+    """A uniformly random architecture that ``accept`` accepts (rejection sampling).
+
+    Raises:
+        ValueError: none found in ``tries`` draws; ``what`` says what was asked for.
+    """
     for _ in range(tries):
         arch = sample(space, rng)
-        if low <= cost(arch) <= high:
+        if accept(arch):
             return arch
     raise ValueError(
-        f"no architecture of space {space} with cost in [{low:.4g}, {high:.4g}] after {tries} "
-        "random draws; the range is infeasible or too narrow"
+        f"no architecture of space {space} with {what} after {tries} random draws; the range is "
+        "infeasible or too narrow"
     )
 
 

@@ -9,6 +9,9 @@ from detnas.flops import cost_table
 from detnas.search.evolution import (
     evaluation_budget,
     flops_floor,
+    params_floor,
+    pareto_front,
+    pareto_top_k,
     run_search,
     serial,
     top_k,
@@ -98,6 +101,63 @@ def test_flops_floor_is_the_exact_minimum_and_infeasible_limits_fail_at_once():
     assert table.backbone_flops(_arch_test(state.history[0]["arch"])) == exhaustive
 
 
+def test_params_limit_filters_every_candidate_and_infeasible_limits_fail_at_once():
+    table = cost_table("test")
+    sizes = sorted(table.backbone_params(Arch("test", c))
+                   for c in itertools.product(range(4), repeat=6))
+    assert params_floor("test") == sizes[0]
+    assert all(table.backbone(Arch("test", (c,) * 6)).params == table.backbone_params(
+        Arch("test", (c,) * 6)) for c in range(4))
+    limit = float(sizes[len(sizes) // 4])  # a quarter of the space is feasible
+    state = _run(cfg=small_config(max_params=limit), space="test")
+    assert state.history and all(r["backbone_params"] <= limit for r in state.history)
+    assert all(r["backbone_params"] == table.backbone_params(_arch_test(r["arch"]))
+               for r in state.history)
+    assert state.settings["max_params"] == limit
+    fitness = Counting(noisy_fitness)
+    with pytest.raises(ValueError, match=r"search.max_params: .* below the cheapest network"):
+        _run(cfg=small_config(max_params=sizes[0] - 1.0), fitness=fitness, space="test")
+    assert fitness.calls == []
+
+
+def test_a_latency_limit_needs_a_table():
+    with pytest.raises(ValueError, match=r"search.max_latency: 5 ms needs a latency table"):
+        _run(cfg=small_config(max_latency=5.0))
+
+
+def test_pareto_front_and_parents():
+    rows = [{"order": i, "c": c, "fitness": f} for i, (c, f) in enumerate(
+        [(5, 0.5), (3, 0.4), (3, 0.2), (1, 0.1), (4, 0.6), (2, float("nan")), (6, 0.6)])]
+    front = pareto_front(rows, "c")
+    assert [r["order"] for r in front] == [3, 1, 4]  # (1, .1) (3, .4) (4, .6)
+    # the first front, then the front of the rest: (3, .2) (5, .5) (6, .6); of it the fittest
+    assert [r["order"] for r in pareto_top_k(rows, 5, "c")] == [4, 1, 3, 6, 0]
+    assert [r["order"] for r in pareto_top_k(rows, 7, "c")][-1] == 5  # NaN last
+    assert [r["order"] for r in pareto_top_k(rows, 2, "c")] == [4, 1]
+
+
+def test_pareto_search_keeps_the_front():
+    fitness = Counting(noisy_fitness)
+    state = _run(cfg=small_config(objective="pareto"), fitness=fitness)
+    assert state.settings["objective"] == "pareto"
+    assert state.settings["pareto_cost"] == "backbone_flops"
+    assert len(fitness.calls) == len(set(fitness.calls)) == evaluation_budget(small_config())
+    front = pareto_front(state.history, "backbone_flops")
+    def dominates(a, b):
+        return a["backbone_flops"] <= b["backbone_flops"] and a["fitness"] > b["fitness"]
+
+    assert not any(dominates(r, f) for r in state.history for f in front)
+    assert all(any(dominates(f, r) or f["backbone_flops"] <= r["backbone_flops"] and
+                   f["fitness"] == r["fitness"] for f in front)
+               for r in state.history if r not in front)
+    assert top_k(state.history, 1)[0] in front  # the fittest is on it
+    assert front[0]["backbone_flops"] == min(r["backbone_flops"] for r in state.history)
+    plain = _run(cfg=small_config())
+    assert [r["arch"] for r in plain.history] != [r["arch"] for r in state.history]
+    with pytest.raises(ValueError, match=r"search.objective: 'best' \(fitness, pareto\)"):
+        _run(cfg=small_config(objective="best"))
+
+
 def _arch_test(text):
     return Arch.parse(text, "test")
 
@@ -105,6 +165,7 @@ def _arch_test(text):
 @pytest.mark.parametrize("field,value,match", [
     ("topk", 9, "topk"), ("mutations", 6, "mutations"), ("mutation_prob", 1.5, "mutation_prob"),
     ("population", 0, "population"), ("max_flops", -1.0, "max_flops"),
+    ("max_params", -1.0, "max_params"), ("max_latency", -1.0, "max_latency"),
 ])
 def test_bad_settings(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -7,7 +7,13 @@ import detnas
 from detnas.checkpoint import save_checkpoint
 from detnas.config import DetectorConfig
 from detnas.models import backbone_of, build_model, model_meta
-from detnas.search.fitness import FitnessSpec, SupernetFitness, build_fitness, check_checkpoint
+from detnas.search.fitness import (
+    FitnessSpec,
+    SupernetFitness,
+    build_fitness,
+    check_checkpoint,
+    has_head_norm,
+)
 from detnas.space import Arch
 
 torch.set_num_threads(1)
@@ -141,18 +147,24 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-@pytest.mark.parametrize("detector,mode", [("fpn", "resized"), ("retinanet", "resized"),
-                                           ("fpn", "decoded")])
-def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, mode, device):
-    """Images decoded and resized once give the fitness of today's path, bit for bit."""
+@pytest.mark.parametrize("detector,mode,norm", [
+    ("fpn", "resized", "none"), ("retinanet", "resized", "none"), ("fpn", "decoded", "none"),
+    ("fpn", "resized", "bn"), ("fpn", "decoded", "bn")])  # bn: the paper configs' detector
+def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, mode, norm,
+                                                 device):
+    """Images decoded (and resized) once give the fitness of the loader path, bit for bit; with
+    BN in the FPN and head the whole detector recalibrates on the kept (image, target) pairs."""
     from detnas import evaluation
     from detnas.data import make_synthetic_detection
 
     make_synthetic_detection(tmp_path, seed=0, num_train=7, num_test=5, image_size=48,
                              num_classes=2)
-    cfg = DetectorConfig(min_size=64, max_size=64, fpn_channels=16, score_thresh=0.0)
+    cfg = DetectorConfig(min_size=64, max_size=64, fpn_channels=16, score_thresh=0.0, norm=norm,
+                         box_head="4conv1fc" if norm == "bn" else "twomlp",
+                         box_conv_channels=8, box_head_channels=16)
     torch.manual_seed(0)
     model = build_model("detection", {"kind": "supernet", "space": "test"}, 2, detector, cfg)
+    assert has_head_norm(model) == (norm == "bn")
     path = save_checkpoint(tmp_path / "det.pt", {
         "model": model.state_dict(),
         **model_meta("detection", {"kind": "supernet", "space": "test"}, 2, detector, cfg)})

@@ -15,7 +15,8 @@ classification fitness (ClsNASNet ablation; top-1):
       classification.search_images held-out images score, the rest recalibrates BN
       (classification.search_images: 0 reads --data whole, e.g. a separate val split)
 
-Settings come from the config's `search` section (population, generations, max_flops, workers,
+Settings come from the config's `search` section (population, generations, max_flops,
+max_params, max_latency (needs the latency table, `detnas latency-table`), objective, workers,
 recalib_images, ...); override with --set search.KEY=VALUE. Both strategies evaluate
 population * generations candidates. An existing OUT/state.json is resumed.
 """
@@ -24,7 +25,7 @@ population * generations candidates. An existing OUT/state.json is resumed.
 def register(sub) -> None:
     p = sub.add_parser("search", help="search a supernet: evolution, random")
     cmds = p.add_subparsers(dest="search_command", required=True, metavar="STRATEGY")
-    for strategy, text in (("evolution", "evolutionary search under the FLOPs limit"),
+    for strategy, text in (("evolution", "evolutionary search under the cost limits"),
                            ("random", "random search with the evolution's evaluation budget")):
         c = cmds.add_parser(strategy, help=text, description=text, epilog=_EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)

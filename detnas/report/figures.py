@@ -19,6 +19,7 @@ from detnas.report.paper import (
 from detnas.report.results import Results, search_key
 from detnas.report.tables import search_curve
 from detnas.resnet import parse_dilations
+from detnas.search.evolution import pareto_front
 from detnas.space import REGISTRY, Arch
 
 
@@ -95,9 +96,10 @@ def plot_search(histories: dict[str, list[dict]], path: Path, title: str) -> Pat
 
 
 def plot_flops_fitness(histories: dict[str, list[dict]], path: Path, title: str,
-                       max_flops: float = 0.0) -> Path:
+                       max_flops: float = 0.0, front: bool = False) -> Path:
     """Scatter of backbone FLOPs against fitness of every evaluated candidate, with the search's
-    FLOPs limit (if any) as a vertical line."""
+    FLOPs limit (if any) as a vertical line; ``front``: each method's FLOPs x fitness
+    non-dominated front as a step line (the Pareto search, ``search.objective: pareto``)."""
     points = {m: [(r["backbone_flops"] / 1e6, r["fitness"]) for r in h
                   if r["backbone_flops"] is not None] for m, h in histories.items()}
     points = {m: p for m, p in points.items() if p}
@@ -109,6 +111,12 @@ def plot_flops_fitness(histories: dict[str, list[dict]], path: Path, title: str,
         xs, ys = zip(*p, strict=True)
         ax.scatter(xs, ys, s=12, alpha=0.6, color=METHOD_COLOURS.get(method),
                    label=ROWS.get(method, method))
+        if front:
+            rows = [{"order": i, "flops": x, "fitness": y} for i, (x, y) in enumerate(p)]
+            line = pareto_front(rows, "flops")
+            ax.step([r["flops"] for r in line], [r["fitness"] for r in line], where="post",
+                    color=METHOD_COLOURS.get(method), lw=1.2,
+                    label=f"{ROWS.get(method, method)}: front")
     if max_flops > 0:
         ax.axvline(max_flops / 1e6, color="black", ls=":", label="FLOPs limit")
     ax.set(xlabel="backbone MFLOPs (224x224)", ylabel="fitness", title=title)
@@ -242,7 +250,8 @@ def write_figures(cfg: StudyConfig, res: Results, archs: list[dict], figures: Pa
                     if search_key(ds, det, m) in res.histories}
             written.append(plot_search(hist, figures / f"search_{name}.png", where))
             written.append(plot_flops_fitness(hist, figures / f"flops_fitness_{name}.png", where,
-                                              cfg.search.max_flops))
+                                              cfg.search.max_flops,
+                                              front=cfg.search.objective == "pareto"))
             if f"rank_{name}.png" in names:
                 written.append(plot_rank(res.rank.get((ds, det)), figures / f"rank_{name}.png",
                                          f"Ranking check, {where}"))

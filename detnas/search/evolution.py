@@ -1,13 +1,17 @@
-"""Evolutionary and random search under a FLOPs limit, resumable after a kill (pure Python).
+"""Evolutionary and random search under cost limits, resumable after a kill (pure Python).
 
 The evolution follows the DetNAS / SPOS reference: generation 0 is ``population`` random
 candidates; each later generation has up to ``mutations`` mutants (a random top-k parent, each
 block re-drawn with probability ``mutation_prob``, at most ``10 * mutations`` tries), up to
 ``crossovers`` children (two random top-k parents, each block from either), and random candidates
-for the rest; the top k are the best of everything evaluated so far. A candidate over the FLOPs
-limit is rejected before evaluation (never penalised), and no candidate is evaluated twice.
+for the rest; the top k are the best of everything evaluated so far. A candidate over any limit
+(backbone FLOPs, backbone params, predicted latency from a `detnas.latency` table: `Limits`) is
+rejected before evaluation (never penalised), and no candidate is evaluated twice.
+With ``objective: pareto`` the parents are the top k of the (cost, fitness) non-dominated fronts
+instead (`pareto_top_k`; cost: the predicted latency with a latency table, else the FLOPs), and
+the search returns the front of everything evaluated (`pareto_front`).
 Random search draws every generation at random: the same number of evaluations
-(`evaluation_budget`), the same FLOPs filter, the same state and history.
+(`evaluation_budget`), the same filter, the same state and history.
 
 A generation's candidates are all drawn before any is evaluated (they depend only on the RNG and
 the top k), so they can be evaluated in parallel and the result does not depend on the number of
@@ -30,11 +34,12 @@ from typing import Any
 
 from detnas.checkpoint import load_json, save_json
 from detnas.flops import cost_table
-from detnas.space import Arch, crossover, get_space, mutate, sample_within
+from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("evolution", "random")
+OBJECTIVES = ("fitness", "pareto")
 STATE_VERSION = 1
 
 Fitness = Callable[[Arch], float]
@@ -43,6 +48,7 @@ Evaluator = Callable[[Sequence[Arch]], Iterable[tuple[int, float]]]
 
 _SETTINGS = ("population", "topk", "generations", "mutations", "crossovers", "mutation_prob",
              "max_flops", "flops_input_size")
+_NEW_SETTINGS = ("max_params", "max_latency")  # in a state only when set: older states resume
 
 
 def serial(fitness: Fitness) -> Evaluator:
@@ -71,8 +77,51 @@ def flops_floor(space: str, input_size: int = 224) -> int:
     return table.stem.flops + sum(min(c.flops for c in block) for block in table.blocks)
 
 
-def check_settings(cfg, space: str, where: str = "search") -> None:
+def params_floor(space: str) -> int:
+    """Backbone parameters of the smallest arch of ``space`` (the smallest choice per block)."""
+    table = cost_table(space)
+    return table.stem.params + sum(min(c.params for c in block) for block in table.blocks)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The predicted costs of a candidate, as history columns, and the search's limits on them.
+
+    Every cost is a sum over a table (`detnas.flops`, `detnas.latency`), so it is known before
+    the candidate is evaluated.
+    """
+
+    costs: dict[str, Callable[[Arch], float]]  # column: backbone_flops, backbone_params, latency_ms
+    limits: dict[str, float]  # the columns limited, by their limit (none: unlimited)
+
+    def of(self, arch: Arch) -> dict[str, float]:
+        return {column: cost(arch) for column, cost in self.costs.items()}
+
+    def feasible(self, arch: Arch) -> bool:
+        return all(self.costs[column](arch) <= limit for column, limit in self.limits.items())
+
+    def describe(self) -> str:
+        return ", ".join(f"{column} <= {limit:.6g}" for column, limit in self.limits.items()) \
+            or "no limit"
+
+
+def search_limits(cfg, space: str, latency=None) -> Limits:
+    """The `Limits` of search settings ``cfg`` in ``space``; ``latency``: a
+    `detnas.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
+    table = cost_table(space, cfg.flops_input_size)
+    costs = {"backbone_flops": table.backbone_flops, "backbone_params": table.backbone_params}
+    limits = {"backbone_flops": cfg.max_flops, "backbone_params": cfg.max_params}
+    if latency is not None:
+        costs["latency_ms"] = latency.predict
+        limits["latency_ms"] = cfg.max_latency
+    return Limits(costs, {column: limit for column, limit in limits.items() if limit})
+
+
+def check_settings(cfg, space: str, where: str = "search", latency=None) -> None:
     """Reject search settings that cannot give a sound search.
+
+    Args:
+        latency: the `detnas.latency.LatencyTable` the search uses (needed by max_latency).
 
     Raises:
         ValueError: naming the field and value, e.g. a FLOPs limit below the cheapest network.
@@ -88,17 +137,28 @@ def check_settings(cfg, space: str, where: str = "search") -> None:
         )
     if cfg.topk > cfg.population:
         raise ValueError(f"{where}.topk: {cfg.topk} exceeds population {cfg.population}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"{where}.objective: {cfg.objective!r} ({', '.join(OBJECTIVES)})")
     if not 0.0 <= cfg.mutation_prob <= 1.0:
         raise ValueError(f"{where}.mutation_prob: must be in [0, 1], got {cfg.mutation_prob}")
-    if cfg.max_flops < 0:
-        raise ValueError(f"{where}.max_flops: must be >= 0 (0 = no limit), got {cfg.max_flops}")
-    floor = flops_floor(space, cfg.flops_input_size)
-    if 0 < cfg.max_flops < floor:
-        raise ValueError(
-            f"{where}.max_flops: {cfg.max_flops:.6g} is below the cheapest network of space "
-            f"{space} ({floor:,} backbone FLOPs at {cfg.flops_input_size}px): no candidate is "
-            "feasible"
-        )
+    for name in ("max_flops", "max_params", "max_latency"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{where}.{name}: must be >= 0 (0 = no limit), "
+                             f"got {getattr(cfg, name)}")
+    if cfg.max_latency and latency is None:
+        raise ValueError(f"{where}.max_latency: {cfg.max_latency:.6g} ms needs a latency table "
+                         "(latency.table; measure one with `detnas latency-table`)")
+    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size),
+                            f"backbone FLOPs at {cfg.flops_input_size}px"),
+              "max_params": (params_floor(space), "backbone params")}
+    if latency is not None:
+        floors["max_latency"] = (latency.floor(), "ms predicted by the latency table")
+    for name, (floor, unit) in floors.items():
+        if 0 < getattr(cfg, name) < floor:
+            raise ValueError(
+                f"{where}.{name}: {getattr(cfg, name):.6g} is below the cheapest network of "
+                f"space {space} ({floor:,.6g} {unit}): no candidate is feasible"
+            )
 
 
 @dataclass
@@ -107,7 +167,7 @@ class SearchState:
 
     strategy: str
     space: str
-    settings: dict[str, float]
+    settings: dict[str, Any]  # _SETTINGS, the set _NEW_SETTINGS, the latency table's digest
     rng_origin: str  # fingerprint of the RNG state the search started from (the seed)
     generation: int = 0  # the generation in flight (or the next one)
     pending: list[str] | None = None  # candidates of the generation in flight, in order
@@ -168,8 +228,16 @@ def _fingerprint(rng: random.Random) -> str:
     return hashlib.sha256(repr(rng.getstate()).encode()).hexdigest()[:16]
 
 
-def _settings(cfg) -> dict[str, float]:
-    return {name: getattr(cfg, name) for name in _SETTINGS}
+def _settings(cfg, latency=None) -> dict[str, float | str]:
+    settings = {name: getattr(cfg, name) for name in _SETTINGS}
+    settings.update({name: getattr(cfg, name) for name in _NEW_SETTINGS if getattr(cfg, name)})
+    if latency is not None:  # another table predicts other latencies
+        settings["latency_table"] = hashlib.sha256(
+            repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
+    if cfg.objective != "fitness":
+        settings["objective"] = cfg.objective
+        settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
+    return settings
 
 
 def _rank(value: float) -> float:
@@ -181,8 +249,38 @@ def top_k(history: list[dict], k: int) -> list[dict]:
     return sorted(history, key=lambda r: (-_rank(r["fitness"]), r["order"]))[:k]
 
 
-def _propose(state: SearchState, space: str, rng: random.Random, cost: Fitness,
-             limit: float, prob: float, mutations: int, crossovers: int, population: int,
+def pareto_front(rows: list[dict], column: str) -> list[dict]:
+    """The rows no other row dominates (no higher ``column`` and a higher fitness), by ``column``
+    ascending. NaN fitness is never on the front."""
+    front, best = [], -math.inf
+    for row in sorted(rows, key=lambda r: (r[column], -_rank(r["fitness"]), r["order"])):
+        if _rank(row["fitness"]) > best:
+            front.append(row)
+            best = _rank(row["fitness"])
+    return front
+
+
+def pareto_top_k(rows: list[dict], k: int, column: str) -> list[dict]:
+    """The ``k`` parents of a Pareto search: the non-dominated front, then the front of the rest,
+    and so on (NSGA-II's ranks); of the last front taken in part, the fittest."""
+    chosen, rest = [], list(rows)
+    while rest and len(chosen) < k:
+        front = pareto_front(rest, column) or rest  # only NaN fitness left
+        chosen += top_k(front, k - len(chosen))
+        taken = {r["order"] for r in front}
+        rest = [r for r in rest if r["order"] not in taken]
+    return chosen
+
+
+def parents(state: SearchState, topk: int) -> list[dict]:
+    """The rows the next generation's mutants and children come from (objective-wise)."""
+    if state.settings.get("objective", "fitness") == "pareto":
+        return pareto_top_k(state.history, topk, state.settings["pareto_cost"])
+    return top_k(state.history, topk)
+
+
+def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
+             prob: float, mutations: int, crossovers: int, population: int,
              topk: int) -> list[Arch]:
     """The candidates of generation ``state.generation``: feasible and never seen before."""
     seen = set(state.memo())
@@ -190,27 +288,27 @@ def _propose(state: SearchState, space: str, rng: random.Random, cost: Fitness,
 
     def fresh(arch: Arch) -> bool:
         key = str(arch)
-        if key in seen or cost(arch) > limit:
+        if key in seen or not limits.feasible(arch):
             return False
         seen.add(key)
         out.append(arch)
         return True
 
     if state.strategy == "evolution" and state.generation > 0:
-        parents = [Arch.parse(r["arch"], space) for r in top_k(state.history, topk)]
+        chosen = [Arch.parse(r["arch"], space) for r in parents(state, topk)]
         found = 0
         for _ in range(10 * mutations):  # the reference's bound on tries
             if found == mutations:
                 break
-            found += fresh(mutate(rng.choice(parents), rng, prob))
+            found += fresh(mutate(rng.choice(chosen), rng, prob))
         found = 0
         for _ in range(10 * crossovers):
             if found == crossovers:
                 break
-            found += fresh(crossover(rng.choice(parents), rng.choice(parents), rng))
+            found += fresh(crossover(rng.choice(chosen), rng.choice(chosen), rng))
     misses = 0
     while len(out) < population and misses < 100 * population:
-        misses += not fresh(sample_within(space, rng, cost, limit))
+        misses += not fresh(sample_where(space, rng, limits.feasible, limits.describe()))
     if len(out) < population:
         log.warning("generation %d: only %d new feasible candidates found (space exhausted?)",
                     state.generation, len(out))
@@ -224,7 +322,7 @@ def run_search(
     evaluate: Evaluator,
     rng: random.Random,
     state_path: str | Path | None = None,
-    cost: Fitness | None = None,
+    latency=None,
     on_generation: Callable[[dict], None] | None = None,
     on_evaluation: Callable[[dict], None] | None = None,
 ) -> SearchState:
@@ -234,11 +332,12 @@ def run_search(
         strategy: ``evolution`` or ``random``.
         space: the search space's name.
         cfg: a `detnas.config.SearchConfig` (population, topk, generations, mutations,
-            crossovers, mutation_prob, max_flops, flops_input_size).
+            crossovers, mutation_prob, max_flops, flops_input_size, max_params, max_latency).
         evaluate: an `Evaluator` (`serial` (fitness) or a worker pool); higher fitness is better.
         rng: a seeded ``random.Random``; a resumed search continues from the saved RNG state.
         state_path: JSON file of the resumable state; an existing one is resumed.
-        cost: backbone FLOPs of an arch; default the exact table at ``cfg.flops_input_size``.
+        latency: a `detnas.latency.LatencyTable` of ``space``: every candidate's predicted
+            latency goes into the history, and ``cfg.max_latency`` (needs it) limits it.
         on_generation: called with ``{"generation", "best", "mean", "evaluations"}`` after each
             generation (also for those finished before a resume).
         on_evaluation: called with each new history row.
@@ -249,10 +348,9 @@ def run_search(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(STRATEGIES)})")
-    check_settings(cfg, space)
-    cost = cost or cost_table(space, cfg.flops_input_size).backbone_flops
-    limit = cfg.max_flops or math.inf
-    state = _load_or_start(strategy, space, cfg, rng, state_path)
+    check_settings(cfg, space, latency=latency)
+    limits = search_limits(cfg, space, latency)
+    state = _load_or_start(strategy, space, _settings(cfg, latency), rng, state_path)
     if state.rng:
         rng.setstate(_restore_rng(state.rng).getstate())
     for stats in state.generations:
@@ -265,7 +363,7 @@ def run_search(
 
     while not state.done:
         if state.pending is None:
-            archs = _propose(state, space, rng, cost, limit, cfg.mutation_prob, cfg.mutations,
+            archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
                              cfg.crossovers, cfg.population, cfg.topk)
             state.pending = [str(a) for a in archs]
             state.rng = list(rng.getstate())
@@ -281,7 +379,7 @@ def run_search(
         for index, fitness in evaluate([Arch.parse(a, space) for a in todo]):
             arch = todo[index]
             row = {"generation": state.generation, "order": orders[arch], "arch": arch,
-                   "fitness": float(fitness), "backbone_flops": cost(Arch.parse(arch, space))}
+                   "fitness": float(fitness), **limits.of(Arch.parse(arch, space))}
             state.history.append(row)
             state.elapsed_s += time.perf_counter() - start
             start = time.perf_counter()
@@ -311,9 +409,9 @@ def _generation_stats(state: SearchState) -> dict:
             "evaluations": len(state.history)}
 
 
-def _load_or_start(strategy: str, space: str, cfg, rng: random.Random,
+def _load_or_start(strategy: str, space: str, settings: dict, rng: random.Random,
                    state_path: str | Path | None) -> SearchState:
-    fresh = SearchState(strategy, space, _settings(cfg), _fingerprint(rng))
+    fresh = SearchState(strategy, space, settings, _fingerprint(rng))
     if not state_path or not Path(state_path).exists():
         return fresh
     state = SearchState.from_json(load_json(state_path), state_path)

@@ -221,11 +221,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
             raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)
         if spec.prepare != "none":
-            if with_targets:
-                raise ValueError(f"{spec.checkpoint}: a detector with BN in its FPN and head "
-                                 "(detector.norm: bn) is recalibrated whole, with targets; "
-                                 f"search.prepare must be none, got {spec.prepare!r}")
-            return _prepared_detection_fitness(spec, model, search, train, device)
+            return _prepared_detection_fitness(spec, model, search, train, device, with_targets)
 
         def batches():
             loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
@@ -260,8 +256,12 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
 
 
 def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, train,
-                                device: torch.device) -> SupernetFitness:
-    """The detection fitness on images prepared once (`detnas.search.prepared`): same values."""
+                                device: torch.device, with_targets: bool) -> SupernetFitness:
+    """The detection fitness on images prepared once (`detnas.search.prepared`): same values.
+
+    ``with_targets``: the detector has BN outside its backbone and is recalibrated whole, in
+    training mode, on decoded (image, target) pairs; otherwise the backbone alone, on images
+    prepared like the evaluated ones."""
     from detnas import data, evaluation
     from detnas.search import prepared
 
@@ -270,7 +270,8 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
     resize = spec.prepare == "resized"
     recalib = prepared.prepare_batches(
         model, data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
-                                     seed=spec.seed), device, spec.recalib_num_images, resize)
+                                     seed=spec.seed), device, spec.recalib_num_images,
+        resize and not with_targets, with_targets)
     evaluated = prepared.prepare_batches(
         model, data.detection_loader(search, batch_size=spec.eval_batch_size, shuffle=False,
                                      seed=0), device, resize=resize)
@@ -279,12 +280,16 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
         predictions = prepared.predict_prepared(m, evaluated, device)
         return evaluation.detection_metrics(search, predictions, spec.coco_backend)
 
+    if with_targets:
+        batches, module = (lambda: (b.pairs(device) for b in recalib)), model
+        forward = detector_train_forward(model, device)
+    else:
+        batches, module = (lambda: (b.inputs(device) for b in recalib)), backbone_of(model)
+        forward = (prepared.prepared_recalib_forward(model, device) if resize
+                   else detector_recalib_forward(model, device))
     fitness = SupernetFitness(
-        model, evaluate, spec.metric, lambda: (b.images for b in recalib),
-        spec.recalib_num_images, recalib_module=backbone_of(model),
-        recalib_forward=(prepared.prepared_recalib_forward(model, device) if resize
-                         else detector_recalib_forward(model, device)),
-        recalib_momentum=spec.recalib_momentum,
+        model, evaluate, spec.metric, batches, spec.recalib_num_images, recalib_module=module,
+        recalib_forward=forward, recalib_momentum=spec.recalib_momentum,
     )
     fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks
     return fitness

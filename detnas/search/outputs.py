@@ -1,4 +1,5 @@
-"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots.
+"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots;
+a Pareto search (``objective: pareto``) also front.json and front.png.
 
 ``history.csv`` has one row per evaluated candidate (``order`` is the evaluation index, the same
 for any number of workers), enough to plot evolution against random search by evaluations.
@@ -13,10 +14,12 @@ from pathlib import Path
 
 from detnas.checkpoint import atomic_write, save_json
 from detnas.flops import cost_table
-from detnas.search.evolution import SearchState, top_k
+from detnas.search.evolution import SearchState, pareto_front, top_k
 from detnas.space import Arch
 
-HISTORY_FIELDS = ("order", "generation", "arch", "fitness", "backbone_flops")
+HISTORY_FIELDS = ("order", "generation", "arch", "fitness", "backbone_flops", "backbone_params",
+                  "latency_ms")
+"""``latency_ms``: predicted by the search's latency table (empty without one)."""
 
 
 def write_history(path: str | Path, state: SearchState) -> Path:
@@ -35,19 +38,61 @@ def best_arch(state: SearchState, metric: str, provenance: dict) -> dict:
     cost = cost_table(state.space, int(state.settings["flops_input_size"])).backbone(arch)
     return {"kind": "shufflenet", "space": state.space, "arch": best["arch"],
             "backbone_flops": cost.flops, "backbone_params": cost.params,
+            **({"latency_ms": best["latency_ms"]} if "latency_ms" in best else {}),
             "fitness": best["fitness"], "metric": metric, "strategy": state.strategy,
             "provenance": provenance}
 
 
-def search_metrics(state: SearchState) -> dict:
-    """The content of ``metrics.json``."""
+def search_metrics(state: SearchState, latency_check: list[dict] | None = None) -> dict:
+    """The content of ``metrics.json``; ``latency_check``: predicted vs measured latency of the
+    top candidates (`detnas.latency.check_winners`), when the search had a latency table."""
     (best,) = top_k(state.history, 1)
     minutes = state.elapsed_s / 60
-    return {"strategy": state.strategy, "best_fitness": best["fitness"], "best_arch": best["arch"],
-            "evaluations": len(state.history), "generations": len(state.generations),
-            "elapsed_s": state.elapsed_s,
-            "candidates_per_min": len(state.history) / minutes if minutes > 0 else math.nan,
-            "final_mean_fitness": state.generations[-1]["mean"] if state.generations else None}
+    metrics = {"strategy": state.strategy, "best_fitness": best["fitness"],
+               "best_arch": best["arch"], "evaluations": len(state.history),
+               "generations": len(state.generations), "elapsed_s": state.elapsed_s,
+               "candidates_per_min": len(state.history) / minutes if minutes > 0 else math.nan,
+               "final_mean_fitness": state.generations[-1]["mean"] if state.generations else None}
+    if "latency_ms" in best:
+        metrics["best_latency_ms"] = best["latency_ms"]
+    data = front(state)
+    if data is not None:
+        metrics["front_size"] = len(data["front"])
+    if latency_check:
+        metrics["latency_check"] = latency_check
+        metrics["latency_max_error"] = max(abs(r["error"]) for r in latency_check)
+    return metrics
+
+
+def front(state: SearchState) -> dict | None:
+    """The content of ``front.json`` of a Pareto search (None otherwise): the candidates no
+    other dominates in (cost, fitness), by cost ascending."""
+    if state.settings.get("objective") != "pareto":
+        return None
+    column = state.settings["pareto_cost"]
+    return {"cost": column, "front": [
+        {k: r[k] for k in ("arch", "fitness", *HISTORY_FIELDS[4:], "order") if k in r}
+        for r in pareto_front(state.history, column)]}
+
+
+def plot_front(state: SearchState, data: dict, path: Path, metric: str) -> Path:
+    """``front.png``: every candidate's cost against its fitness, the front as a step line."""
+    from matplotlib import pyplot as plt
+
+    column = data["cost"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter([r[column] for r in state.history], [r["fitness"] for r in state.history],
+               s=10, color="0.6", label="candidates")
+    ax.step([r[column] for r in data["front"]], [r["fitness"] for r in data["front"]],
+            where="post", color="red", marker="o", ms=4, label="non-dominated front")
+    ax.set(xlabel={"latency_ms": "predicted backbone latency (ms)",
+                   "backbone_flops": "backbone FLOPs"}[column], ylabel=metric,
+           title=f"{state.strategy} search, Pareto front")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
@@ -86,13 +131,18 @@ def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
     return paths
 
 
-def write_outputs(state: SearchState, out_dir: str | Path, metric: str,
-                  provenance: dict) -> dict[str, Path]:
+def write_outputs(state: SearchState, out_dir: str | Path, metric: str, provenance: dict,
+                  latency_check: list[dict] | None = None) -> dict[str, Path]:
     """Write every output of a finished search into ``out_dir``; returns them by name."""
     out_dir = Path(out_dir)
     paths = {"arch": save_json(out_dir / "arch.json", best_arch(state, metric, provenance)),
              "history": write_history(out_dir / "history.csv", state),
-             "metrics": save_json(out_dir / "metrics.json", search_metrics(state))}
+             "metrics": save_json(out_dir / "metrics.json",
+                                  search_metrics(state, latency_check))}
     fitness_png, flops_png = plot(state, out_dir, metric)
     paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
+    data = front(state)
+    if data is not None:
+        paths["front"] = save_json(out_dir / "front.json", data)
+        paths["front_plot"] = plot_front(state, data, out_dir / "front.png", metric)
     return paths

@@ -8,8 +8,13 @@ results in the same batches, in the same order; `prepared_inputs` then lets the 
 ``forward`` skip those two steps. The same operations run on the same values, so the fitness is
 the one of the unprepared path, bit for bit (tested on CPU).
 
-Memory: the prepared images are float32 at the detector's size (800 px COCO images: about 12 MB
-each). They stay on the device when they fit in half of its free memory, else in pinned host
+Two modes (``search.prepare``): ``resized`` keeps float32 images at the detector's size (800 px
+COCO images: about 12 MB each; the fastest), ``decoded`` keeps the decoded uint8 pixels (a 640x480
+COCO image: 0.9 MB) and converts them exactly as the dataset does (``float() / 255``) at each pass,
+the detector resizing them. A detector with BN in its FPN and heads (``detector.norm: bn``, the
+paper configs) is recalibrated whole, in training mode, on (image, target) pairs: those are kept
+decoded with their targets, whatever the mode (the training transform resizes the boxes too).
+Prepared images stay on the device when they fit in half of its free memory, else in pinned host
 memory (CUDA), else in host memory.
 """
 
@@ -32,10 +37,29 @@ log = logging.getLogger(__name__)
 class PreparedBatch:
     """One loader batch, transformed: what ``model.transform`` makes of it before batching."""
 
-    images: list[torch.Tensor]  # each (3, h, w) float32, normalised and resized (or as decoded)
+    images: list[torch.Tensor]  # each (3, h, w): float32 normalised and resized, or uint8 decoded
     original_sizes: list[tuple[int, int]]  # (H, W) before resizing: boxes are mapped back to it
     image_ids: list[int] = field(default_factory=list)
-    resized: bool = True  # False: the loader's images as they are; the detector resizes them
+    resized: bool = True  # False: the decoded pixels; the detector normalises and resizes them
+    targets: list[dict] | None = None  # kept for a whole-detector (training mode) recalibration
+
+    def inputs(self, device: torch.device | str) -> list[torch.Tensor]:
+        """The images on ``device`` as the detector takes them (decoded ones: exactly as the
+        dataset converts its uint8 pixels, ``float() / 255``)."""
+        moved = [im.to(device, non_blocking=True) for im in self.images]
+        return moved if self.resized else [im.float().div_(255) for im in moved]
+
+    def pairs(self, device: torch.device | str) -> list[tuple[torch.Tensor, dict]]:
+        """(image, target) pairs on ``device``, for `fitness.detector_train_forward`."""
+        assert self.targets is not None, "prepared without targets"
+        return list(zip(self.inputs(device), self.targets, strict=True))
+
+
+def _pixels(image: torch.Tensor) -> torch.Tensor:
+    """The uint8 pixels of a dataset image (``uint8.float() / 255``): recovered exactly."""
+    pixels = image.mul(255).round_()
+    assert pixels.min() >= 0 and pixels.max() <= 255, "not a [0, 1] image"
+    return pixels.to(torch.uint8)
 
 
 def device_budget(device: torch.device) -> int:
@@ -49,11 +73,18 @@ def device_budget(device: torch.device) -> int:
 def _to_host(batches: list[PreparedBatch], pin: bool) -> None:
     for b in batches:
         b.images = [im.cpu().pin_memory() if pin else im.cpu() for im in b.images]
+        if b.targets is not None:
+            b.targets = [_tensors_to(t, "cpu") for t in b.targets]
+
+
+def _tensors_to(target: dict, device: torch.device | str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
 @torch.no_grad()
 def prepare_batches(model: nn.Module, loader, device: str | torch.device,
-                    limit: int | None = None, resize: bool = True) -> list[PreparedBatch]:
+                    limit: int | None = None, resize: bool = True,
+                    with_targets: bool = False) -> list[PreparedBatch]:
     """Every batch of ``loader`` (the first ``limit`` images), transformed as ``model`` would.
 
     Args:
@@ -61,9 +92,12 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
         loader: ``(list[image], list[target])`` batches, e.g. `detnas.data.detection_loader`.
         device: where the transform runs (the model's device, as in its own forward).
         limit: images to keep (recalibration uses the first ``num_images`` only).
-        resize: keep the transformed images (fastest); False keeps the decoded ones, which the
-            detector resizes at each pass (smaller: 640x480 COCO images are 3.7 MB in float32).
+        resize: keep the transformed images (fastest); False keeps the decoded pixels, which
+            the detector normalises and resizes at each pass (a quarter of the decoded float32).
+        with_targets: keep the targets too (decoded images only: a training-mode forward
+            resizes images and boxes together).
     """
+    assert not (resize and with_targets), "targets go with decoded images"
     device = torch.device(device)
     transform = model.transform
     assert not transform.training, "a training transform resizes at random"
@@ -73,10 +107,11 @@ def prepare_batches(model: nn.Module, loader, device: str | torch.device,
         if limit is not None:
             images, targets = images[: limit - seen], targets[: limit - seen]
         batches.append(PreparedBatch(
-            [transform.resize(transform.normalize(im.to(device)), None)[0] if resize else im
-             for im in images],
+            [transform.resize(transform.normalize(im.to(device)), None)[0] if resize
+             else _pixels(im).to(device) for im in images],
             [tuple(im.shape[-2:]) for im in images],
-            [int(t["image_id"]) for t in targets if "image_id" in t], resize))
+            [int(t["image_id"]) for t in targets if "image_id" in t], resize,
+            [_tensors_to(t, device) for t in targets] if with_targets else None))
         seen += len(images)
         num_bytes += sum(im.numel() * im.element_size() for im in batches[-1].images)
         if not on_host and num_bytes > budget:  # does not fit: all of it to pinned host memory
@@ -131,7 +166,7 @@ def predict_prepared(model: nn.Module, batches: list[PreparedBatch],
     predictions = []
     try:
         for b in batches:
-            images = [im.to(device, non_blocking=True) for im in b.images]
+            images = b.inputs(device)
             if b.resized:
                 with prepared_inputs(model, b.original_sizes):
                     outputs = model(images)

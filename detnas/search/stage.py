@@ -1,7 +1,9 @@
 """The search stage: check the inputs, run (or resume) the search, write outputs, track in MLflow.
 
 Output folder: ``state.json`` (resumable state, saved after every evaluation), ``arch.json``,
-``history.csv``, ``metrics.json``, ``fitness.png``, ``flops_fitness.png``.
+``history.csv``, ``metrics.json``, ``fitness.png``, ``flops_fitness.png``. With a latency table,
+metrics.json also compares the predicted latency of the top candidates with their standalone
+backbones measured here (``latency_check``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from detnas import config as study_config
 from detnas import tracking
 from detnas.checkpoint import git_commit, load_checkpoint, load_json, provenance
 from detnas.config import StudyConfig, config_hash, to_dict
-from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial
+from detnas.latency import LatencyTable, check_winners, load_table
+from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
 from detnas.search.parallel import WorkerPool, worker_index
@@ -38,6 +42,18 @@ def worker_fitness(spec: FitnessSpec) -> Callable[[Arch], float]:
         torch.cuda.set_device(device)
         spec = dataclasses.replace(spec, device=str(device))
     return build_fitness(spec)
+
+
+def search_latency_table(cfg: StudyConfig) -> LatencyTable | None:
+    """The latency table the search uses: needed by ``search.max_latency``, and used whenever
+    ``latency.table`` names one (the history then carries every candidate's predicted latency).
+
+    Raises:
+        ValueError: the table is missing, corrupt, or of another space.
+    """
+    if not study_config.search_uses_latency(cfg):
+        return None
+    return load_table(study_config.latency_table_path(cfg), cfg.space)
 
 
 def resolve_workers(workers: int, device: str) -> int:
@@ -72,15 +88,17 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             ``cfg.search.workers`` (0: one per visible GPU). The fitness does not depend on it.
 
     Raises:
-        ValueError: bad settings (e.g. an infeasible FLOPs limit), a checkpoint of another space
-            or task, a corrupt state file, or several copies of the search started by torchrun.
+        ValueError: bad settings (e.g. an infeasible FLOPs limit), a missing latency table or one
+            of another space, a checkpoint of another space or task, a corrupt state file, or
+            several copies of the search started by torchrun.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("the search is one process that starts one evaluation worker per GPU; "
                          "run it with `detnas launch --gpus G -- search ...`, not under torchrun "
                          f"(WORLD_SIZE={os.environ['WORLD_SIZE']}: copies would write the same "
                          "outputs)")
-    check_settings(cfg.search, cfg.space)
+    latency = search_latency_table(cfg)
+    check_settings(cfg.search, cfg.space, latency=latency)
     workers = resolve_workers(cfg.search.workers if workers is None else workers,
                               spec.device if spec else "cpu")
     if spec is not None:
@@ -110,17 +128,27 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
         state_path = out_dir / "state.json"
         if workers == 1:
             state = run_search(strategy, cfg.space, cfg.search, serial(factory()), rng,
-                               state_path, on_generation=on_generation)
+                               state_path, latency, on_generation=on_generation)
         else:
             with WorkerPool(factory, workers) as pool:
                 state = run_search(strategy, cfg.space, cfg.search, pool, rng, state_path,
-                                   on_generation=on_generation)
+                                   latency, on_generation=on_generation)
         if not state.history:
             raise ValueError(f"{state_path}: the search evaluated no candidate")
         prov = provenance(to_dict(cfg), cfg.seed, stage="search", strategy=strategy,
                           ablation=ablation, dataset=dataset, detector=detector,
                           supernet=spec.checkpoint if spec else None, evaluations=budget)
-        paths = write_outputs(state, out_dir, metric, prov)
+        checked = None
+        if latency is not None:  # the top candidates' standalone backbones, measured here
+            checked = check_winners(latency, [Arch.parse(r["arch"], cfg.space)
+                                              for r in top_k(state.history, cfg.search.topk)])
+            if not checked:
+                log.warning("latency table measured on %s, which this machine does not have: "
+                            "the winners' latency is not measured", latency.measurement.device)
+            for row in checked:
+                log.info("latency of %s: predicted %.3f ms, measured %.3f ms (%+.1f%%)",
+                         row["arch"], row["predicted_ms"], row["measured_ms"], 100 * row["error"])
+        paths = write_outputs(state, out_dir, metric, prov, checked)
         metrics = load_json(paths["metrics"])
         tracker.set_tags({"arch": metrics["best_arch"]})
         tracker.log_metrics({k: metrics[k] for k in ("best_fitness", "evaluations",

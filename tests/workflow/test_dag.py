@@ -40,6 +40,15 @@ def test_test_config_plans_the_same_dag_with_one_detector(study):
     assert study.planned(*TEST) == TEST_JOBS
 
 
+def test_a_latency_limit_adds_the_latency_table_before_every_search(stub_study):
+    stub_study.edit_config("test.yaml", "search", "max_latency", 5.0)
+    assert stub_study.planned(*TEST) == {**TEST_JOBS, "latency_table": 1}
+    stub_study.snakemake("results/search/cls/clsnas/metrics.json", "--cores", "2", *TEST)
+    calls = (stub_study.root / "stub-calls.log").read_text().splitlines()
+    assert calls.index("latency-table results/latency/table.json") < calls.index(
+        "search evolution results/search/cls/clsnas")
+
+
 def test_a_second_dataset_multiplies_the_dataset_stages(study):
     study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
     jobs = study.planned(*TEST)

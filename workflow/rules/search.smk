@@ -1,5 +1,31 @@
 SEARCH_SUPERNET = {"detnas": "pretrained", "scratch": "scratch", "random": "pretrained"}
 
+# The latency table the searches read (search.max_latency, or latency.table given): the user's
+# own file, or <results>/latency/table.json measured by rule latency_table. None by default.
+LATENCY_TABLE = (
+    [detnas_config.latency_table_path(STUDY)] if detnas_config.search_uses_latency(STUDY) else []
+)
+
+
+rule latency_table:
+    """Latency-aware search: the per-block latency table of the space, measured on the device
+    of the config's `latency` section. Only a search under search.max_latency asks for it."""
+    output:
+        f"{R}/latency/table.json",
+    log:
+        "logs/latency_table.log",
+    params:
+        cfg=part("seed", "space", "device", "latency"),
+    threads: STUDY.latency.threads
+    resources:
+        gpu=0,
+        nodes=1,
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "detnas latency-table --config {STUDY_CONFIG} --out {output} > {log} 2>&1"
+
+
 
 rule search_detection:
     """Step 3: evolutionary search with detection fitness (DetNAS, DetNAS-scratch), or random
@@ -10,6 +36,7 @@ rule search_detection:
         ),
         search=split("search"),
         recalib=split("supernet"),
+        latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
         arch=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/arch.json",
@@ -50,6 +77,7 @@ rule search_classification:
     input:
         supernet=CLS_SUPERNET,
         train=CLS_TRAIN,
+        latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
         arch=f"{R}/search/cls/clsnas/arch.json",
