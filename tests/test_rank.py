@@ -9,6 +9,7 @@ from detnas import config, flops, tracking, train
 from detnas.cli import main
 from detnas.data import make_synthetic_detection
 from detnas.search import rank
+from detnas.search.evolution import search_limits
 from detnas.search.rank import rank_correlation, spread_archs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,9 +34,11 @@ def test_rank_correlation_known_values():
 
 def test_spread_archs_cover_the_flops_range_deterministically():
     cost = flops.cost_table("tiny").backbone_flops
-    archs = spread_archs("tiny", 5, seed=0, max_flops=42e6, pool=500)
-    assert archs == spread_archs("tiny", 5, seed=0, max_flops=42e6, pool=500)
-    assert archs != spread_archs("tiny", 5, seed=1, max_flops=42e6, pool=500)
+    cfg = config.load(None, ["space=tiny", "search.max_flops=42000000"])
+    under = search_limits(cfg.search, "tiny").feasible
+    archs = spread_archs("tiny", 5, seed=0, feasible=under, pool=500)
+    assert archs == spread_archs("tiny", 5, seed=0, feasible=under, pool=500)
+    assert archs != spread_archs("tiny", 5, seed=1, feasible=under, pool=500)
     values = [cost(a) for a in archs]
     assert len(set(archs)) == 5 and values == sorted(values) and max(values) <= 42e6
     # from the cheapest to the dearest of the pool, evenly: gaps within a factor of the mean
@@ -43,7 +46,7 @@ def test_spread_archs_cover_the_flops_range_deterministically():
     assert min(gaps) > 0.5 * (values[-1] - values[0]) / 4
     assert values[-1] - values[0] > 0.5 * (42e6 - 32.4e6)
     with pytest.raises(ValueError, match="rank.archs"):
-        spread_archs("tiny", 3, seed=0, max_flops=1e6, pool=50)
+        spread_archs("tiny", 3, seed=0, feasible=lambda a: cost(a) < 33e6, pool=50)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def ranked(tmp_path_factory):
 def test_rank_stage_end_to_end(ranked):
     cfg, root, _ = ranked
     result = json.loads((root / "out" / "rank.json").read_text())
-    assert result["archs"] == [str(a) for a in spread_archs("test", 3, 0, 0.0, pool=50)]
+    assert result["archs"] == [str(a) for a in spread_archs("test", 3, 0, pool=50)]
     assert result["backbone_flops"] == sorted(result["backbone_flops"])
     for arch in result["archs"]:  # each trained alone, its score read back
         metrics = json.loads((root / "out" / "standalone" / arch / "metrics.json").read_text())

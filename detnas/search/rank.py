@@ -1,11 +1,11 @@
 """The ranking check: does the supernet's fitness rank architectures as standalone training does?
 
 The premise of one-shot search. `spread_archs` picks K architectures spread over the FLOPs range
-the search may pick from (seeded); each is trained alone (`detnas.train.train_detector`, from
-scratch, the ``rank.train`` schedule) on the supernet's training split, with the same detector,
-and scored on the search split with the search's metric. Beside each, its fitness on the
-pre-trained and on the scratch supernet: the search's own function (`detnas.search.fitness`) on
-the same split. Kendall's tau (tau-b) and Spearman's rho per supernet (`rank_correlation`).
+the search may pick from (under its FLOPs and params limits; seeded); each is trained alone
+(`detnas.train.train_detector`, from scratch, the ``rank.train`` schedule) on the supernet's
+training split, with the same detector, and scored on the search split with the search's metric.
+Beside each, its fitness on the pre-trained and on the scratch supernet: the search's own
+function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho per supernet (`rank_correlation`).
 
 Output folder: ``rank.json`` (the K pairs per supernet, tau, rho, provenance) and
 ``standalone/{arch}/`` (each standalone training; a rerun keeps those that finished).
@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from detnas import flops, tracking
@@ -27,30 +28,29 @@ from detnas.space import Arch, sample
 log = logging.getLogger(__name__)
 
 
-def spread_archs(space: str, k: int, seed: int, max_flops: float = 0.0,
+def spread_archs(space: str, k: int, seed: int, feasible: Callable[[Arch], bool] | None = None,
                  input_size: int = 224, pool: int = 2000) -> list[Arch]:
     """``k`` distinct architectures whose backbone FLOPs are spread evenly over the range of
-    ``pool`` random ones under ``max_flops`` (0: no limit), cheapest first.
+    ``pool`` random ones that ``feasible`` accepts (default: every one), cheapest first.
 
     The i-th is the pool's architecture nearest to ``low + i (high - low) / (k - 1)`` FLOPs (ties
     by encoding): the same ``seed`` gives the same list.
 
     Raises:
-        ValueError: fewer than ``k`` distinct architectures under the limit were found.
+        ValueError: fewer than ``k`` distinct feasible architectures were found.
     """
     cost = flops.cost_table(space, input_size).backbone_flops
     rng = random.Random(seed)
-    limit = max_flops or math.inf
     found: dict[Arch, int] = {}
     for _ in range(50 * pool):
         if len(found) == pool:
             break
         arch = sample(space, rng)
-        if arch not in found and cost(arch) <= limit:
+        if arch not in found and (feasible is None or feasible(arch)):
             found[arch] = cost(arch)
     if len(found) < k:
-        raise ValueError(f"rank.archs: {k} architectures of space {space} under max_flops "
-                         f"{max_flops:.4g} needed, {len(found)} found")
+        raise ValueError(f"rank.archs: {k} feasible architectures of space {space} needed, "
+                         f"{len(found)} found (the search's limits are too tight)")
     low, high = min(found.values()), max(found.values())
     chosen: list[Arch] = []
     for i in range(k):
@@ -96,6 +96,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
         The content of ``rank.json``.
     """
     from detnas.backbones import shufflenet_spec
+    from detnas.search.evolution import search_limits
     from detnas.search.fitness import build_fitness, fitness_spec
     from detnas.train import train_detector
 
@@ -104,7 +105,8 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
                          f"({', '.join(cfg.datasets)})")
     metric = cfg.datasets[dataset].metric
     out = Path(out)
-    archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, cfg.search.max_flops,
+    limits = search_limits(cfg.search, cfg.space)  # FLOPs and params (latency: its own device)
+    archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
                          cfg.search.flops_input_size, cfg.rank.pool)
     log.info("ranking check on %s / %s: %d architectures, supernets %s", dataset, detector,
              len(archs), ", ".join(supernets))
