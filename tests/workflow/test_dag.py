@@ -171,3 +171,18 @@ def test_a_killed_run_is_rerun_cleanly(finished):
     finished.snakemake("--cores", "2", "--rerun-incomplete", *TEST)
     assert partial.read_text() != "partial"
     assert finished.planned(*TEST) == {}
+
+
+def test_a_seed_job_runs_one_valid_config_with_its_seed(study):
+    """retrain_detector_seed passes --set overrides that the CLI's config check accepts."""
+    import re
+
+    from detnas import config
+
+    out = study.snakemake("results/retrain/detnas/synth/fpn/seed1/metrics.json", "-n", "-p",
+                          *TEST).stdout
+    command = next(line for line in out.splitlines() if "train detector" in line
+                   and "seed1" in line)
+    overrides = re.findall(r"--set '?([^' ]+)'?", command)
+    cfg = config.load(study.root / "config" / "test.yaml", overrides)
+    assert cfg.seed == 1 and cfg.retrain_seeds == []
