@@ -190,7 +190,7 @@ class RankConfig:
     detectors: list[str] = field(default_factory=list)  # checked for these of `detectors`;
     # empty: every one
     archs: int = 6  # K architectures, spread over the FLOPs range the search may pick from
-    pool: int = 2000  # random candidates under search.max_flops the K are chosen among
+    pool: int = 2000  # random candidates under the search's limits the K are chosen among
     train: TrainConfig = field(default_factory=TrainConfig)  # each architecture's standalone
     # detection training, from scratch, on the supernet's training split (scored on the search
     # split, as the fitness)

@@ -120,7 +120,9 @@ def _tables_blocks(tables: dict, sources: dict[str, int]) -> list[tuple]:
                         "one seed). With `retrain_seeds`, each detection figure is the mean ± "
                         "sample standard deviation over the seeds: every seed retrains the "
                         "detector from the same classifier (a seed varies the detector's "
-                        "initial weights and the order of the training images). A blank paper "
+                        "initial weights and the order of the training images). In brackets: "
+                        "the 95% interval of the figure over 200 resamples of the test images "
+                        "(the run with `seed`; the same resamples for every row). A blank paper "
                         "cell means the references give no figure."))
     blocks.append(("ul", [f"[{n}] {s}" for s, n in sorted(sources.items(), key=lambda x: x[1])]))
     return blocks
