@@ -5,7 +5,8 @@ the search may pick from (under its FLOPs and params limits; seeded); each is tr
 (`detnas.train.train_detector`, from scratch, the ``rank.train`` schedule) on the supernet's
 training split, with the same detector, and scored on the search split with the search's metric.
 Beside each, its fitness on the pre-trained and on the scratch supernet: the search's own
-function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho per supernet (`rank_correlation`).
+function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho
+per supernet (`rank_correlation`).
 
 Output folder: ``rank.json`` (the K pairs per supernet, tau, rho, provenance) and
 ``standalone/{arch}/`` (each standalone training; a rerun keeps those that finished).
