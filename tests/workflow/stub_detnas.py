@@ -4,7 +4,7 @@ The DAG tests run the real Snakefile with this script first on PATH (as `detnas`
 the wiring (every path a rule passes exists, every declared output is written) and Snakemake's
 rerun behaviour without training anything. Environment:
     STUB_LOG     append one line per call: the command words and --out
-    STUB_HANG    a substring of --out: write the first output, touch STUB_HANG_FLAG, sleep
+    STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         out = Path(opts["--out"])
         files = OUTPUTS[command]
         hang = os.environ.get("STUB_HANG")
-        if hang and hang in str(out):
+        if hang and str(out).endswith(hang):
             write(out / files[0], "partial")
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)
