@@ -147,8 +147,9 @@ def test_a_config_change_reruns_only_what_depends_on_it(finished):
 def test_a_killed_run_is_rerun_cleanly(finished):
     """Snakemake and its job killed mid-write: the job is incomplete and reruns, nothing else."""
     root = finished.root
-    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 7 detector jobs to run
-    env = dict(finished.env, STUB_HANG="retrain/detnas/synth/fpn", STUB_HANG_FLAG=str(root / "hang"))
+    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 14 detector jobs to run
+    env = dict(finished.env, STUB_HANG="retrain/detnas/synth/fpn",
+               STUB_HANG_FLAG=str(root / "hang"))
     cmd = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
