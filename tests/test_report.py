@@ -261,3 +261,13 @@ def test_ranking_check_in_the_report(built):
     assert any("Kendall tau +0.67" in o for o in tables["observations"])
     assert any("undefined" in o and "scratch supernet" in o for o in tables["observations"])
     assert "| synth | FPN | scratch | 4 | undefined (undefined) |" in readme_block(tables)
+
+
+def test_seed_and_rank_settings_are_checked():
+    assert config.load(None, ["retrain_seeds=[1, 2]"]).retrain_seeds == [1, 2]
+    for bad, words in ((["retrain_seeds=[0]"], "retrain_seeds"),  # the study seed again
+                       (["retrain_seeds=[1, 1]"], "retrain_seeds"),
+                       (["detectors=[fpn]", "rank.detectors=[retinanet]"], "rank.detectors"),
+                       (["rank.archs=1"], "rank")):
+        with pytest.raises(ValueError, match=words):
+            config.load(None, bad)
