@@ -127,6 +127,9 @@ def test_rank_stage_resumes_and_reproduces(ranked, monkeypatch):
     for init, s in after["supernets"].items():  # tau and rho where defined
         for k in ("kendall_tau", "spearman_rho"):
             assert logged.get(f"{init}_{k}") == s[k]
+    # another schedule: the standalone runs of the old one are not reused
+    with pytest.raises(AssertionError, match="trained again"):
+        main([*args, "--set", "rank.train.lr=0.004"])
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from detnas import flops, tracking
 from detnas.checkpoint import load_json, provenance, save_json
 from detnas.config import StudyConfig, config_hash, to_dict
@@ -80,6 +82,18 @@ def rank_correlation(x: list[float], y: list[float]) -> dict:
             "spearman_rho": _finite(rho.statistic), "spearman_p": _finite(rho.pvalue)}
 
 
+def _finished(folder: Path, cfg: StudyConfig) -> dict | None:
+    """The metrics of a standalone run that finished under this very config (before an
+    interruption), else None: a run of another config is trained again."""
+    try:
+        done = yaml.safe_load((folder / "config.yaml").read_text())
+    except (FileNotFoundError, yaml.YAMLError):
+        return None
+    if not (folder / "metrics.json").exists() or done.get("config") != to_dict(cfg):
+        return None
+    return load_json(folder / "metrics.json")
+
+
 def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[str, Path],
                images: Path, train_annotations: Path, search_annotations: Path,
                out: Path) -> dict:
@@ -114,9 +128,8 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     standalone = []
     for arch in archs:
         folder = out / "standalone" / str(arch)
-        if (folder / "metrics.json").exists():  # finished before an interruption
-            metrics = load_json(folder / "metrics.json")
-        else:
+        metrics = _finished(folder, cfg)
+        if metrics is None:
             metrics = train_detector(cfg, shufflenet_spec(arch), "rank", dataset, detector, None,
                                      folder, train_split=(images, train_annotations),
                                      test_split=(images, search_annotations),
