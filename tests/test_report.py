@@ -206,7 +206,7 @@ def test_seeds_mean_and_std(built):
     assert detnas["map_std"]["retinanet"] is None  # its second seed is missing, and named
     assert "retrain/detnas/synth/retinanet/seed1/metrics.json" in tables["missing"]
     header = (built / "report.md").read_text()
-    assert "(mean ± std of 2 seeds [95% bootstrap interval over test images])" in header
+    assert "(mean ± std of 2 seeds) [95% bootstrap interval over test images]" in header
 
 
 def test_bootstrap_interval(built):

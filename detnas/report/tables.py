@@ -135,10 +135,9 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
     header = ["model", f"backbone ({order})", "backbone FLOPs", "params", "top-1 %"]
     seeds = max((len(r.get("map_seeds", {}).get(d, ())) for r in table["rows"] for d in dets),
                 default=1)
-    spreads = [f"mean ± std of {seeds} seeds"] if seeds > 1 else []
+    over = f" (mean ± std of {seeds} seeds)" if seeds > 1 else ""
     if any(r.get("map_interval", {}).get(d) for r in table["rows"] for d in dets):
-        spreads.append("[95% bootstrap interval over test images]")
-    over = f" ({' '.join(spreads)})" if spreads else ""
+        over += " [95% bootstrap interval over test images]"
     header += [f"{DETECTOR_NAMES.get(d, d)} {metric} %{over}" for d in dets]
     header += ["paper FLOPs", f"paper top-1 % ({order})"]
     header += [f"paper {pds} {DETECTOR_NAMES.get(d, d)} %" for d in dets]
