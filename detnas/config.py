@@ -185,6 +185,24 @@ class NatsConfig:
 
 
 @dataclass
+class RankConfig:
+    """The ranking check: does the supernet rank architectures as standalone training does?"""
+
+    enabled: bool = False  # a stage of the workflow per (dataset, detector) when true
+    detectors: list[str] = field(default_factory=list)  # checked for these of `detectors`;
+    # empty: every one
+    archs: int = 6  # K architectures, spread over the FLOPs range the search may pick from
+    pool: int = 2000  # random candidates under the search's limits the K are chosen among
+    train: TrainConfig = field(default_factory=TrainConfig)  # each architecture's standalone
+    # detection training, from scratch, on the supernet's training split (scored on the search
+    # split, as the fitness)
+
+    def checked_detectors(self, detectors: list[str]) -> list[str]:
+        """The study's detectors the check runs for."""
+        return [d for d in detectors if not self.detectors or d in self.detectors]
+
+
+@dataclass
 class StudyConfig:
     seed: int = 0
     space: str = "tiny"
@@ -205,6 +223,9 @@ class StudyConfig:
     resnet_pretrain: TrainConfig = field(default_factory=TrainConfig)  # ResNet's own ImageNet
     # recipe (baseline and NATS start): lr 0.1 per 256 images, wd 1e-4, steps at 30/60 epochs
     retrain_finetune: TrainConfig = field(default_factory=TrainConfig)
+    retrain_seeds: list[int] = field(default_factory=list)  # more seeds of every detection
+    # retraining, beside `seed` (each from the same retrained classifier): mean and std per row
+    rank: RankConfig = field(default_factory=RankConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -261,22 +282,19 @@ def check(cfg: StudyConfig, where: str) -> None:
             raise ValueError(f"{where}.detectors: unknown detector {d!r} (fpn, retinanet)")
     for name, t in vars(cfg).items():
         if isinstance(t, TrainConfig):
-            if t.steps < 0 or t.batch_size < 1:
-                raise ValueError(f"{where}.{name}: steps must be >= 0 and batch_size >= 1")
-            if t.schedule not in ("linear", "step"):
-                raise ValueError(f"{where}.{name}.schedule: {t.schedule!r} (linear, step)")
-            if t.sampling not in ("uniform", "flops_bins"):
-                raise ValueError(f"{where}.{name}.sampling: {t.sampling!r} (uniform, flops_bins)")
-            if t.sampling == "flops_bins" and not t.flops_bins:
-                raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
-            _check_choice(t.amp, ("bf16", "fp16", "off"), f"{where}.{name}.amp")
-            if not 0 < t.warmup_factor <= 1:
-                raise ValueError(f"{where}.{name}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
-            for key in ("detector_lr", "detector_steps"):
-                for d in getattr(t, key):
-                    if d not in ("fpn", "retinanet"):
-                        raise ValueError(f"{where}.{name}.{key}: unknown detector {d!r} "
-                                         "(fpn, retinanet)")
+            _check_train(t, f"{where}.{name}")
+    _check_train(cfg.rank.train, f"{where}.rank.train")
+    for d in cfg.rank.detectors:
+        if d not in cfg.detectors:
+            raise ValueError(f"{where}.rank.detectors: {d!r} is not one of detectors "
+                             f"({', '.join(cfg.detectors)})")
+    if cfg.rank.archs < 2 or cfg.rank.pool < cfg.rank.archs:
+        raise ValueError(f"{where}.rank: archs ({cfg.rank.archs}) must be >= 2 and pool "
+                         f"({cfg.rank.pool}) >= archs")
+    seeds = [cfg.seed, *cfg.retrain_seeds]
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"{where}.retrain_seeds: {cfg.retrain_seeds} must be distinct seeds "
+                         f">= 0, other than seed ({cfg.seed})")
     _check_choice(cfg.detector.box_head, ("4conv1fc", "twomlp"), f"{where}.detector.box_head")
     _check_choice(cfg.detector.norm, ("bn", "none"), f"{where}.detector.norm")
     _check_choice(cfg.search.recalib, ("exact", "momentum"), f"{where}.search.recalib")
@@ -309,6 +327,25 @@ def check(cfg: StudyConfig, where: str) -> None:
         _check_choice(d.metric, ("mmap", "ap50", "voc07"), f"{where}.datasets.{name}.metric")
         if not 0 <= d.flip_prob <= 1:
             raise ValueError(f"{where}.datasets.{name}.flip_prob: {d.flip_prob} (0 <= p <= 1)")
+
+
+def _check_train(t: TrainConfig, where: str) -> None:
+    if t.steps < 0 or t.batch_size < 1:
+        raise ValueError(f"{where}: steps must be >= 0 and batch_size >= 1")
+    if t.schedule not in ("linear", "step"):
+        raise ValueError(f"{where}.schedule: {t.schedule!r} (linear, step)")
+    if t.sampling not in ("uniform", "flops_bins"):
+        raise ValueError(f"{where}.sampling: {t.sampling!r} (uniform, flops_bins)")
+    if t.sampling == "flops_bins" and not t.flops_bins:
+        raise ValueError(f"{where}.flops_bins: sampling flops_bins needs bins")
+    _check_choice(t.amp, ("bf16", "fp16", "off"), f"{where}.amp")
+    if not 0 < t.warmup_factor <= 1:
+        raise ValueError(f"{where}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
+    for key in ("detector_lr", "detector_steps"):
+        for d in getattr(t, key):
+            if d not in ("fpn", "retinanet"):
+                raise ValueError(f"{where}.{key}: unknown detector {d!r} "
+                                 "(fpn, retinanet)")
 
 
 def _check_choice(value: str, known: tuple[str, ...], where: str) -> None:

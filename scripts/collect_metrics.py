@@ -2,7 +2,8 @@
 
     python scripts/collect_metrics.py [RESULTS]
 
-writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ...}}, "cls": {top1, ...}}}, what
+writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ..., "seed1": {mmap, ...}}},
+"cls": {top1, ...}}, "rank": {dataset: {detector: {supernet: {kendall_tau, ...}}}}}, what
 `dvc metrics show/diff` compare) and RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one
 per search history, what `dvc plots show/diff` draw). Run by scripts/dvc_push.sh.
 """
@@ -26,6 +27,16 @@ def collect(results: Path) -> dict:
     for path in sorted(results.glob("retrain/*/*/*/metrics.json")):
         row, dataset, detector = path.parts[-4:-1]
         table.setdefault(row, {}).setdefault(dataset, {})[detector] = numbers(path)
+    for path in sorted(results.glob("retrain/*/*/*/seed*/metrics.json")):  # retrain_seeds
+        row, dataset, detector, seed = path.parts[-5:-1]
+        table.setdefault(row, {}).setdefault(dataset, {}).setdefault(detector, {})[seed] = \
+            numbers(path)
+    for path in sorted(results.glob("rank/*/*/rank.json")):  # the ranking check
+        dataset, detector = path.parts[-3:-1]
+        supernets = json.loads(path.read_text())["supernets"]
+        table.setdefault("rank", {}).setdefault(dataset, {})[detector] = {
+            init: {k: v for k, v in s.items() if isinstance(v, float)}
+            for init, s in supernets.items()}
     for path in sorted(results.glob("retrain/**/cls/metrics.json")):
         key = path.parent.parent.relative_to(results / "retrain").parts
         node = table.setdefault(key[0], {})

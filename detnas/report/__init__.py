@@ -8,11 +8,14 @@ Inputs, relative to the results folder::
 
     retrain/{row}/cls/metrics.json                    top1, arch, space, provenance (baselines)
     retrain/{row}/{dataset}/{detector}/cls/metrics.json  the same, for searched rows
-    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, voc07, backbone_flops/params, arch
+    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, voc07, backbone_flops/params,
+                                                      arch, bootstrap (mmap, ap50 on resamples)
+    retrain/{row}/{dataset}/{detector}/seed{N}/metrics.json  the same with seed N (retrain_seeds)
     search/{dataset}/{detector}/{method}/history.csv  order, generation, arch, fitness, flops
     search/{dataset}/{detector}/{method}/arch.json    the winner (method: detnas|scratch|random)
     search/cls/clsnas/{history.csv,arch.json}          the classification search (ClsNASNet)
     nats/{dataset}/{detector}/arch.json               dilations per layer and channel group
+    rank/{dataset}/{detector}/rank.json               the ranking check (rank.enabled)
 
 Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
 them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.

@@ -22,6 +22,9 @@ class Results:
     root: Path
     cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> cls metrics
     det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det)
+    det_seeds: dict[tuple[str, str, str], dict[int, dict]] = field(default_factory=dict)  # the
+    # same key -> seed -> metrics, of every seed run found (the study seed's run included)
+    rank: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> rank.json
     histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows
     search_archs: dict[str, dict] = field(default_factory=dict)  # search key -> arch.json
     nats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> arch.json
@@ -32,6 +35,18 @@ class Results:
 def search_key(dataset: str, detector: str, method: str) -> str:
     """The folder of a search under ``results/search`` (``cls/clsnas`` for ClsNASNet)."""
     return "cls/clsnas" if method == "clsnas" else f"{dataset}/{detector}/{method}"
+
+
+def detection_metrics_path(row: str, dataset: str, detector: str, seed: int | None = None) -> str:
+    """The detection retraining of a row: with the study seed, or (``seed``) one of
+    ``retrain_seeds``, in its ``seed{N}/``."""
+    folder = f"retrain/{row}/{dataset}/{detector}"
+    return f"{folder}/metrics.json" if seed is None else f"{folder}/seed{seed}/metrics.json"
+
+
+def rank_path(dataset: str, detector: str) -> str:
+    """The ranking check of a dataset and detector (``rank.enabled``)."""
+    return f"rank/{dataset}/{detector}/rank.json"
 
 
 def _read(res: Results, rel: str, reader=load_json, required: bool = True) -> Any:
@@ -88,15 +103,24 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
     for ds in cfg.datasets:
         for det in cfg.detectors:
             for row in ROWS:
-                m = _read(res, f"retrain/{row}/{ds}/{det}/metrics.json")
+                m = _read(res, detection_metrics_path(row, ds, det))
                 if m is not None:
                     res.det[(row, ds, det)] = m
+                    res.det_seeds[(row, ds, det)] = {cfg.seed: m}
+                for seed in cfg.retrain_seeds:
+                    m = _read(res, detection_metrics_path(row, ds, det, seed))
+                    if m is not None:
+                        res.det_seeds.setdefault((row, ds, det), {})[seed] = m
                 if row in SEARCH_METHODS:  # searched per dataset and detector
                     cls = _read(res, f"retrain/{row}/{ds}/{det}/cls/metrics.json")
                     if cls is not None:
                         res.cls[(row, ds, det)] = cls
             for method in SEARCH_METHODS:
                 _collect_search(res, search_key(ds, det, method))
+            if cfg.rank.enabled and det in cfg.rank.checked_detectors(cfg.detectors):
+                rank = _read(res, rank_path(ds, det))
+                if rank is not None:
+                    res.rank[(ds, det)] = rank
             nats = _read(res, f"nats/{ds}/{det}/arch.json")
             if nats is not None:
                 res.nats[(ds, det)] = nats

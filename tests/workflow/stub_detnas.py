@@ -4,7 +4,7 @@ The DAG tests run the real Snakefile with this script first on PATH (as `detnas`
 the wiring (every path a rule passes exists, every declared output is written) and Snakemake's
 rerun behaviour without training anything. Environment:
     STUB_LOG     append one line per call: the command words and --out (or --status)
-    STUB_HANG    a substring of --out: write the first output, touch STUB_HANG_FLAG, sleep
+    STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
     STUB_FAIL    a substring of --out: exit 1 without writing
 """
 
@@ -20,7 +20,8 @@ import yaml
 
 PATH_OPTIONS = ("--supernet", "--data", "--images", "--recalib-annotations", "--recalib-images",
                 "--recalib-data", "--arch", "--init", "--annotations", "--pretrained",
-                "--weights-annotations", "--arch-annotations", "--config")
+                "--weights-annotations", "--arch-annotations", "--config", "--scratch",
+                "--search")
 
 OUTPUTS = {  # command -> files written under --out (a folder), per the CLI contract
     "data split": ["instances_supernet.json", "instances_search.json"],
@@ -30,6 +31,7 @@ OUTPUTS = {  # command -> files written under --out (a folder), per the CLI cont
     "search evolution": ["arch.json", "history.csv", "metrics.json"],
     "search random": ["arch.json", "history.csv", "metrics.json"],
     "nats search": ["arch.json"],
+    "rank": ["rank.json"],
     "report": ["report.md", "report.html", "tables.json", "figures/search.png"],
 }
 
@@ -95,7 +97,7 @@ def main(argv: list[str]) -> int:
             print(f"stub detnas: failing {out} (STUB_FAIL)", file=sys.stderr)
             return 1
         hang = os.environ.get("STUB_HANG")
-        if hang and hang in str(out):
+        if hang and str(out).endswith(hang):
             write(out / files[0], "partial")
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)

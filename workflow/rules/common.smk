@@ -109,6 +109,8 @@ _write_study_config(STUDY_CONFIG, config)
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]
 DETECTORS = list(STUDY.detectors)
+# The detectors of the ranking check (none when rank.enabled is false).
+RANKED_DETECTORS = STUDY.rank.checked_detectors(DETECTORS) if STUDY.rank.enabled else []
 # The parent run must exist before the jobs start; ancient: a new parent run (e.g. another
 # experiment name) does not make the finished stages out of date.
 TRACKING = [ancient(f"{R}/tracking.json")] if STUDY.tracking.enabled else []
@@ -130,6 +132,7 @@ wildcard_constraints:
     detector=_alt(DETECTORS),
     row=_alt(ROWS),
     init="pretrained|scratch",
+    seed=r"\d+",
 
 
 def _get(dotted):
@@ -200,6 +203,18 @@ def classifier_dir(row, dataset="{dataset}", detector="{detector}"):
     if row in SHARED_ROWS:
         return f"{R}/retrain/{row}/cls"
     return f"{R}/retrain/{row}/{dataset}/{detector}/cls"
+
+
+def detection_dir(row, dataset="{dataset}", detector="{detector}", seed=None):
+    """The detection retraining of a row with the study's `seed` (seed None), or with one of
+    `retrain_seeds` (in its ``seed{N}/``; each from the same retrained classifier)."""
+    folder = f"{R}/retrain/{row}/{dataset}/{detector}"
+    return folder if seed is None else f"{folder}/seed{seed}"
+
+
+def rank_json(dataset="{dataset}", detector="{detector}"):
+    """The ranking check of a dataset and detector (`rank.enabled`)."""
+    return f"{R}/rank/{dataset}/{detector}/rank.json"
 
 
 def row_arch(wildcards):

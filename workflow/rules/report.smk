@@ -5,6 +5,11 @@ rule report:
             f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
             row=ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
+        detection_seeds=expand(
+            f"{detection_dir('{row}', seed='{seed}')}/metrics.json",
+            row=ROWS, dataset=DATASETS, detector=DETECTORS, seed=STUDY.retrain_seeds,
+        ),
+        rank=expand(rank_json(), dataset=DATASETS, detector=RANKED_DETECTORS),
         classification=expand(f"{R}/retrain/{{row}}/cls/metrics.json", row=SHARED_ROWS),
         classification_searched=expand(
             f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
@@ -34,7 +39,7 @@ rule report:
     log:
         "logs/report.log",
     params:
-        cfg=part("datasets", "detectors"),
+        cfg=part("datasets", "detectors", "retrain_seeds", "rank"),
         results=R,
         out=out_dir,
     threads: 1

@@ -57,18 +57,19 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/checkpoint.pt",
+        checkpoint=f"{detection_dir('{row}')}/checkpoint.pt",
         metrics=report(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
+            f"{detection_dir('{row}')}/metrics.json",
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",
-            labels={"row": "{row}", "detector": "{detector}"},
+            labels={"row": "{row}", "detector": "{detector}", "seed": "-"},
         ),
     log:
         "logs/retrain/{row}/{dataset}/{detector}/det.log",
     params:
         cfg=lambda w: part("seed", "detector", "retrain_finetune", dataset=w.dataset),
+        seed="",
         out=out_dir,
     threads: 1
     resources:
@@ -79,5 +80,23 @@ rule retrain_detector:
     shell:
         LAUNCH + "train detector --config {STUDY_CONFIG} --arch {input.arch}"
         " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --init {input.init}"
+        " --init {input.init}{params.seed}"
         " --out {params.out} > {log} 2>&1"
+
+
+use rule retrain_detector as retrain_detector_seed with:
+    output:
+        checkpoint=f"{detection_dir('{row}', seed='{seed}')}/checkpoint.pt",
+        metrics=report(
+            f"{detection_dir('{row}', seed='{seed}')}/metrics.json",
+            caption="../report/retrain_detector.rst",
+            category="Retrain: detection",
+            subcategory="{dataset}",
+            labels={"row": "{row}", "detector": "{detector}", "seed": "{seed}"},
+        ),
+    log:
+        "logs/retrain/{row}/{dataset}/{detector}/det.seed{seed}.log",
+    params:
+        cfg=lambda w: part("detector", "retrain_finetune", dataset=w.dataset),
+        seed=lambda w: f" --set seed={w.seed} --set 'retrain_seeds=[]'",  # one run, that seed
+        out=out_dir,
