@@ -295,15 +295,35 @@ def check(cfg: StudyConfig, where: str) -> None:
         raise ValueError(f"{where}.classification.dropout: {c.dropout} (0 <= p < 1)")
     if cfg.scratch_schedule <= 0:
         raise ValueError(f"{where}.scratch_schedule: {cfg.scratch_schedule} (must be > 0)")
-    from detnas.nats.search import check_config
-
-    check_config(cfg.nats, f"{where}.nats")
+    check_nats(cfg.nats, f"{where}.nats")
     for name, d in cfg.datasets.items():
         if d.kind not in ("synthetic", "coco", "voc"):
             raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")
         _check_choice(d.metric, ("mmap", "ap50", "voc07"), f"{where}.datasets.{name}.metric")
         if not 0 <= d.flip_prob <= 1:
             raise ValueError(f"{where}.datasets.{name}.flip_prob: {d.flip_prob} (0 <= p <= 1)")
+
+
+def check_nats(nats: NatsConfig, where: str = "config.nats") -> None:
+    """Checks of the NATS settings that types alone cannot express.
+
+    Raises:
+        ValueError: naming the field and the bad value.
+    """
+    from detnas.dilations import DEPTHS, check_candidates
+
+    if nats.depth not in DEPTHS:
+        raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
+    check_candidates(nats.candidates, f"{where}.candidates")
+    if nats.groups < 1 or nats.group_width < 0:
+        raise ValueError(f"{where}: groups must be >= 1 and group_width >= 0, got "
+                         f"{nats.groups} and {nats.group_width}")
+    if not nats.searched_stages or not set(nats.searched_stages) <= {1, 2, 3, 4}:
+        raise ValueError(f"{where}.searched_stages: {nats.searched_stages} (a subset of 1..4)")
+    if len(nats.arch_betas) != 2:
+        raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
+    if nats.arch_warmup_steps < 0:
+        raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
 
 
 def _check_choice(value: str, known: tuple[str, ...], where: str) -> None:

@@ -21,8 +21,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from detnas.checkpoint import load_checkpoint, save_checkpoint
 from detnas.config import TrainConfig
+from detnas.io import load_checkpoint, save_checkpoint
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)

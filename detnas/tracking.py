@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detnas.checkpoint import load_json, save_json
+from detnas.io import load_json, save_json
 
 log = logging.getLogger(__name__)
 

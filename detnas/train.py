@@ -20,9 +20,10 @@ from torch.utils.data import default_collate
 
 from detnas import config as config_mod
 from detnas import engine, flops, tracking
-from detnas.checkpoint import provenance, save_checkpoint, save_json
 from detnas.config import StudyConfig, TrainConfig
+from detnas.io import save_checkpoint, save_json
 from detnas.models import backbone_of, build_model, load_model, model_meta
+from detnas.provenance import provenance
 from detnas.space import get_space, sample, sample_binned
 
 log = logging.getLogger(__name__)

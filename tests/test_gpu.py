@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from detnas import config, engine
-from detnas.checkpoint import load_json, save_checkpoint
 from detnas.config import DetectorConfig, TrainConfig
 from detnas.data import make_search_split, make_synthetic_detection
+from detnas.io import load_json, save_checkpoint
 from detnas.models import build_model, model_meta
 from detnas.search.fitness import FitnessSpec
 from detnas.search.stage import search_stage, worker_fitness

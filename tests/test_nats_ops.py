@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import Bottleneck
 
 from detnas.backbones import build_backbone, describe
+from detnas.dilations import format_dilations, parse_dilations
 from detnas.nats.derive import arch_tag, derive, derived_backbone
 from detnas.nats.ops import (
     DilationMixConv,
@@ -16,7 +17,7 @@ from detnas.nats.ops import (
     searched_layers,
     weight_parameters,
 )
-from detnas.resnet import DilatedConv2d, ResNetBackbone, format_dilations, parse_dilations
+from detnas.resnet import DilatedConv2d, ResNetBackbone
 
 torch.set_num_threads(1)
 CANDS = [[1, 1], [2, 2], [3, 3]]

@@ -10,11 +10,11 @@ import torch
 import detnas.nats.search as nats_search
 from detnas import tracking
 from detnas.backbones import build_backbone
-from detnas.checkpoint import load_checkpoint, load_json, save_checkpoint
 from detnas.cli import main
-from detnas.config import load
+from detnas.config import check_nats, load
 from detnas.detection import detector_backbone
 from detnas.engine import Dist
+from detnas.io import load_checkpoint, load_json, save_checkpoint
 from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
 from detnas.nats.ops import weight_parameters
@@ -206,9 +206,9 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
 
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match=r"config.nats.candidates"):
-        nats_search.check_config(_cfg("nats.candidates=[[0, 1]]").nats)
+        check_nats(_cfg("nats.candidates=[[0, 1]]").nats)
     with pytest.raises(ValueError, match=r"config.nats.searched_stages"):
-        nats_search.check_config(_cfg("nats.searched_stages=[5]").nats)
+        check_nats(_cfg("nats.searched_stages=[5]").nats)
 
 
 def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import detnas
-from detnas.checkpoint import save_checkpoint
 from detnas.config import DetectorConfig
+from detnas.io import save_checkpoint
 from detnas.models import backbone_of, build_model, model_meta
 from detnas.search.fitness import (
     FitnessSpec,

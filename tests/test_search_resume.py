@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_search_fakes import make_noisy, make_worker_index, noisy_fitness, small_config
 
-from detnas.checkpoint import load_json
+from detnas.io import load_json
 from detnas.search.evolution import evaluation_budget, run_search, serial
 from detnas.search.parallel import WorkerPool
 from detnas.space import sample

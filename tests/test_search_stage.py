@@ -5,8 +5,8 @@ import pytest
 from test_search_fakes import make_noisy, noisy_fitness
 
 from detnas import config
-from detnas.checkpoint import save_checkpoint
 from detnas.cli import main
+from detnas.io import save_checkpoint
 from detnas.models import model_meta
 from detnas.search import stage
 from detnas.search.evolution import evaluation_budget

@@ -53,7 +53,7 @@ def _search(args) -> int:
 
 
 def _derive(args) -> int:
-    from detnas.checkpoint import save_json
+    from detnas.io import save_json
     from detnas.nats.derive import arch_tag, derive_checkpoint
 
     spec = derive_checkpoint(args.search)

@@ -12,27 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detnas.dilations import check_candidates
 from detnas.resnet import DilatedConv2d, bottlenecks, check_grouping, conv_padding
 
 ALPHA = "alpha"  # the state-dict name of the architecture parameter inside a searched conv
-
-
-def check_candidates(candidates, where: str) -> tuple[tuple[int, int], ...]:
-    """Candidate dilations as ``((h, w), ...)``.
-
-    Raises:
-        ValueError: empty, duplicated, or not lists of one or two integers >= 1.
-    """
-    ok = isinstance(candidates, list | tuple) and len(candidates) > 0 and all(
-        isinstance(c, list | tuple) and len(c) in (1, 2)
-        and all(isinstance(v, int) and v >= 1 for v in c) for c in candidates)
-    if not ok:
-        raise ValueError(f"{where}: candidates {candidates!r} must be a non-empty list of [H, W] "
-                         f"dilations >= 1")
-    out = tuple((c[0], c[-1]) for c in candidates)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{where}: duplicate candidate dilations in {candidates!r}")
-    return out
 
 
 class DilationMixConv(nn.Module):

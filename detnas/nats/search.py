@@ -27,43 +27,24 @@ from torch import nn
 from torch.utils.data import Subset
 
 from detnas import tracking
-from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
-from detnas.config import NatsConfig, StudyConfig, TrainConfig, config_hash, to_dict
+from detnas.config import NatsConfig, StudyConfig, TrainConfig, check_nats, config_hash, to_dict
 from detnas.detection import DETECTORS, build_detector, detector_backbone
+from detnas.dilations import check_candidates
 from detnas.engine import Dist, check_replicas, lr_factor, setup_distributed, step_seed
+from detnas.io import load_checkpoint, save_checkpoint, save_json
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
 from detnas.nats.ops import (
     arch_parameters,
-    check_candidates,
     make_searchable,
     searched_layers,
     weight_parameters,
 )
-from detnas.resnet import DEPTHS, ResNetBackbone
+from detnas.provenance import provenance
+from detnas.resnet import ResNetBackbone
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[..., object]  # (dataset, batch_size, shuffle, seed) -> iterable of batches
-
-
-def check_config(nats: NatsConfig, where: str = "config.nats") -> None:
-    """Checks of the NATS settings that types alone cannot express.
-
-    Raises:
-        ValueError: naming the field and the bad value.
-    """
-    if nats.depth not in DEPTHS:
-        raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
-    check_candidates(nats.candidates, f"{where}.candidates")
-    if nats.groups < 1 or nats.group_width < 0:
-        raise ValueError(f"{where}: groups must be >= 1 and group_width >= 0, got "
-                         f"{nats.groups} and {nats.group_width}")
-    if not nats.searched_stages or not set(nats.searched_stages) <= {1, 2, 3, 4}:
-        raise ValueError(f"{where}.searched_stages: {nats.searched_stages} (a subset of 1..4)")
-    if len(nats.arch_betas) != 2:
-        raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
-    if nats.arch_warmup_steps < 0:
-        raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
 
 
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
@@ -259,7 +240,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     Raises:
         ValueError: bad config, detector, data or checkpoint, named in the message.
     """
-    check_config(cfg.nats)
+    check_nats(cfg.nats)
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
     if weights_data.num_classes != arch_data.num_classes:
