@@ -19,7 +19,6 @@ from detnas.nats.ops import (
 )
 from detnas.resnet import DilatedConv2d, ResNetBackbone
 
-torch.set_num_threads(1)
 CANDS = [[1, 1], [2, 2], [3, 3]]
 
 

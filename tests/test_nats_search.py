@@ -20,8 +20,6 @@ from detnas.nats.derive import derive_checkpoint
 from detnas.nats.ops import weight_parameters
 from detnas.resnet import ResNetBackbone
 
-torch.set_num_threads(1)
-
 
 class FakeDetection(torch.utils.data.Dataset):
     """The shape of `detnas.data.CocoDetection`: bright boxes on noise, 64x64 images."""

@@ -2,7 +2,7 @@ import csv
 import json
 
 import pytest
-from test_search_fakes import make_noisy, noisy_fitness
+from search_fakes import make_noisy, noisy_fitness
 
 from detnas import config
 from detnas.cli import main
