@@ -139,3 +139,10 @@ def replace_detector_backbone(model: nn.Module, backbone: nn.Module) -> nn.Modul
     """``model`` (built by `build_detector`) around ``backbone`` instead, in place."""
     model.backbone.body = backbone
     return model
+
+
+def detection_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The training loss of a torchvision detector: the sum of its losses on ``batch``
+    (``(images, targets)``, as `detnas.data.coco.collate_detection` makes them)."""
+    images, targets = batch
+    return sum(model(list(images), list(targets)).values())
