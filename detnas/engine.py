@@ -278,7 +278,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             stage.num_workers, stop=max(0, tcfg.steps - arch.first_step)))
     progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
     model.train()
-    step = start
+    done = start
     for step, batch in enumerate(loader, start):
         torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
         for group in optimizer.param_groups:
@@ -313,11 +313,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     progress.close()
     check_replicas(model, ddp)
     if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
-        save_checkpoint(resume_path, resumable_state(stage, optimizer, start))
+        save_checkpoint(resume_path, resumable_state(stage, optimizer, done))
     if stage.supernet is not None:
         stage.supernet.set_path(None)
-    return {**stage.meta, "model": model.state_dict(), "step": max(step + 1, start),
-            "provenance": provenance}
+    return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
 
 
 def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int) -> dict:

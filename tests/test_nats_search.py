@@ -174,6 +174,8 @@ def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
     for k, v in straight["model"].items():  # deterministic on CPU, and exactly resumed
         assert torch.equal(resumed["model"][k], v), k
     assert load_json(tmp_path / "alphas.json") == load_json(root / "a/alphas.json")
+    again = _run(_cfg(), tmp_path, root / "cls.pt")  # finished: the outputs written again
+    assert again["steps"] == 4 and again["arch"] == load_json(root / "a/metrics.json")["arch"]
     with pytest.raises(ValueError, match="search.pt: written by config"):
         _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")
 
