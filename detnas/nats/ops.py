@@ -2,8 +2,8 @@
 
 `make_searchable` swaps the ``conv2`` of ResNet/ResNeXt bottlenecks for a `DilationMixConv` that
 keeps the very same ``weight`` Parameter (so state dicts of the plain network load by name) and adds
-one architecture parameter ``alpha`` (groups x candidates). `arch_parameters` and
-`weight_parameters` split a model's parameters for the two optimisers of the search.
+one architecture parameter ``alpha`` (groups x candidates). `arch_parameters` lists them: the
+search's Adam steps them, its SGD (`detnas.engine.make_optimizer`) every other parameter.
 """
 
 from __future__ import annotations
@@ -113,12 +113,6 @@ def searched_layers(net: nn.Module) -> dict[str, DilationMixConv]:
 def arch_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The architecture parameters (every ``alpha``) of a model, in module order."""
     return [m.alpha for m in model.modules() if isinstance(m, DilationMixConv)]
-
-
-def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every parameter of ``model`` except the architecture parameters."""
-    alphas = {id(p) for p in arch_parameters(model)}
-    return [p for p in model.parameters() if id(p) not in alphas]
 
 
 def is_arch_key(key: str) -> bool:
