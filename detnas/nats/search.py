@@ -159,7 +159,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     candidates = [list(c) for c in check_candidates(cfg.nats.candidates, "config.nats")]
     prov = provenance(to_dict(cfg), seed, stage="nats-search", dataset=dataset,
                       pretrained=str(pretrained or ""))
-    run = {"history": [], "seconds": 0.0, "clock": time.perf_counter()}
+    run = {"history": [], "seconds": 0.0, "clock": 0.0}
 
     def on_step(step: int, metrics: dict) -> dict:
         now = time.perf_counter()
@@ -196,6 +196,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
                            | {"processes": ddp.world})
+        run["clock"] = time.perf_counter()  # search_seconds: the steps, not the setup
         step = train(stage, t, seed, ddp, path, tracker, prov)["step"]
         if not ddp.main:
             return {}
