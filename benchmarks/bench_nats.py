@@ -99,11 +99,11 @@ def main() -> None:
         sgd.zero_grad(set_to_none=True)
 
     def weight_step():  # as `detnas.engine.train` takes it
-        backward(searched, detection_loss, s_sgd, batch, Dist(device=device), False)
+        backward(searched, detection_loss, batch, Dist(device=device), False)
         s_sgd.step()
 
     def arch_step():
-        backward(searched, detection_loss, adam, batch, Dist(device=device), False)
+        backward(searched, detection_loss, batch, Dist(device=device), False)
         adam.step()
 
     # the backbone alone, at the detector's input size: forward + backward

@@ -288,7 +288,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
                                        ddp)
             stage.supernet.set_path(path)
-        loss = backward(run_model, stage.loss, optimizer, batch, ddp, amp,
+        loss = backward(run_model, stage.loss, batch, ddp, amp,
                          f" at step {step}" + (f" on path {path}" if path else "")
                          + f"; the last good checkpoint is {resume_path}")
         if path is not None and ddp.world > 1:  # alone, off-path choices get no gradient
@@ -297,7 +297,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
         metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
         if arch is not None and step >= arch.first_step:
             metrics["arch_loss"] = backward(
-                run_model, stage.loss, arch.optimizer, next(arch_batches), ddp, amp,
+                run_model, stage.loss, next(arch_batches), ddp, amp,
                 f" in the architecture step of step {step}; the last good checkpoint is "
                 f"{resume_path}")
             arch.optimizer.step()
@@ -329,10 +329,10 @@ def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int) -
     return state
 
 
-def backward(run_model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer, batch,
-             ddp: Dist, amp: bool, where: str = "") -> float:
-    """The loss of ``batch`` and its gradients (averaged over the ranks by DDP), ready for
-    ``optimizer.step()``; returns the loss averaged over the ranks.
+def backward(run_model: nn.Module, loss_fn: Callable, batch, ddp: Dist, amp: bool,
+             where: str = "") -> float:
+    """The loss of ``batch`` and the gradients of every parameter (averaged over the ranks by
+    DDP), ready for an optimiser's ``step()``; returns the loss averaged over the ranks.
 
     Raises:
         NonFiniteLoss: on every rank together, before any gradient is computed.
@@ -347,7 +347,7 @@ def backward(run_model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Opt
         mean /= ddp.world
     if not torch.isfinite(mean):
         raise NonFiniteLoss(f"non-finite loss {mean.item()}{where}")
-    optimizer.zero_grad(set_to_none=True)
+    run_model.zero_grad(set_to_none=True)  # also the other optimiser's (NATS): no stale sums
     loss.backward()
     return mean.item()
 

@@ -187,7 +187,7 @@ def test_nats_search_step_on_cuda():
     assert all(a.device.type == "cuda" for a in alphas)
     before = [a.detach().clone() for a in alphas]
     batch = _detection_batch()
-    loss = engine.backward(model, detection_loss, adam, batch, engine.Dist(device=CUDA), True)
+    loss = engine.backward(model, detection_loss, batch, engine.Dist(device=CUDA), True)
     adam.step()
     assert torch.isfinite(torch.tensor(loss))
     assert any(not torch.equal(a, b) for a, b in zip(alphas, before, strict=True))
