@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+DETECTORS = ("fpn", "retinanet")  # the detectors `detnas.detection` builds
+
 
 @dataclass
 class TrackingConfig:
@@ -253,8 +255,9 @@ def check(cfg: StudyConfig, where: str) -> None:
     if cfg.space not in SPACES:
         raise ValueError(f"{where}.space: unknown space {cfg.space!r} (known: {', '.join(SPACES)})")
     for d in cfg.detectors:
-        if d not in ("fpn", "retinanet"):
-            raise ValueError(f"{where}.detectors: unknown detector {d!r} (fpn, retinanet)")
+        if d not in DETECTORS:
+            raise ValueError(f"{where}.detectors: unknown detector {d!r} "
+                             f"({', '.join(DETECTORS)})")
     for name, t in vars(cfg).items():
         if isinstance(t, TrainConfig):
             if t.steps < 0 or t.batch_size < 1:
@@ -269,9 +272,9 @@ def check(cfg: StudyConfig, where: str) -> None:
                 raise ValueError(f"{where}.{name}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
             for key in ("detector_lr", "detector_steps"):
                 for d in getattr(t, key):
-                    if d not in ("fpn", "retinanet"):
+                    if d not in DETECTORS:
                         raise ValueError(f"{where}.{name}.{key}: unknown detector {d!r} "
-                                         "(fpn, retinanet)")
+                                         f"({', '.join(DETECTORS)})")
     _check_choice(cfg.detector.box_head, ("4conv1fc", "twomlp"), f"{where}.detector.box_head")
     _check_choice(cfg.detector.norm, ("bn", "none"), f"{where}.detector.norm")
     _check_choice(cfg.search.recalib, ("exact", "momentum"), f"{where}.search.recalib")

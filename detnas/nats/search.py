@@ -25,9 +25,16 @@ import torch
 from torch import nn
 
 from detnas import tracking
-from detnas.config import NatsConfig, StudyConfig, check_nats, config_hash, to_dict
+from detnas.config import (
+    DETECTORS,
+    NatsConfig,
+    StudyConfig,
+    check_nats,
+    config_hash,
+    to_dict,
+)
 from detnas.data.coco import collate_detection
-from detnas.detection import DETECTORS, build_detector, detection_loss, detector_backbone
+from detnas.detection import build_detector, detection_loss, detector_backbone
 from detnas.dilations import check_candidates
 from detnas.engine import ArchStep, Stage, setup_distributed, train
 from detnas.io import load_checkpoint, save_json
