@@ -141,7 +141,8 @@ def test_alternating_steps_touch_only_their_parameters(done, tmp_path):
         assert after["step"] == 1 and len(after["history"]) == 1
         assert set(after["history"][0]) == {"step", "lr", "weight_loss", "arch_loss",
                                             "alpha_entropy"}
-        assert tuple(after["arch_optimizer"]["param_groups"][0]["betas"]) == (0.5, 0.999)
+        adam = after["arch_optimizer"]["param_groups"][0]
+        assert tuple(adam["betas"]) == (0.5, 0.999) and adam["weight_decay"] == 1e-3
         before = dict(_initial_model(cfg, pretrained).named_parameters())
         moved = {n for n, p in before.items() if not torch.equal(after["model"][n], p)}
         alphas = {n for n in before if n.endswith(".alpha")}
