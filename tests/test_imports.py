@@ -106,3 +106,22 @@ def test_no_import_cycle():
     assert "detnas.nats.search" in graph and "detnas.engine" in graph["detnas.nats.search"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+CORE = ("detnas.config", "detnas.space", "detnas.flops", "detnas.dilations", "detnas.io",
+        "detnas.provenance", "detnas.engine", "detnas.resnet", "detnas.supernet",
+        "detnas.detection", "detnas.models", "detnas.backbones", "detnas.data", "detnas.tracking")
+
+
+def test_core_modules_reach_no_search_method():
+    """The search methods (detnas.search, detnas.nats) build on the core, never the reverse."""
+    graph = import_graph()
+    for core in CORE:
+        seen, todo = set(), [core]
+        while todo:
+            m = todo.pop()
+            if m.startswith(("detnas.search", "detnas.nats")):
+                raise AssertionError(f"{core} imports the search method {m} (via {sorted(seen)})")
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
