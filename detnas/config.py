@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from detnas.dilations import DEPTHS, check_candidates
+
 DETECTORS = ("fpn", "retinanet")  # the detectors `detnas.detection` builds
 
 
@@ -313,8 +315,6 @@ def check_nats(nats: NatsConfig, where: str = "config.nats") -> None:
     Raises:
         ValueError: naming the field and the bad value.
     """
-    from detnas.dilations import DEPTHS, check_candidates
-
     if nats.depth not in DEPTHS:
         raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
     check_candidates(nats.candidates, f"{where}.candidates")
