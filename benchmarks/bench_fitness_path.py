@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from detnas import evaluation
-from detnas.checkpoint import save_checkpoint
 from detnas.config import StudyConfig
 from detnas.data import make_synthetic_detection
+from detnas.io import save_checkpoint
 from detnas.models import build_model, model_meta
 from detnas.search import prepared
 from detnas.search.fitness import FitnessSpec, build_fitness

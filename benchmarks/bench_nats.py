@@ -17,10 +17,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from detnas.config import DetectorConfig, NatsConfig, TrainConfig, load
-from detnas.detection import build_detector, detector_backbone
-from detnas.engine import Dist, resolve_device
+from detnas.detection import build_detector, detection_loss, detector_backbone
+from detnas.engine import Dist, backward, make_optimizer, resolve_device
 from detnas.nats import search as nats_search
-from detnas.nats.ops import DilationMixConv, make_searchable
+from detnas.nats.ops import DilationMixConv, arch_parameters, make_searchable
 from detnas.resnet import ResNetBackbone, bottlenecks
 
 
@@ -88,7 +88,9 @@ def main() -> None:
     searched.to(device).train()
     batch = _batch(args.batch, args.size, 4, device)
     sgd = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
-    s_sgd, weights, adam, alphas = nats_search._optimizers(searched, cfg, cfg.nats.search)
+    alphas = arch_parameters(searched)
+    s_sgd = make_optimizer(searched, cfg.nats.search, exclude=alphas)
+    adam = nats_search.make_arch_optimizer(alphas, cfg.nats)
 
     def plain_step():
         loss = sum(plain(*batch).values())
@@ -96,11 +98,13 @@ def main() -> None:
         sgd.step()
         sgd.zero_grad(set_to_none=True)
 
-    def weight_step():
-        nats_search._weight_step(searched, s_sgd, weights, batch, Dist(device=device), False)
+    def weight_step():  # as `detnas.engine.train` takes it
+        backward(searched, detection_loss, batch, Dist(device=device), False)
+        s_sgd.step()
 
     def arch_step():
-        nats_search._arch_step(searched, adam, alphas, batch, Dist(device=device), False)
+        backward(searched, detection_loss, batch, Dist(device=device), False)
+        adam.step()
 
     # the backbone alone, at the detector's input size: forward + backward
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)

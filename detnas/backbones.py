@@ -36,7 +36,7 @@ def read_spec(name_or_path: str | Path) -> dict:
     Raises:
         ValueError: a missing or unreadable file, a file without ``kind``, an unknown name.
     """
-    from detnas.checkpoint import load_json
+    from detnas.io import load_json
     from detnas.space import resolve
 
     if Path(name_or_path).suffix == ".json":
@@ -81,7 +81,7 @@ def describe(spec: dict) -> str:
     """One line naming the backbone, for logs and reports."""
     if spec.get("kind") == "shufflenet":
         return f"{spec['arch']} ({spec['space']})"
-    from detnas.resnet import parse_dilations
+    from detnas.dilations import parse_dilations
 
     dilations = spec.get("dilations") or {}
     dilated = sum(set(parse_dilations(e)) != {(1, 1)} for e in dilations.values())

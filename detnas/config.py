@@ -17,6 +17,10 @@ from typing import Any
 
 import yaml
 
+from detnas.dilations import DEPTHS, check_candidates
+
+DETECTORS = ("fpn", "retinanet")  # the detectors `detnas.detection` builds
+
 
 @dataclass
 class TrackingConfig:
@@ -278,8 +282,9 @@ def check(cfg: StudyConfig, where: str) -> None:
     if cfg.space not in SPACES:
         raise ValueError(f"{where}.space: unknown space {cfg.space!r} (known: {', '.join(SPACES)})")
     for d in cfg.detectors:
-        if d not in ("fpn", "retinanet"):
-            raise ValueError(f"{where}.detectors: unknown detector {d!r} (fpn, retinanet)")
+        if d not in DETECTORS:
+            raise ValueError(f"{where}.detectors: unknown detector {d!r} "
+                             f"({', '.join(DETECTORS)})")
     for name, t in vars(cfg).items():
         if isinstance(t, TrainConfig):
             _check_train(t, f"{where}.{name}")
@@ -318,9 +323,7 @@ def check(cfg: StudyConfig, where: str) -> None:
         raise ValueError(f"{where}.classification.dropout: {c.dropout} (0 <= p < 1)")
     if cfg.scratch_schedule <= 0:
         raise ValueError(f"{where}.scratch_schedule: {cfg.scratch_schedule} (must be > 0)")
-    from detnas.nats.search import check_config
-
-    check_config(cfg.nats, f"{where}.nats")
+    check_nats(cfg.nats, f"{where}.nats")
     for name, d in cfg.datasets.items():
         if d.kind not in ("synthetic", "coco", "voc"):
             raise ValueError(f"{where}.datasets.{name}.kind: {d.kind!r} (synthetic, coco, voc)")
@@ -343,9 +346,29 @@ def _check_train(t: TrainConfig, where: str) -> None:
         raise ValueError(f"{where}.warmup_factor: {t.warmup_factor} (0 < f <= 1)")
     for key in ("detector_lr", "detector_steps"):
         for d in getattr(t, key):
-            if d not in ("fpn", "retinanet"):
+            if d not in DETECTORS:
                 raise ValueError(f"{where}.{key}: unknown detector {d!r} "
-                                 "(fpn, retinanet)")
+                                 f"({', '.join(DETECTORS)})")
+
+
+def check_nats(nats: NatsConfig, where: str = "config.nats") -> None:
+    """Checks of the NATS settings that types alone cannot express.
+
+    Raises:
+        ValueError: naming the field and the bad value.
+    """
+    if nats.depth not in DEPTHS:
+        raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
+    check_candidates(nats.candidates, f"{where}.candidates")
+    if nats.groups < 1 or nats.group_width < 0:
+        raise ValueError(f"{where}: groups must be >= 1 and group_width >= 0, got "
+                         f"{nats.groups} and {nats.group_width}")
+    if not nats.searched_stages or not set(nats.searched_stages) <= {1, 2, 3, 4}:
+        raise ValueError(f"{where}.searched_stages: {nats.searched_stages} (a subset of 1..4)")
+    if len(nats.arch_betas) != 2:
+        raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
+    if nats.arch_warmup_steps < 0:
+        raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
 
 
 def _check_choice(value: str, known: tuple[str, ...], where: str) -> None:

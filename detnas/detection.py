@@ -26,9 +26,7 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
-from detnas.config import DetectorConfig
-
-DETECTORS = ("fpn", "retinanet")
+from detnas.config import DETECTORS, DetectorConfig
 
 
 class BackboneWithFPN(nn.Module):
@@ -139,3 +137,10 @@ def replace_detector_backbone(model: nn.Module, backbone: nn.Module) -> nn.Modul
     """``model`` (built by `build_detector`) around ``backbone`` instead, in place."""
     model.backbone.body = backbone
     return model
+
+
+def detection_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The training loss of a torchvision detector: the sum of its losses on ``batch``
+    (``(images, targets)``, as `detnas.data.coco.collate_detection` makes them)."""
+    images, targets = batch
+    return sum(model(list(images), list(targets)).values())

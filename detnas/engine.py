@@ -1,4 +1,5 @@
-"""The training loop: one path per step for supernets, resumable, DDP-aware, tracked.
+"""The training loop of every stage: one path per step for supernets, an architecture step after
+each weight step for NATS, resumable, DDP-aware, tracked.
 
 Everything random in a step (its batch, its path, augmentation) is a function of ``(seed, step)``,
 so a run restarted from its last checkpoint follows exactly the steps of an uninterrupted run.
@@ -21,8 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from detnas.checkpoint import load_checkpoint, save_checkpoint
 from detnas.config import TrainConfig
+from detnas.io import load_checkpoint, save_checkpoint
 from detnas.precision import Precision
 from detnas.space import Arch
 
@@ -135,9 +136,13 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp: Dist,
-                collate: Callable, num_workers: int = 0) -> DataLoader:
-    sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps,
-                               ddp.rank, ddp.world)
+                collate: Callable, num_workers: int = 0, stop: int | None = None) -> DataLoader:
+    """The batches of steps ``start..stop-1`` (default: to ``tcfg.steps``), this rank's share."""
+    if tcfg.batch_size % ddp.world:
+        raise ValueError(f"batch_size: {tcfg.batch_size} is not a multiple of the {ddp.world} "
+                         "processes")
+    sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start,
+                               tcfg.steps if stop is None else stop, ddp.rank, ddp.world)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=ddp.device.type == "cuda",
                       persistent_workers=False)
@@ -146,11 +151,13 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp:
 # --- optimisation ---------------------------------------------------------------------------------
 
 
-def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with weight decay on conv/linear weights only (none on BN and biases)."""
+def make_optimizer(model: nn.Module, tcfg: TrainConfig, exclude=()) -> torch.optim.SGD:
+    """SGD with weight decay on conv/linear weights only (none on BN and biases), on the
+    trainable parameters of ``model`` except those in ``exclude``."""
     decay, no_decay = [], []
+    skip = {id(p) for p in exclude}
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in skip:
             (decay if p.ndim > 1 else no_decay).append(p)
     return torch.optim.SGD(
         [{"params": decay, "weight_decay": tcfg.weight_decay},
@@ -180,6 +187,18 @@ class NonFiniteLoss(ValueError):
 
 
 @dataclass
+class ArchStep:
+    """A second optimiser, stepped after each weight step from step ``first_step`` on, on
+    parameters the weights' SGD leaves alone, with batches of its own dataset: NATS's
+    architecture alphas (DARTS, first order). Its loss is the stage's loss."""
+
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    dataset: Dataset
+    first_step: int = 0  # weight-only steps before the first architecture step
+
+
+@dataclass
 class Stage:
     """What differs between the training stages; the loop is the same for all."""
 
@@ -192,6 +211,13 @@ class Stage:
     supernet: nn.Module | None = None  # the `Supernet` inside ``model``
     sync_bn: bool = False  # SyncBN across GPU processes (detection: few images per GPU)
     num_workers: int = 0
+    arch: ArchStep | None = None  # NATS: an architecture step after each weight step
+    # (step done, its metrics) -> more metrics to log; called on every rank after every step
+    on_step: Callable[[int, dict], dict] | None = None
+    # what the stage adds to its resumable checkpoint, and reads back from it on resume
+    save_state: Callable[[], dict] | None = None
+    load_state: Callable[[dict], None] | None = None
+    keep_last: bool = False  # also write the resumable checkpoint after the last step (NATS)
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
@@ -211,19 +237,22 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
           tracker, provenance: dict) -> dict:
     """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present.
 
+    Under DDP the gradients and the logged loss are averaged over the ranks, and rank 0 alone
+    writes checkpoints and logs metrics.
+
     Returns:
         The final checkpoint dict (model state, meta, provenance, step, summary metrics).
 
     Raises:
         NonFiniteLoss: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    model = stage.model
+    model, arch = stage.model, stage.arch
     if stage.sync_bn and ddp.world > 1 and ddp.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps BN children in place
     model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, tcfg)
+    optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
     if resume_path.exists():
@@ -231,6 +260,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         precision.load_state_dict(state.get("scaler", {}))
+        if arch is not None:
+            arch.optimizer.load_state_dict(state["arch_optimizer"])
+        if stage.load_state is not None:
+            stage.load_state(state)
         start = state["step"]
         log.info("resuming from %s at step %d/%d", resume_path, start, tcfg.steps)
     run_model: nn.Module = model
@@ -240,48 +273,87 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             find_unused_parameters=stage.supernet is not None,
         )
     loader = step_loader(stage.dataset, tcfg, seed, start, ddp, stage.collate, stage.num_workers)
+    arch_batches = None
+    if arch is not None:  # arch step k (at step first_step + k) takes batch k of its own stream
+        arch_batches = iter(step_loader(
+            arch.dataset, tcfg, seed + 2, max(0, start - arch.first_step), ddp, stage.collate,
+            stage.num_workers, stop=max(0, tcfg.steps - arch.first_step)))
     progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
     model.train()
-    step = start
+    done = start
     for step, batch in enumerate(loader, start):
         torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
         for group in optimizer.param_groups:
             group["lr"] = tcfg.lr * lr_factor(step, tcfg)
-        arch = None
+        path = None
         if stage.sample_path is not None:
-            arch = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
+            path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
                                        ddp)
-            stage.supernet.set_path(arch)
-        batch = _to_device(batch, ddp.device)
-        with precision.autocast():
-            loss = stage.loss(run_model, batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"non-finite loss {loss.item()} at step {step}"
-                + (f" on path {arch}" if arch else "")
-                + f"; the last good checkpoint is {resume_path}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward(loss)
-        if arch is not None and ddp.world > 1:  # alone, off-path choices get no gradient
-            _mask_off_path(stage.supernet, arch)
+            stage.supernet.set_path(path)
+        loss = backward(run_model, stage.loss, batch, ddp, precision,
+                        f" at step {step}" + (f" on path {path}" if path else "")
+                        + f"; the last good checkpoint is {resume_path}")
+        if path is not None and ddp.world > 1:  # alone, off-path choices get no gradient
+            _mask_off_path(stage.supernet, path)
         precision.step(optimizer)
+        metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
+        if arch is not None and step >= arch.first_step:
+            metrics["arch_loss"] = backward(
+                run_model, stage.loss, next(arch_batches), ddp, precision,
+                f" in the architecture step of step {step}; the last good checkpoint is "
+                f"{resume_path}")
+            precision.step(arch.optimizer)
         done = step + 1
-        metrics = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}
-        images = len(batch[0]) * ddp.world
-        metrics["images_per_s"] = progress.update(done, metrics, images)
+        metrics["images_per_s"] = progress.update(done, metrics, len(batch[0]) * ddp.world)
+        if stage.on_step is not None:
+            metrics.update(stage.on_step(done, metrics))
         if ddp.main and (done % tcfg.log_every == 0 or done == tcfg.steps):
             tracker.log_metrics(metrics, step=done)
-        if ddp.main and done % tcfg.checkpoint_every == 0 and done < tcfg.steps:
-            save_checkpoint(resume_path, {"model": model.state_dict(),
-                                          "optimizer": optimizer.state_dict(), "step": done,
-                                          "scaler": precision.state_dict()})
+        if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
+                         or done == tcfg.steps and stage.keep_last):
+            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
     progress.close()
     check_replicas(model, ddp)
+    if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
+        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
     if stage.supernet is not None:
         stage.supernet.set_path(None)
-    return {**stage.meta, "model": model.state_dict(), "step": max(step + 1, start),
-            "provenance": provenance}
+    return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
+
+
+def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int,
+                    precision: Precision) -> dict:
+    """What a checkpoint holds to continue ``stage`` after ``step`` steps."""
+    state = {"model": stage.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "scaler": precision.state_dict()}
+    if stage.arch is not None:
+        state["arch_optimizer"] = stage.arch.optimizer.state_dict()
+    if stage.save_state is not None:
+        state.update(stage.save_state())
+    return state
+
+
+def backward(run_model: nn.Module, loss_fn: Callable, batch, ddp: Dist, precision: Precision,
+             where: str = "") -> float:
+    """The loss of ``batch`` and the gradients of every parameter (averaged over the ranks by
+    DDP), ready for an optimiser's ``step()``; returns the loss averaged over the ranks.
+
+    Raises:
+        NonFiniteLoss: on every rank together, before any gradient is computed.
+    """
+    batch = _to_device(batch, ddp.device)
+    with precision.autocast():
+        loss = loss_fn(run_model, batch)
+    mean = loss.detach().float().reshape(1)
+    if ddp.world > 1:
+        mean = mean.clone()
+        dist.all_reduce(mean)
+        mean /= ddp.world
+    if not torch.isfinite(mean):
+        raise NonFiniteLoss(f"non-finite loss {mean.item()}{where}")
+    run_model.zero_grad(set_to_none=True)  # also the other optimiser's (NATS): no stale sums
+    precision.backward(loss)
+    return mean.item()
 
 
 def _same_on_every_rank(arch: Arch, ddp: Dist) -> Arch:

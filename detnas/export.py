@@ -29,9 +29,10 @@ from torch import nn
 
 from detnas import config as config_mod
 from detnas.backbones import read_spec, torchvision_backbone
-from detnas.checkpoint import atomic_write, git_commit, save_json
 from detnas.detection import replace_detector_backbone
+from detnas.io import atomic_write, save_json
 from detnas.models import backbone_of, load_fixed_model
+from detnas.provenance import git_commit
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from detnas.checkpoint import load_json, save_json
+from detnas.io import load_json, save_json
 from detnas.space import CHOICES, Arch, get_space
 
 TABLE_VERSION = 1

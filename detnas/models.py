@@ -22,9 +22,9 @@ from detnas.backbones import (
     torchvision_backbone,
 )
 from detnas.blocks import NormLayer
-from detnas.checkpoint import load_checkpoint
 from detnas.config import DetectorConfig, from_dict
 from detnas.detection import build_detector, detector_backbone, replace_detector_backbone
+from detnas.io import load_checkpoint
 from detnas.space import Arch
 from detnas.supernet import Classifier, Supernet, reference_init
 

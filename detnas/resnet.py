@@ -15,30 +15,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from detnas.blocks import NormLayer
-
-DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-
-Dilation = tuple[int, int]
-
-
-def parse_dilations(text: str) -> tuple[Dilation, ...]:
-    """``"1,2x1,3"`` -> ``((1, 1), (2, 1), (3, 3))``: one dilation per channel group.
-
-    Raises:
-        ValueError: not a comma-separated list of positive ``D`` or ``HxW`` integers.
-    """
-    out = []
-    for token in str(text).split(","):
-        parts = token.strip().split("x")
-        if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"dilation encoding {text!r}: bad token {token!r} (D or HxW, D >= 1)")
-        out.append((int(parts[0]), int(parts[-1])))
-    return tuple(out)
-
-
-def format_dilations(dilations) -> str:
-    """The inverse of `parse_dilations`: ``((1, 1), (2, 1))`` -> ``"1,2x1"``."""
-    return ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in dilations)
+from detnas.dilations import DEPTHS, Dilation, format_dilations, parse_dilations
 
 
 def check_grouping(out_channels: int, conv_groups: int, groups: int, where: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from detnas import cost
-from detnas.checkpoint import load_json, save_json
+from detnas.io import load_json, save_json
 
 log = logging.getLogger(__name__)
 

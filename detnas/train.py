@@ -20,9 +20,12 @@ from torch.utils.data import default_collate
 
 from detnas import config as config_mod
 from detnas import engine, flops, tracking
-from detnas.checkpoint import provenance, save_checkpoint, save_json
 from detnas.config import StudyConfig, TrainConfig
+from detnas.data.coco import collate_detection
+from detnas.detection import detection_loss
+from detnas.io import save_checkpoint, save_json
 from detnas.models import backbone_of, build_model, load_model, model_meta
+from detnas.provenance import provenance
 from detnas.space import get_space, sample, sample_binned
 
 log = logging.getLogger(__name__)
@@ -46,21 +49,12 @@ class Run:
         return self.out / "resume.pt"
 
 
-def detection_collate(batch):
-    return tuple(zip(*batch, strict=True))  # (images, targets)
-
-
 def classification_loss(label_smoothing: float):
     def loss(model: nn.Module, batch) -> torch.Tensor:
         images, labels = batch
         return F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
 
     return loss
-
-
-def detection_loss(model: nn.Module, batch) -> torch.Tensor:
-    images, targets = batch
-    return sum(model(list(images), list(targets)).values())
 
 
 def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
@@ -209,7 +203,7 @@ def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Pa
         _load_backbone_weights(model, init, cfg.space)
     tcfg = finetune_schedule(cfg, detector, scratch=init is None)
     stage = engine.Stage(
-        model, detection_loss, data, detection_collate,
+        model, detection_loss, data, collate_detection,
         model_meta("detection", backbone, data.num_classes, detector, cfg.detector),
         path_sampler(cfg, tcfg), backbone_of(model), sync_bn=True,
     )
@@ -276,7 +270,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
         return {**detection_metrics(test, predictions), "backbone_flops": size.flops,
                 "backbone_params": size.params, "bootstrap": bootstrap_coco(test, predictions)}
 
-    stage = engine.Stage(model, detection_loss, data, detection_collate,
+    stage = engine.Stage(model, detection_loss, data, collate_detection,
                          model_meta("detection", spec, data.num_classes, detector, cfg.detector),
                          sync_bn=True)
     tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}

@@ -6,8 +6,6 @@ from detnas.bn import recalibrated
 from detnas.space import Arch
 from detnas.supernet import Supernet
 
-torch.set_num_threads(1)
-
 
 def _toy():
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from detnas.checkpoint import load_checkpoint, save_checkpoint
+from detnas.io import load_checkpoint, save_checkpoint
 
 
 class Payload:

@@ -16,9 +16,9 @@ from torchvision.ops import FrozenBatchNorm2d
 import detnas
 from detnas import export
 from detnas.backbones import RETURN_LAYERS
-from detnas.checkpoint import load_checkpoint, save_checkpoint
 from detnas.cli import main
 from detnas.config import DetectorConfig
+from detnas.io import load_checkpoint, save_checkpoint
 from detnas.models import backbone_of, build_model, load_model, model_meta
 from detnas.space import Arch
 

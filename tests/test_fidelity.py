@@ -18,7 +18,6 @@ from detnas.models import build_model
 from detnas.search.fitness import SupernetFitness, has_head_norm
 from detnas.space import REGISTRY, Arch
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 COCO = config.load(REPO / "config" / "coco.yaml")
 VOC = config.load(REPO / "config" / "voc.yaml")

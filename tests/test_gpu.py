@@ -13,15 +13,17 @@ import pytest
 import torch
 
 from detnas import config, engine
-from detnas.checkpoint import load_json, save_checkpoint
 from detnas.config import DetectorConfig, TrainConfig
 from detnas.data import make_search_split, make_synthetic_detection
+from detnas.data.coco import collate_detection
+from detnas.detection import detection_loss
+from detnas.io import load_json, save_checkpoint
 from detnas.models import build_model, model_meta
 from detnas.search.fitness import FitnessSpec
 from detnas.search.stage import search_stage, worker_fitness
 from detnas.space import Arch, sample
 from detnas.supernet import Classifier, Supernet
-from detnas.train import classification_loss, detection_collate, detection_loss
+from detnas.train import classification_loss
 
 pytestmark = pytest.mark.gpu
 
@@ -109,7 +111,7 @@ def test_training_stage_runs_on_cuda(tmp_path):
     model = build_model("detection", {"kind": "supernet", "space": "test"}, 2, "fpn", DET_CFG)
     images, targets = _detection_batch(4)
     data = list(zip(images, targets, strict=True))
-    stage = engine.Stage(model, detection_loss, data, detection_collate,
+    stage = engine.Stage(model, detection_loss, data, collate_detection,
                          model_meta("detection", {"kind": "supernet", "space": "test"}, 2, "fpn",
                                     DET_CFG),
                          lambda rng: sample("test", rng), model.backbone.body)
@@ -180,10 +182,12 @@ def test_nats_search_step_on_cuda():
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.ones_(m.weight)
     model = model.to(CUDA).train()
-    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg, cfg.nats.search)
-    assert all(a.device.type == "cuda" for a in arch_parameters(model))
+    alphas = arch_parameters(model)
+    adam = nats_search.make_arch_optimizer(alphas, cfg.nats)
+    assert all(a.device.type == "cuda" for a in alphas)
     before = [a.detach().clone() for a in alphas]
     batch = _detection_batch()
-    loss = nats_search._arch_step(model, adam, alphas, batch, engine.Dist(device=CUDA), True)
+    loss = engine.backward(model, detection_loss, batch, engine.Dist(device=CUDA), True)
+    adam.step()
     assert torch.isfinite(torch.tensor(loss))
     assert any(not torch.equal(a, b) for a, b in zip(alphas, before, strict=True))

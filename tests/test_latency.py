@@ -5,7 +5,7 @@ import json
 import random
 
 import pytest
-from test_search_fakes import make_noisy
+from search_fakes import make_noisy
 
 from detnas import config
 from detnas.cli import main

@@ -8,17 +8,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import Bottleneck
 
 from detnas.backbones import build_backbone, describe
+from detnas.config import TrainConfig
+from detnas.dilations import format_dilations, parse_dilations
+from detnas.engine import make_optimizer
 from detnas.nats.derive import arch_tag, derive, derived_backbone
 from detnas.nats.ops import (
     DilationMixConv,
     arch_parameters,
     make_searchable,
     searched_layers,
-    weight_parameters,
 )
-from detnas.resnet import DilatedConv2d, ResNetBackbone, format_dilations, parse_dilations
+from detnas.resnet import DilatedConv2d, ResNetBackbone
 
-torch.set_num_threads(1)
 CANDS = [[1, 1], [2, 2], [3, 3]]
 
 
@@ -63,7 +64,8 @@ def test_mix_conv_keeps_the_weight_and_splits_parameters():
     assert keys - plain_keys == {f"{n}.conv2.alpha" for n in layers}
     alphas = arch_parameters(net)
     assert len(alphas) == 8 and all(a.shape == (4, 3) for a in alphas)
-    ids = {id(p) for p in weight_parameters(net)}
+    sgd = make_optimizer(net, TrainConfig(), exclude=alphas)  # the search's weight optimiser
+    ids = {id(p) for group in sgd.param_groups for p in group["params"]}
     assert ids.isdisjoint(map(id, alphas))
     assert len(ids) + len(alphas) == len(list(net.parameters()))
     assert searched_layers(net).keys() == layers.keys()

@@ -10,18 +10,13 @@ import torch
 import detnas.nats.search as nats_search
 from detnas import tracking
 from detnas.backbones import build_backbone
-from detnas.checkpoint import load_checkpoint, load_json, save_checkpoint
 from detnas.cli import main
-from detnas.config import load
+from detnas.config import check_nats, load
 from detnas.detection import detector_backbone
-from detnas.engine import Dist
+from detnas.io import load_checkpoint, load_json, save_checkpoint
 from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
-from detnas.nats.ops import weight_parameters
-from detnas.precision import Precision
 from detnas.resnet import ResNetBackbone
-
-torch.set_num_threads(1)
 
 
 class FakeDetection(torch.utils.data.Dataset):
@@ -47,14 +42,6 @@ class FakeDetection(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def fake_loader(ds, batch_size, shuffle, seed):
-    order = (torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-             if shuffle else list(range(len(ds))))
-    for i in range(0, len(order) - batch_size + 1, batch_size):
-        batch = [ds[j] for j in order[i : i + batch_size]]
-        yield [b[0] for b in batch], [b[1] for b in batch]
-
-
 OVERRIDES = ["device=cpu", "tracking.enabled=false", "nats.depth=26", "nats.width=8",
              "nats.arch_lr=0.05", "nats.search.steps=4", "nats.search.batch_size=2",
              "nats.search.lr=0.01", "nats.search.checkpoint_every=2", "nats.search.log_every=1",
@@ -75,7 +62,7 @@ def _pretrained(path):
 
 def _run(cfg, out, pretrained=None, detector="fpn"):
     return nats_search.search(cfg, FakeDetection(6, 0), FakeDetection(6, 1), detector, out,
-                              pretrained=pretrained, dataset="fake", loader=fake_loader)
+                              pretrained=pretrained, dataset="fake")
 
 
 @pytest.fixture(scope="module")
@@ -135,48 +122,63 @@ def test_torchvision_state_dict_is_accepted(tmp_path):
         nats_search.load_pretrained(tmp_path / "resnet.pth", 50, 8)
 
 
-def test_alternating_steps_touch_only_their_parameters():
-    cfg = _cfg()
-    torch.manual_seed(0)
-    model = nats_search.build_search_model(cfg.nats, "fpn", 2, cfg.detector).train()
-    sgd, weights, adam, alphas = nats_search._optimizers(model, cfg, cfg.nats.search)
-    assert len(alphas) == 8 and len(weights) == len(weight_parameters(model))
-    batch = next(fake_loader(FakeDetection(2), 2, False, 0))
-    cpu = Dist()  # one process on the CPU
-    before_w = [p.detach().clone() for p in weights]
-    before_a = [a.detach().clone() for a in alphas]
-    nats_search._weight_step(model, sgd, weights, batch, cpu, Precision("off", "cpu"))
-    assert all(torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
-    assert any(not torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
-    before_w = [p.detach().clone() for p in weights]
-    nats_search._arch_step(model, adam, alphas, batch, cpu, Precision("off", "cpu"))
-    assert all(torch.equal(p, b) for p, b in zip(weights, before_w, strict=True))
-    assert all(not torch.equal(a, b) for a, b in zip(alphas, before_a, strict=True))
-    assert adam.defaults["betas"] == (0.5, 0.999) and adam.defaults["weight_decay"] == 1e-3
+def _initial_model(cfg, pretrained):
+    torch.manual_seed(cfg.seed)  # as the search builds it
+    state = nats_search.load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width)
+    return nats_search.build_search_model(cfg.nats, "fpn", 2, cfg.detector, state)
+
+
+def test_alternating_steps_touch_only_their_parameters(done, tmp_path):
+    """SGD moves the weights and Adam the alphas, each alone: with the other's rate at 0, one
+    step leaves the other's parameters exactly as built."""
+    ckpt = load_checkpoint(done[0] / "cls.pt")  # a "trained" network: zero-initialised
+    for k, v in ckpt["model"].items():  # residual BNs would leave the alphas without gradient
+        if k.endswith("bn3.weight"):
+            v.fill_(1.0)
+    pretrained = save_checkpoint(tmp_path / "cls.pt", ckpt)
+    for frozen, extra in (("weights", "nats.search.lr=0"), ("alphas", "nats.arch_lr=0")):
+        cfg = _cfg("nats.search.steps=1", extra)
+        _run(cfg, tmp_path / frozen, pretrained)
+        after = load_checkpoint(tmp_path / frozen / "search.pt")
+        assert after["step"] == 1 and len(after["history"]) == 1
+        assert set(after["history"][0]) == {"step", "lr", "weight_loss", "arch_loss",
+                                            "alpha_entropy"}
+        adam = after["arch_optimizer"]["param_groups"][0]
+        assert tuple(adam["betas"]) == (0.5, 0.999) and adam["weight_decay"] == 1e-3
+        before = dict(_initial_model(cfg, pretrained).named_parameters())
+        moved = {n for n, p in before.items() if not torch.equal(after["model"][n], p)}
+        alphas = {n for n in before if n.endswith(".alpha")}
+        assert len(alphas) == 8
+        if frozen == "weights":
+            assert moved == alphas
+        else:
+            assert moved and not moved & alphas
 
 
 def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
     root, _, _ = done
-    real, calls = nats_search._weight_step, []
+    real, calls = nats_search.detection_loss, []
 
     def dying(*args):
         calls.append(1)
-        if len(calls) == 4:  # killed during step 4, after the checkpoint of step 2
+        if len(calls) == 7:  # killed in the weight step of step 4, after step 2's checkpoint
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(nats_search, "_weight_step", dying)
+    monkeypatch.setattr(nats_search, "detection_loss", dying)
     with pytest.raises(KeyboardInterrupt):
         _run(_cfg(), tmp_path, root / "cls.pt")
     assert load_checkpoint(tmp_path / "search.pt")["step"] == 2
     assert not (tmp_path / "arch.json").exists()
-    monkeypatch.setattr(nats_search, "_weight_step", real)
+    monkeypatch.setattr(nats_search, "detection_loss", real)
     _run(_cfg(), tmp_path, root / "cls.pt")
     resumed = load_checkpoint(tmp_path / "search.pt")
     straight = load_checkpoint(root / "a/search.pt")
     for k, v in straight["model"].items():  # deterministic on CPU, and exactly resumed
         assert torch.equal(resumed["model"][k], v), k
     assert load_json(tmp_path / "alphas.json") == load_json(root / "a/alphas.json")
+    again = _run(_cfg(), tmp_path, root / "cls.pt")  # finished: the outputs written again
+    assert again["steps"] == 4 and again["arch"] == load_json(root / "a/metrics.json")["arch"]
     with pytest.raises(ValueError, match="search.pt: written by config"):
         _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")
 
@@ -209,16 +211,15 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
 
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match=r"config.nats.candidates"):
-        nats_search.check_config(_cfg("nats.candidates=[[0, 1]]").nats)
+        check_nats(_cfg("nats.candidates=[[0, 1]]").nats)
     with pytest.raises(ValueError, match=r"config.nats.searched_stages"):
-        nats_search.check_config(_cfg("nats.searched_stages=[5]").nats)
+        check_nats(_cfg("nats.searched_stages=[5]").nats)
 
 
 def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
     root, _, _ = done
     fake = types.ModuleType("detnas.data")
     fake.CocoDetection = lambda images, annotations, **_flip: FakeDetection(6, int(annotations[-6]))
-    fake.detection_loader = fake_loader
     monkeypatch.setitem(sys.modules, "detnas.data", fake)
     args = ["nats", "search", "--pretrained", str(root / "cls.pt"), "--images", "imgs",
             "--weights-annotations", "w0.json", "--arch-annotations", "a1.json",
@@ -238,63 +239,55 @@ def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
 
 
 
-class Indices(torch.utils.data.Dataset):
-    def __len__(self):
-        return 10
-
-    def __getitem__(self, i):
-        return i
-
-
-def _index_loader(ds, batch_size, shuffle, seed):
-    assert not shuffle  # the stream draws the order itself
-    return ([ds[j] for j in range(i, i + batch_size)] for i in range(0, len(ds), batch_size))
-
-
-def test_ranks_of_a_stream_share_the_batches_of_one_process():
-    one = nats_search.BatchStream(Indices(), 4, 3, _index_loader)
-    ranks = [nats_search.BatchStream(Indices(), 4, 3, _index_loader, rank=r, world=2)
-             for r in range(2)]
-    for _ in range(6):  # 2 batches of 4 per epoch (2 of the 10 images dropped): 3 epochs
-        shares = [s.next() for s in ranks]
-        assert all(len(s) == 2 for s in shares)
-        assert sorted(shares[0] + shares[1]) == sorted(one.next())
-    assert one.position == ranks[0].position == [2, 2]
-    resumed = nats_search.BatchStream(Indices(), 4, 3, _index_loader, (2, 1), rank=1, world=2)
-    again = nats_search.BatchStream(Indices(), 4, 3, _index_loader, (2, 0), rank=1, world=2)
-    again.next()
-    assert resumed.next() == again.next()
-    with pytest.raises(ValueError, match="multiple of the 3 processes"):
-        nats_search.BatchStream(Indices(), 4, 3, _index_loader, world=3)
-
-
 TWO_PROCESS_STEP = """
 import torch
-import detnas.nats.search as nats_search
-from detnas.engine import Dist, setup_distributed
-from detnas.precision import Precision
+from detnas import engine, tracking
+from detnas.config import TrainConfig
 
-def loss(model, batch, device, amp):  # a mean over the process's images, as a detector's
+class Pairs(torch.utils.data.Dataset):  # 8 (x, y) pairs; a batch is (list of x, list of y)
+    def __init__(self, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x, self.y = torch.randn(8, 3, generator=g), torch.randn(8, generator=g)
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+def loss(model, batch):  # a mean over the process's share, as a detector's loss
     x, y = batch
     return ((model(torch.stack(x)).squeeze(1) - torch.stack(y)) ** 2).mean()
 
-nats_search._loss = loss
-ddp = setup_distributed("cpu")
-g = torch.Generator().manual_seed(0)
-x, y = list(torch.randn(4, 3, generator=g)), list(torch.randn(4, generator=g))
+class Net(torch.nn.Module):  # weights and an architecture parameter, as a searchable detector
+    def __init__(self):
+        super().__init__()
+        self.lin, self.alpha = torch.nn.Linear(3, 1), torch.nn.Parameter(torch.zeros(3))
+    def forward(self, x):
+        return self.lin(x * self.alpha.softmax(0) * 3)
+
+ddp = engine.setup_distributed("cpu")
+tcfg = TrainConfig(steps=3, batch_size=4, lr=0.1, warmup_steps=0, checkpoint_every=100,
+                   log_every=100)
 results = []
-for share, d in (((x[ddp.rank::2], y[ddp.rank::2]), ddp), ((x, y), Dist())):
+for d in (ddp, engine.Dist()):
     torch.manual_seed(0)
-    model = torch.nn.Linear(3, 1)
-    params = list(model.parameters())
-    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    for _ in range(2):
-        value = nats_search._step(model, sgd, params, share, d, Precision("off", "cpu"))
-    results.append((value, [p.detach().clone() for p in params]))
-(l2, p2), (l1, p1) = results
-assert abs(l2 - l1) < 1e-6, (l2, l1)
+    model = Net()
+    adam = torch.optim.Adam([model.alpha], lr=0.05)
+    rows = []
+    stage = engine.Stage(model, loss, Pairs(0), lambda b: tuple(map(list, zip(*b))), {},
+                         arch=engine.ArchStep([model.alpha], adam, Pairs(1), first_step=1),
+                         on_step=lambda step, m: rows.append(m) or {})
+    engine.train(stage, tcfg, 0, d, __import__("pathlib").Path(f"/nonexistent/{d.world}"),
+                 tracking.NullTracker(), {})
+    results.append((rows, [p.detach().clone() for p in model.parameters()]))
+(r2, p2), (r1, p1) = results
+assert [sorted(r) for r in r2] == [sorted(r) for r in r1]
+assert "arch_loss" not in r1[0] and "arch_loss" in r1[2]
+for a, b in zip(r2, r1):
+    for k in ("loss", "arch_loss"):
+        assert abs(a.get(k, 0) - b.get(k, 0)) < 1e-6, (k, a, b)
 for a, b in zip(p2, p1):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+assert not torch.equal(p1[-1], torch.zeros(3))  # the alphas moved
 print("rank", ddp.rank, "equal")
 """
 

@@ -102,7 +102,7 @@ def test_cpu_training_stays_fp32_and_bf16_falls_back_to_fp16_without_native_supp
 def test_engine_trains_in_fp16_on_cuda_and_keeps_the_scaler_for_resume(tmp_path):
     from test_engine import _stage
 
-    from detnas.checkpoint import load_checkpoint
+    from detnas.io import load_checkpoint
 
     cuda = torch.device("cuda", 0)
     tcfg = TrainConfig(steps=3, batch_size=4, lr=0.05, checkpoint_every=2, amp="fp16")

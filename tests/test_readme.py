@@ -2,7 +2,7 @@
 
 import pytest
 
-from detnas.checkpoint import load_json
+from detnas.io import load_json
 from detnas.report.readme import BEGIN, END, readme_block, write_readme
 
 

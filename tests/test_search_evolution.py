@@ -3,7 +3,7 @@ import json
 import random
 
 import pytest
-from test_search_fakes import TARGET, hamming_fitness, noisy_fitness, small_config
+from search_fakes import TARGET, hamming_fitness, noisy_fitness, small_config
 
 from detnas.flops import cost_table
 from detnas.search.evolution import (

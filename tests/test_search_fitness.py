@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import detnas
-from detnas.checkpoint import save_checkpoint
 from detnas.config import DetectorConfig
+from detnas.io import save_checkpoint
 from detnas.models import backbone_of, build_model, model_meta
 from detnas.search.fitness import (
     FitnessSpec,
@@ -16,7 +16,6 @@ from detnas.search.fitness import (
 )
 from detnas.space import Arch
 
-torch.set_num_threads(1)
 DET_CFG = DetectorConfig(min_size=64, max_size=64, fpn_channels=16)
 A, B = Arch.parse("0-12-30-2", "test"), Arch.parse("1-03-21-3", "test")
 

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_search_fakes import make_noisy, make_worker_index, noisy_fitness, small_config
+from search_fakes import make_noisy, make_worker_index, noisy_fitness, small_config
 
-from detnas.checkpoint import load_json
+from detnas.io import load_json
 from detnas.search.evolution import evaluation_budget, run_search, serial
 from detnas.search.parallel import WorkerPool
 from detnas.space import sample
@@ -18,7 +18,7 @@ TESTS = Path(__file__).parent
 
 SCRIPT = """
 import random, sys
-from test_search_fakes import Slow, small_config
+from search_fakes import Slow, small_config
 from detnas.search.evolution import run_search, serial
 state, calls = sys.argv[1], sys.argv[2]
 run_search("evolution", "tiny", small_config(), serial(Slow(calls, 0.05)), random.Random(7), state)

@@ -2,12 +2,12 @@ import csv
 import json
 
 import pytest
-from test_search_fakes import make_noisy, noisy_fitness
+from search_fakes import make_noisy, noisy_fitness
 
 from detnas import config, tracking
 from detnas import cost as cost_module
-from detnas.checkpoint import save_checkpoint
 from detnas.cli import main
+from detnas.io import save_checkpoint
 from detnas.models import model_meta
 from detnas.search import stage
 from detnas.search.evolution import evaluation_budget

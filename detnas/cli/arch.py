@@ -95,8 +95,9 @@ def _sample(args) -> int:
 
 def _spec(args) -> int:
     from detnas.backbones import shufflenet_spec
-    from detnas.checkpoint import provenance, save_json
     from detnas.config import to_dict
+    from detnas.io import save_json
+    from detnas.provenance import provenance
     from detnas.train import baseline_spec
 
     cfg = load_config(args)

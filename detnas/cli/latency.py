@@ -29,9 +29,9 @@ def register(sub) -> None:
 
 
 def _table(args) -> int:
-    from detnas.checkpoint import provenance
     from detnas.config import latency_table_path, to_dict
     from detnas.latency import measure_table, measurement, save_table
+    from detnas.provenance import provenance
 
     cfg = load_config(args)
     out = args.out or latency_table_path(cfg)
@@ -45,7 +45,7 @@ def _table(args) -> int:
 
 
 def _check(args) -> int:
-    from detnas.checkpoint import load_json
+    from detnas.io import load_json
     from detnas.latency import check_winners, load_table
     from detnas.space import Arch, resolve
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.detection import DETECTORS
+from detnas.config import DETECTORS
 
 
 def register(sub) -> None:
@@ -53,7 +53,7 @@ def _search(args) -> int:
 
 
 def _derive(args) -> int:
-    from detnas.checkpoint import save_json
+    from detnas.io import save_json
     from detnas.nats.derive import arch_tag, derive_checkpoint
 
     spec = derive_checkpoint(args.search)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from detnas.cli.common import add_config_args, load_config, print_json
+from detnas.config import DETECTORS
 
 _EPILOG = """\
 detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
@@ -49,7 +50,7 @@ def register(sub) -> None:
                        help="ablation tag (default: detnas, or clsnasnet for classification)")
         c.add_argument("--dataset", default=None,
                        help="detection dataset name in the config (metric, tags); default: first")
-        c.add_argument("--detector", default=None, choices=("fpn", "retinanet"),
+        c.add_argument("--detector", default=None, choices=DETECTORS,
                        help="expected detector of the checkpoint (checked), for tags")
         c.add_argument("--workers", type=int, default=None, metavar="K",
                        help="evaluation processes, worker i on cuda:i (`detnas launch --gpus K` "

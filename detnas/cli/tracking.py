@@ -22,7 +22,8 @@ def register(sub) -> None:
 
 def _init(args) -> int:
     from detnas import config, tracking
-    from detnas.checkpoint import git_commit, save_json
+    from detnas.io import save_json
+    from detnas.provenance import git_commit
 
     cfg = load_config(args)
     if not cfg.tracking.enabled:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, load_spec
+from detnas.config import DETECTORS
 
 
 def register(sub) -> None:
@@ -18,7 +19,7 @@ def register(sub) -> None:
     add_config_args(sn)
     sn.add_argument("--task", choices=("classification", "detection"), required=True)
     sn.add_argument("--dataset", help="detection: dataset name in the config")
-    sn.add_argument("--detector", choices=("fpn", "retinanet"))
+    sn.add_argument("--detector", choices=DETECTORS)
     sn.add_argument("--images", type=Path, help="detection: image folder")
     sn.add_argument("--annotations", type=Path, help="detection: the supernet-training split")
     sn.add_argument("--init", type=Path, help="detection: classification supernet checkpoint "
@@ -38,7 +39,7 @@ def register(sub) -> None:
     de.add_argument("--arch", required=True, help="arch.json, or a registered arch name")
     de.add_argument("--ablation", default="")
     de.add_argument("--dataset", required=True)
-    de.add_argument("--detector", choices=("fpn", "retinanet"), required=True)
+    de.add_argument("--detector", choices=DETECTORS, required=True)
     de.add_argument("--init", type=Path, help="classification checkpoint of the same arch")
     de.add_argument("--out", type=Path, required=True)
     de.set_defaults(func=_detector)

@@ -49,8 +49,8 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
-from detnas.checkpoint import load_json
 from detnas.data.images import read_image
+from detnas.io import load_json
 
 log = logging.getLogger(__name__)
 

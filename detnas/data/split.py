@@ -13,8 +13,8 @@ import logging
 import random
 from pathlib import Path
 
-from detnas.checkpoint import save_json
 from detnas.data.coco import load_coco_json
+from detnas.io import save_json
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detnas.checkpoint import atomic_write, save_json
+from detnas.io import atomic_write, save_json
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from detnas.checkpoint import save_json
+from detnas.io import save_json
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas.checkpoint import load_checkpoint
-from detnas.nats.ops import check_candidates, is_arch_key, searched_layers
-from detnas.resnet import ResNetBackbone, format_dilations
+from detnas.dilations import check_candidates, format_dilations
+from detnas.io import load_checkpoint
+from detnas.nats.ops import is_arch_key, searched_layers
+from detnas.resnet import ResNetBackbone
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def derive(alphas: Mapping[str, torch.Tensor | list], candidates) -> dict[str, s
         candidates: the dilations the alphas index, ``[[1, 1], [2, 2], ...]``.
 
     Returns:
-        ``{"layer2.0": "1,2,2,3", ...}``, the encoding of `detnas.resnet.parse_dilations`.
+        ``{"layer2.0": "1,2,2,3", ...}``, the encoding of `detnas.dilations.parse_dilations`.
 
     Raises:
         ValueError: an alpha whose last dimension is not the number of candidates.

@@ -2,8 +2,8 @@
 
 `make_searchable` swaps the ``conv2`` of ResNet/ResNeXt bottlenecks for a `DilationMixConv` that
 keeps the very same ``weight`` Parameter (so state dicts of the plain network load by name) and adds
-one architecture parameter ``alpha`` (groups x candidates). `arch_parameters` and
-`weight_parameters` split a model's parameters for the two optimisers of the search.
+one architecture parameter ``alpha`` (groups x candidates). `arch_parameters` lists them: the
+search's Adam steps them, its SGD (`detnas.engine.make_optimizer`) every other parameter.
 """
 
 from __future__ import annotations
@@ -12,27 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detnas.dilations import check_candidates
 from detnas.resnet import DilatedConv2d, bottlenecks, check_grouping, conv_padding
 
 ALPHA = "alpha"  # the state-dict name of the architecture parameter inside a searched conv
-
-
-def check_candidates(candidates, where: str) -> tuple[tuple[int, int], ...]:
-    """Candidate dilations as ``((h, w), ...)``.
-
-    Raises:
-        ValueError: empty, duplicated, or not lists of one or two integers >= 1.
-    """
-    ok = isinstance(candidates, list | tuple) and len(candidates) > 0 and all(
-        isinstance(c, list | tuple) and len(c) in (1, 2)
-        and all(isinstance(v, int) and v >= 1 for v in c) for c in candidates)
-    if not ok:
-        raise ValueError(f"{where}: candidates {candidates!r} must be a non-empty list of [H, W] "
-                         f"dilations >= 1")
-    out = tuple((c[0], c[-1]) for c in candidates)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{where}: duplicate candidate dilations in {candidates!r}")
-    return out
 
 
 class DilationMixConv(nn.Module):
@@ -130,12 +113,6 @@ def searched_layers(net: nn.Module) -> dict[str, DilationMixConv]:
 def arch_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The architecture parameters (every ``alpha``) of a model, in module order."""
     return [m.alpha for m in model.modules() if isinstance(m, DilationMixConv)]
-
-
-def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every parameter of ``model`` except the architecture parameters."""
-    alphas = {id(p) for p in arch_parameters(model)}
-    return [p for p in model.parameters() if id(p) not in alphas]
 
 
 def is_arch_key(key: str) -> bool:

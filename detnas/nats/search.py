@@ -1,15 +1,16 @@
 """The NATS search stage: first-order alternating updates of weights and dilation alphas.
 
 A pretrained ResNet is made searchable (`detnas.nats.ops.make_searchable`) inside a torchvision
-detector; each step takes an SGD step on the weights with a batch of the weights split and an Adam
-step on the alphas with a batch of the architecture split (DARTS, first order). The state is saved
-atomically to ``search.pt`` every ``checkpoint_every`` steps (model, both optimisers and data
-position; the RNG is seeded per step), so a killed search continues where it was and ends where an
-uninterrupted one would.
+detector; the search is a stage of the one training loop, `detnas.engine.train`: each step takes
+an SGD step on the weights with a batch of the weights split and an Adam step on the alphas with a
+batch of the architecture split (DARTS, first order; `detnas.engine.ArchStep`). The state is saved
+atomically to ``search.pt`` every ``checkpoint_every`` steps and after the last (model, both
+optimisers, history; batches and RNG are functions of the step), so a killed search continues
+where it was and ends where an uninterrupted one would.
 
 Under torchrun (`detnas.launch`: one process per GPU) each rank takes its share of every batch,
-the weight and alpha gradients are averaged over the ranks before each step (what DDP does), BN is
-synchronised on GPU, and rank 0 alone writes; the ranks' weights and alphas stay identical.
+DDP averages the weight and alpha gradients (and the engine the logged losses) over the ranks, BN
+is synchronised on GPU, and rank 0 alone writes; the ranks' weights and alphas stay identical.
 """
 
 from __future__ import annotations
@@ -18,53 +19,31 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Subset
 
 from detnas import tracking
-from detnas.checkpoint import load_checkpoint, provenance, save_checkpoint, save_json
-from detnas.config import NatsConfig, StudyConfig, TrainConfig, config_hash, to_dict
-from detnas.detection import DETECTORS, build_detector, detector_backbone
-from detnas.engine import Dist, check_replicas, lr_factor, setup_distributed, step_seed
-from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
-from detnas.nats.ops import (
-    arch_parameters,
-    check_candidates,
-    make_searchable,
-    searched_layers,
-    weight_parameters,
+from detnas.config import (
+    DETECTORS,
+    NatsConfig,
+    StudyConfig,
+    check_nats,
+    config_hash,
+    to_dict,
 )
-from detnas.precision import Precision
-from detnas.resnet import DEPTHS, ResNetBackbone
+from detnas.data.coco import collate_detection
+from detnas.detection import build_detector, detection_loss, detector_backbone
+from detnas.dilations import check_candidates
+from detnas.engine import ArchStep, Stage, setup_distributed, train
+from detnas.io import load_checkpoint, save_json
+from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
+from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
+from detnas.provenance import provenance
+from detnas.resnet import ResNetBackbone
 
 log = logging.getLogger(__name__)
-
-Loader = Callable[..., object]  # (dataset, batch_size, shuffle, seed) -> iterable of batches
-
-
-def check_config(nats: NatsConfig, where: str = "config.nats") -> None:
-    """Checks of the NATS settings that types alone cannot express.
-
-    Raises:
-        ValueError: naming the field and the bad value.
-    """
-    if nats.depth not in DEPTHS:
-        raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
-    check_candidates(nats.candidates, f"{where}.candidates")
-    if nats.groups < 1 or nats.group_width < 0:
-        raise ValueError(f"{where}: groups must be >= 1 and group_width >= 0, got "
-                         f"{nats.groups} and {nats.group_width}")
-    if not nats.searched_stages or not set(nats.searched_stages) <= {1, 2, 3, 4}:
-        raise ValueError(f"{where}.searched_stages: {nats.searched_stages} (a subset of 1..4)")
-    if len(nats.arch_betas) != 2:
-        raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
-    if nats.arch_warmup_steps < 0:
-        raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
 
 
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
@@ -113,112 +92,10 @@ def build_search_model(nats: NatsConfig, detector: str, num_classes: int, detect
     return build_detector(backbone, detector, num_classes, detector_cfg)
 
 
-class BatchStream:
-    """Endless batches of a dataset with a resumable position (epoch, batch).
-
-    Each epoch is one seeded permutation cut into batches of ``batch_size`` (an incomplete last
-    batch is dropped). Rank ``rank`` of ``world`` processes loads only its share of each batch
-    (every ``world``-th image), so the ranks together see the batches one process would.
-    """
-
-    def __init__(self, dataset, batch_size: int, seed: int, loader: Loader,
-                 position: tuple[int, int] = (0, 0), rank: int = 0, world: int = 1):
-        if batch_size % world or len(dataset) < batch_size:
-            raise ValueError(f"nats.search.batch_size: {batch_size} must be a multiple of the "
-                             f"{world} processes and at most the {len(dataset)} images")
-        self.dataset, self.batch_size, self.seed, self.loader = dataset, batch_size, seed, loader
-        self.rank, self.world = rank, world
-        self.epoch, self.index = position
-        self._it: Iterator | None = None
-
-    @property
-    def position(self) -> list[int]:
-        return [self.epoch, self.index]
-
-    def _open(self) -> Iterator:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        usable = len(self.dataset) // self.batch_size * self.batch_size
-        order = torch.randperm(len(self.dataset), generator=g)[:usable].tolist()
-        mine = order[self.rank :: self.world]  # batch b of this rank: its share of global batch b
-        per_rank = self.batch_size // self.world
-        mine = mine[self.index * per_rank :]  # resuming mid-epoch: the batches not yet used
-        return iter(self.loader(Subset(self.dataset, mine), per_rank, False, self.seed))
-
-    def next(self):
-        if self._it is None:
-            self._it = self._open()
-        batch = next(self._it, None)
-        if batch is None:  # the epoch is over
-            self.epoch, self.index = self.epoch + 1, 0
-            self._it = self._open()
-            batch = next(self._it)
-        self.index += 1
-        return batch
-
-
-def _to(batch, device: torch.device):
-    images, targets = batch
-    return ([im.to(device) for im in images],
-            [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
-             for t in targets])
-
-
-def _loss(model: nn.Module, batch, device: torch.device, precision: Precision) -> torch.Tensor:
-    images, targets = _to(batch, device)
-    with precision.autocast():
-        losses = model(images, targets)
-    return sum(losses.values())
-
-
-def _average(tensors: list[torch.Tensor], world: int) -> list[torch.Tensor]:
-    """The mean of ``tensors`` over the ranks, in one all-reduce (DDP's gradient averaging)."""
-    if world == 1:
-        return tensors
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
-    dist.all_reduce(flat)
-    flat /= world
-    return [f.view_as(t).to(t.dtype) for f, t in
-            zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
-
-
-def _step(model, optimizer, params, batch, ddp: Dist, precision: Precision) -> float:
-    """One optimiser step on ``params`` only (the other parameters get no gradient), with the
-    gradients and the loss averaged over the ranks (fp16: of the scaled loss, unscaled by the
-    step)."""
-    loss = _loss(model, batch, ddp.device, precision)
-    grads = list(torch.autograd.grad(precision.scale(loss), params, allow_unused=True))
-    used = [i for i, g in enumerate(grads) if g is not None]  # the same on every rank
-    *averaged, loss = _average([grads[i] for i in used] + [loss.detach().reshape(1)], ddp.world)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite search loss {loss.item()}")
-    for i, g in zip(used, averaged, strict=True):
-        grads[i] = g
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g
-    precision.step(optimizer)
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
-
-
-def _weight_step(model, optimizer, params, batch, ddp, amp) -> float:
-    return _step(model, optimizer, params, batch, ddp, amp)
-
-
-def _arch_step(model, optimizer, params, batch, ddp, amp) -> float:
-    return _step(model, optimizer, params, batch, ddp, amp)
-
-
-def _optimizers(model: nn.Module, cfg: StudyConfig, t: TrainConfig):
-    """SGD on the weights (no decay on BN and biases), Adam on the alphas."""
-    weights = [p for p in weight_parameters(model) if p.requires_grad]
-    sgd = torch.optim.SGD(
-        [{"params": [p for p in weights if p.dim() > 1], "weight_decay": t.weight_decay},
-         {"params": [p for p in weights if p.dim() <= 1], "weight_decay": 0.0}],
-        lr=t.lr, momentum=t.momentum)
-    alphas = arch_parameters(model)
-    adam = torch.optim.Adam(alphas, lr=cfg.nats.arch_lr, betas=tuple(cfg.nats.arch_betas),
-                            weight_decay=cfg.nats.arch_weight_decay)
-    return sgd, weights, adam, alphas
+def make_arch_optimizer(alphas: list[nn.Parameter], nats: NatsConfig) -> torch.optim.Adam:
+    """Adam on the architecture alphas (the weights take `detnas.engine.make_optimizer`'s SGD)."""
+    return torch.optim.Adam(alphas, lr=nats.arch_lr, betas=tuple(nats.arch_betas),
+                            weight_decay=nats.arch_weight_decay)
 
 
 def entropy(alpha: torch.Tensor) -> float:
@@ -235,12 +112,14 @@ def alphas_json(alphas: dict[str, torch.Tensor], candidates) -> dict:
 
 
 def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: str | Path,
-           pretrained: str | Path | None = None, dataset: str = "", loader: Loader | None = None,
-           ) -> dict:
+           pretrained: str | Path | None = None, dataset: str = "") -> dict:
     """Run (or resume) the NATS search and write its outputs to ``out_dir``.
 
-    Writes ``search.pt`` (resumable state), ``alphas.json``, ``metrics.json`` and ``arch.json``
-    (the derived backbone spec with provenance); tracks the run with `detnas.tracking`.
+    The search is a stage of `detnas.engine.train`: each step an SGD step on the weights with a
+    batch of the weights split, then (from step ``nats.arch_warmup_steps`` on) an Adam step on
+    the alphas with a batch of the architecture split. Writes ``search.pt`` (resumable state;
+    also the final one), ``alphas.json``, ``metrics.json`` and ``arch.json`` (the derived
+    backbone spec with provenance); tracks the run with `detnas.tracking`.
 
     Args:
         cfg: the study config; ``cfg.nats`` holds the search settings, ``cfg.nats.search`` the
@@ -252,8 +131,6 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         out_dir: output folder; a ``search.pt`` there is resumed.
         pretrained: classification checkpoint or torchvision state dict of the ResNet.
         dataset: dataset name, for tags.
-        loader: ``loader(dataset, batch_size, shuffle, seed)``; default
-            `detnas.data.detection_loader`.
 
     Returns:
         The metrics written to ``metrics.json`` (``{}`` on the ranks other than 0).
@@ -261,107 +138,85 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     Raises:
         ValueError: bad config, detector, data or checkpoint, named in the message.
     """
-    check_config(cfg.nats)
+    check_nats(cfg.nats)
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
     if weights_data.num_classes != arch_data.num_classes:
         raise ValueError(f"the weights split has {weights_data.num_classes} classes, the "
                          f"architecture split {arch_data.num_classes}")
-    if loader is None:
-        from detnas.data import detection_loader as loader
     out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.seed
+    for name, data in (("weights", weights_data), ("architecture", arch_data)):
+        if len(data) < t.batch_size:
+            raise ValueError(f"nats.search.batch_size: {t.batch_size} is more than the "
+                             f"{len(data)} images of the {name} split")
     ddp, chash = setup_distributed(cfg.device), config_hash(cfg)
     path = out_dir / "search.pt"
-
-    torch.manual_seed(seed)
-    state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
-    model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
-    if ddp.world > 1 and ddp.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(ddp.device).train()
-    sgd, weights, adam, alphas = _optimizers(model, cfg, t)
-    precision = Precision.for_device(t.amp, ddp.device)
-    step, history, positions, seconds = 0, [], ([0, 0], [0, 0]), 0.0
     if path.exists():
         ckpt = load_checkpoint(path)
         if ckpt.get("config_hash") != chash or ckpt.get("detector") != detector:
             raise ValueError(f"{path}: written by config {ckpt.get('config_hash')} / detector "
                              f"{ckpt.get('detector')}, not {chash} / {detector}; delete it or "
                              f"choose another --out")
-        model.load_state_dict(ckpt["model"])
-        sgd.load_state_dict(ckpt["optimizer"])
-        adam.load_state_dict(ckpt["arch_optimizer"])
-        precision.load_state_dict(ckpt.get("scaler", {}))
-        step, history, positions = ckpt["step"], ckpt["history"], ckpt["positions"]
-        seconds = ckpt["seconds"]
-        log.info("resuming %s at step %d/%d", path, step, t.steps)
-    wstream = BatchStream(weights_data, t.batch_size, 2 * seed, loader, tuple(positions[0]),
-                          ddp.rank, ddp.world)
-    astream = BatchStream(arch_data, t.batch_size, 2 * seed + 1, loader, tuple(positions[1]),
-                          ddp.rank, ddp.world)
+
+    torch.manual_seed(seed)
+    state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
+    model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
     backbone = detector_backbone(model)
+    alphas = arch_parameters(model)
     candidates = [list(c) for c in check_candidates(cfg.nats.candidates, "config.nats")]
+    prov = provenance(to_dict(cfg), seed, stage="nats-search", dataset=dataset,
+                      pretrained=str(pretrained or ""))
+    run = {"history": [], "seconds": 0.0, "clock": 0.0}
 
-    def save() -> None:
-        if not ddp.main:
-            return
-        save_checkpoint(path, {
-            "step": step, "model": model.state_dict(), "optimizer": sgd.state_dict(),
-            "arch_optimizer": adam.state_dict(), "scaler": precision.state_dict(),
-            "positions": [wstream.position, astream.position], "history": history,
-            "seconds": seconds, "alphas": alphas_of(backbone), "candidates": candidates,
-            "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
-            "num_classes": weights_data.num_classes, "config_hash": chash,
-            "provenance": provenance(to_dict(cfg), seed, stage="nats-search", dataset=dataset,
-                                     pretrained=str(pretrained or "")),
-        })
+    def on_step(step: int, metrics: dict) -> dict:
+        now = time.perf_counter()
+        run["seconds"] += now - run["clock"]
+        run["clock"] = now
+        row = {"step": step, "lr": metrics["lr"], "weight_loss": metrics["loss"]}
+        if "arch_loss" in metrics:
+            row["arch_loss"] = metrics["arch_loss"]
+        row["alpha_entropy"] = sum(entropy(a) for a in alphas) / max(1, len(alphas))
+        run["history"].append(row)
+        return {"alpha_entropy": row["alpha_entropy"]}
 
+    def save_state() -> dict:
+        return {"history": run["history"], "seconds": run["seconds"],
+                "alphas": alphas_of(backbone), "candidates": candidates,
+                "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
+                "num_classes": weights_data.num_classes, "config_hash": chash,
+                "provenance": prov}
+
+    def load_state(ckpt: dict) -> None:
+        run["history"], run["seconds"] = ckpt["history"], ckpt["seconds"]
+
+    stage = Stage(model, detection_loss, weights_data, collate_detection,
+                  meta={}, sync_bn=True, num_workers=cfg.workers,
+                  arch=ArchStep(alphas, make_arch_optimizer(alphas, cfg.nats), arch_data,
+                                cfg.nats.arch_warmup_steps),
+                  on_step=on_step, save_state=save_state, load_state=load_state,
+                  keep_last=True)
     tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
-            "config_hash": chash, "git_commit": provenance({}, seed)["git_commit"]}
+            "config_hash": chash, "git_commit": prov["git_commit"]}
     gpus = ddp.world if ddp.device.type == "cuda" else 0
     tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus) if ddp.main
                else tracking.NullTracker())
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
                            | {"processes": ddp.world})
-        while step < t.steps:
-            start = time.perf_counter()
-            torch.manual_seed(step_seed(seed, step))  # RoI sampling: a function of the step
-            lr = t.lr * lr_factor(step, t)
-            for group in sgd.param_groups:
-                group["lr"] = lr
-            row = {"step": step + 1, "lr": lr}
-            row["weight_loss"] = _weight_step(model, sgd, weights, wstream.next(), ddp,
-                                              precision)
-            if step >= cfg.nats.arch_warmup_steps:
-                row["arch_loss"] = _arch_step(model, adam, alphas, astream.next(), ddp,
-                                              precision)
-            row["alpha_entropy"] = sum(entropy(a) for a in alphas) / max(1, len(alphas))
-            history.append(row)
-            step += 1
-            seconds += time.perf_counter() - start
-            if step % t.log_every == 0 or step == t.steps:
-                log.info("nats search step %d/%d %s", step, t.steps,
-                         " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
-                tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
-            if step % t.checkpoint_every == 0 or step == t.steps:
-                save()
-        check_replicas(model, ddp)
+        run["clock"] = time.perf_counter()  # search_seconds: the steps, not the setup
+        step = train(stage, t, seed, ddp, path, tracker, prov)["step"]
         if not ddp.main:
             return {}
-        if not path.exists():
-            save()
+        history = run["history"]
         current = alphas_of(backbone)
         dilations = derive(current, candidates)
         spec = arch_spec(cfg.nats.depth, cfg.nats.width, dilations, candidates=candidates,
                          groups=cfg.nats.groups, group_width=cfg.nats.group_width,
                          searched_stages=list(cfg.nats.searched_stages), detector=detector,
-                         provenance=provenance(to_dict(cfg), seed, stage="nats-search",
-                                               dataset=dataset, pretrained=str(pretrained or ""),
-                                               search_steps=step))
+                         provenance={**prov, "search_steps": step})
         last = history[-1] if history else {}
-        metrics = {"steps": step, "search_seconds": seconds,
+        metrics = {"steps": step, "search_seconds": run["seconds"],
                    "weight_loss": last.get("weight_loss", math.nan),
                    "arch_loss": last.get("arch_loss", math.nan),
                    "alpha_entropy": sum(map(entropy, current.values())) / max(1, len(current)),

@@ -8,8 +8,9 @@ import logging
 import re
 from pathlib import Path
 
-from detnas.checkpoint import atomic_write, git_commit, save_json
 from detnas.config import StudyConfig, config_hash
+from detnas.io import atomic_write, save_json
+from detnas.provenance import git_commit
 from detnas.report.figures import expected_figures, write_figures
 from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
 from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS

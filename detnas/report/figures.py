@@ -6,8 +6,9 @@ import re
 import statistics
 from pathlib import Path
 
-from detnas.checkpoint import atomic_write
 from detnas.config import StudyConfig
+from detnas.dilations import parse_dilations
+from detnas.io import atomic_write
 from detnas.report.paper import (
     CHOICE_COLOURS,
     CHOICE_LABELS,
@@ -18,7 +19,6 @@ from detnas.report.paper import (
 )
 from detnas.report.results import Results, search_key
 from detnas.report.tables import search_curve
-from detnas.resnet import parse_dilations
 from detnas.search.evolution import pareto_front
 from detnas.space import REGISTRY, Arch
 

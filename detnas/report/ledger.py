@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from detnas.checkpoint import load_json
 from detnas.config import StudyConfig
+from detnas.io import load_json
 from detnas.report.paper import ROWS
 from detnas.tracking import ARTIFACTS
 

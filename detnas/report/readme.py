@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detnas.checkpoint import atomic_write, load_json
+from detnas.io import atomic_write, load_json
 from detnas.report.document import render_markdown
 from detnas.report.paper import METRIC_NAMES
 from detnas.report.tables import format_main_table, format_rank_table

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas.checkpoint import load_json
 from detnas.config import StudyConfig
+from detnas.io import load_json
 from detnas.report.paper import ROWS, SEARCH_METHODS
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas.checkpoint import load_json, save_json
 from detnas.flops import cost_table
+from detnas.io import load_json, save_json
 from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from detnas.bn import recalibrated
-from detnas.checkpoint import load_checkpoint
+from detnas.io import load_checkpoint
 from detnas.models import backbone_of, model_from_meta
 from detnas.space import Arch
 from detnas.supernet import Classifier, Supernet

@@ -12,8 +12,8 @@ import io
 import math
 from pathlib import Path
 
-from detnas.checkpoint import atomic_write, save_json
 from detnas.flops import cost_table
+from detnas.io import atomic_write, save_json
 from detnas.search.evolution import SearchState, pareto_front, top_k
 from detnas.space import Arch
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import yaml
 
 from detnas import flops, tracking
-from detnas.checkpoint import load_json, provenance, save_json
 from detnas.config import StudyConfig, config_hash, to_dict
+from detnas.io import load_json, save_json
+from detnas.provenance import provenance
 from detnas.space import Arch, sample
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from detnas import config as study_config
 from detnas import tracking
-from detnas.checkpoint import git_commit, load_checkpoint, load_json, provenance
 from detnas.config import StudyConfig, config_hash, to_dict
+from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
+from detnas.provenance import git_commit, provenance
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs

@@ -1,4 +1,4 @@
-"""Atomic writes of checkpoints and results, resumable loads, and the provenance of every output.
+"""Atomic writes and checked reads of the pipeline's files: JSON results and torch checkpoints.
 
 A file is written to a temporary name in the same folder, flushed to disk and renamed over the
 target, so a kill at any point leaves either the old file or the new one, never half of one.
@@ -10,30 +10,29 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file and rename it to ``path`` once complete."""
+    """Call ``write(file)`` on a temporary file and rename it to ``path`` once complete.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are shared
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -92,32 +91,3 @@ def _reason(message: str) -> str:
         word in line for word in ("weights_only", "torch.load", "Weights only", "Please "))]
     return found[0].removeprefix("WeightsUnpickler error: ") if found else "unknown content"
 
-
-def git_commit() -> str:
-    """The commit of the detnas source tree ('unknown' outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        commit = out.stdout.strip()
-        if out.returncode == 0 and commit:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-            ).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return "unknown"
-
-
-def provenance(config: dict, seed: int, **extra: Any) -> dict:
-    """What every output carries: the resolved config, the seed and the git commit."""
-    from detnas import __version__
-
-    return {"seed": seed, "git_commit": git_commit(), "detnas_version": __version__,
-            **extra, "config": config}
