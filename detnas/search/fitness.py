@@ -41,7 +41,7 @@ class FitnessSpec:
     data: str  # detection: search-split annotation JSON; classification: ImageFolder val dir
     recalib_data: str  # detection: training-split annotation JSON; classification: train dir
     images: str = ""  # detection: image folder of the search split
-    recalib_images: str = ""  # detection: image folder of the training split
+    recalib_image_dir: str = ""  # detection: image folder of the training split
     detector: str | None = None  # expected detector (fpn | retinanet); None accepts any
     metric: str = "mmap"  # detection: mmap | ap50; classification: top1 | top5
     recalib_num_images: int = 4000
@@ -194,7 +194,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     device = torch.device(spec.device)
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
-        train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
+        train = data.CocoDetection(spec.recalib_image_dir, spec.recalib_data, cache=spec.cache)
         if spec.prepare not in PREPARE_MODES:
             raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)

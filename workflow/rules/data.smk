@@ -1,8 +1,8 @@
 rule synth_detection:
     """A synthetic detection dataset in COCO layout (real datasets are read where they are)."""
     output:
-        train=f"{R}/data/{{dataset}}/annotations/instances_train.json",
-        test=f"{R}/data/{{dataset}}/annotations/instances_test.json",
+        train=rpath(f"{layout.data_dir()}/{detnas_config.DatasetConfig.train_annotations}"),
+        test=rpath(f"{layout.data_dir()}/{detnas_config.DatasetConfig.test_annotations}"),
     log:
         "logs/data/{dataset}.log",
     wildcard_constraints:

@@ -6,7 +6,7 @@ rule nats_search:
         arch=split("search"),
         tracking=TRACKING,
     output:
-        arch=f"{R}/nats/{{dataset}}/{{detector}}/arch.json",
+        arch=rpath(f"{layout.nats_dir()}/arch.json"),
     log:
         "logs/nats/{dataset}/{detector}.log",
     params:

@@ -2,31 +2,38 @@ rule report:
     """The results tables and plots of the whole study."""
     input:
         detection=expand(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
-            row=ROWS, dataset=DATASETS, detector=DETECTORS,
+            rpath(f"{layout.detection_dir()}/metrics.json"),
+            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
-        classification=expand(f"{R}/retrain/{{row}}/cls/metrics.json", row=SHARED_ROWS),
+        classification=expand(
+            rpath(f"{layout.shared_classifier_dir()}/metrics.json"), row=layout.SHARED_ROWS
+        ),
         classification_searched=expand(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
-            row=SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
+            rpath(f"{layout.classifier_dir()}/metrics.json"),
+            row=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
         search=expand(
-            f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/history.csv",
-            ablation=SEARCH_SUPERNET, dataset=DATASETS, detector=DETECTORS,
+            rpath(f"{layout.search_dir()}/history.csv"),
+            ablation=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
-        search_classification=f"{R}/search/cls/clsnas/history.csv",
+        search_classification=rpath(f"{layout.search_dir(method='clsnas')}/history.csv"),
         supernet=expand(
-            f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/metrics.json",
-            dataset=DATASETS, detector=DETECTORS, init=["pretrained", "scratch"],
+            rpath(f"{layout.supernet_dir()}/metrics.json"),
+            dataset=DATASETS, detector=DETECTORS, init=layout.SUPERNET_INITS,
         ),
-        nats=expand(f"{R}/nats/{{dataset}}/{{detector}}/arch.json", dataset=DATASETS,
-                    detector=DETECTORS),
+        nats=expand(
+            rpath(f"{layout.nats_dir()}/arch.json"), dataset=DATASETS, detector=DETECTORS
+        ),
     output:
-        md=f"{R}/report/report.md",
-        tables=f"{R}/report/tables.json",
-        html=report(f"{R}/report/report.html", caption="../report/report.rst", category="Report"),
+        md=rpath(f"{layout.REPORT_DIR}/report.md"),
+        tables=rpath(f"{layout.REPORT_DIR}/tables.json"),
+        html=report(
+            rpath(f"{layout.REPORT_DIR}/report.html"),
+            caption="../report/report.rst",
+            category="Report",
+        ),
         figures=report(
-            directory(f"{R}/report/figures"),
+            directory(rpath(f"{layout.REPORT_DIR}/figures")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Report",

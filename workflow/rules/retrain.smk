@@ -6,9 +6,9 @@ rule retrain_classifier:
         val=CLS_VAL,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/retrain/{{row}}/cls/checkpoint.pt",
+        checkpoint=rpath(f"{layout.shared_classifier_dir()}/checkpoint.pt"),
         metrics=report(
-            f"{R}/retrain/{{row}}/cls/metrics.json",
+            rpath(f"{layout.shared_classifier_dir()}/metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "-", "detector": "-"},
@@ -16,7 +16,7 @@ rule retrain_classifier:
     log:
         "logs/retrain/{row}/cls.log",
     wildcard_constraints:
-        row=_alt(SHARED_ROWS),
+        row=_alt(layout.SHARED_ROWS),
     params:
         cfg=lambda w: part(
             "seed", "classification", "resnet_pretrain" if w.row == "resnet50" else "retrain_pretrain"
@@ -35,9 +35,9 @@ rule retrain_classifier:
 
 use rule retrain_classifier as retrain_classifier_searched with:
     output:
-        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/checkpoint.pt",
+        checkpoint=rpath(f"{layout.classifier_dir()}/checkpoint.pt"),
         metrics=report(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
+            rpath(f"{layout.classifier_dir()}/metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
@@ -45,7 +45,7 @@ use rule retrain_classifier as retrain_classifier_searched with:
     log:
         "logs/retrain/{row}/{dataset}/{detector}/cls.log",
     wildcard_constraints:
-        row=_alt(SEARCHED_ROWS),
+        row=_alt(layout.SEARCHED_ROWS),
 
 
 rule retrain_detector:
@@ -57,9 +57,9 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/checkpoint.pt",
+        checkpoint=rpath(f"{layout.detection_dir()}/checkpoint.pt"),
         metrics=report(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
+            rpath(f"{layout.detection_dir()}/metrics.json"),
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",

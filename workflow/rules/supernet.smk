@@ -7,7 +7,7 @@ rule supernet_classification:
     output:
         checkpoint=CLS_SUPERNET,
         metrics=report(
-            f"{R}/supernet/cls/metrics.json",
+            rpath(f"{layout.classification_supernet_dir()}/metrics.json"),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={"task": "classification", "dataset": "-", "detector": "-", "init": "-"},
@@ -39,9 +39,9 @@ rule supernet_detection:
         init=_supernet_init,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/checkpoint.pt",
+        checkpoint=rpath(f"{layout.supernet_dir()}/checkpoint.pt"),
         metrics=report(
-            f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/metrics.json",
+            rpath(f"{layout.supernet_dir()}/metrics.json"),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={

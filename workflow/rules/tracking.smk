@@ -1,7 +1,7 @@
 rule tracking_init:
     """The MLflow store, experiment and parent run, once, before the parallel jobs start."""
     output:
-        f"{R}/tracking.json",
+        rpath(layout.TRACKING),
     log:
         "logs/tracking_init.log",
     params:
