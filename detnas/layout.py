@@ -56,10 +56,17 @@ def classification_supernet_dir() -> str:
     return "supernet/cls"
 
 
+def search_name(dataset: str = "{dataset}", detector: str = "{detector}",
+                method: str = "{ablation}") -> str:
+    """A search's name, ``dataset/detector/method``; ClsNASNet's (method clsnas) is
+    ``cls/clsnas``. The report's tables and the DVC plots are keyed by it."""
+    return "cls/clsnas" if method == "clsnas" else f"{dataset}/{detector}/{method}"
+
+
 def search_dir(dataset: str = "{dataset}", detector: str = "{detector}",
                method: str = "{ablation}") -> str:
-    """A search's folder (SEARCH_FILES); ClsNASNet's (method clsnas) is ``search/cls/clsnas``."""
-    return "search/cls/clsnas" if method == "clsnas" else f"search/{dataset}/{detector}/{method}"
+    """A search's folder (SEARCH_FILES)."""
+    return f"search/{search_name(dataset, detector, method)}"
 
 
 def baseline_arch(row: str = "{baseline}") -> str:
