@@ -18,4 +18,7 @@ rule arch_spec:
         mem_mb=1000,
         runtime=10,
     shell:
-        "detnas arch spec {wildcards.baseline} --config {STUDY_CONFIG} --out {output} > {log} 2>&1"
+        detnas(
+            "arch spec {wildcards.baseline}",
+            "--out {output}",
+        )

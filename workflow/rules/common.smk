@@ -1,8 +1,8 @@
 """Config validation, the study config the CLI reads, paths, per-rule config slices.
 
-Every rule calls one `detnas` command with `--config STUDY_CONFIG`: the validated config exactly
-as Snakemake sees it (config/config.yaml, or a --configfile, plus --config overrides), written to
-`<results>/config.yaml`. That file is not an input of any rule, so editing the config reruns only
+Each job runs one `detnas` command (`detnas()` below) with `--config STUDY_CONFIG`: the validated
+config as Snakemake sees it (config/config.yaml, or a --configfile, plus --config overrides),
+resolved (every key, data roots filled in) and written to `<results>/config.yaml`. That file is not an input of any rule, so editing the config reruns only
 the rules whose `params.cfg` (their slice of the resolved config) changed, through Snakemake's
 params trigger.
 """
@@ -51,9 +51,9 @@ RESOLVED = detnas_config.to_dict(STUDY)
 R = STUDY.results
 
 
-def rpath(rel):
-    """A path of detnas/layout.py (relative to the results folder) under this study's results."""
-    return os.path.join(R, rel)
+def rpath(*parts):
+    """A path of detnas/layout.py (relative to the results folder) in this study's results."""
+    return os.path.join(R, *parts)
 
 
 # Used in the shell commands directly, not as a param or input: its path and content must not
@@ -134,7 +134,7 @@ def test_annotations(wildcards):
 
 CLS_TRAIN = f"{STUDY.classification.root}/train"
 CLS_VAL = f"{STUDY.classification.root}/val"
-CLS_SUPERNET = rpath(f"{layout.classification_supernet_dir()}/checkpoint.pt")
+CLS_SUPERNET = rpath(layout.classification_supernet_dir(), "checkpoint.pt")
 
 
 def split(name):
@@ -162,6 +162,11 @@ def row_classifier(wildcards):
     return f"{classifier_dir(w.row, w.get('dataset'), w.get('detector'))}/checkpoint.pt"
 
 
+def supernet_init(wildcards):
+    """Input function: the classification supernet a pre-trained detection supernet starts from."""
+    return [CLS_SUPERNET] if wildcards.init == "pretrained" else []
+
+
 def out_dir(wildcards, output):
     """params.out: the folder of the rule's first output."""
     return os.path.dirname(output[0])
@@ -172,7 +177,15 @@ def out_dir(wildcards, output):
 # torchrun (several nodes: srun + a torchrun rendezvous), the DetNAS searches as one process with
 # one evaluation worker per GPU. resources.gpu (GPUs of the job in all) and resources.nodes come
 # from the profile (profiles/slurm); 0 GPUs runs the plain command.
-LAUNCH = (
-    "OMP_NUM_THREADS={threads} "
-    "detnas launch --gpus {resources.gpu} --nodes {resources.nodes} -- "
-)
+LAUNCH = "OMP_NUM_THREADS={threads} detnas launch --gpus {resources.gpu} --nodes {resources.nodes} --"
+
+
+def detnas(command, args="", launch=False):
+    """The shell command of a job: `detnas COMMAND --config <STUDY_CONFIG> ARGS`, its output into
+    the job's log; `launch` (the GPU stages): through LAUNCH.
+
+    The study config's path is written in here, not as `{STUDY_CONFIG}` in the rules: it is the
+    same for every job and must not trigger reruns (the rules' params.cfg do, precisely).
+    """
+    prefix = f"{LAUNCH} " if launch else ""
+    return f"{prefix}detnas {command} --config {STUDY_CONFIG} {args} > {{log}} 2>&1"

@@ -2,38 +2,38 @@ rule report:
     """The results tables and plots of the whole study."""
     input:
         detection=expand(
-            rpath(f"{layout.detection_dir()}/metrics.json"),
+            rpath(layout.detection_dir(), "metrics.json"),
             row=layout.ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
         classification=expand(
-            rpath(f"{layout.shared_classifier_dir()}/metrics.json"), row=layout.SHARED_ROWS
+            rpath(layout.shared_classifier_dir(), "metrics.json"), row=layout.SHARED_ROWS
         ),
         classification_searched=expand(
-            rpath(f"{layout.classifier_dir()}/metrics.json"),
+            rpath(layout.classifier_dir(), "metrics.json"),
             row=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
         search=expand(
-            rpath(f"{layout.search_dir()}/history.csv"),
+            rpath(layout.search_dir(), "history.csv"),
             ablation=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
-        search_classification=rpath(f"{layout.search_dir(method='clsnas')}/history.csv"),
+        search_classification=rpath(layout.search_dir(method='clsnas'), "history.csv"),
         supernet=expand(
-            rpath(f"{layout.supernet_dir()}/metrics.json"),
+            rpath(layout.supernet_dir(), "metrics.json"),
             dataset=DATASETS, detector=DETECTORS, init=layout.SUPERNET_INITS,
         ),
         nats=expand(
-            rpath(f"{layout.nats_dir()}/arch.json"), dataset=DATASETS, detector=DETECTORS
+            rpath(layout.nats_dir(), "arch.json"), dataset=DATASETS, detector=DETECTORS
         ),
     output:
-        md=rpath(f"{layout.REPORT_DIR}/report.md"),
-        tables=rpath(f"{layout.REPORT_DIR}/tables.json"),
+        md=rpath(layout.REPORT_DIR, "report.md"),
+        tables=rpath(layout.REPORT_DIR, "tables.json"),
         html=report(
-            rpath(f"{layout.REPORT_DIR}/report.html"),
+            rpath(layout.REPORT_DIR, "report.html"),
             caption="../report/report.rst",
             category="Report",
         ),
         figures=report(
-            directory(rpath(f"{layout.REPORT_DIR}/figures")),
+            directory(rpath(layout.REPORT_DIR, "figures")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Report",
@@ -42,7 +42,6 @@ rule report:
         "logs/report.log",
     params:
         cfg=part("datasets", "detectors"),
-        results=R,
         out=out_dir,
     threads: 1
     resources:
@@ -50,5 +49,7 @@ rule report:
         mem_mb=4000,
         runtime=10,
     shell:
-        "detnas report --config {STUDY_CONFIG} --results {params.results} --out {params.out}"
-        " > {log} 2>&1"
+        detnas(
+            "report",
+            "--out {params.out}",
+        )

@@ -6,9 +6,9 @@ rule retrain_classifier:
         val=CLS_VAL,
         tracking=TRACKING,
     output:
-        checkpoint=rpath(f"{layout.shared_classifier_dir()}/checkpoint.pt"),
+        checkpoint=rpath(layout.shared_classifier_dir(), "checkpoint.pt"),
         metrics=report(
-            rpath(f"{layout.shared_classifier_dir()}/metrics.json"),
+            rpath(layout.shared_classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "-", "detector": "-"},
@@ -29,15 +29,18 @@ rule retrain_classifier:
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "train classifier --config {STUDY_CONFIG} --arch {input.arch}"
-        " --ablation {wildcards.row} --out {params.out} > {log} 2>&1"
+        detnas(
+            "train classifier",
+            "--arch {input.arch} --ablation {wildcards.row} --out {params.out}",
+            launch=True,
+        )
 
 
 use rule retrain_classifier as retrain_classifier_searched with:
     output:
-        checkpoint=rpath(f"{layout.classifier_dir()}/checkpoint.pt"),
+        checkpoint=rpath(layout.classifier_dir(), "checkpoint.pt"),
         metrics=report(
-            rpath(f"{layout.classifier_dir()}/metrics.json"),
+            rpath(layout.classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
@@ -57,9 +60,9 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=rpath(f"{layout.detection_dir()}/checkpoint.pt"),
+        checkpoint=rpath(layout.detection_dir(), "checkpoint.pt"),
         metrics=report(
-            rpath(f"{layout.detection_dir()}/metrics.json"),
+            rpath(layout.detection_dir(), "metrics.json"),
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",
@@ -77,7 +80,9 @@ rule retrain_detector:
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "train detector --config {STUDY_CONFIG} --arch {input.arch}"
-        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --init {input.init}"
-        " --out {params.out} > {log} 2>&1"
+        detnas(
+            "train detector",
+            "--arch {input.arch} --ablation {wildcards.row} --dataset {wildcards.dataset}"
+            " --detector {wildcards.detector} --init {input.init} --out {params.out}",
+            launch=True,
+        )

@@ -21,8 +21,10 @@ rule latency_table:
         mem_mb=4000,
         runtime=30,
     shell:
-        "detnas latency-table --config {STUDY_CONFIG} --out {output} > {log} 2>&1"
-
+        detnas(
+            "latency-table",
+            "--out {output}",
+        )
 
 
 rule search_detection:
@@ -30,22 +32,22 @@ rule search_detection:
     search with the same evaluation budget (ablation), on the fine-tuned supernet."""
     input:
         supernet=lambda w: rpath(
-            f"{layout.supernet_dir(w.dataset, w.detector, layout.SEARCH_SUPERNET[w.ablation])}"
-            "/checkpoint.pt"
+            layout.supernet_dir(w.dataset, w.detector, layout.SEARCH_SUPERNET[w.ablation]),
+            "checkpoint.pt",
         ),
         search=split("search"),
         recalib=split("supernet"),
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=rpath(f"{layout.search_dir()}/arch.json"),
+        arch=rpath(layout.search_dir(), "arch.json"),
         history=report(
-            rpath(f"{layout.search_dir()}/history.csv"),
+            rpath(layout.search_dir(), "history.csv"),
             caption="../report/search.rst",
             category="Search",
             labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}"},
         ),
-        metrics=rpath(f"{layout.search_dir()}/metrics.json"),
+        metrics=rpath(layout.search_dir(), "metrics.json"),
     log:
         "logs/search/{dataset}/{detector}/{ablation}.log",
     wildcard_constraints:
@@ -62,12 +64,14 @@ rule search_detection:
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "search {params.method} --config {STUDY_CONFIG}"
-        " --supernet {input.supernet} --fitness detection"
-        " --data {input.search} --images {params.images}"
-        " --recalib-annotations {input.recalib} --recalib-image-dir {params.images}"
-        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --ablation {wildcards.ablation} --out {params.out} > {log} 2>&1"
+        detnas(
+            "search {params.method}",
+            "--supernet {input.supernet} --fitness detection --data {input.search}"
+            " --images {params.images} --recalib-annotations {input.recalib}"
+            " --recalib-image-dir {params.images} --dataset {wildcards.dataset}"
+            " --detector {wildcards.detector} --ablation {wildcards.ablation} --out {params.out}",
+            launch=True,
+        )
 
 
 rule search_classification:
@@ -79,14 +83,14 @@ rule search_classification:
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=rpath(f"{layout.search_dir(method='clsnas')}/arch.json"),
+        arch=rpath(layout.search_dir(method='clsnas'), "arch.json"),
         history=report(
-            rpath(f"{layout.search_dir(method='clsnas')}/history.csv"),
+            rpath(layout.search_dir(method='clsnas'), "history.csv"),
             caption="../report/search.rst",
             category="Search",
             labels={"ablation": "clsnas", "dataset": "classification", "detector": "-"},
         ),
-        metrics=rpath(f"{layout.search_dir(method='clsnas')}/metrics.json"),
+        metrics=rpath(layout.search_dir(method='clsnas'), "metrics.json"),
     log:
         "logs/search/cls/clsnas.log",
     params:
@@ -99,7 +103,9 @@ rule search_classification:
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "search evolution --config {STUDY_CONFIG}"
-        " --supernet {input.supernet} --fitness classification"
-        " --data {input.train} --recalib-data {input.train}"
-        " --ablation clsnas --out {params.out} > {log} 2>&1"
+        detnas(
+            "search evolution",
+            "--supernet {input.supernet} --fitness classification --data {input.train}"
+            " --recalib-data {input.train} --ablation clsnas --out {params.out}",
+            launch=True,
+        )

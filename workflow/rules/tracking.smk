@@ -12,4 +12,6 @@ rule tracking_init:
         mem_mb=1000,
         runtime=10,
     shell:
-        "detnas tracking init --config {STUDY_CONFIG} > {log} 2>&1"
+        detnas(
+            "tracking init",
+        )
