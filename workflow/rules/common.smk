@@ -187,5 +187,5 @@ def detnas(command, args="", launch=False):
     The study config's path is written in here, not as `{STUDY_CONFIG}` in the rules: it is the
     same for every job and must not trigger reruns (the rules' params.cfg do, precisely).
     """
-    prefix = f"{LAUNCH} " if launch else ""
-    return f"{prefix}detnas {command} --config {STUDY_CONFIG} {args} > {{log}} 2>&1"
+    prefix = f"{LAUNCH} " if launch else "detnas "
+    return f"{prefix}{command} --config {STUDY_CONFIG} {args} > {{log}} 2>&1"
