@@ -1,4 +1,4 @@
-"""The results layout: which rows the study has, and where each stage writes, under the results folder.
+"""The results layout: the rows of the study, and where each stage writes in the results folder.
 
 Every path here is relative to the results folder (``config.results``). The workflow's rules build
 their outputs and inputs from these functions, the report reads through them, and so do

@@ -101,7 +101,8 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
 
 
 def _collect_search(res: Results, dataset: str, detector: str, method: str) -> None:
-    key, folder = search_key(dataset, detector, method), layout.search_dir(dataset, detector, method)
+    key = search_key(dataset, detector, method)
+    folder = layout.search_dir(dataset, detector, method)
     history = _read(res, f"{folder}/history.csv", reader=read_history)
     if history:
         res.histories[key] = history

@@ -3,7 +3,9 @@
     python scripts/ci/lint_workflow.py [SNAKEMAKE ARGS...]
 
 Snakemake 9 prints lints as text only (exit status 1 when there are any), so they are read from
-its output: one ``    * TITLE`` line per lint under ``Lints for ...``.
+its output: one ``    * TITLE`` line per lint under ``Lints for ...``. The workflow is loaded with
+a scratch results folder: loading writes ``<results>/config.yaml``, which must not replace that
+of a study in ./results.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 
 ACCEPTED = {
     # Every rule runs the one `detnas` package, installed once (pyproject.toml; environment.yml
@@ -21,8 +24,9 @@ ACCEPTED = {
 
 
 def main(argv: list[str]) -> int:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", *argv],
-                          capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--config",
+                               f"results={tmp}/results", *argv], capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0 and "Lints for" not in output:
         print(output, file=sys.stderr)  # not a lint: the workflow did not even load
@@ -34,7 +38,8 @@ def main(argv: list[str]) -> int:
     for where, title in bad:
         print(f"{where}: {title}", file=sys.stderr)
     accepted = sum(len(re.findall(r"^    \* ", b, re.MULTILINE)) for _, b in lints) - len(bad)
-    print(f"snakemake --lint: {len(bad)} lints, {accepted} accepted ({', '.join(sorted(ACCEPTED))})")
+    print(f"snakemake --lint: {len(bad)} lints, {accepted} accepted "
+          f"({', '.join(sorted(ACCEPTED))})")
     return 1 if bad else 0
 
 
