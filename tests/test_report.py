@@ -188,3 +188,10 @@ def test_markdown_and_html_rendering(tmp_path):
     assert "## T" in md and "| a\\|b | c |" in md and "- i" in md
     page = report.render_html(blocks, tmp_path, "t")
     assert "<code>x</code>" in page and "&lt;y&gt;" in page and "<li>i</li>" in page
+
+
+def test_every_row_of_the_layout_has_a_printed_name():
+    from detnas import layout
+
+    assert set(report.ROWS) == set(layout.ROWS)
+    assert report.SEARCH_METHODS == layout.SEARCHED_ROWS

@@ -16,7 +16,6 @@ ROWS = {
     "nats": "NATS (ResNet-50)",
 }
 """The rows of the main table (detnas.layout.ROWS), in printed order, with their printed names."""
-assert set(ROWS) == set(layout.ROWS), "every row of detnas.layout, and only those, has a name"
 
 SEARCH_METHODS = layout.SEARCHED_ROWS
 """Searches run per dataset and detector (ClsNASNet's search is ``search/cls/clsnas``)."""

@@ -2,9 +2,13 @@
 
 Each job runs one `detnas` command (`detnas()` below) with `--config STUDY_CONFIG`: the validated
 config as Snakemake sees it (config/config.yaml, or a --configfile, plus --config overrides),
-resolved (every key, data roots filled in) and written to `<results>/config.yaml`. That file is not an input of any rule, so editing the config reruns only
-the rules whose `params.cfg` (their slice of the resolved config) changed, through Snakemake's
-params trigger.
+resolved (every key, data roots filled in) and written to `<results>/config.yaml`. That file is
+not an input of any rule, so editing the config reruns only the rules whose `params.cfg` (their
+slice of the resolved config) changed, through Snakemake's params trigger.
+
+The config is checked twice from the one definition, detnas/config.py's dataclasses: against the
+JSON schema generated from them (`json_schema()`, in memory: no schema file to fall out of date),
+then by the loader itself (`from_dict`, the cross-field `check`, `resolve_data_roots`).
 """
 
 import copy
