@@ -1,3 +1,14 @@
 """detnas: backbone search for object detection (DetNAS and NATS)."""
 
 __version__ = "0.1.0"
+
+__all__ = ["backbone"]
+
+
+def __getattr__(name: str):
+    # `detnas.backbone` without importing torch at `import detnas` time
+    if name == "backbone":
+        from detnas.models import backbone
+
+        return backbone
+    raise AttributeError(f"module 'detnas' has no attribute {name!r}")

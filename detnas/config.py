@@ -405,8 +405,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    """A short stable hash of a (resolved) config, for tags and provenance."""
-    text = json.dumps(to_dict(cfg), sort_keys=True)
+    """A short stable hash of a (resolved) config or its dict, for tags and provenance."""
+    text = json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -11,8 +11,6 @@ size as 800-pixel COCO images.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
@@ -45,25 +43,25 @@ class BackboneWithFPN(nn.Module):
         )
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        stages = list(self.body(x).values())
-        return self.fpn(OrderedDict((str(i), stages[s]) for i, s in enumerate(self.in_stages)))
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stages = self.body(x)  # C2..C5 under keys "0".."3"
+        return self.fpn({str(i): stages[str(s)] for i, s in enumerate(self.in_stages)})
 
 
-class _RetinaNet(RetinaNet):
-    """torchvision's RetinaNet that never returns its background class.
+def _no_background(head: nn.Module, inputs: tuple[list[torch.Tensor]],
+                   logits: torch.Tensor) -> torch.Tensor:
+    """Forward hook on RetinaNet's classification head: never return the background class.
 
     torchvision counts the background in ``num_classes``: its head keeps a logit for label 0 that
     focal loss only ever trains as negative, and postprocessing would still rank it among the
-    objects (early in training it can fill every detection slot). Its score is set to 0 before the
-    top-k, the threshold and NMS.
+    objects (early in training it can fill every detection slot). Outside training its logit is
+    set to -inf (score 0) before the top-k, the threshold and NMS; the training loss is unchanged.
+    A hook rather than a subclass keeps the detector scriptable (TorchScript has no ``super()``).
     """
-
-    def postprocess_detections(self, head_outputs, anchors, image_sizes):
-        logits = [x.index_fill(-1, torch.tensor([0], device=x.device), float("-inf"))
-                  for x in head_outputs["cls_logits"]]  # per level: (N, HWA, classes)
-        return super().postprocess_detections({**head_outputs, "cls_logits": logits}, anchors,
-                                               image_sizes)
+    if head.training:
+        return logits
+    return logits.index_fill(-1, torch.zeros(1, dtype=torch.long, device=logits.device),
+                             float("-inf"))  # (N, HWA, classes)
 
 
 def _anchor_sizes(min_size: int, first: int, levels: int) -> list[int]:
@@ -123,11 +121,19 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
                   for s in _anchor_sizes(cfg.min_size, 32, 5)),
             ((0.5, 1.0, 2.0),) * 5,
         )
-        return _RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
-                         score_thresh=cfg.score_thresh, **sizes)
+        model = RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
+                          score_thresh=cfg.score_thresh, **sizes)
+        model.head.classification_head.register_forward_hook(_no_background)
+        return model
     raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
 
 
 def detector_backbone(model: nn.Module) -> nn.Module:
     """The search backbone inside a detector built by `build_detector`."""
     return model.backbone.body
+
+
+def replace_detector_backbone(model: nn.Module, backbone: nn.Module) -> nn.Module:
+    """``model`` (built by `build_detector`) around ``backbone`` instead, in place."""
+    model.backbone.body = backbone
+    return model

@@ -13,11 +13,19 @@ from pathlib import Path
 
 from torch import nn
 
-from detnas.backbones import build_backbone
+from detnas.backbones import (
+    build_backbone,
+    describe,
+    network_of,
+    read_spec,
+    shufflenet_spec,
+    torchvision_backbone,
+)
 from detnas.blocks import NormLayer
 from detnas.checkpoint import load_checkpoint
 from detnas.config import DetectorConfig, from_dict
-from detnas.detection import build_detector, detector_backbone
+from detnas.detection import build_detector, detector_backbone, replace_detector_backbone
+from detnas.space import Arch
 from detnas.supernet import Classifier, Supernet, reference_init
 
 
@@ -57,14 +65,94 @@ def model_from_meta(meta: dict, norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Mo
                        cfg, norm_layer)
 
 
-def load_model(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
+def is_model_checkpoint(ckpt: dict) -> bool:
+    return "task" in ckpt and "model" in ckpt
+
+
+def load_model(path: str | Path, map_location="cpu",
+               norm_layer: NormLayer = nn.BatchNorm2d) -> tuple[nn.Module, dict]:
     """Rebuild the model saved at ``path``; returns ``(model, checkpoint)``."""
     ckpt = load_checkpoint(path, map_location)
-    if "task" not in ckpt or "model" not in ckpt:
+    if not is_model_checkpoint(ckpt):
         raise ValueError(f"{path}: not a detnas model checkpoint (no 'task'/'model' entries)")
-    model = model_from_meta(ckpt)
+    model = model_from_meta(ckpt, norm_layer)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
+
+
+def load_fixed_model(path: str | Path, spec: dict | None = None, where: str = "arch",
+                     norm_layer: NormLayer = nn.BatchNorm2d) -> tuple[nn.Module, dict, dict]:
+    """The model saved at ``path`` as a network of one architecture, in eval mode.
+
+    A supernet checkpoint gives the network of ``spec``'s path, its weights copied from the
+    supernet (`Supernet.extract`); a checkpoint of a fixed network must be of ``spec`` if given.
+
+    Args:
+        spec: a backbone spec; required for a supernet checkpoint.
+        where: where ``spec`` comes from (a file or a name), for error messages.
+
+    Returns:
+        ``(model, spec, checkpoint)``: the classifier or detector, the spec of its backbone.
+
+    Raises:
+        ValueError: naming the file and the value: not a checkpoint, a supernet without
+            ``spec``, or ``spec`` of another network than the checkpoint's.
+    """
+    model, ckpt = load_model(path, norm_layer=norm_layer)
+    saved = ckpt["backbone"]
+    if saved["kind"] != "supernet":
+        if spec is not None and network_of(spec) != network_of(saved):
+            raise ValueError(f"{where}: {describe(spec)} is not the network of {path}, a "
+                             f"checkpoint of {describe(saved)}")
+        return model.eval(), saved, ckpt
+    if spec is None:
+        raise ValueError(f"{path}: a supernet checkpoint (space {saved['space']}); name the "
+                         "architecture to take from it (an arch.json or a registered name)")
+    if spec.get("kind") != "shufflenet" or spec.get("space") != saved["space"]:
+        raise ValueError(f"{where}: {describe(spec)} is not a path of {path}, a supernet of "
+                         f"space {saved['space']}")
+    arch = Arch.parse(spec["arch"], spec["space"])
+    if isinstance(model, Classifier):
+        model = model.extract(arch, norm_layer)
+    else:
+        replace_detector_backbone(model, detector_backbone(model).extract(arch, norm_layer))
+    return model.eval(), shufflenet_spec(arch), ckpt
+
+
+def backbone(name_or_arch_json: str | Path, weights: str | Path | None = None,
+             norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Module:
+    """A found (or published, or baseline) backbone for your own torchvision detector.
+
+    The module returns an OrderedDict of the stage outputs C2..C5 (keys ``"0"``..``"3"``), has
+    ``out_channels`` (of C5) and ``stage_channels``, and children ``layer1``..``layer4``, so that
+    torchvision's ``BackboneWithFPN(net, detnas.backbones.RETURN_LAYERS, net.stage_channels,
+    256)`` wraps it like a ResNet.
+
+    Args:
+        name_or_arch_json: a registered name (``detnas arch list``) or an ``arch.json`` file.
+        weights: a detnas checkpoint (classifier or detector of this network, or a supernet to
+            take its path from) or a state dict saved from a module this function returned;
+            ``None`` leaves the initialisation.
+        norm_layer: e.g. ``torchvision.ops.FrozenBatchNorm2d`` for detection fine-tuning.
+
+    Raises:
+        ValueError: naming the file and the value, when the weights are not of this network.
+    """
+    spec = read_spec(name_or_arch_json)
+    if weights is None:
+        return torchvision_backbone(build_backbone(spec, norm_layer))
+    state = load_checkpoint(weights)
+    if is_model_checkpoint(state):
+        model, _, _ = load_fixed_model(weights, spec, str(name_or_arch_json), norm_layer)
+        return torchvision_backbone(backbone_of(model))
+    net = torchvision_backbone(build_backbone(spec, norm_layer))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1].strip()
+        raise ValueError(f"{weights}: not the weights of {describe(spec)} "
+                         f"({name_or_arch_json}): {reason}") from None
+    return net
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -142,12 +142,13 @@ class Classifier(nn.Module):
         x = self.dropout(self.last(x)).mean((2, 3))  # (N, last_channels)
         return self.fc(x)  # (N, num_classes)
 
-    def extract(self, arch: Arch) -> Classifier:
+    def extract(self, arch: Arch, norm_layer: NormLayer = nn.BatchNorm2d) -> Classifier:
         """The standalone classifier of ``arch`` with copied weights (around a supernet only)."""
         if not isinstance(self.backbone, Supernet):
             raise TypeError("extract needs a classifier around a supernet")
         dropout = self.dropout.p if isinstance(self.dropout, nn.Dropout2d) else 0.0
-        net = Classifier(self.backbone.extract(arch), self.fc.out_features, dropout=dropout)
+        net = Classifier(self.backbone.extract(arch, norm_layer), self.fc.out_features,
+                         norm_layer, dropout)
         net.last.load_state_dict(self.last.state_dict())
         net.fc.load_state_dict(self.fc.state_dict())
         return net.to(next(self.parameters()).device)

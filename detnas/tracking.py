@@ -29,7 +29,7 @@ class NullTracker:
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
-    def log_artifact(self, path: str | Path) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
@@ -76,8 +76,8 @@ class MlflowTracker(NullTracker):
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
-    def log_artifact(self, path: str | Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def flush(self) -> None:
         for i in range(0, len(self._buffer), 1000):
@@ -91,6 +91,11 @@ class MlflowTracker(NullTracker):
 
 def _parent_file(results: str | Path) -> Path:
     return Path(results) / "tracking.json"
+
+
+def _parent_id(results: str | Path) -> str | None:
+    path = _parent_file(results)
+    return load_json(path).get("parent_run_id") if path.exists() else None
 
 
 def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
@@ -109,6 +114,33 @@ def start(cfg, run_name: str, tags: dict[str, Any]) -> NullTracker:
     """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`)."""
     if not cfg.tracking.enabled:
         return NullTracker()
-    parent = _parent_file(cfg.results)
-    parent_id = load_json(parent).get("parent_run_id") if parent.exists() else None
-    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_id)
+    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags,
+                         _parent_id(cfg.results))
+
+
+def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None, run_name: str,
+              tags: dict[str, Any], files: list[Path], artifact_path: str) -> str:
+    """Log ``files`` as artifacts (under ``artifact_path``) of run ``run_id``, the stage run that
+    produced their input, or, where none is recorded, of a new child run ``run_name`` of the
+    study's parent run. Returns the run's id.
+
+    Raises:
+        ValueError: ``run_id`` is not in the store at ``uri``.
+    """
+    if run_id is None:
+        with MlflowTracker(uri, experiment, run_name, tags, _parent_id(results)) as tracker:
+            for path in files:
+                tracker.log_artifact(path, artifact_path)
+        return tracker.run_id
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"MLflow run {run_id} is not in the tracking store {uri} (run from the "
+                         "study's folder, or turn tracking off)") from None
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+    return run_id

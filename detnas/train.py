@@ -84,6 +84,7 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
             "config_hash": config_mod.config_hash(cfg), "git_commit": prov["git_commit"]}
     tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags) \
         if ddp.main else tracking.NullTracker()
+    prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
         stage = dataclasses.replace(stage, num_workers=cfg.workers)

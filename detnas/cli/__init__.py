@@ -14,7 +14,7 @@ import os
 import sys
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "latency", "nats", "tracking", "report",
-                  "launch")
+                  "launch", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,15 +29,6 @@ def print_json(obj) -> None:
 
 def load_spec(arch: str, cfg: config.StudyConfig) -> dict:
     """A backbone spec from an ``arch.json`` file or a registered arch name."""
-    from pathlib import Path
+    from detnas.backbones import read_spec
 
-    from detnas.backbones import shufflenet_spec
-    from detnas.checkpoint import load_json
-    from detnas.space import resolve
-
-    if Path(arch).suffix == ".json":
-        spec = load_json(arch)
-        if "kind" not in spec:
-            raise ValueError(f"{arch}: no 'kind' field; not an arch spec")
-        return spec
-    return shufflenet_spec(resolve(arch))
+    return read_spec(arch)
