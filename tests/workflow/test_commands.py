@@ -45,3 +45,14 @@ def test_every_rule_command_parses_with_the_real_cli(study, configfile):
         parse_or_fail(parser, argv, command)
         if argv[0] == "launch":
             parse_or_fail(parser, argv[argv.index("--") + 1 :], command)
+
+
+def test_the_cli_parser_loads_without_torch():
+    """The stub (a `detnas` per job of the DAG tests) and `detnas --help` stay fast."""
+    import subprocess
+    import sys
+
+    code = "import sys; from detnas.cli import build_parser; build_parser(); print(sorted(" \
+           "m for m in ('torch', 'torchvision') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
