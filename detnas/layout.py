@@ -105,6 +105,13 @@ def shared_classifier_dir(row: str = "{row}") -> str:
 
 
 def detection_dir(row: str = "{row}", dataset: str = "{dataset}",
-                  detector: str = "{detector}") -> str:
-    """The detection retraining of a row on a dataset with a detector (TRAIN_FILES)."""
-    return f"retrain/{row}/{dataset}/{detector}"
+                  detector: str = "{detector}", seed: int | str | None = None) -> str:
+    """The detection retraining of a row on a dataset with a detector (TRAIN_FILES): with the
+    study's seed, or (``seed``) one of ``retrain_seeds``, in its ``seed{N}/``."""
+    folder = f"retrain/{row}/{dataset}/{detector}"
+    return folder if seed is None else f"{folder}/seed{seed}"
+
+
+def rank_dir(dataset: str = "{dataset}", detector: str = "{detector}") -> str:
+    """The ranking check of a dataset and detector: its ``rank.json``."""
+    return f"rank/{dataset}/{detector}"
