@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from detnas import layout
 from detnas.checkpoint import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class MlflowTracker(NullTracker):
 
 
 def _parent_file(results: str | Path) -> Path:
-    return Path(results) / "tracking.json"
+    return Path(results) / layout.TRACKING
 
 
 def _parent_id(results: str | Path) -> str | None:
