@@ -1,7 +1,9 @@
 """Typed study configuration: a dataclass per stage, loaded from YAML, validated, written resolved.
 
 The same YAML file is Snakemake's ``configfile`` and every ``detnas`` command's ``--config``.
-Errors name the file, the dotted field and the bad value.
+Errors name the file, the dotted field and the bad value. These dataclasses are the one definition
+of the keys: their types, choices, bounds and comments also make the JSON schema the workflow
+validates with (`json_schema`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-# JSON-schema bounds of a field, in its type: ``Annotated[int, MIN1]`` (see json_schema).
+# A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
+# (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
 MIN0 = {"minimum": 0}
 MIN1 = {"minimum": 1}
 PROB = {"minimum": 0, "maximum": 1}
@@ -45,8 +48,8 @@ class DatasetConfig:
     train_annotations: str = "annotations/instances_train.json"
     test_images: str = "test"  # final evaluation only (COCO: val2017 / minival; VOC: test 2007)
     test_annotations: str = "annotations/instances_test.json"
-    search_images: Annotated[int, MIN1] = 50  # held out of train for the search fitness (paper:
-    # 5000)
+    search_images: Annotated[int, MIN1] = 50  # held out of train for the search fitness
+    # (paper: 5000)
     metric: Literal["mmap", "ap50", "voc07"] = "mmap"  # mmap (COCO AP@[.5:.95]) | ap50 (COCOeval) |
     # voc07 (VOC 11-point AP50)
     flip_prob: Annotated[float, PROB] = 0.5  # horizontal flips of training images
@@ -109,8 +112,7 @@ class TrainConfig:
     detector_lr: dict[Detector, float] = field(default_factory=dict)  # lr of one detector instead
     # of lr, e.g. {retinanet: 0.01} (reference: FPN 0.02, RetinaNet 0.01)
     detector_steps: dict[Detector, int] = field(default_factory=dict)  # steps of one detector
-    # instead of steps (the embedded default: RetinaNet's steps are cheap, and it needs many of
-    # them)
+    # instead of steps (the embedded default: RetinaNet's steps are cheap, it needs many of them)
     amp: bool = True  # bf16 autocast on GPU (the reference trains in fp32); ignored on CPU
     checkpoint_every: Annotated[int, MIN1] = 50  # steps between checkpoints (a kill loses at most
     # this many)
@@ -156,8 +158,8 @@ class SearchConfig:
     # (the paper) | pareto: the top k of the (cost, fitness) non-dominated fronts, cost = the
     # predicted latency with a latency table, else the FLOPs; the search also writes the front
     # (front.json)
-    recalib_images: Annotated[int, MIN0] = 4000  # BN recalibration images per candidate (paper: 500
-    # x 8)
+    recalib_images: Annotated[int, MIN0] = 4000  # BN recalibration images per candidate
+    # (paper: 500 x 8)
     recalib_batch_size: int = 8
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
@@ -217,8 +219,8 @@ class StudyConfig:
     space: str = "tiny"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     results: str = "results"
-    workers: Annotated[int, MIN0] = 0  # DataLoader worker processes per training process (cluster:
-    # 4-8)
+    workers: Annotated[int, MIN0] = 0  # DataLoader worker processes per training process
+    # (cluster: 4-8)
     datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {"synth": DatasetConfig()})
     detectors: Annotated[list[Detector], {"minItems": 1}] = field(
         default_factory=lambda: ["fpn", "retinanet"])
