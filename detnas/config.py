@@ -253,9 +253,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(options[0], value, where)
+    if origin in (typing.Union, types.UnionType):  # the first option the value is
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        errors = []
+        for option in (a for a in typing.get_args(tp) if a is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(" or ".join(errors))
     if origin is list:
         if not isinstance(value, list):
             raise ValueError(f"{where}: expected a list, got {value!r}")
@@ -445,6 +452,9 @@ def _type_schema(tp: Any, defs: dict) -> dict:
         return {"$ref": f"#/$defs/{tp.__name__}"}
     if origin is Literal:
         return {"enum": list(typing.get_args(tp))}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [{"type": "null"} if a is type(None) else _type_schema(a, defs)
+                          for a in typing.get_args(tp)]}
     if origin is list:
         return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], defs)}
     if origin is dict:

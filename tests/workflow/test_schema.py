@@ -89,3 +89,20 @@ def test_schema_and_loader_reject_the_same_values(data, words):
         detnas_config.from_dict(detnas_config.StudyConfig, data)
     for word in words:
         assert word in str(e.value)
+
+
+@dataclasses.dataclass
+class _Either:
+    amp: typing.Literal["bf16", "off"] | bool = "bf16"  # a choice, or a YAML boolean
+
+
+def test_a_union_field_takes_any_of_its_types_in_schema_and_loader():
+    schema = detnas_config._dataclass_schema(_Either, {})
+    assert schema["properties"]["amp"]["description"] == "a choice, or a YAML boolean"
+    for good in ("off", False):
+        jsonschema.validate({"amp": good}, schema)
+        assert detnas_config.from_dict(_Either, {"amp": good}).amp == good
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"amp": "fp8"}, schema)
+    with pytest.raises(ValueError, match="'fp8'"):
+        detnas_config.from_dict(_Either, {"amp": "fp8"})
