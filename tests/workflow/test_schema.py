@@ -106,3 +106,24 @@ def test_a_union_field_takes_any_of_its_types_in_schema_and_loader():
         jsonschema.validate({"amp": "fp8"}, schema)
     with pytest.raises(ValueError, match="'fp8'"):
         detnas_config.from_dict(_Either, {"amp": "fp8"})
+
+
+def test_data_roots_one_rule_for_the_workflow_and_the_cli():
+    def study(**datasets):
+        return detnas_config.from_dict(detnas_config.StudyConfig,
+                                       {"results": "out", "datasets": datasets})
+
+    cfg = study(synth={})
+    detnas_config.resolve_data_roots(cfg, "config", generated=True)
+    assert cfg.datasets["synth"].root == "out/data/synth"
+    assert cfg.classification.root == "out/data/classification"
+    cfg = study(synth={"root": "/elsewhere"})
+    detnas_config.resolve_data_roots(cfg, "config")  # a CLI run may point at any folder
+    assert cfg.datasets["synth"].root == "/elsewhere"
+    with pytest.raises(ValueError, match=r"config.datasets.synth.root: '/elsewhere': a synthetic"):
+        detnas_config.resolve_data_roots(cfg, "config", generated=True)  # the workflow writes it
+    with pytest.raises(ValueError, match=r"config.datasets.c.root: set the folder of the coco"):
+        detnas_config.resolve_data_roots(study(c={"kind": "coco"}), "config", generated=True)
+    with pytest.raises(ValueError, match=r"config.datasets.s.train_images: 'img'"):
+        detnas_config.resolve_data_roots(study(s={"train_images": "img"}), "config",
+                                         generated=True)
