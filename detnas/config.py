@@ -23,6 +23,7 @@ import yaml
 # (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
 MIN0 = {"minimum": 0}
 MIN1 = {"minimum": 1}
+MIN2 = {"minimum": 2}
 PROB = {"minimum": 0, "maximum": 1}
 FRACTION = {"exclusiveMinimum": 0, "maximum": 1}
 DROP = {"minimum": 0, "exclusiveMaximum": 1}
@@ -214,8 +215,28 @@ class NatsConfig:
 
 
 @dataclass
+class RankConfig:
+    """The ranking check: does the supernet rank architectures as standalone training does?"""
+
+    enabled: bool = False  # a stage of the workflow per (dataset, detector) when true
+    detectors: list[Detector] = field(default_factory=list)  # checked for these of `detectors`;
+    # empty: every one
+    archs: Annotated[int, MIN2] = 6  # K architectures, spread over the FLOPs range the search may
+    # pick from
+    pool: Annotated[int, MIN2] = 2000  # random candidates under the search's limits the K are
+    # chosen among
+    train: TrainConfig = field(default_factory=TrainConfig)  # each architecture's standalone
+    # detection training, from scratch, on the supernet's training split (scored on the search
+    # split, as the fitness)
+
+    def checked_detectors(self, detectors: list[str]) -> list[str]:
+        """The study's detectors the check runs for."""
+        return [d for d in detectors if not self.detectors or d in self.detectors]
+
+
+@dataclass
 class StudyConfig:
-    seed: int = 0
+    seed: Annotated[int, MIN0] = 0
     space: str = "tiny"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     results: str = "results"
@@ -236,6 +257,10 @@ class StudyConfig:
     resnet_pretrain: TrainConfig = field(default_factory=TrainConfig)  # ResNet's own ImageNet
     # recipe (baseline and NATS start): lr 0.1 per 256 images, wd 1e-4, steps at 30/60 epochs
     retrain_finetune: TrainConfig = field(default_factory=TrainConfig)
+    retrain_seeds: list[Annotated[int, MIN0]] = field(default_factory=list)  # more seeds of every
+    # detection retraining, beside `seed` (each from the same retrained classifier): mean and std
+    # per row
+    rank: RankConfig = field(default_factory=RankConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -321,6 +346,19 @@ def check(cfg: StudyConfig, where: str) -> None:
     for name, t in vars(cfg).items():
         if isinstance(t, TrainConfig) and t.sampling == "flops_bins" and not t.flops_bins:
             raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
+    if cfg.rank.train.sampling == "flops_bins" and not cfg.rank.train.flops_bins:
+        raise ValueError(f"{where}.rank.train.flops_bins: sampling flops_bins needs bins")
+    for d in cfg.rank.detectors:
+        if d not in cfg.detectors:
+            raise ValueError(f"{where}.rank.detectors: {d!r} is not one of detectors "
+                             f"({', '.join(cfg.detectors)})")
+    if cfg.rank.pool < cfg.rank.archs:
+        raise ValueError(f"{where}.rank: pool ({cfg.rank.pool}) must be >= archs "
+                         f"({cfg.rank.archs})")
+    seeds = [cfg.seed, *cfg.retrain_seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where}.retrain_seeds: {cfg.retrain_seeds} must be distinct seeds, "
+                         f"other than seed ({cfg.seed})")
     if cfg.latency.clock == "cpu" and (cfg.latency.device == "cuda" or cfg.latency.threads != 1):
         raise ValueError(f"{where}.latency.clock: cpu times one CPU thread: it needs "
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "

@@ -123,6 +123,77 @@ def coco_evaluate(dataset: CocoDetection, predictions: list[dict],
     return {name: max(float(v), 0.0) for name, v in zip(METRICS, evaluator.stats, strict=False)}
 
 
+BOOTSTRAP_SAMPLES = 200  # resamples of the test images behind a retrained row's interval
+
+
+def bootstrap_draws(num_images: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """``(samples, num_images)`` image indices drawn with replacement; a function of the number
+    of images only, so every model evaluated on one test split gets the same resamples (paired
+    differences between rows)."""
+    return np.random.default_rng(seed).integers(0, num_images, size=(samples, num_images))
+
+
+def resampled_ap(per_category: list[list[dict | None]], draw, params) -> dict[str, float]:
+    """AP@[.5:.95] and AP50 over the images ``draw`` indexes (repeats count again), from
+    COCOeval's per-image matches (``evalImgs`` of area ``all``, one list per category), as
+    COCOeval's ``accumulate`` and ``summarize`` compute them (100 detections per image)."""
+    max_det = params.maxDets[-1]
+    ap = []  # per category with ground truth: AP per IoU threshold
+    for images in per_category:
+        found = [images[i] for i in draw if images[i] is not None]
+        if not found:
+            continue
+        gt_ignore = np.concatenate([e["gtIgnore"] for e in found])
+        positives = np.count_nonzero(gt_ignore == 0)
+        if positives == 0:
+            continue
+        scores = np.concatenate([e["dtScores"][:max_det] for e in found])
+        order = np.argsort(-scores, kind="mergesort")
+        matched = np.concatenate([e["dtMatches"][:, :max_det] for e in found], axis=1)[:, order]
+        ignored = np.concatenate([e["dtIgnore"][:, :max_det] for e in found], axis=1)[:, order]
+        kept = np.logical_not(ignored)
+        tp = np.cumsum(np.logical_and(matched, kept), axis=1, dtype=float)
+        fp = np.cumsum(np.logical_and(np.logical_not(matched), kept), axis=1, dtype=float)
+        per_iou = []
+        for t in range(len(params.iouThrs)):
+            recall = tp[t] / positives
+            precision = tp[t] / (tp[t] + fp[t] + np.spacing(1))
+            precision = np.maximum.accumulate(precision[::-1])[::-1]  # COCO's envelope
+            at = np.searchsorted(recall, params.recThrs, side="left")
+            q = np.zeros(len(params.recThrs))  # 0 beyond the highest recall reached
+            q[at < len(precision)] = precision[at[at < len(precision)]]
+            per_iou.append(float(np.mean(q)))
+        ap.append(per_iou)
+    if not ap:
+        return {"mmap": 0.0, "ap50": 0.0}
+    ap = np.asarray(ap)
+    return {"mmap": float(ap.mean()), "ap50": float(ap[:, 0].mean())}
+
+
+def bootstrap_coco(dataset: CocoDetection, predictions: list[dict],
+                   samples: int = BOOTSTRAP_SAMPLES) -> dict[str, list[float]]:
+    """AP@[.5:.95] and AP50 on ``samples`` resamples of the test images (`bootstrap_draws`):
+    the spread that comes from which images the test split holds. COCOeval (pycocotools) matches
+    each image once; each resample re-accumulates those matches."""
+    results = to_coco_results(dataset, predictions)
+    if not results:
+        return {"mmap": [0.0] * samples, "ap50": [0.0] * samples}
+    ids = sorted(dataset.ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(dataset.coco, dataset.coco.loadRes(results), "bbox")
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+    p, n = evaluator.params, len(ids)
+    area_all = p.areaRng.index([0**2, 1e5**2])
+    per_category = [evaluator.evalImgs[(k * len(p.areaRng) + area_all) * n:][:n]
+                    for k in range(len(p.catIds))]
+    out: dict[str, list[float]] = {"mmap": [], "ap50": []}
+    for draw in bootstrap_draws(n, samples):
+        for k, v in resampled_ap(per_category, draw, p).items():
+            out[k].append(v)
+    return out
+
+
 @torch.no_grad()
 def predict_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
                      device: str | torch.device) -> list[dict]:

@@ -27,6 +27,7 @@ TRAIN_FILES = ("checkpoint.pt", "metrics.json")  # train supernet | classifier |
 SEARCH_FILES = ("arch.json", "history.csv", "metrics.json")  # search evolution | random
 SPLIT_FILES = ("instances_supernet.json", "instances_search.json")  # data split
 REPORT_FILES = ("report.md", "report.html", "tables.json")  # report (and its figures/ folder)
+RANK_FILES = ("rank.json",)  # rank
 
 CONFIG = "config.yaml"  # the config of this results folder, as the workflow resolved it
 TRACKING = "tracking.json"  # the MLflow parent run of the study

@@ -240,32 +240,44 @@ def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> 
 
 
 def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, detector: str,
-                   init: Path | None, out: Path) -> dict:
-    """Retraining, part 2: the detector on the full training set, evaluated on the test split."""
+                   init: Path | None, out: Path, *, train_split: tuple[Path, Path] | None = None,
+                   test_split: tuple[Path, Path] | None = None, tcfg: TrainConfig | None = None,
+                   stage_name: str = "retrain-detection") -> dict:
+    """Retraining, part 2: the detector on the full training set, evaluated on the test split
+    (with AP@[.5:.95] and AP50 on resamples of the test images: `evaluation.bootstrap_coco`).
+
+    ``train_split`` and ``test_split`` (image folder, annotation JSON) replace the dataset's
+    training and test sets, ``tcfg`` the ``retrain_finetune`` schedule (the ranking check trains
+    on the supernet's split and scores on the search split).
+    """
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     root = Path(d.root)
-    data = _detection_data(root / d.train_images, root / d.train_annotations, d.cache,
-                           d.flip_prob)
+    train_images, train_annotations = train_split or (root / d.train_images,
+                                                      root / d.train_annotations)
+    test_images, test_annotations = test_split or (root / d.test_images,
+                                                   root / d.test_annotations)
+    data = _detection_data(train_images, train_annotations, d.cache, d.flip_prob)
     model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
     if init is not None:
         _load_backbone_weights(model, init, spec.get("space"))
-    tcfg = cfg.retrain_finetune.for_detector(detector)
+    tcfg = (tcfg or cfg.retrain_finetune).for_detector(detector)
 
     def evaluate(trained, device):
-        from detnas.evaluation import evaluate_detector
+        from detnas.evaluation import bootstrap_coco, detection_metrics, predict_detector
 
-        test = _detection_data(root / d.test_images, root / d.test_annotations, d.cache)
+        test = _detection_data(test_images, test_annotations, d.cache)
+        predictions = predict_detector(trained, test, 8, device)
         size = flops.count(backbone_of(trained).cpu(), cfg.search.flops_input_size)
         backbone_of(trained).to(device)
-        return {**evaluate_detector(trained, test, 8, device),
-                "backbone_flops": size.flops, "backbone_params": size.params}
+        return {**detection_metrics(test, predictions), "backbone_flops": size.flops,
+                "backbone_params": size.params, "bootstrap": bootstrap_coco(test, predictions)}
 
     stage = engine.Stage(model, detection_loss, data, detection_collate,
                          model_meta("detection", spec, data.num_classes, detector, cfg.detector),
                          sync_bn=True)
     tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
-    return _run_stage(cfg, Run(out, "retrain-detection", tags), stage, tcfg, evaluate)
+    return _run_stage(cfg, Run(out, stage_name, tags), stage, tcfg, evaluate)
 
 
 def baseline_spec(cfg: StudyConfig, name: str) -> dict:

@@ -2,7 +2,8 @@
 
     python scripts/collect_metrics.py [RESULTS]
 
-writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ...}}, "cls": {top1, ...}}}, what
+writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ..., "seed1": {mmap, ...}}},
+"cls": {top1, ...}}, "rank": {dataset: {detector: {supernet: {kendall_tau, ...}}}}}, what
 `dvc metrics show/diff` compare) and RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one
 per search history, what `dvc plots show/diff` draw), for the datasets and detectors of
 RESULTS/config.yaml (the config the workflow wrote). Run by scripts/dvc_push.sh.
@@ -51,9 +52,18 @@ def collect(results: Path, cfg: StudyConfig) -> dict:
             for row in layout.ROWS:
                 _put(table, (row, ds, det),
                      results / layout.detection_dir(row, ds, det) / "metrics.json")
+                for seed in cfg.retrain_seeds:
+                    _put(table, (row, ds, det, f"seed{seed}"),
+                         results / layout.detection_dir(row, ds, det, seed) / "metrics.json")
             for row in layout.SEARCHED_ROWS:
                 _put(table, (row, ds, det, "cls"),
                      results / layout.classifier_dir(row, ds, det) / "metrics.json")
+            rank = results / layout.rank_dir(ds, det) / "rank.json"
+            if rank.exists():  # the ranking check
+                supernets = json.loads(rank.read_text())["supernets"]
+                table.setdefault("rank", {}).setdefault(ds, {})[det] = {
+                    init: {k: v for k, v in s.items() if isinstance(v, float)}
+                    for init, s in supernets.items()}
     return table
 
 

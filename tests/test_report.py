@@ -2,6 +2,7 @@
 
 The fixture has every input for dataset ``synth`` (FPN and RetinaNet); for ``voc`` (a VOC-kind
 dataset, AP50) only FPN, without the DetNAS-scratch run; ``nats`` has no classification metrics.
+Only synth / FPN has a second seed (``seed1/``), bootstrap values and a ranking check.
 """
 
 import json
@@ -22,6 +23,8 @@ datasets:
   synth: {kind: synthetic, metric: mmap}
   voc: {kind: voc, metric: ap50}
 detectors: [fpn, retinanet]
+retrain_seeds: [1]
+rank: {enabled: true, detectors: [fpn]}
 """
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +73,8 @@ def test_main_table_values_from_metrics(built):
     assert [r["row"] for r in synth["rows"]] == list(report.ROWS)
     detnas = _row(tables, "synth", "detnas")
     fpn = _fixture_json("retrain/detnas/synth/fpn/metrics.json")
-    assert detnas["map"]["fpn"] == fpn["mmap"]
+    assert detnas["map"]["retinanet"] == _fixture_json(
+        "retrain/detnas/synth/retinanet/metrics.json")["mmap"]  # one seed: its value
     assert detnas["arch"]["fpn"] == fpn["arch"]
     assert detnas["backbone_flops"]["fpn"] == fpn["backbone_flops"]
     assert detnas["top1"]["fpn"] == _fixture_json("retrain/detnas/synth/fpn/cls/metrics.json")[
@@ -113,9 +117,10 @@ def test_paper_reference_columns(built):
     assert [r["value"] for r in _row(tables, "synth", "nats")["paper"]["map"]["fpn"]] == [38.4]
     assert "36.4 [" in md and "81.5 [" in md
     assert "ShuffleNetV2 (hand-crafted)" in md and "DetNAS (random search)" in md
-    # synthetic row, FPN: 12.1 (ours, percent) beside 36.4 (paper)
+    # synthetic row: FPN 12.3 ± 0.3 (2 seeds) [its bootstrap interval], RetinaNet 11.1 (one
+    # seed, no bootstrap), beside 36.4 (paper)
     line = next(x for x in md.splitlines() if x.startswith("| DetNAS |"))
-    assert "| 12.1 |" in line and "36.4" in line
+    assert "| 12.3 ± 0.3 [" in line and "| 11.1 |" in line and "36.4" in line
 
 
 def test_search_curve_and_summary():
@@ -188,6 +193,84 @@ def test_markdown_and_html_rendering(tmp_path):
     assert "## T" in md and "| a\\|b | c |" in md and "- i" in md
     page = report.render_html(blocks, tmp_path, "t")
     assert "<code>x</code>" in page and "&lt;y&gt;" in page and "<li>i</li>" in page
+
+
+def test_seeds_mean_and_std(built):
+    tables = json.loads((built / "tables.json").read_text())
+    seeds = [_fixture_json(f"retrain/detnas/synth/fpn/{s}metrics.json")["mmap"]
+             for s in ("", "seed1/")]
+    detnas = _row(tables, "synth", "detnas")
+    assert detnas["map_seeds"]["fpn"] == {"0": seeds[0], "1": seeds[1]}
+    assert detnas["map"]["fpn"] == pytest.approx(statistics.fmean(seeds))
+    assert detnas["map_std"]["fpn"] == pytest.approx(statistics.stdev(seeds))
+    assert detnas["map_std"]["retinanet"] is None  # its second seed is missing, and named
+    assert "retrain/detnas/synth/retinanet/seed1/metrics.json" in tables["missing"]
+    header = (built / "report.md").read_text()
+    assert "(mean ± std of 2 seeds) [95% bootstrap interval over test images]" in header
+
+
+def test_bootstrap_interval(built):
+    import numpy as np
+
+    tables = json.loads((built / "tables.json").read_text())
+    boot = _fixture_json("retrain/detnas/synth/fpn/metrics.json")["bootstrap"]["mmap"]
+    interval = _row(tables, "synth", "detnas")["map_interval"]
+    assert interval["fpn"] == pytest.approx(list(np.percentile(boot, [2.5, 97.5])))
+    assert interval["retinanet"] is None
+
+
+def test_noise_verdicts():
+    from detnas.report.tables import bootstrap_verdict, noise_verdict
+
+    assert noise_verdict([0.10, 0.12], [0.11, 0.13]).startswith("within the noise")
+    assert noise_verdict([0.12, 0.14], [0.11, 0.13]).startswith("within the noise")
+    assert noise_verdict([0.10, 0.101], [0.20, 0.201]).startswith("outside the noise")
+    assert noise_verdict([0.10], [0.20]).startswith("one seed per row")
+    assert bootstrap_verdict([0.2, 0.3, 0.25], [0.1, 0.15, 0.1]).startswith("outside")
+    assert bootstrap_verdict([0.1, 0.15, 0.1], [0.2, 0.3, 0.25]).startswith("outside")
+    assert bootstrap_verdict([0.2, 0.1, 0.25], [0.1, 0.15, 0.1]).startswith("within")
+
+
+def test_observations_weigh_differences_against_the_noise(built):
+    import numpy as np
+
+    notes = json.loads((built / "tables.json").read_text())["observations"]
+    note = next(o for o in notes if o.startswith("synth / FPN: DetNAS +0.7 mmAP over DetNAS "
+                                                  "(random search)"))
+    # 12.1 / 12.5 against 11.4 / 11.8: the seeds' mean ± std spreads do not overlap
+    assert "(means of 2 seeds)" in note and "outside the noise of training" in note
+    boot = {r: _fixture_json(f"retrain/{r}/synth/fpn/metrics.json")["bootstrap"]["mmap"]
+            for r in ("detnas", "random")}
+    lo, hi = np.percentile(np.subtract(boot["detnas"], boot["random"]), [2.5, 97.5])
+    assert lo < 0 < hi and "within the noise of the test split" in note
+    retina = next(o for o in notes if o.startswith("synth / RetinaNet: DetNAS "))
+    assert "one seed per row: no estimate" in retina
+
+
+def test_ranking_check_in_the_report(built):
+    from detnas.report.readme import readme_block
+
+    tables = json.loads((built / "tables.json").read_text())
+    rows = {r["supernet"]: r for r in tables["ranking"]}
+    assert set(rows) == {"pretrained", "scratch"}
+    assert rows["pretrained"]["kendall_tau"] == 0.6667 and rows["pretrained"]["archs"] == 4
+    assert rows["scratch"]["kendall_tau"] is None
+    md = (built / "report.md").read_text()
+    assert "| synth | FPN | pretrained | 4 | +0.67 (0.33) | +0.80 (0.20) |" in md
+    assert "![Ranking check (synth, FPN)" in md
+    assert any("Kendall tau +0.67" in o for o in tables["observations"])
+    assert any("undefined" in o and "scratch supernet" in o for o in tables["observations"])
+    assert "| synth | FPN | scratch | 4 | undefined (undefined) |" in readme_block(tables)
+
+
+def test_seed_and_rank_settings_are_checked():
+    assert config.load(None, ["retrain_seeds=[1, 2]"]).retrain_seeds == [1, 2]
+    for bad, words in ((["retrain_seeds=[0]"], "retrain_seeds"),  # the study seed again
+                       (["retrain_seeds=[1, 1]"], "retrain_seeds"),
+                       (["detectors=[fpn]", "rank.detectors=[retinanet]"], "rank.detectors"),
+                       (["rank.archs=1"], "rank")):
+        with pytest.raises(ValueError, match=words):
+            config.load(None, bad)
 
 
 def test_every_row_of_the_layout_has_a_printed_name():

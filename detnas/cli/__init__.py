@@ -13,8 +13,8 @@ import logging
 import os
 import sys
 
-COMMAND_GROUPS = ("arch", "data", "train", "search", "latency", "nats", "tracking", "report",
-                  "launch", "export")
+COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
+                  "report", "launch", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,8 +66,7 @@ def _need(args, *names: str) -> None:
 
 
 def _run(args) -> int:
-    from detnas.engine import resolve_device
-    from detnas.search.fitness import FitnessSpec
+    from detnas.search.fitness import fitness_spec
     from detnas.search.stage import search_stage
 
     cfg = load_config(args)
@@ -77,25 +76,13 @@ def _run(args) -> int:
             raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
                              f"({', '.join(cfg.datasets)})")
         _need(args, "images", "recalib_annotations", "recalib_image_dir")
-        metric = cfg.datasets[dataset].metric
         recalib_data = args.recalib_annotations
     else:
         _need(args, "recalib_data")
-        metric, recalib_data = "top1", args.recalib_data
-    s = cfg.search
-    spec = FitnessSpec(
-        checkpoint=args.supernet, kind=args.fitness, space=cfg.space, data=args.data,
-        recalib_data=recalib_data, images=args.images or "",
-        recalib_image_dir=args.recalib_image_dir or "", detector=args.detector, metric=metric,
-        recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
-        eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
-        seed=cfg.seed, device=str(resolve_device(cfg.device)),
-        cache=(cfg.datasets[dataset].cache if args.fitness == "detection"
-               else cfg.classification.cache),
-        threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
-        recalib_momentum=0.1 if s.recalib == "momentum" else None,
-        holdout=cfg.classification.search_images if args.fitness == "classification" else 0,
-    )
+        recalib_data = args.recalib_data
+    spec = fitness_spec(cfg, args.fitness, args.supernet, args.data, recalib_data,
+                        dataset=dataset, images=args.images or "",
+                        recalib_image_dir=args.recalib_image_dir or "", detector=args.detector)
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,
                            dataset=dataset if args.fitness == "detection" else "imagenet",

@@ -6,8 +6,10 @@ missing input never stops the report: its cells stay blank and the file is named
 
 Inputs: where each stage writes is `detnas.layout` (`detnas.report.results.collect` reads
 through it): the retrained classifiers' and detectors' metrics.json (top1; mmap, ap50, voc07,
-backbone FLOPs and params, arch), each search's history.csv (order, generation, arch, fitness,
-flops) and arch.json (its winner), and each NATS search's arch.json (dilations per layer).
+backbone FLOPs and params, arch, bootstrap: mmap and ap50 on test resamples), those of the
+`retrain_seeds`, each search's history.csv (order, generation, arch, fitness, flops) and arch.json
+(its winner), each NATS search's arch.json (dilations per layer) and each ranking check's
+rank.json (`rank.enabled`).
 
 Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
 them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.

@@ -15,9 +15,11 @@ from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
 from detnas.report.results import Results, collect
 from detnas.report.tables import (
     format_main_table,
+    format_rank_table,
     kernel_table,
     main_table,
     observations,
+    rank_table,
     search_tables,
     searched_archs,
 )
@@ -114,8 +116,14 @@ def _tables_blocks(tables: dict, sources: dict[str, int]) -> list[tuple]:
         blocks.append(("table", *format_main_table(table, sources)))
     blocks.append(("p", "Our numbers are percent on our data; the paper columns are the "
                         "paper's figures on COCO (compared with COCO and the synthetic set) or "
-                        "VOC. Top-1 is of the row's classification run (`retrain/{row}/cls`). "
-                        "A blank paper cell means the references give no figure."))
+                        "VOC. Top-1 is of the row's classification run (`retrain/{row}/cls`, "
+                        "one seed). With `retrain_seeds`, each detection figure is the mean ± "
+                        "sample standard deviation over the seeds: every seed retrains the "
+                        "detector from the same classifier (a seed varies the detector's "
+                        "initial weights and the order of the training images). In brackets: "
+                        "the 95% interval of the figure over 200 resamples of the test images "
+                        "(the run with `seed`; the same resamples for every row). A blank paper "
+                        "cell means the references give no figure."))
     blocks.append(("ul", [f"[{n}] {s}" for s, n in sorted(sources.items(), key=lambda x: x[1])]))
     return blocks
 
@@ -129,6 +137,23 @@ def _search_blocks(cfg: StudyConfig, searches: dict) -> list[tuple]:
     figs = expected_figures(cfg)
     for name, caption in figs.items():
         if name.startswith(("search_", "flops_fitness_")):
+            blocks.append(("img", f"figures/{name}", caption))
+    return blocks
+
+
+def _rank_blocks(cfg: StudyConfig, ranking: list[dict]) -> list[tuple]:
+    if not cfg.rank.enabled:
+        return []
+    blocks: list[tuple] = [
+        ("h", 2, "Ranking check: does the supernet rank nets as standalone training does?"),
+        ("p", f"{cfg.rank.archs} architectures spread over the search's FLOPs range, each trained "
+              "alone from scratch on the supernet's training split (`rank.train`) and scored on "
+              "the search split, against their fitness on each supernet (the search's own "
+              "function on the same split). Kendall's tau-b and Spearman's rho, with p-values "
+              "(`results/rank/{dataset}/{detector}/rank.json`)."),
+        ("table", *format_rank_table(ranking))]
+    for name, caption in expected_figures(cfg).items():
+        if name.startswith("rank_"):
             blocks.append(("img", f"figures/{name}", caption))
     return blocks
 
@@ -164,7 +189,8 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     searches = search_tables(res)
     archs = searched_archs(cfg, res)
     kernels = kernel_table(archs)
-    notes = observations(cfg, res, tables, kernels)
+    ranking = rank_table(res)
+    notes = observations(cfg, res, tables, kernels, ranking)
     write_figures(cfg, res, archs, out / "figures")
     prov = {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
             "report_git_commit": git_commit(),
@@ -179,6 +205,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                                  f"{', '.join(cfg.detectors)}.")]
     blocks += _tables_blocks(tables, sources)
     blocks += _search_blocks(cfg, searches)
+    blocks += _rank_blocks(cfg, ranking)
     blocks += _arch_blocks(cfg, kernels)
     blocks += [("h", 2, "Observations"), ("ul", notes), ("h", 3, "The paper's claims"),
                ("ul", list(PAPER_CLAIMS)), ("h", 2, "Missing inputs"),
@@ -189,7 +216,8 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                      f"{', '.join(f'`{c}`' for c in prov['input_git_commits']) or '—'}, seeds "
                      f"{', '.join(map(str, prov['input_seeds'])) or '—'}."),
                ("table", *provenance_table(res))]
-    data = {"tables": tables, "searches": searches, "kernels": kernels, "observations": notes,
+    data = {"tables": tables, "searches": searches, "ranking": ranking, "kernels": kernels,
+            "observations": notes,
             "missing": res.missing, "figures": list(expected_figures(cfg)),
             "paper_sources": {str(n): s for s, n in sources.items()}, "provenance": prov}
     save_json(out / "tables.json", data)

@@ -37,6 +37,9 @@ def expected_figures(cfg: StudyConfig) -> dict[str, str]:
             out[f"search_{name}.png"] = (f"EA against random search ({where}): best-so-far "
                                          "fitness per evaluation, best and mean per generation.")
             out[f"flops_fitness_{name}.png"] = f"Backbone FLOPs against fitness ({where})."
+            if cfg.rank.enabled and det in cfg.rank.checked_detectors(cfg.detectors):
+                out[f"rank_{name}.png"] = (f"Ranking check ({where}): supernet fitness against "
+                                           "the standalone-trained score of the same nets.")
         out[f"archs_{_safe(ds)}.png"] = (f"Searched architectures for {ds}, block by block "
                                          "(kernel choice per block, stages separated).")
     out["archs_paper.png"] = "The paper's published architectures (300M space), for comparison."
@@ -117,6 +120,30 @@ def plot_flops_fitness(histories: dict[str, list[dict]], path: Path, title: str,
     if max_flops > 0:
         ax.axvline(max_flops / 1e6, color="black", ls=":", label="FLOPs limit")
     ax.set(xlabel="backbone MFLOPs (224x224)", ylabel="fitness", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_rank(rank: dict | None, path: Path, title: str) -> Path:
+    """Scatter of each net's supernet fitness (x) against its standalone score (y), one series
+    per supernet, with Kendall's tau and Spearman's rho in the legend."""
+    if not rank or not rank.get("supernets"):
+        return plot_placeholder(path, f"{title}: no ranking check")
+    from detnas.report.paper import METRIC_NAMES
+
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    colours = {"pretrained": METHOD_COLOURS.get("detnas"), "scratch": METHOD_COLOURS.get("scratch")}
+    y = [100 * v for v in rank["standalone"]]
+    for init, s in rank["supernets"].items():
+        stats = ", ".join(f"{name} {'—' if s[k] is None else format(s[k], '+.2f')}"
+                          for name, k in (("tau", "kendall_tau"), ("rho", "spearman_rho")))
+        ax.scatter([100 * v for v in s["fitness"]], y, s=24, alpha=0.8, color=colours.get(init),
+                   label=f"{init} supernet ({stats})")
+    metric = METRIC_NAMES.get(rank["metric"], rank["metric"])
+    ax.set(xlabel=f"supernet fitness ({metric} %, search split)",
+           ylabel=f"standalone {metric} % (search split)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -225,6 +252,9 @@ def write_figures(cfg: StudyConfig, res: Results, archs: list[dict], figures: Pa
             written.append(plot_flops_fitness(hist, figures / f"flops_fitness_{name}.png", where,
                                               cfg.search.max_flops,
                                               front=cfg.search.objective == "pareto"))
+            if f"rank_{name}.png" in names:
+                written.append(plot_rank(res.rank.get((ds, det)), figures / f"rank_{name}.png",
+                                         f"Ranking check, {where}"))
         drawn = [(a["label"], a["arch"]) for a in archs if a["dataset"] in (None, ds)]
         written.append(plot_archs(drawn, figures / f"archs_{_safe(ds)}.png",
                                   f"Architectures, {ds} (space {cfg.space})"))

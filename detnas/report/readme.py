@@ -12,7 +12,7 @@ from pathlib import Path
 from detnas.checkpoint import atomic_write, load_json
 from detnas.report.document import render_markdown
 from detnas.report.paper import METRIC_NAMES
-from detnas.report.tables import format_main_table
+from detnas.report.tables import format_main_table, format_rank_table
 
 BEGIN = "<!-- results: written by `make readme` from docs/results/tables.json; do not edit -->"
 END = "<!-- /results -->"
@@ -27,6 +27,10 @@ def readme_block(tables: dict) -> str:
         blocks += [("p", f"Dataset `{name}` ({METRIC_NAMES[table['metric']]} on its test "
                          "split, %):"),
                    ("table", header[:keep], [r[:keep] for r in rows])]
+    if tables.get("ranking"):
+        blocks += [("p", "Ranking check (supernet fitness against standalone training of the "
+                         "same nets, on the search split):"),
+                   ("table", *format_rank_table(tables["ranking"]))]
     prov = tables["provenance"]
     blocks.append(("p", f"Written from `results/report/tables.json` of `make run` at commit "
                         f"`{prov['report_git_commit']}` (config hash `{prov['config_hash']}`, "

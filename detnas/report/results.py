@@ -22,6 +22,9 @@ class Results:
     root: Path
     cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> cls metrics
     det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det)
+    det_seeds: dict[tuple[str, str, str], dict[int, dict]] = field(default_factory=dict)  # the
+    # same key -> seed -> metrics, of every seed run found (the study seed's run included)
+    rank: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> rank.json
     histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows
     search_archs: dict[str, dict] = field(default_factory=dict)  # search key -> arch.json
     nats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> arch.json
@@ -86,11 +89,20 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
                 m = _read(res, f"{layout.detection_dir(row, ds, det)}/metrics.json")
                 if m is not None:
                     res.det[(row, ds, det)] = m
+                    res.det_seeds[(row, ds, det)] = {cfg.seed: m}
+                for seed in cfg.retrain_seeds:
+                    m = _read(res, f"{layout.detection_dir(row, ds, det, seed)}/metrics.json")
+                    if m is not None:
+                        res.det_seeds.setdefault((row, ds, det), {})[seed] = m
             for row in layout.SEARCHED_ROWS:  # searched per dataset and detector
                 cls = _read(res, f"{layout.classifier_dir(row, ds, det)}/metrics.json")
                 if cls is not None:
                     res.cls[(row, ds, det)] = cls
                 _collect_search(res, ds, det, row)
+            if cfg.rank.enabled and det in cfg.rank.checked_detectors(cfg.detectors):
+                rank = _read(res, f"{layout.rank_dir(ds, det)}/rank.json")
+                if rank is not None:
+                    res.rank[(ds, det)] = rank
             nats = _read(res, f"{layout.nats_dir(ds, det)}/arch.json")
             if nats is not None:
                 res.nats[(ds, det)] = nats

@@ -48,13 +48,23 @@ def _top1(res: Results, row: str, ds: str, det: str) -> tuple[float | None, str]
     return None, ""
 
 
+def spread(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of a row's runs (std None below two runs)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
 def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     """The paper-shaped table of one dataset: one entry per ablation row.
 
     Returns:
         ``{"dataset", "kind", "metric", "paper_dataset", "detectors", "rows": [...]}``; each row has
         per-detector ``arch``, ``backbone_flops``, ``backbone_params``, ``map`` (fractions, as in
-        the metrics files), ``top1``, and ``paper`` figures (percent) with their sources.
+        the metrics files: the mean over the seeds found), ``map_std`` (their sample standard
+        deviation; None below two seeds), ``map_seeds`` (seed -> value), ``map_interval`` (the
+        95% bootstrap interval over test images of the study seed's run, or None), ``top1``, and
+        ``paper`` figures (percent) with their sources.
     """
     d = cfg.datasets[dataset]
     pds = paper_dataset(d.kind)
@@ -66,13 +76,20 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
                                  "top1": {det: t for det, (t, _) in top1.items()},
                                  "top1_note": notes.pop() if notes else "",
                                  "arch": {}, "backbone_flops": {}, "backbone_params": {},
-                                 "map": {}, "paper": {"top1": {}, "map": {}, "flops": {}}}
+                                 "map": {}, "map_std": {}, "map_seeds": {}, "map_interval": {},
+                                 "paper": {"top1": {}, "map": {}, "flops": {}}}
         for det in cfg.detectors:
             m = res.det.get((row, dataset, det), {})
             entry["arch"][det] = _row_arch(res, row, dataset, det)
             entry["backbone_flops"][det] = m.get("backbone_flops")
             entry["backbone_params"][det] = m.get("backbone_params")
-            entry["map"][det] = m.get(d.metric)
+            runs = {seed: r[d.metric] for seed, r in
+                    sorted(res.det_seeds.get((row, dataset, det), {}).items())
+                    if r.get(d.metric) is not None}
+            entry["map_seeds"][det] = {str(seed): v for seed, v in runs.items()}
+            entry["map"][det], entry["map_std"][det] = spread(list(runs.values()))
+            boot = _bootstrap(res, row, dataset, det, d.metric)
+            entry["map_interval"][det] = list(percentile_interval(boot)) if boot else None
             for f in ("top1", "map", "flops"):
                 entry["paper"][f][det] = [
                     {"value": r.value, "source": r.source} for r in paper_refs(row, pds, det, f)
@@ -82,8 +99,14 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
             "detectors": list(cfg.detectors), "rows": rows}
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}"
+def _pct(x: float | None, std: float | None = None,
+         interval: list[float] | None = None) -> str:
+    """Percent, with the seeds' standard deviation and the bootstrap interval when there are:
+    ``4.7 ± 0.5 [2.9, 6.8]``."""
+    if x is None:
+        return "—"
+    text = f"{100 * x:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+    return text if not interval else f"{text} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
 def _si(x: float | None) -> str:
@@ -110,7 +133,12 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
     metric = METRIC_NAMES[table["metric"]]
     pds = table["paper_dataset"].upper()
     header = ["model", f"backbone ({order})", "backbone FLOPs", "params", "top-1 %"]
-    header += [f"{DETECTOR_NAMES.get(d, d)} {metric} %" for d in dets]
+    seeds = max((len(r.get("map_seeds", {}).get(d, ())) for r in table["rows"] for d in dets),
+                default=1)
+    over = f" (mean ± std of {seeds} seeds)" if seeds > 1 else ""
+    if any(r.get("map_interval", {}).get(d) for r in table["rows"] for d in dets):
+        over += " [95% bootstrap interval over test images]"
+    header += [f"{DETECTOR_NAMES.get(d, d)} {metric} %{over}" for d in dets]
     header += ["paper FLOPs", f"paper top-1 % ({order})"]
     header += [f"paper {pds} {DETECTOR_NAMES.get(d, d)} %" for d in dets]
 
@@ -128,7 +156,8 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
         cells = [r["name"], _joined([f"`{r['arch'][d]}`" if r["arch"][d] else "—" for d in dets]),
                  _joined([_si(r["backbone_flops"][d]) for d in dets]),
                  _joined([_si(r["backbone_params"][d]) for d in dets]), top1]
-        cells += [_pct(r["map"][d]) for d in dets]
+        cells += [_pct(r["map"][d], r.get("map_std", {}).get(d), r.get("map_interval", {}).get(d))
+                  for d in dets]
         cells += [_joined([cite(r["paper"]["flops"][d]) for d in dets]),
                   _joined([cite(r["paper"]["top1"][d]) for d in dets])]
         cells += [cite(r["paper"]["map"][d]) for d in dets]
@@ -238,16 +267,64 @@ def kernel_table(archs: list[dict]) -> list[dict]:
              "shallow_minus_deep": shallow_minus_deep(a["arch"])} for a in archs]
 
 
+# --- the ranking check -----------------------------------------------------------------------
+
+SUPERNET_NAMES = {"pretrained": "pre-trained supernet (DetNAS)",
+                  "scratch": "scratch supernet (DetNAS-scratch)"}
+
+
+def rank_table(res: Results) -> list[dict]:
+    """One entry per (dataset, detector, supernet) of the ranking check: K, tau, rho, p-values."""
+    out = []
+    for (ds, det), r in sorted(res.rank.items()):
+        for init, s in r["supernets"].items():
+            out.append({"dataset": ds, "detector": det, "supernet": init, "metric": r["metric"],
+                        "archs": len(r["archs"]),
+                        **{k: s.get(k) for k in ("kendall_tau", "kendall_p", "spearman_rho",
+                                                 "spearman_p")}})
+    return out
+
+
+def _num(x: float | None, fmt: str = "+.2f") -> str:
+    return "undefined" if x is None else format(x, fmt)
+
+
+def format_rank_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the ranking check's table."""
+    header = ["dataset", "detector", "supernet", "archs", "Kendall tau (p)", "Spearman rho (p)"]
+    cells = [[r["dataset"], DETECTOR_NAMES.get(r["detector"], r["detector"]), r["supernet"],
+              str(r["archs"]), f"{_num(r['kendall_tau'])} ({_num(r['kendall_p'], '.2f')})",
+              f"{_num(r['spearman_rho'])} ({_num(r['spearman_p'], '.2f')})"] for r in rows]
+    return header, cells
+
+
+def _rank_observation(row: dict) -> str:
+    where = f"{row['dataset']} / {DETECTOR_NAMES.get(row['detector'], row['detector'])}"
+    tau, p = row["kendall_tau"], row["kendall_p"]
+    if tau is None:
+        verdict = "undefined: one of the two rankings is all ties"
+    elif p is not None and p < 0.05:
+        verdict = "agrees with standalone training" if tau > 0 else "inverts standalone training"
+        verdict += f" (p {p:.2f} < 0.05)"
+    else:
+        verdict = (f"not distinguishable from no agreement with {row['archs']} nets "
+                   f"(p {_num(p, '.2f')})")
+    return (f"{where}: the {SUPERNET_NAMES.get(row['supernet'], row['supernet'])} ranks "
+            f"{row['archs']} standalone-trained nets with Kendall tau {_num(tau)}, Spearman rho "
+            f"{_num(row['spearman_rho'])}: {verdict}.")
+
+
 # --- observations -----------------------------------------------------------------------------
 
 
-def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dict]) -> list[str]:
+def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dict],
+                 ranking: list[dict] = ()) -> list[str]:
     """Short statements computed from the data, each beside the paper's claim where there is one."""
-    out = []
+    out = [_rank_observation(r) for r in ranking]
     for ds in cfg.datasets:
         for det in cfg.detectors:
             out += _search_observation(res, ds, det)
-            out += _map_observations(tables[ds], det)
+            out += _map_observations(res, tables[ds], det)
     det_nets = [k for k in kernels if k["method"] in ("detnas", "scratch")]
     cls_net = [k for k in kernels if k["method"] == "clsnas"]
     if det_nets and cls_net:
@@ -276,17 +353,63 @@ def _search_observation(res: Results, ds: str, det: str) -> list[str]:
             f"({e['best'] - r['median']:+.4f} over the median); {reach_text}."]
 
 
-def _map_observations(table: dict, det: str) -> list[str]:
-    by_row = {r["row"]: r["map"][det] for r in table["rows"]}
+def noise_verdict(a: list[float], b: list[float]) -> str:
+    """Whether two rows' seeds differ beyond their seed-to-seed spread: outside the noise when
+    the intervals mean ± one standard deviation are disjoint, within it when they overlap."""
+    (ma, sa), (mb, sb) = spread(a), spread(b)
+    if sa is None or sb is None:
+        return "one seed per row: no estimate of the training noise"
+    if ma - sa > mb + sb or mb - sb > ma + sa:
+        return "outside the noise of training: the mean ± std spreads of the seeds do not overlap"
+    return "within the noise of training: the mean ± std spreads of the seeds overlap"
+
+
+def percentile_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap values (linear interpolation)."""
+    import numpy as np
+
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_verdict(a: list[float], b: list[float]) -> str:
+    """Whether two rows differ beyond the noise of the test split: the 95% interval of their
+    paired bootstrap differences (the same resamples of the test images) excludes 0 or not."""
+    lo, hi = percentile_interval([x - y for x, y in zip(a, b, strict=True)])
+    where = "outside" if lo > 0 or hi < 0 else "within"
+    word = "excludes" if where == "outside" else "contains"
+    return (f"{where} the noise of the test split: the paired bootstrap 95% interval of the "
+            f"difference, [{100 * lo:+.1f}, {100 * hi:+.1f}], {word} 0")
+
+
+def _bootstrap(res: Results, row: str, ds: str, det: str, metric: str) -> list[float] | None:
+    """The study seed's bootstrap values of ``metric`` for a cell (None without them)."""
+    return ((res.det.get((row, ds, det)) or {}).get("bootstrap") or {}).get(metric)
+
+
+def _map_observations(res: Results, table: dict, det: str) -> list[str]:
+    runs = {r["row"]: list(r["map_seeds"][det].values()) for r in table["rows"]}
     metric = METRIC_NAMES[table["metric"]]
-    where = f"{table['dataset']} / {DETECTOR_NAMES.get(det, det)}"
+    ds = table["dataset"]
+    where = f"{ds} / {DETECTOR_NAMES.get(det, det)}"
     pairs = [("detnas", "shufflenetv2", ""), ("detnas", "clsnas",
               " (paper: > 1 on COCO, > 3 on VOC)"),
              ("detnas", "random", " (paper: within 1)"), ("detnas", "scratch", ""),
              ("nats", "resnet50", " (paper: +2.0 on COCO FPN)")]
     out = []
     for a, b, claim in pairs:
-        if by_row.get(a) is not None and by_row.get(b) is not None:
-            diff = 100 * (by_row[a] - by_row[b])
-            out.append(f"{where}: {ROWS[a]} {diff:+.1f} {metric} over {ROWS[b]}{claim}.")
+        if not runs.get(a) or not runs.get(b):
+            continue
+        diff = 100 * (statistics.fmean(runs[a]) - statistics.fmean(runs[b]))
+        n = min(len(runs[a]), len(runs[b]))
+        verdicts = [noise_verdict(runs[a], runs[b])] if n > 1 else []
+        boot_a, boot_b = (_bootstrap(res, r, ds, det, table["metric"]) for r in (a, b))
+        if boot_a and boot_b and len(boot_a) == len(boot_b):
+            verdicts.append(bootstrap_verdict(boot_a, boot_b))
+        if not verdicts:
+            verdicts.append(noise_verdict(runs[a], runs[b]))
+        mean = f" (means of {n} seeds)" if n > 1 else ""
+        out.append(f"{where}: {ROWS[a]} {diff:+.1f} {metric} over {ROWS[b]}{mean}; "
+                   f"{'; '.join(verdicts)}{claim}.")
     return out

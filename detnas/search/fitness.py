@@ -59,6 +59,29 @@ class FitnessSpec:
     coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
 
 
+def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
+                 dataset: str = "", images: str = "", recalib_image_dir: str = "",
+                 detector: str | None = None) -> FitnessSpec:
+    """The search's fitness of study ``cfg`` (its `search` section, the dataset's metric)."""
+    from detnas.engine import resolve_device
+
+    s = cfg.search
+    detection = kind == "detection"
+    return FitnessSpec(
+        checkpoint=str(supernet), kind=kind, space=cfg.space, data=str(data),
+        recalib_data=str(recalib_data), images=str(images),
+        recalib_image_dir=str(recalib_image_dir),
+        detector=detector, metric=cfg.datasets[dataset].metric if detection else "top1",
+        recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
+        eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
+        seed=cfg.seed, device=str(resolve_device(cfg.device)),
+        cache=cfg.datasets[dataset].cache if detection else cfg.classification.cache,
+        threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
+        recalib_momentum=0.1 if s.recalib == "momentum" else None,
+        holdout=0 if detection else cfg.classification.search_images,
+    )
+
+
 class SupernetFitness:
     """``fitness(arch)``: recalibrate the path's BN statistics, evaluate, restore.
 

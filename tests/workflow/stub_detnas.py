@@ -6,7 +6,7 @@ rerun behaviour without training anything. It parses its arguments with the real
 (an unknown flag fails as it would for real) and writes what detnas/layout.py says each command
 writes. Environment:
     STUB_LOG     append one line per call: the command words and --out
-    STUB_HANG    a substring of --out: write the first output, touch STUB_HANG_FLAG, sleep
+    STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from detnas.cli import build_parser
 # Arguments that name an existing file or folder (every one the rules pass).
 PATH_ARGS = ("supernet", "data", "images", "recalib_annotations", "recalib_image_dir",
              "recalib_data", "arch", "init", "annotations", "pretrained", "weights_annotations",
-             "arch_annotations", "config")
+             "arch_annotations", "config", "scratch", "search")
 
 OUTPUTS = {  # command -> files written under --out (a folder)
     "data split": layout.SPLIT_FILES,
@@ -35,6 +35,7 @@ OUTPUTS = {  # command -> files written under --out (a folder)
     "search evolution": layout.SEARCH_FILES,
     "search random": layout.SEARCH_FILES,
     "nats search": ("arch.json",),
+    "rank": layout.RANK_FILES,
     "report": (*layout.REPORT_FILES, "figures/search.png"),
 }
 
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
     elif command in OUTPUTS:
         files = OUTPUTS[command]
         hang = os.environ.get("STUB_HANG")
-        if hang and hang in str(out):
+        if hang and str(out).endswith(hang):
             write(Path(out) / files[0], "partial")
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)

@@ -21,7 +21,8 @@ TEST_JOBS = {
     "all": 1, "tracking_init": 1, "synth_detection": 1, "synth_classification": 1, "split": 1,
     "supernet_classification": 1, "supernet_detection": 2, "search_detection": 3,
     "search_classification": 1, "arch_spec": 2, "nats_search": 1, "retrain_classifier": 3,
-    "retrain_classifier_searched": 3, "retrain_detector": 7, "report": 1,
+    "retrain_classifier_searched": 3, "retrain_detector": 7, "retrain_detector_seed": 7,
+    "rank": 1, "report": 1,
 }
 
 
@@ -31,7 +32,8 @@ def test_default_config_multiplies_by_detectors(study):
     assert jobs["search_detection"] == 3 * 2  # detnas, scratch, random x 2 detectors
     assert jobs["retrain_detector"] == 7 * 2  # 7 rows x 2 detectors
     assert jobs["supernet_classification"] == jobs["search_classification"] == 1
-    assert sum(jobs.values()) == 45
+    assert jobs["rank"] == 1 and "retrain_detector_seed" not in jobs  # rank.detectors: [fpn]
+    assert sum(jobs.values()) == 46
 
 
 def test_test_config_plans_the_same_dag_with_one_detector(study):
@@ -51,7 +53,8 @@ def test_a_second_dataset_multiplies_the_dataset_stages(study):
     study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
     jobs = study.planned(*TEST)
     assert jobs["synth_detection"] == jobs["split"] == 2
-    assert jobs["retrain_detector"] == 14
+    assert jobs["retrain_detector"] == jobs["retrain_detector_seed"] == 14
+    assert jobs["rank"] == 2
     assert jobs["retrain_classifier"] == 3  # shared rows are trained once
     assert jobs["supernet_classification"] == 1
 
@@ -114,14 +117,18 @@ def test_nothing_to_do_after_a_run(finished):
 RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
     ("search", "generations", 5): {
         "search_detection": 3, "search_classification": 1, "retrain_classifier": 1,
-        "retrain_classifier_searched": 3, "retrain_detector": 4, "report": 1, "all": 1,
+        "retrain_classifier_searched": 3, "retrain_detector": 4, "retrain_detector_seed": 4,
+        "rank": 1, "report": 1, "all": 1,
     },
     ("supernet_finetune", "steps", 5): {
         "supernet_detection": 2, "search_detection": 3, "retrain_classifier_searched": 3,
-        "retrain_detector": 3, "report": 1, "all": 1,
+        "retrain_detector": 3, "retrain_detector_seed": 3, "rank": 1, "report": 1, "all": 1,
     },
-    ("retrain_finetune", "lr", 0.02): {"retrain_detector": 7, "report": 1, "all": 1},
-    ("nats", "groups", 1): {"nats_search": 1, "retrain_detector": 1, "report": 1, "all": 1},
+    ("retrain_finetune", "lr", 0.02): {"retrain_detector": 7, "retrain_detector_seed": 7,
+                                       "report": 1, "all": 1},
+    ("nats", "groups", 1): {"nats_search": 1, "retrain_detector": 1, "retrain_detector_seed": 1,
+                            "report": 1, "all": 1},
+    ("rank", "archs", 2): {"rank": 1, "report": 1, "all": 1},
     ("tracking", "experiment", "other"): {"tracking_init": 1},
 }
 
@@ -140,8 +147,9 @@ def test_a_config_change_reruns_only_what_depends_on_it(finished):
 def test_a_killed_run_is_rerun_cleanly(finished):
     """Snakemake and its job killed mid-write: the job is incomplete and reruns, nothing else."""
     root = finished.root
-    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 7 detector jobs to run
-    env = dict(finished.env, STUB_HANG="retrain/detnas", STUB_HANG_FLAG=str(root / "hang"))
+    finished.edit_config("test.yaml", "retrain_finetune", "lr", 0.02)  # 14 detector jobs to run
+    env = dict(finished.env, STUB_HANG="retrain/detnas/synth/fpn",
+               STUB_HANG_FLAG=str(root / "hang"))
     cmd = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "1", *TEST]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -164,3 +172,18 @@ def test_a_killed_run_is_rerun_cleanly(finished):
     finished.snakemake("--cores", "2", "--rerun-incomplete", *TEST)
     assert partial.read_text() != "partial"
     assert finished.planned(*TEST) == {}
+
+
+def test_a_seed_job_runs_one_valid_config_with_its_seed(study):
+    """retrain_detector_seed passes --set overrides that the CLI's config check accepts."""
+    import re
+
+    from detnas import config
+
+    out = study.snakemake("results/retrain/detnas/synth/fpn/seed1/metrics.json", "-n", "-p",
+                          *TEST).stdout
+    command = next(line for line in out.splitlines() if "train detector" in line
+                   and "seed1" in line)
+    overrides = re.findall(r"--set '?([^' ]+)'?", command)
+    cfg = config.load(study.root / "config" / "test.yaml", overrides)
+    assert cfg.seed == 1 and cfg.retrain_seeds == []

@@ -84,6 +84,8 @@ _write_study_config(STUDY_CONFIG, RESOLVED)
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]
 DETECTORS = list(STUDY.detectors)
+# The detectors of the ranking check (none when rank.enabled is false).
+RANKED_DETECTORS = STUDY.rank.checked_detectors(DETECTORS) if STUDY.rank.enabled else []
 # The parent run must exist before the jobs start; ancient: a new parent run (e.g. another
 # experiment name) does not make the finished stages out of date.
 TRACKING = [ancient(rpath(layout.TRACKING))] if STUDY.tracking.enabled else []
@@ -97,6 +99,7 @@ wildcard_constraints:
     detector=_alt(DETECTORS),
     row=_alt(layout.ROWS),
     init=_alt(layout.SUPERNET_INITS),
+    seed=r"\d+",
 
 
 def _get(dotted):
@@ -184,12 +187,16 @@ def out_dir(wildcards, output):
 LAUNCH = "OMP_NUM_THREADS={threads} detnas launch --gpus {resources.gpu} --nodes {resources.nodes} --"
 
 
-def detnas(command, args="", launch=False):
+def detnas(command, args="", launch=False, omp=False):
     """The shell command of a job: `detnas COMMAND --config <STUDY_CONFIG> ARGS`, its output into
-    the job's log; `launch` (the GPU stages): through LAUNCH.
+    the job's log; `launch` (the GPU stages): through LAUNCH; `omp`: with the job's threads as
+    OMP threads (LAUNCH sets them too).
 
     The study config's path is written in here, not as `{STUDY_CONFIG}` in the rules: it is the
     same for every job and must not trigger reruns (the rules' params.cfg do, precisely).
     """
-    prefix = f"{LAUNCH} " if launch else "detnas "
+    if launch:
+        prefix = f"{LAUNCH} "
+    else:
+        prefix = "OMP_NUM_THREADS={threads} detnas " if omp else "detnas "
     return f"{prefix}{command} --config {STUDY_CONFIG} {args} > {{log}} 2>&1"

@@ -8,6 +8,13 @@ rule report:
         classification=expand(
             rpath(layout.shared_classifier_dir(), "metrics.json"), row=layout.SHARED_ROWS
         ),
+        detection_seeds=expand(
+            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
+            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS, seed=STUDY.retrain_seeds,
+        ),
+        rank=expand(
+            rpath(layout.rank_dir(), "rank.json"), dataset=DATASETS, detector=RANKED_DETECTORS
+        ),
         classification_searched=expand(
             rpath(layout.classifier_dir(), "metrics.json"),
             row=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
@@ -41,7 +48,7 @@ rule report:
     log:
         "logs/report.log",
     params:
-        cfg=part("datasets", "detectors"),
+        cfg=part("datasets", "detectors", "retrain_seeds", "rank"),
         out=out_dir,
     threads: 1
     resources:

@@ -66,12 +66,13 @@ rule retrain_detector:
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",
-            labels={"row": "{row}", "detector": "{detector}"},
+            labels={"row": "{row}", "detector": "{detector}", "seed": "-"},
         ),
     log:
         "logs/retrain/{row}/{dataset}/{detector}/det.log",
     params:
         cfg=lambda w: part("seed", "detector", "retrain_finetune", dataset=w.dataset),
+        seed="",
         out=out_dir,
     threads: 1
     resources:
@@ -83,6 +84,24 @@ rule retrain_detector:
         detnas(
             "train detector",
             "--arch {input.arch} --ablation {wildcards.row} --dataset {wildcards.dataset}"
-            " --detector {wildcards.detector} --init {input.init} --out {params.out}",
+            " --detector {wildcards.detector} --init {input.init}{params.seed} --out {params.out}",
             launch=True,
         )
+
+
+use rule retrain_detector as retrain_detector_seed with:
+    output:
+        checkpoint=rpath(layout.detection_dir(seed="{seed}"), "checkpoint.pt"),
+        metrics=report(
+            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
+            caption="../report/retrain_detector.rst",
+            category="Retrain: detection",
+            subcategory="{dataset}",
+            labels={"row": "{row}", "detector": "{detector}", "seed": "{seed}"},
+        ),
+    log:
+        "logs/retrain/{row}/{dataset}/{detector}/det.seed{seed}.log",
+    params:
+        cfg=lambda w: part("detector", "retrain_finetune", dataset=w.dataset),
+        seed=lambda w: f" --set seed={w.seed} --set 'retrain_seeds=[]'",  # one run, that seed
+        out=out_dir,

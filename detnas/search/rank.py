@@ -1,0 +1,166 @@
+"""The ranking check: does the supernet's fitness rank architectures as standalone training does?
+
+The premise of one-shot search. `spread_archs` picks K architectures spread over the FLOPs range
+the search may pick from (under its FLOPs and params limits; seeded); each is trained alone
+(`detnas.train.train_detector`, from scratch, the ``rank.train`` schedule) on the supernet's
+training split, with the same detector, and scored on the search split with the search's metric.
+Beside each, its fitness on the pre-trained and on the scratch supernet: the search's own
+function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho
+per supernet (`rank_correlation`).
+
+Output folder: ``rank.json`` (the K pairs per supernet, tau, rho, provenance) and
+``standalone/{arch}/`` (each standalone training; a rerun keeps those that finished).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from detnas import flops, tracking
+from detnas.checkpoint import load_json, provenance, save_json
+from detnas.config import StudyConfig, config_hash, to_dict
+from detnas.space import Arch, sample
+
+log = logging.getLogger(__name__)
+
+
+def spread_archs(space: str, k: int, seed: int, feasible: Callable[[Arch], bool] | None = None,
+                 input_size: int = 224, pool: int = 2000) -> list[Arch]:
+    """``k`` distinct architectures whose backbone FLOPs are spread evenly over the range of
+    ``pool`` random ones that ``feasible`` accepts (default: every one), cheapest first.
+
+    The i-th is the pool's architecture nearest to ``low + i (high - low) / (k - 1)`` FLOPs (ties
+    by encoding): the same ``seed`` gives the same list.
+
+    Raises:
+        ValueError: fewer than ``k`` distinct feasible architectures were found.
+    """
+    cost = flops.cost_table(space, input_size).backbone_flops
+    rng = random.Random(seed)
+    found: dict[Arch, int] = {}
+    for _ in range(50 * pool):
+        if len(found) == pool:
+            break
+        arch = sample(space, rng)
+        if arch not in found and (feasible is None or feasible(arch)):
+            found[arch] = cost(arch)
+    if len(found) < k:
+        raise ValueError(f"rank.archs: {k} feasible architectures of space {space} needed, "
+                         f"{len(found)} found (the search's limits are too tight)")
+    low, high = min(found.values()), max(found.values())
+    chosen: list[Arch] = []
+    for i in range(k):
+        target = low + (high - low) * i / (k - 1)
+        chosen.append(min((a for a in found if a not in chosen),
+                          key=lambda a: (abs(found[a] - target), str(a))))
+    return sorted(chosen, key=lambda a: (found[a], str(a)))
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def rank_correlation(x: list[float], y: list[float]) -> dict:
+    """Kendall's tau-b and Spearman's rho of two paired lists, with their p-values (scipy);
+    None where undefined (a list with a single distinct value)."""
+    from scipy import stats
+
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"rank correlation needs two paired lists of >= 2 values, got "
+                         f"{len(x)} and {len(y)}")
+    with warnings.catch_warnings():  # a constant list: NaN, reported as None
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        tau, rho = stats.kendalltau(x, y), stats.spearmanr(x, y)
+    return {"kendall_tau": _finite(tau.statistic), "kendall_p": _finite(tau.pvalue),
+            "spearman_rho": _finite(rho.statistic), "spearman_p": _finite(rho.pvalue)}
+
+
+def _finished(folder: Path, cfg: StudyConfig) -> dict | None:
+    """The metrics of a standalone run that finished under this very config (before an
+    interruption), else None: a run of another config is trained again."""
+    try:
+        done = yaml.safe_load((folder / "config.yaml").read_text())
+    except (FileNotFoundError, yaml.YAMLError):
+        return None
+    if not (folder / "metrics.json").exists() or done.get("config") != to_dict(cfg):
+        return None
+    return load_json(folder / "metrics.json")
+
+
+def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[str, Path],
+               images: Path, train_annotations: Path, search_annotations: Path,
+               out: Path) -> dict:
+    """Train ``cfg.rank.archs`` architectures alone, score them on each supernet, correlate.
+
+    Args:
+        supernets: ``{"pretrained": checkpoint, "scratch": checkpoint}`` (either may be left
+            out): the fine-tuned detection supernets of ``dataset`` and ``detector``.
+        images: the image folder of both splits (the dataset's training images).
+        train_annotations: the supernet's training split (standalone training, recalibration).
+        search_annotations: the search split (standalone scores and fitness).
+        out: the output folder.
+
+    Returns:
+        The content of ``rank.json``.
+    """
+    from detnas.backbones import shufflenet_spec
+    from detnas.search.evolution import search_limits
+    from detnas.search.fitness import build_fitness, fitness_spec
+    from detnas.train import train_detector
+
+    if dataset not in cfg.datasets:
+        raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
+                         f"({', '.join(cfg.datasets)})")
+    metric = cfg.datasets[dataset].metric
+    out = Path(out)
+    limits = search_limits(cfg.search, cfg.space)  # FLOPs and params (latency: its own device)
+    archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
+                         cfg.search.flops_input_size, cfg.rank.pool)
+    log.info("ranking check on %s / %s: %d architectures, supernets %s", dataset, detector,
+             len(archs), ", ".join(supernets))
+    standalone = []
+    for arch in archs:
+        folder = out / "standalone" / str(arch)
+        metrics = _finished(folder, cfg)
+        if metrics is None:
+            metrics = train_detector(cfg, shufflenet_spec(arch), "rank", dataset, detector, None,
+                                     folder, train_split=(images, train_annotations),
+                                     test_split=(images, search_annotations),
+                                     tcfg=cfg.rank.train, stage_name="rank-standalone")
+        standalone.append(float(metrics[metric]))
+    flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
+    result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
+                    "archs": [str(a) for a in archs],
+                    "backbone_flops": [flops_of(a) for a in archs],
+                    "standalone": standalone, "supernets": {}}
+    for init, checkpoint in supernets.items():
+        fitness = build_fitness(fitness_spec(
+            cfg, "detection", checkpoint, search_annotations, train_annotations,
+            dataset=dataset, images=images, recalib_image_dir=images, detector=detector))
+        scores = [fitness(a) for a in archs]
+        result["supernets"][init] = {"checkpoint": str(checkpoint), "fitness": scores,
+                                     **rank_correlation(scores, standalone)}
+        log.info("%s supernet: Kendall tau %s, Spearman rho %s", init,
+                 result["supernets"][init]["kendall_tau"],
+                 result["supernets"][init]["spearman_rho"])
+    result["provenance"] = provenance(to_dict(cfg), cfg.seed, stage="rank", dataset=dataset,
+                                      detector=detector)
+    prov = {k: v for k, v in result["provenance"].items() if k != "config"}
+    tags = {"stage": "rank", "ablation": "rank", "dataset": dataset, "detector": detector,
+            "space": cfg.space, "seed": cfg.seed, "config_hash": config_hash(cfg),
+            "git_commit": prov["git_commit"]}
+    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags) as tracker:
+        tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
+                            cfg.rank.train.for_detector(detector).steps, "metric": metric})
+        tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()
+                             for k in ("kendall_tau", "spearman_rho") if (v := s[k]) is not None})
+        save_json(out / "rank.json", result)
+        tracker.log_artifact(out / "rank.json")
+    return result

@@ -1,0 +1,37 @@
+rule rank:
+    """The ranking check (`rank.enabled`): rank.archs architectures spread over the search's
+    FLOPs range, each trained alone on the supernet's split, scored on the search split, against
+    their fitness on the pre-trained and the scratch supernet (Kendall's tau, Spearman's rho)."""
+    input:
+        pretrained=rpath(layout.supernet_dir(init="pretrained"), "checkpoint.pt"),
+        scratch=rpath(layout.supernet_dir(init="scratch"), "checkpoint.pt"),
+        annotations=split("supernet"),
+        search=split("search"),
+        tracking=TRACKING,
+    output:
+        rank=report(
+            rpath(layout.rank_dir(), "rank.json"),
+            caption="../report/rank.rst",
+            category="Ranking check",
+            labels={"dataset": "{dataset}", "detector": "{detector}"},
+        ),
+    log:
+        "logs/rank/{dataset}/{detector}.log",
+    params:
+        cfg=lambda w: part("seed", "space", "detector", "search", "rank", dataset=w.dataset),
+        images=train_images,
+        out=out_dir,
+    threads: 1
+    resources:
+        gpu=0,
+        nodes=1,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        detnas(
+            "rank",
+            "--dataset {wildcards.dataset} --detector {wildcards.detector}"
+            " --pretrained {input.pretrained} --scratch {input.scratch} --images {params.images}"
+            " --annotations {input.annotations} --search {input.search} --out {params.out}",
+            omp=True,
+        )
