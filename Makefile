@@ -1,6 +1,7 @@
 # detnas: set up, run the study, test, record results with DVC.
 #   make run         the embedded study (synthetic data, CPU): `snakemake --profile profiles/local`
-#   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, ruff, all tests
+#   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, ruff,
+#                    snakemake --lint (scripts/ci/lint_workflow.py), all tests
 #   make readme      after `make run`: README's results block from results/report/tables.json
 #   make dvc-push    after a run: record results/ and logs/ with DVC, push to the default remote
 #   make dvc-pull    in a clone: restore them; Snakemake then has nothing to do
@@ -50,6 +51,7 @@ dag: setup
 
 test: setup slurm
 	ruff check detnas tests benchmarks scripts
+	python scripts/ci/lint_workflow.py
 	mkdir -p test-artifacts
 	python -m pytest $(PYTEST_ARGS) --junitxml=test-artifacts/junit.xml
 

@@ -67,7 +67,7 @@ def write_study(root: Path, args) -> FitnessSpec:
     return FitnessSpec(checkpoint=str(path), kind="detection", space=cfg.space,
                        data=str(ann / "instances_test.json"), images=str(root / "test"),
                        recalib_data=str(ann / "instances_train.json"),
-                       recalib_images=str(root / "train"), detector="fpn",
+                       recalib_image_dir=str(root / "train"), detector="fpn",
                        recalib_num_images=args.recalib, recalib_batch_size=args.batch,
                        eval_batch_size=args.batch, device=args.device, cache=False,
                        threads=args.threads, coco_backend="pycocotools")

@@ -26,7 +26,7 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
-from detnas.config import DETECTORS, DetectorConfig
+from detnas.config import DETECTORS, DetectorConfig  # noqa: F401 (DETECTORS: re-exported)
 
 
 class BackboneWithFPN(nn.Module):

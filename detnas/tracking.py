@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detnas import cost
+from detnas import cost, layout
 from detnas.io import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class MlflowTracker(NullTracker):
 
 
 def _parent_file(results: str | Path) -> Path:
-    return Path(results) / "tracking.json"
+    return Path(results) / layout.TRACKING
 
 
 ARTIFACTS = "mlartifacts"

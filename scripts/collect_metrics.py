@@ -5,7 +5,8 @@
 writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ..., "seed1": {mmap, ...}}},
 "cls": {top1, ...}}, "rank": {dataset: {detector: {supernet: {kendall_tau, ...}}}}}, what
 `dvc metrics show/diff` compare) and RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one
-per search history, what `dvc plots show/diff` draw). Run by scripts/dvc_push.sh.
+per search history, what `dvc plots show/diff` draw), for the datasets and detectors of
+RESULTS/config.yaml (the config the workflow wrote). Run by scripts/dvc_push.sh.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
+from detnas import layout
+from detnas.config import StudyConfig, from_dict
+
 
 def numbers(path: Path) -> dict:
     """The numeric fields of a metrics.json (not its arch, provenance and the like)."""
@@ -22,38 +28,61 @@ def numbers(path: Path) -> dict:
     return {k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def collect(results: Path) -> dict:
+def study_config(results: Path) -> StudyConfig:
+    """The config the workflow wrote into the results folder (its datasets and detectors)."""
+    path = results / layout.CONFIG
+    return from_dict(StudyConfig, yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def _put(table: dict, keys: tuple[str, ...], path: Path) -> None:
+    if path.exists():
+        node = table
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = numbers(path)
+
+
+def collect(results: Path, cfg: StudyConfig) -> dict:
+    """Every retrained model's numbers, where detnas.layout puts them; absent ones are left out."""
     table: dict = {}
-    for path in sorted(results.glob("retrain/*/*/*/metrics.json")):
-        row, dataset, detector = path.parts[-4:-1]
-        table.setdefault(row, {}).setdefault(dataset, {})[detector] = numbers(path)
-    for path in sorted(results.glob("retrain/*/*/*/seed*/metrics.json")):  # retrain_seeds
-        row, dataset, detector, seed = path.parts[-5:-1]
-        table.setdefault(row, {}).setdefault(dataset, {}).setdefault(detector, {})[seed] = \
-            numbers(path)
-    for path in sorted(results.glob("rank/*/*/rank.json")):  # the ranking check
-        dataset, detector = path.parts[-3:-1]
-        supernets = json.loads(path.read_text())["supernets"]
-        table.setdefault("rank", {}).setdefault(dataset, {})[detector] = {
-            init: {k: v for k, v in s.items() if isinstance(v, float)}
-            for init, s in supernets.items()}
-    for path in sorted(results.glob("retrain/**/cls/metrics.json")):
-        key = path.parent.parent.relative_to(results / "retrain").parts
-        node = table.setdefault(key[0], {})
-        for part in key[1:]:
-            node = node.setdefault(part, {})
-        node["cls"] = numbers(path)
+    for row in layout.SHARED_ROWS:
+        _put(table, (row, "cls"), results / layout.shared_classifier_dir(row) / "metrics.json")
+    for ds in cfg.datasets:
+        for det in cfg.detectors:
+            for row in layout.ROWS:
+                _put(table, (row, ds, det),
+                     results / layout.detection_dir(row, ds, det) / "metrics.json")
+                for seed in cfg.retrain_seeds:
+                    _put(table, (row, ds, det, f"seed{seed}"),
+                         results / layout.detection_dir(row, ds, det, seed) / "metrics.json")
+            for row in layout.SEARCHED_ROWS:
+                _put(table, (row, ds, det, "cls"),
+                     results / layout.classifier_dir(row, ds, det) / "metrics.json")
+            rank = results / layout.rank_dir(ds, det) / "rank.json"
+            if rank.exists():  # the ranking check
+                supernets = json.loads(rank.read_text())["supernets"]
+                table.setdefault("rank", {}).setdefault(ds, {})[det] = {
+                    init: {k: v for k, v in s.items() if isinstance(v, float)}
+                    for init, s in supernets.items()}
     return table
 
 
-def copy_histories(results: Path) -> list[Path]:
+def search_histories(cfg: StudyConfig) -> list[tuple[str, str]]:
+    """(name, history.csv relative to the results folder) of every search of the study."""
+    searches = [(ds, det, m) for ds in cfg.datasets for det in cfg.detectors
+                for m in layout.SEARCHED_ROWS] + [("", "", "clsnas")]
+    return [(layout.search_name(*s), f"{layout.search_dir(*s)}/history.csv") for s in searches]
+
+
+def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:
     plots = results / "plots"
     shutil.rmtree(plots, ignore_errors=True)
     plots.mkdir(parents=True)
     copied = []
-    for path in sorted(results.glob("search/**/history.csv")):
-        name = "-".join(path.parent.relative_to(results / "search").parts)
-        copied.append(Path(shutil.copyfile(path, plots / f"search-{name}.csv")))
+    for name, rel in search_histories(cfg):
+        if (results / rel).exists():
+            dest = plots / f"search-{name.replace('/', '-')}.csv"
+            copied.append(Path(shutil.copyfile(results / rel, dest)))
     return copied
 
 
@@ -62,9 +91,10 @@ def main(argv: list[str]) -> int:
     if not results.is_dir():
         print(f"collect_metrics: {results}: no such folder (run the study first)", file=sys.stderr)
         return 2
-    table = collect(results)
+    cfg = study_config(results)
+    table = collect(results, cfg)
     (results / "metrics.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
-    copied = copy_histories(results)
+    copied = copy_histories(results, cfg)
     print(f"collect_metrics: {len(table)} rows -> {results}/metrics.json, "
           f"{len(copied)} search histories -> {results}/plots/")
     return 0

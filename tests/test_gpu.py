@@ -139,7 +139,7 @@ def search_inputs(tmp_path_factory):
         **model_meta("detection", {"kind": "supernet", "space": "test"}, 2, "fpn", DET_CFG)})
     return FitnessSpec(checkpoint=str(ckpt), kind="detection", space="test", data=str(search_ann),
                        recalib_data=str(supernet_ann), images=str(root / "data/train"),
-                       recalib_images=str(root / "data/train"), detector="fpn", metric="ap50",
+                       recalib_image_dir=str(root / "data/train"), detector="fpn", metric="ap50",
                        recalib_num_images=8, recalib_batch_size=4, eval_batch_size=4,
                        device="cuda", threads=1)
 

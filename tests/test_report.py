@@ -271,3 +271,10 @@ def test_seed_and_rank_settings_are_checked():
                        (["rank.archs=1"], "rank")):
         with pytest.raises(ValueError, match=words):
             config.load(None, bad)
+
+
+def test_every_row_of_the_layout_has_a_printed_name():
+    from detnas import layout
+
+    assert set(report.ROWS) == set(layout.ROWS)
+    assert report.SEARCH_METHODS == layout.SEARCHED_ROWS

@@ -95,7 +95,7 @@ def _fake_modules(monkeypatch, calls):
 
 def _spec(path=None, **changes):
     values = dict(checkpoint=str(path), kind="detection", space="test", data="search.json",
-                  images="search/", recalib_data="train.json", recalib_images="train/",
+                  images="search/", recalib_data="train.json", recalib_image_dir="train/",
                   detector="fpn", recalib_num_images=4, recalib_batch_size=2, eval_batch_size=3)
     return FitnessSpec(**{**values, **changes})
 
@@ -174,7 +174,7 @@ def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector
     ann = tmp_path / "annotations"
     spec = _spec(path, data=str(ann / "instances_test.json"), images=str(tmp_path / "test"),
                  recalib_data=str(ann / "instances_train.json"),
-                 recalib_images=str(tmp_path / "train"), detector=detector,
+                 recalib_image_dir=str(tmp_path / "train"), detector=detector,
                  recalib_num_images=5, recalib_batch_size=2, eval_batch_size=2, device=device)
     loader_path, prepared = build_fitness(spec), build_fitness(
         _spec(**{**spec.__dict__, "checkpoint": path, "prepare": mode}))

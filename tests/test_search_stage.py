@@ -89,7 +89,7 @@ def test_outputs_and_tracking(tmp_path, monkeypatch, strategy):
 def test_cli_infeasible_limit_fails_before_loading_anything(tmp_path, capsys):
     code = main(["search", "evolution", "--set", "search.max_flops=1000000", "--supernet",
                  str(tmp_path / "missing.pt"), "--data", "a.json", "--images", "i",
-                 "--recalib-annotations", "t.json", "--recalib-images", "t", "--out",
+                 "--recalib-annotations", "t.json", "--recalib-image-dir", "t", "--out",
                  str(tmp_path / "out")])
     assert code == 2
     assert "search.max_flops: 1e+06 is below the cheapest network of space tiny" in (
@@ -101,7 +101,7 @@ def test_cli_rejects_a_supernet_of_another_space(tmp_path, capsys):
     meta = model_meta("detection", {"kind": "supernet", "space": "test"}, 2, "fpn")
     ckpt = save_checkpoint(tmp_path / "supernet.pt", {"model": {}, **meta})
     code = main(["search", "random", "--supernet", str(ckpt), "--data", "a.json", "--images",
-                 "i", "--recalib-annotations", "t.json", "--recalib-images", "t", "--out",
+                 "i", "--recalib-annotations", "t.json", "--recalib-image-dir", "t", "--out",
                  str(tmp_path / "out")])
     assert code == 2
     assert "supernet.pt: backbone.space is 'test' but the config searches space 'tiny'" in (

@@ -9,16 +9,17 @@ from detnas.config import DETECTORS
 
 _EPILOG = """\
 detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
-  --data ANN_JSON --images DIR                          the search split
-  --recalib-annotations ANN_JSON --recalib-images DIR   the supernet-training split (BN recalib)
+  --data ANN_JSON --images DIR                           the search split
+  --recalib-annotations ANN_JSON --recalib-image-dir DIR  the supernet-training split
+      (BN recalibration)
 classification fitness (ClsNASNet ablation; top-1):
-  --data TRAIN_DIR --recalib-data TRAIN_DIR             ImageFolder train split: its
+  --data TRAIN_DIR --recalib-data TRAIN_DIR              ImageFolder train split: its
       classification.search_images held-out images score, the rest recalibrates BN
       (classification.search_images: 0 reads --data whole, e.g. a separate val split)
 
 Settings come from the config's `search` section (population, generations, max_flops,
 max_params, max_latency (needs the latency table, `detnas latency-table`), objective, workers,
-recalib_images, ...); override with --set search.KEY=VALUE. Both strategies evaluate
+recalib_images (a count), ...); override with --set search.KEY=VALUE. Both strategies evaluate
 population * generations candidates. An existing OUT/state.json is resumed.
 """
 
@@ -41,7 +42,7 @@ def register(sub) -> None:
         c.add_argument("--images", metavar="DIR", help="detection: search-split image folder")
         c.add_argument("--recalib-annotations", metavar="ANN_JSON",
                        help="detection: annotations of the training split for BN recalibration")
-        c.add_argument("--recalib-images", metavar="DIR",
+        c.add_argument("--recalib-image-dir", metavar="DIR",
                        help="detection: image folder of the training split")
         c.add_argument("--recalib-data", metavar="DIR",
                        help="classification: ImageFolder train dir for BN recalibration")
@@ -75,14 +76,14 @@ def _run(args) -> int:
         if dataset not in cfg.datasets:
             raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
                              f"({', '.join(cfg.datasets)})")
-        _need(args, "images", "recalib_annotations", "recalib_images")
+        _need(args, "images", "recalib_annotations", "recalib_image_dir")
         recalib_data = args.recalib_annotations
     else:
         _need(args, "recalib_data")
         recalib_data = args.recalib_data
     spec = fitness_spec(cfg, args.fitness, args.supernet, args.data, recalib_data,
                         dataset=dataset, images=args.images or "",
-                        recalib_images=args.recalib_images or "", detector=args.detector)
+                        recalib_image_dir=args.recalib_image_dir or "", detector=args.detector)
     ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,
                            dataset=dataset if args.fitness == "detection" else "imagenet",

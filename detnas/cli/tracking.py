@@ -21,13 +21,13 @@ def register(sub) -> None:
 
 
 def _init(args) -> int:
-    from detnas import config, tracking
+    from detnas import config, layout, tracking
     from detnas.io import save_json
     from detnas.provenance import git_commit
 
     cfg = load_config(args)
     if not cfg.tracking.enabled:
-        save_json(f"{cfg.results}/tracking.json", {"enabled": False})
+        save_json(f"{cfg.results}/{layout.TRACKING}", {"enabled": False})
         return 0
     run_id = tracking.init_parent(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.results, args.name,

@@ -4,23 +4,17 @@
 ``report.html`` (figures embedded, self-contained), ``tables.json`` and ``figures/*.png``. A
 missing input never stops the report: its cells stay blank and the file is named in the report.
 
-Inputs, relative to the results folder::
-
-    retrain/{row}/cls/metrics.json                    top1, arch, space, provenance (baselines)
-    retrain/{row}/{dataset}/{detector}/cls/metrics.json  the same, for searched rows
-    retrain/{row}/{dataset}/{detector}/metrics.json   mmap, ap50, voc07, backbone_flops/params,
-                                                      arch, bootstrap (mmap, ap50 on resamples)
-    retrain/{row}/{dataset}/{detector}/seed{N}/metrics.json  the same with seed N (retrain_seeds)
-    search/{dataset}/{detector}/{method}/history.csv  order, generation, arch, fitness, flops
-    search/{dataset}/{detector}/{method}/arch.json    the winner (method: detnas|scratch|random)
-    search/cls/clsnas/{history.csv,arch.json}          the classification search (ClsNASNet)
-    nats/{dataset}/{detector}/arch.json               dilations per layer and channel group
-    rank/{dataset}/{detector}/rank.json               the ranking check (rank.enabled)
+Inputs: where each stage writes is `detnas.layout` (`detnas.report.results.collect` reads
+through it): the retrained classifiers' and detectors' metrics.json (top1; mmap, ap50, voc07,
+backbone FLOPs and params, arch, bootstrap: mmap and ap50 on test resamples), those of the
+`retrain_seeds`, each search's history.csv (order, generation, arch, fitness, flops) and arch.json
+(its winner), each NATS search's arch.json (dilations per layer) and each ranking check's
+rank.json (`rank.enabled`).
 
 Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
 them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.
 
-Modules, each importing only those above it: `detnas.report.paper` (rows, reference figures,
+Modules, each importing only those above it: `detnas.report.paper` (row names, reference figures,
 names), `detnas.report.results` (loading), `detnas.report.tables` (main table, searches,
 architectures, observations), `detnas.report.ledger` (the Cost section: every stage's ``cost``
 record, found by tag anywhere under the results folder), `detnas.report.figures` (matplotlib,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detnas import layout
+
 ROWS = {
     "shufflenetv2": "ShuffleNetV2 (hand-crafted)",
     "resnet50": "ResNet-50",
@@ -13,9 +15,9 @@ ROWS = {
     "detnas": "DetNAS",
     "nats": "NATS (ResNet-50)",
 }
-"""The ablation rows of the main table, in order, with their printed names."""
+"""The rows of the main table (detnas.layout.ROWS), in printed order, with their printed names."""
 
-SEARCH_METHODS = ("detnas", "scratch", "random")
+SEARCH_METHODS = layout.SEARCHED_ROWS
 """Searches run per dataset and detector (ClsNASNet's search is ``search/cls/clsnas``)."""
 
 DETECTOR_NAMES = {"fpn": "FPN", "retinanet": "RetinaNet"}

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detnas import layout
 from detnas.config import StudyConfig
 from detnas.io import load_json
-from detnas.report.paper import ROWS, SEARCH_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,7 @@ class Results:
     inputs: dict[str, dict] = field(default_factory=dict)  # relative path -> provenance
 
 
-def search_key(dataset: str, detector: str, method: str) -> str:
-    """The folder of a search under ``results/search`` (``cls/clsnas`` for ClsNASNet)."""
-    return "cls/clsnas" if method == "clsnas" else f"{dataset}/{detector}/{method}"
-
-
-def detection_metrics_path(row: str, dataset: str, detector: str, seed: int | None = None) -> str:
-    """The detection retraining of a row: with the study seed, or (``seed``) one of
-    ``retrain_seeds``, in its ``seed{N}/``."""
-    folder = f"retrain/{row}/{dataset}/{detector}"
-    return f"{folder}/metrics.json" if seed is None else f"{folder}/seed{seed}/metrics.json"
-
-
-def rank_path(dataset: str, detector: str) -> str:
-    """The ranking check of a dataset and detector (``rank.enabled``)."""
-    return f"rank/{dataset}/{detector}/rank.json"
+search_key = layout.search_name
 
 
 def _read(res: Results, rel: str, reader=load_json, required: bool = True) -> Any:
@@ -93,47 +79,45 @@ def read_history(path: str | Path) -> list[dict]:
 def collect(cfg: StudyConfig, root: str | Path) -> Results:
     """Read every input the config implies under ``root``; absent ones go to ``missing``."""
     res = Results(Path(root))
-    for row in ROWS:
-        # NATS reuses the ResNet-50 classification weights, so its cls metrics are optional.
-        if row in SEARCH_METHODS:
-            continue
-        cls = _read(res, f"retrain/{row}/cls/metrics.json", required=row != "nats")
+    for row in layout.SHARED_ROWS:
+        cls = _read(res, f"{layout.shared_classifier_dir(row)}/metrics.json")
         if cls is not None:
             res.cls[row] = cls
     for ds in cfg.datasets:
         for det in cfg.detectors:
-            for row in ROWS:
-                m = _read(res, detection_metrics_path(row, ds, det))
+            for row in layout.ROWS:
+                m = _read(res, f"{layout.detection_dir(row, ds, det)}/metrics.json")
                 if m is not None:
                     res.det[(row, ds, det)] = m
                     res.det_seeds[(row, ds, det)] = {cfg.seed: m}
                 for seed in cfg.retrain_seeds:
-                    m = _read(res, detection_metrics_path(row, ds, det, seed))
+                    m = _read(res, f"{layout.detection_dir(row, ds, det, seed)}/metrics.json")
                     if m is not None:
                         res.det_seeds.setdefault((row, ds, det), {})[seed] = m
-                if row in SEARCH_METHODS:  # searched per dataset and detector
-                    cls = _read(res, f"retrain/{row}/{ds}/{det}/cls/metrics.json")
-                    if cls is not None:
-                        res.cls[(row, ds, det)] = cls
-            for method in SEARCH_METHODS:
-                _collect_search(res, search_key(ds, det, method))
+            for row in layout.SEARCHED_ROWS:  # searched per dataset and detector
+                cls = _read(res, f"{layout.classifier_dir(row, ds, det)}/metrics.json")
+                if cls is not None:
+                    res.cls[(row, ds, det)] = cls
+                _collect_search(res, ds, det, row)
             if cfg.rank.enabled and det in cfg.rank.checked_detectors(cfg.detectors):
-                rank = _read(res, rank_path(ds, det))
+                rank = _read(res, f"{layout.rank_dir(ds, det)}/rank.json")
                 if rank is not None:
                     res.rank[(ds, det)] = rank
-            nats = _read(res, f"nats/{ds}/{det}/arch.json")
+            nats = _read(res, f"{layout.nats_dir(ds, det)}/arch.json")
             if nats is not None:
                 res.nats[(ds, det)] = nats
-    _collect_search(res, search_key("", "", "clsnas"))
+    _collect_search(res, "", "", "clsnas")
     log.info("report inputs: %d read, %d missing", len(res.inputs) + len(res.histories),
              len(res.missing))
     return res
 
 
-def _collect_search(res: Results, key: str) -> None:
-    history = _read(res, f"search/{key}/history.csv", reader=read_history)
+def _collect_search(res: Results, dataset: str, detector: str, method: str) -> None:
+    key = search_key(dataset, detector, method)
+    folder = layout.search_dir(dataset, detector, method)
+    history = _read(res, f"{folder}/history.csv", reader=read_history)
     if history:
         res.histories[key] = history
-    arch = _read(res, f"search/{key}/arch.json")
+    arch = _read(res, f"{folder}/arch.json")
     if arch is not None:
         res.search_archs[key] = arch

@@ -41,7 +41,7 @@ class FitnessSpec:
     data: str  # detection: search-split annotation JSON; classification: ImageFolder val dir
     recalib_data: str  # detection: training-split annotation JSON; classification: train dir
     images: str = ""  # detection: image folder of the search split
-    recalib_images: str = ""  # detection: image folder of the training split
+    recalib_image_dir: str = ""  # detection: image folder of the training split
     detector: str | None = None  # expected detector (fpn | retinanet); None accepts any
     metric: str = "mmap"  # detection: mmap | ap50; classification: top1 | top5
     recalib_num_images: int = 4000
@@ -60,7 +60,7 @@ class FitnessSpec:
 
 
 def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
-                 dataset: str = "", images: str = "", recalib_images: str = "",
+                 dataset: str = "", images: str = "", recalib_image_dir: str = "",
                  detector: str | None = None) -> FitnessSpec:
     """The search's fitness of study ``cfg`` (its `search` section, the dataset's metric)."""
     from detnas.engine import resolve_device
@@ -69,7 +69,8 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
     detection = kind == "detection"
     return FitnessSpec(
         checkpoint=str(supernet), kind=kind, space=cfg.space, data=str(data),
-        recalib_data=str(recalib_data), images=str(images), recalib_images=str(recalib_images),
+        recalib_data=str(recalib_data), images=str(images),
+        recalib_image_dir=str(recalib_image_dir),
         detector=detector, metric=cfg.datasets[dataset].metric if detection else "top1",
         recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
         eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
@@ -216,7 +217,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     device = torch.device(spec.device)
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
-        train = data.CocoDetection(spec.recalib_images, spec.recalib_data, cache=spec.cache)
+        train = data.CocoDetection(spec.recalib_image_dir, spec.recalib_data, cache=spec.cache)
         if spec.prepare not in PREPARE_MODES:
             raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)

@@ -144,7 +144,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     for init, checkpoint in supernets.items():
         fitness = build_fitness(fitness_spec(
             cfg, "detection", checkpoint, search_annotations, train_annotations,
-            dataset=dataset, images=images, recalib_images=images, detector=detector))
+            dataset=dataset, images=images, recalib_image_dir=images, detector=detector))
         scores = [fitness(a) for a in archs]
         result["supernets"][init] = {"checkpoint": str(checkpoint), "fitness": scores,
                                      **rank_correlation(scores, standalone)}

@@ -1,8 +1,10 @@
-"""A stand-in for the `detnas` CLI that writes each command's contract outputs in milliseconds.
+"""A stand-in for the `detnas` CLI that writes each command's outputs in milliseconds.
 
 The DAG tests run the real Snakefile with this script first on PATH (as `detnas`), so they check
 the wiring (every path a rule passes exists, every declared output is written) and Snakemake's
-rerun behaviour without training anything. Environment:
+rerun behaviour without training anything. It parses its arguments with the real CLI's parser
+(an unknown flag fails as it would for real) and writes what detnas/layout.py says each command
+writes. Environment:
     STUB_LOG     append one line per call: the command words and --out (or --status)
     STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
     STUB_FAIL    a substring of --out: exit 1 without writing
@@ -18,36 +20,36 @@ from pathlib import Path
 
 import yaml
 
-PATH_OPTIONS = ("--supernet", "--data", "--images", "--recalib-annotations", "--recalib-images",
-                "--recalib-data", "--arch", "--init", "--annotations", "--pretrained",
-                "--weights-annotations", "--arch-annotations", "--config", "--scratch",
-                "--search")
+from detnas import layout
+from detnas.cli import build_parser
 
-OUTPUTS = {  # command -> files written under --out (a folder), per the CLI contract
-    "data split": ["instances_supernet.json", "instances_search.json"],
-    "train supernet": ["checkpoint.pt", "metrics.json"],
-    "train classifier": ["checkpoint.pt", "metrics.json"],
-    "train detector": ["checkpoint.pt", "metrics.json"],
-    "search evolution": ["arch.json", "history.csv", "metrics.json"],
-    "search random": ["arch.json", "history.csv", "metrics.json"],
-    "nats search": ["arch.json"],
-    "rank": ["rank.json"],
-    "report": ["report.md", "report.html", "tables.json", "figures/search.png"],
+# Arguments that name an existing file or folder (every one the rules pass).
+PATH_ARGS = ("supernet", "data", "images", "recalib_annotations", "recalib_image_dir",
+             "recalib_data", "arch", "init", "annotations", "pretrained", "weights_annotations",
+             "arch_annotations", "config", "scratch", "search")
+
+OUTPUTS = {  # command -> files written under --out (a folder)
+    "data split": layout.SPLIT_FILES,
+    "train supernet": layout.TRAIN_FILES,
+    "train classifier": layout.TRAIN_FILES,
+    "train detector": layout.TRAIN_FILES,
+    "search evolution": layout.SEARCH_FILES,
+    "search random": layout.SEARCH_FILES,
+    "nats search": ("arch.json",),
+    "rank": layout.RANK_FILES,
+    "report": (*layout.REPORT_FILES, "figures/search.png"),
 }
 
 
 HISTORY = "order,generation,arch,fitness,backbone_flops\n0,0,0-00-00-0,0.1,1000\n"
 
 
-def parse(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
-    words, opts, i = [], {}, 0
-    while i < len(argv) and not argv[i].startswith("--"):
-        words.append(argv[i])
-        i += 1
-    while i < len(argv):
-        opts[argv[i]] = argv[i + 1] if i + 1 < len(argv) else ""
-        i += 2
-    return " ".join(words[:2]), words[2:], opts
+def command_of(args) -> str:
+    """The command words, e.g. ``train supernet`` (the group's subcommand dest is
+    ``<group>_command``; search's is ``search_command``)."""
+    group = args.command.replace("-", "_")
+    sub = getattr(args, f"{group}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def write(path: Path, text: str) -> None:
@@ -56,41 +58,47 @@ def write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    parser = build_parser()
     if argv[:1] == ["launch"]:  # `detnas launch ... -- COMMAND`: its process model must exist
         from detnas.launch import process_model
 
+        parser.parse_args(argv)
         argv = argv[argv.index("--") + 1 :]
         process_model(argv)
-    command, rest, opts = parse(argv)
-    for opt in PATH_OPTIONS:
-        if opt in opts and not Path(opts[opt]).exists():
-            print(f"stub detnas: {opt} {opts[opt]} does not exist", file=sys.stderr)
+    args = parser.parse_args(argv)  # exits 2 on a flag the CLI does not know
+    command = command_of(args)
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        if command == "arch spec" and name == "arch":  # a baseline's name there
+            continue
+        if value is not None and not Path(value).exists():
+            print(f"stub detnas: --{name.replace('_', '-')} {value} does not exist",
+                  file=sys.stderr)
             return 2
-    cfg = yaml.safe_load(Path(opts["--config"]).read_text())
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    out = getattr(args, "out", None)
     if log := os.environ.get("STUB_LOG"):
         with open(log, "a") as f:
-            f.write(f"{command} {opts.get('--out', opts.get('--status', ''))}\n")
+            f.write(f"{command} {out or getattr(args, 'status', '')}\n")
     results = Path(cfg.get("results", "results"))
     metrics = json.dumps({"mmap": 0.1, "ap50": 0.2, "top1": 0.3, "top5": 0.6, "arch": "0-00-00-0"})
     if command == "tracking init":
-        write(results / "tracking.json", json.dumps({"parent_run_id": "stub"}))
+        write(results / layout.TRACKING, json.dumps({"parent_run_id": "stub"}))
     elif command == "tracking finish":
         pass
     elif command == "data synth-detection":
-        root = Path(cfg["datasets"][opts["--dataset"]]["root"])
-        for split in ("train", "test"):
-            write(root / split / "0.png", "image")
-            write(root / "annotations" / f"instances_{split}.json", "{}")
+        d = cfg["datasets"][args.dataset]
+        for images, annotations in ((d["train_images"], d["train_annotations"]),
+                                    (d["test_images"], d["test_annotations"])):
+            write(Path(d["root"]) / images / "0.png", "image")
+            write(Path(d["root"]) / annotations, "{}")
     elif command == "data synth-classification":
         root = Path(cfg["classification"]["root"])
         for split in ("train", "val"):
             write(root / split / "class0" / "0.png", "image")
-    elif command == "latency-table":
-        write(Path(opts["--out"]), "{}")
-    elif command == "arch spec":
-        write(Path(opts["--out"]), json.dumps({"arch": rest[0]}))
+    elif command in ("latency-table", "arch spec"):
+        write(Path(out), json.dumps({"arch": getattr(args, "arch", "")}))
     elif command in OUTPUTS:
-        out = Path(opts["--out"])
         files = OUTPUTS[command]
         fail = os.environ.get("STUB_FAIL")
         if fail and fail in str(out):
@@ -98,13 +106,13 @@ def main(argv: list[str]) -> int:
             return 1
         hang = os.environ.get("STUB_HANG")
         if hang and str(out).endswith(hang):
-            write(out / files[0], "partial")
+            write(Path(out) / files[0], "partial")
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)
         for name in files:
-            write(out / name, metrics if name.endswith(".json") else HISTORY)
+            write(Path(out) / name, metrics if name.endswith(".json") else HISTORY)
     else:
-        print(f"stub detnas: unknown command {command!r}", file=sys.stderr)
+        print(f"stub detnas: no outputs known for {command!r}", file=sys.stderr)
         return 2
     return 0
 

@@ -182,7 +182,7 @@ def test_search_fitness_equals_one_process(rehearsed, tmp_path, search):
                    "--data", f"{r}/splits/{dataset}/instances_search.json",
                    "--images", f"{r}/data/{dataset}/train",
                    "--recalib-annotations", f"{r}/splits/{dataset}/instances_supernet.json",
-                   "--recalib-images", f"{r}/data/{dataset}/train", "--dataset", dataset,
+                   "--recalib-image-dir", f"{r}/data/{dataset}/train", "--dataset", dataset,
                    "--detector", detector, "--ablation", ablation,
                    "--supernet", f"{r}/supernet/{dataset}/{detector}/pretrained/checkpoint.pt"]
     _detnas(study, "search", "evolution", *fitness, "--workers", "1", "--out", str(out))

@@ -1,4 +1,5 @@
-"""workflow/schemas/config.schema.yaml and config/*.yaml agree with detnas/config.py."""
+"""The JSON schema generated from detnas/config.py (the workflow validates with it), and
+config/*.yaml against it and the loader."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from detnas import config as detnas_config
 from detnas.space import SPACES
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA = detnas_config.json_schema()
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
 
 
@@ -59,3 +60,70 @@ def test_schema_accepts_the_defaults():
 def test_configs_pass_schema_and_loader(path):
     jsonschema.validate(yaml.safe_load(path.read_text()), SCHEMA)
     detnas_config.load(path)
+
+
+def test_schema_is_a_valid_json_schema_with_the_field_comments():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    search = SCHEMA["$defs"]["SearchConfig"]["properties"]
+    assert search["objective"]["enum"] == ["fitness", "pareto"]
+    # a comment and its continuation lines, joined
+    assert search["objective"]["description"].startswith("fitness: parents are the top k")
+    assert search["objective"]["description"].endswith("(front.json)")
+    assert search["recalib_images"]["description"].startswith("BN recalibration images")
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ({"search": {"population": 0}}, ["population", "0"]),
+    ({"datasets": {"d": {"kind": "imagenet"}}}, ["kind", "imagenet"]),
+    ({"detectors": []}, ["detectors"]),
+    ({"detectors": ["fpnx"]}, ["fpnx"]),
+    ({"supernet_pretrain": {"detector_lr": {"ssd": 0.1}}}, ["ssd"]),
+    ({"classification": {"dropout": 1.0}}, ["dropout", "1.0"]),
+    ({"latency": {"clock": "gpu"}}, ["clock", "gpu"]),
+])
+def test_schema_and_loader_reject_the_same_values(data, words):
+    """Choices and bounds live in the dataclasses' types: the schema and the loader agree."""
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, SCHEMA)
+    with pytest.raises(ValueError) as e:
+        detnas_config.from_dict(detnas_config.StudyConfig, data)
+    for word in words:
+        assert word in str(e.value)
+
+
+@dataclasses.dataclass
+class _Either:
+    amp: typing.Literal["bf16", "off"] | bool = "bf16"  # a choice, or a YAML boolean
+
+
+def test_a_union_field_takes_any_of_its_types_in_schema_and_loader():
+    schema = detnas_config._dataclass_schema(_Either, {})
+    assert schema["properties"]["amp"]["description"] == "a choice, or a YAML boolean"
+    for good in ("off", False):
+        jsonschema.validate({"amp": good}, schema)
+        assert detnas_config.from_dict(_Either, {"amp": good}).amp == good
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"amp": "fp8"}, schema)
+    with pytest.raises(ValueError, match="'fp8'"):
+        detnas_config.from_dict(_Either, {"amp": "fp8"})
+
+
+def test_data_roots_one_rule_for_the_workflow_and_the_cli():
+    def study(**datasets):
+        return detnas_config.from_dict(detnas_config.StudyConfig,
+                                       {"results": "out", "datasets": datasets})
+
+    cfg = study(synth={})
+    detnas_config.resolve_data_roots(cfg, "config", generated=True)
+    assert cfg.datasets["synth"].root == "out/data/synth"
+    assert cfg.classification.root == "out/data/classification"
+    cfg = study(synth={"root": "/elsewhere"})
+    detnas_config.resolve_data_roots(cfg, "config")  # a CLI run may point at any folder
+    assert cfg.datasets["synth"].root == "/elsewhere"
+    with pytest.raises(ValueError, match=r"config.datasets.synth.root: '/elsewhere': a synthetic"):
+        detnas_config.resolve_data_roots(cfg, "config", generated=True)  # the workflow writes it
+    with pytest.raises(ValueError, match=r"config.datasets.c.root: set the folder of the coco"):
+        detnas_config.resolve_data_roots(study(c={"kind": "coco"}), "config", generated=True)
+    with pytest.raises(ValueError, match=r"config.datasets.s.train_images: 'img'"):
+        detnas_config.resolve_data_roots(study(s={"train_images": "img"}), "config",
+                                         generated=True)

@@ -5,11 +5,11 @@ BASELINE_KEYS = {"shufflenetv2": ["space"], "resnet50": ["nats.depth", "nats.wid
 rule arch_spec:
     """A hand-crafted baseline's arch.json: ShuffleNetV2 of the config's space, or ResNet-50."""
     output:
-        f"{R}/archs/{{baseline}}/arch.json",
+        rpath(layout.baseline_arch()),
     log:
         "logs/archs/{baseline}.log",
     wildcard_constraints:
-        baseline=_alt(BASELINE_KEYS),
+        baseline=_alt(layout.BASELINES),
     params:
         cfg=lambda w: part(*BASELINE_KEYS[w.baseline]),
     threads: 1
@@ -18,4 +18,7 @@ rule arch_spec:
         mem_mb=1000,
         runtime=10,
     shell:
-        "detnas arch spec {wildcards.baseline} --config {STUDY_CONFIG} --out {output} > {log} 2>&1"
+        detnas(
+            "arch spec {wildcards.baseline}",
+            "--out {output}",
+        )

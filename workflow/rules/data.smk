@@ -1,8 +1,8 @@
 rule synth_detection:
     """A synthetic detection dataset in COCO layout (real datasets are read where they are)."""
     output:
-        train=f"{R}/data/{{dataset}}/annotations/instances_train.json",
-        test=f"{R}/data/{{dataset}}/annotations/instances_test.json",
+        train=rpath(layout.data_dir(), detnas_config.DatasetConfig.train_annotations),
+        test=rpath(layout.data_dir(), detnas_config.DatasetConfig.test_annotations),
     log:
         "logs/data/{dataset}.log",
     wildcard_constraints:
@@ -15,8 +15,10 @@ rule synth_detection:
         mem_mb=1000,
         runtime=30,
     shell:
-        "detnas data synth-detection --config {STUDY_CONFIG} --dataset {wildcards.dataset}"
-        " > {log} 2>&1"
+        detnas(
+            "data synth-detection",
+            "--dataset {wildcards.dataset}",
+        )
 
 
 rule synth_classification:
@@ -34,7 +36,9 @@ rule synth_classification:
         mem_mb=1000,
         runtime=30,
     shell:
-        "detnas data synth-classification --config {STUDY_CONFIG} > {log} 2>&1"
+        detnas(
+            "data synth-classification",
+        )
 
 
 rule split:
@@ -55,5 +59,7 @@ rule split:
         mem_mb=4000,
         runtime=30,
     shell:
-        "detnas data split --config {STUDY_CONFIG} --dataset {wildcards.dataset}"
-        " --out {params.out} > {log} 2>&1"
+        detnas(
+            "data split",
+            "--dataset {wildcards.dataset} --out {params.out}",
+        )

@@ -6,7 +6,7 @@ rule nats_search:
         arch=split("search"),
         tracking=TRACKING,
     output:
-        arch=f"{R}/nats/{{dataset}}/{{detector}}/arch.json",
+        arch=rpath(layout.nats_dir(), "arch.json"),
     log:
         "logs/nats/{dataset}/{detector}.log",
     params:
@@ -20,7 +20,10 @@ rule nats_search:
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "nats search --config {STUDY_CONFIG} --pretrained {input.pretrained}"
-        " --weights-annotations {input.weights} --arch-annotations {input.arch}"
-        " --images {params.images} --detector {wildcards.detector}"
-        " --dataset {wildcards.dataset} --out {params.out} > {log} 2>&1"
+        detnas(
+            "nats search",
+            "--pretrained {input.pretrained} --weights-annotations {input.weights}"
+            " --arch-annotations {input.arch} --images {params.images}"
+            " --detector {wildcards.detector} --dataset {wildcards.dataset} --out {params.out}",
+            launch=True,
+        )

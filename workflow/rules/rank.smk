@@ -3,14 +3,14 @@ rule rank:
     FLOPs range, each trained alone on the supernet's split, scored on the search split, against
     their fitness on the pre-trained and the scratch supernet (Kendall's tau, Spearman's rho)."""
     input:
-        pretrained=f"{R}/supernet/{{dataset}}/{{detector}}/pretrained/checkpoint.pt",
-        scratch=f"{R}/supernet/{{dataset}}/{{detector}}/scratch/checkpoint.pt",
+        pretrained=rpath(layout.supernet_dir(init="pretrained"), "checkpoint.pt"),
+        scratch=rpath(layout.supernet_dir(init="scratch"), "checkpoint.pt"),
         annotations=split("supernet"),
         search=split("search"),
         tracking=TRACKING,
     output:
         rank=report(
-            rank_json(),
+            rpath(layout.rank_dir(), "rank.json"),
             caption="../report/rank.rst",
             category="Ranking check",
             labels={"dataset": "{dataset}", "detector": "{detector}"},
@@ -28,8 +28,10 @@ rule rank:
         mem_mb=4000,
         runtime=120,
     shell:
-        "OMP_NUM_THREADS={threads} detnas rank --config {STUDY_CONFIG}"
-        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --pretrained {input.pretrained} --scratch {input.scratch} --images {params.images}"
-        " --annotations {input.annotations} --search {input.search}"
-        " --out {params.out} > {log} 2>&1"
+        detnas(
+            "rank",
+            "--dataset {wildcards.dataset} --detector {wildcards.detector}"
+            " --pretrained {input.pretrained} --scratch {input.scratch} --images {params.images}"
+            " --annotations {input.annotations} --search {input.search} --out {params.out}",
+            omp=True,
+        )

@@ -2,36 +2,45 @@ rule report:
     """The results tables and plots of the whole study."""
     input:
         detection=expand(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/metrics.json",
-            row=ROWS, dataset=DATASETS, detector=DETECTORS,
+            rpath(layout.detection_dir(), "metrics.json"),
+            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS,
+        ),
+        classification=expand(
+            rpath(layout.shared_classifier_dir(), "metrics.json"), row=layout.SHARED_ROWS
         ),
         detection_seeds=expand(
-            f"{detection_dir('{row}', seed='{seed}')}/metrics.json",
-            row=ROWS, dataset=DATASETS, detector=DETECTORS, seed=STUDY.retrain_seeds,
+            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
+            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS, seed=STUDY.retrain_seeds,
         ),
-        rank=expand(rank_json(), dataset=DATASETS, detector=RANKED_DETECTORS),
-        classification=expand(f"{R}/retrain/{{row}}/cls/metrics.json", row=SHARED_ROWS),
+        rank=expand(
+            rpath(layout.rank_dir(), "rank.json"), dataset=DATASETS, detector=RANKED_DETECTORS
+        ),
         classification_searched=expand(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
-            row=SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
+            rpath(layout.classifier_dir(), "metrics.json"),
+            row=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
         search=expand(
-            f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/history.csv",
-            ablation=SEARCH_SUPERNET, dataset=DATASETS, detector=DETECTORS,
+            rpath(layout.search_dir(), "history.csv"),
+            ablation=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
         ),
-        search_classification=f"{R}/search/cls/clsnas/history.csv",
+        search_classification=rpath(layout.search_dir(method='clsnas'), "history.csv"),
         supernet=expand(
-            f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/metrics.json",
-            dataset=DATASETS, detector=DETECTORS, init=["pretrained", "scratch"],
+            rpath(layout.supernet_dir(), "metrics.json"),
+            dataset=DATASETS, detector=DETECTORS, init=layout.SUPERNET_INITS,
         ),
-        nats=expand(f"{R}/nats/{{dataset}}/{{detector}}/arch.json", dataset=DATASETS,
-                    detector=DETECTORS),
+        nats=expand(
+            rpath(layout.nats_dir(), "arch.json"), dataset=DATASETS, detector=DETECTORS
+        ),
     output:
-        md=f"{R}/report/report.md",
-        tables=f"{R}/report/tables.json",
-        html=report(f"{R}/report/report.html", caption="../report/report.rst", category="Report"),
+        md=rpath(layout.REPORT_DIR, "report.md"),
+        tables=rpath(layout.REPORT_DIR, "tables.json"),
+        html=report(
+            rpath(layout.REPORT_DIR, "report.html"),
+            caption="../report/report.rst",
+            category="Report",
+        ),
         figures=report(
-            directory(f"{R}/report/figures"),
+            directory(rpath(layout.REPORT_DIR, "figures")),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Report",
@@ -40,7 +49,6 @@ rule report:
         "logs/report.log",
     params:
         cfg=part("datasets", "detectors", "retrain_seeds", "rank"),
-        results=R,
         out=out_dir,
     threads: 1
     resources:
@@ -48,5 +56,7 @@ rule report:
         mem_mb=4000,
         runtime=10,
     shell:
-        "detnas report --config {STUDY_CONFIG} --results {params.results} --out {params.out}"
-        " > {log} 2>&1"
+        detnas(
+            "report",
+            "--out {params.out}",
+        )

@@ -6,9 +6,9 @@ rule retrain_classifier:
         val=CLS_VAL,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/retrain/{{row}}/cls/checkpoint.pt",
+        checkpoint=rpath(layout.shared_classifier_dir(), "checkpoint.pt"),
         metrics=report(
-            f"{R}/retrain/{{row}}/cls/metrics.json",
+            rpath(layout.shared_classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "-", "detector": "-"},
@@ -16,7 +16,7 @@ rule retrain_classifier:
     log:
         "logs/retrain/{row}/cls.log",
     wildcard_constraints:
-        row=_alt(SHARED_ROWS),
+        row=_alt(layout.SHARED_ROWS),
     params:
         cfg=lambda w: part(
             "seed", "classification", "resnet_pretrain" if w.row == "resnet50" else "retrain_pretrain"
@@ -29,15 +29,18 @@ rule retrain_classifier:
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "train classifier --config {STUDY_CONFIG} --arch {input.arch}"
-        " --ablation {wildcards.row} --out {params.out} > {log} 2>&1"
+        detnas(
+            "train classifier",
+            "--arch {input.arch} --ablation {wildcards.row} --out {params.out}",
+            launch=True,
+        )
 
 
 use rule retrain_classifier as retrain_classifier_searched with:
     output:
-        checkpoint=f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/checkpoint.pt",
+        checkpoint=rpath(layout.classifier_dir(), "checkpoint.pt"),
         metrics=report(
-            f"{R}/retrain/{{row}}/{{dataset}}/{{detector}}/cls/metrics.json",
+            rpath(layout.classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
             category="Retrain: classification",
             labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
@@ -45,7 +48,7 @@ use rule retrain_classifier as retrain_classifier_searched with:
     log:
         "logs/retrain/{row}/{dataset}/{detector}/cls.log",
     wildcard_constraints:
-        row=_alt(SEARCHED_ROWS),
+        row=_alt(layout.SEARCHED_ROWS),
 
 
 rule retrain_detector:
@@ -57,9 +60,9 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=f"{detection_dir('{row}')}/checkpoint.pt",
+        checkpoint=rpath(layout.detection_dir(), "checkpoint.pt"),
         metrics=report(
-            f"{detection_dir('{row}')}/metrics.json",
+            rpath(layout.detection_dir(), "metrics.json"),
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",
@@ -78,17 +81,19 @@ rule retrain_detector:
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "train detector --config {STUDY_CONFIG} --arch {input.arch}"
-        " --ablation {wildcards.row} --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --init {input.init}{params.seed}"
-        " --out {params.out} > {log} 2>&1"
+        detnas(
+            "train detector",
+            "--arch {input.arch} --ablation {wildcards.row} --dataset {wildcards.dataset}"
+            " --detector {wildcards.detector} --init {input.init}{params.seed} --out {params.out}",
+            launch=True,
+        )
 
 
 use rule retrain_detector as retrain_detector_seed with:
     output:
-        checkpoint=f"{detection_dir('{row}', seed='{seed}')}/checkpoint.pt",
+        checkpoint=rpath(layout.detection_dir(seed="{seed}"), "checkpoint.pt"),
         metrics=report(
-            f"{detection_dir('{row}', seed='{seed}')}/metrics.json",
+            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
             caption="../report/retrain_detector.rst",
             category="Retrain: detection",
             subcategory="{dataset}",

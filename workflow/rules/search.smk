@@ -1,5 +1,3 @@
-SEARCH_SUPERNET = {"detnas": "pretrained", "scratch": "scratch", "random": "pretrained"}
-
 # The latency table the searches read (search.max_latency, or latency.table given): the user's
 # own file, or <results>/latency/table.json measured by rule latency_table. None by default.
 LATENCY_TABLE = (
@@ -11,7 +9,7 @@ rule latency_table:
     """Latency-aware search: the per-block latency table of the space, measured on the device
     of the config's `latency` section. Only a search under search.max_latency asks for it."""
     output:
-        f"{R}/latency/table.json",
+        rpath(layout.LATENCY_TABLE),
     log:
         "logs/latency_table.log",
     params:
@@ -23,34 +21,37 @@ rule latency_table:
         mem_mb=4000,
         runtime=30,
     shell:
-        "detnas latency-table --config {STUDY_CONFIG} --out {output} > {log} 2>&1"
-
+        detnas(
+            "latency-table",
+            "--out {output}",
+        )
 
 
 rule search_detection:
     """Step 3: evolutionary search with detection fitness (DetNAS, DetNAS-scratch), or random
     search with the same evaluation budget (ablation), on the fine-tuned supernet."""
     input:
-        supernet=lambda w: (
-            f"{R}/supernet/{w.dataset}/{w.detector}/{SEARCH_SUPERNET[w.ablation]}/checkpoint.pt"
+        supernet=lambda w: rpath(
+            layout.supernet_dir(w.dataset, w.detector, layout.SEARCH_SUPERNET[w.ablation]),
+            "checkpoint.pt",
         ),
         search=split("search"),
         recalib=split("supernet"),
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/arch.json",
+        arch=rpath(layout.search_dir(), "arch.json"),
         history=report(
-            f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/history.csv",
+            rpath(layout.search_dir(), "history.csv"),
             caption="../report/search.rst",
             category="Search",
             labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}"},
         ),
-        metrics=f"{R}/search/{{dataset}}/{{detector}}/{{ablation}}/metrics.json",
+        metrics=rpath(layout.search_dir(), "metrics.json"),
     log:
         "logs/search/{dataset}/{detector}/{ablation}.log",
     wildcard_constraints:
-        ablation=_alt(SEARCH_SUPERNET),
+        ablation=_alt(layout.SEARCHED_ROWS),
     params:
         cfg=lambda w: part("seed", "space", "detector", "search", dataset=w.dataset),
         method=lambda w: "random" if w.ablation == "random" else "evolution",
@@ -63,12 +64,14 @@ rule search_detection:
         mem_mb=4000,
         runtime=120,
     shell:
-        LAUNCH + "search {params.method} --config {STUDY_CONFIG}"
-        " --supernet {input.supernet} --fitness detection"
-        " --data {input.search} --images {params.images}"
-        " --recalib-annotations {input.recalib} --recalib-images {params.images}"
-        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --ablation {wildcards.ablation} --out {params.out} > {log} 2>&1"
+        detnas(
+            "search {params.method}",
+            "--supernet {input.supernet} --fitness detection --data {input.search}"
+            " --images {params.images} --recalib-annotations {input.recalib}"
+            " --recalib-image-dir {params.images} --dataset {wildcards.dataset}"
+            " --detector {wildcards.detector} --ablation {wildcards.ablation} --out {params.out}",
+            launch=True,
+        )
 
 
 rule search_classification:
@@ -80,14 +83,14 @@ rule search_classification:
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=f"{R}/search/cls/clsnas/arch.json",
+        arch=rpath(layout.search_dir(method='clsnas'), "arch.json"),
         history=report(
-            f"{R}/search/cls/clsnas/history.csv",
+            rpath(layout.search_dir(method='clsnas'), "history.csv"),
             caption="../report/search.rst",
             category="Search",
             labels={"ablation": "clsnas", "dataset": "classification", "detector": "-"},
         ),
-        metrics=f"{R}/search/cls/clsnas/metrics.json",
+        metrics=rpath(layout.search_dir(method='clsnas'), "metrics.json"),
     log:
         "logs/search/cls/clsnas.log",
     params:
@@ -100,7 +103,9 @@ rule search_classification:
         mem_mb=3000,
         runtime=120,
     shell:
-        LAUNCH + "search evolution --config {STUDY_CONFIG}"
-        " --supernet {input.supernet} --fitness classification"
-        " --data {input.train} --recalib-data {input.train}"
-        " --ablation clsnas --out {params.out} > {log} 2>&1"
+        detnas(
+            "search evolution",
+            "--supernet {input.supernet} --fitness classification --data {input.train}"
+            " --recalib-data {input.train} --ablation clsnas --out {params.out}",
+            launch=True,
+        )

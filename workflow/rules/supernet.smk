@@ -7,7 +7,7 @@ rule supernet_classification:
     output:
         checkpoint=CLS_SUPERNET,
         metrics=report(
-            f"{R}/supernet/cls/metrics.json",
+            rpath(layout.classification_supernet_dir(), "metrics.json"),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={"task": "classification", "dataset": "-", "detector": "-", "init": "-"},
@@ -24,24 +24,23 @@ rule supernet_classification:
         mem_mb=3000,
         runtime=60,
     shell:
-        LAUNCH + "train supernet --config {STUDY_CONFIG} --task classification"
-        " --out {params.out} > {log} 2>&1"
-
-
-def _supernet_init(wildcards):
-    return [CLS_SUPERNET] if wildcards.init == "pretrained" else []
+        detnas(
+            "train supernet",
+            "--task classification --out {params.out}",
+            launch=True,
+        )
 
 
 rule supernet_detection:
     """Step 2: fine-tune the supernet on detection (DetNAS), or train it from scratch (ablation)."""
     input:
         annotations=split("supernet"),
-        init=_supernet_init,
+        init=supernet_init,
         tracking=TRACKING,
     output:
-        checkpoint=f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/checkpoint.pt",
+        checkpoint=rpath(layout.supernet_dir(), "checkpoint.pt"),
         metrics=report(
-            f"{R}/supernet/{{dataset}}/{{detector}}/{{init}}/metrics.json",
+            rpath(layout.supernet_dir(), "metrics.json"),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={
@@ -69,7 +68,10 @@ rule supernet_detection:
         mem_mb=4000,
         runtime=60,
     shell:
-        LAUNCH + "train supernet --config {STUDY_CONFIG} --task detection"
-        " --dataset {wildcards.dataset} --detector {wildcards.detector}"
-        " --annotations {input.annotations} --images {params.images} {params.init}"
-        " --out {params.out} > {log} 2>&1"
+        detnas(
+            "train supernet",
+            "--task detection --dataset {wildcards.dataset} --detector {wildcards.detector}"
+            " --annotations {input.annotations} --images {params.images} {params.init}"
+            " --out {params.out}",
+            launch=True,
+        )

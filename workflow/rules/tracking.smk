@@ -1,7 +1,7 @@
 rule tracking_init:
     """The MLflow store, experiment and parent run, once, before the parallel jobs start."""
     output:
-        f"{R}/tracking.json",
+        rpath(layout.TRACKING),
     log:
         "logs/tracking_init.log",
     params:
@@ -12,7 +12,9 @@ rule tracking_init:
         mem_mb=1000,
         runtime=10,
     shell:
-        "detnas tracking init --config {STUDY_CONFIG} > {log} 2>&1"
+        detnas(
+            "tracking init",
+        )
 
 
 # The parent run ends with the invocation: FINISHED when every job succeeded, FAILED otherwise
