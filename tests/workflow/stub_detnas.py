@@ -42,6 +42,8 @@ OUTPUTS = {  # command -> files written under --out (a folder)
 
 
 HISTORY = "order,generation,arch,fitness,backbone_flops\n0,0,0-00-00-0,0.1,1000\n"
+RANK = json.dumps({"supernets": {init: {"kendall_tau": 0.2, "spearman_rho": 0.3}  # rank.json's
+                                 for init in ("pretrained", "scratch")}})  # shape (search/rank.py)
 
 
 def command_of(args) -> str:
@@ -110,7 +112,8 @@ def main(argv: list[str]) -> int:
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)
         for name in files:
-            write(Path(out) / name, metrics if name.endswith(".json") else HISTORY)
+            write(Path(out) / name, RANK if name == "rank.json" else
+                  metrics if name.endswith(".json") else HISTORY)
     else:
         print(f"stub detnas: no outputs known for {command!r}", file=sys.stderr)
         return 2

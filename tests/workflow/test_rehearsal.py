@@ -32,7 +32,8 @@ DETECTION_TRAIN = {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_e
 SHRINK = {  # sizes only; what is not named here is the paper config's
     "device": "cpu",  # gloo and CPU processes stand in for NCCL and GPUs
     "workers": 1,
-    "classification": {"kind": "synthetic", "num_classes": 4, "num_train": 64, "num_val": 16,
+    "classification": {"kind": "synthetic", "root": "", "num_classes": 4, "num_train": 64,
+                       "num_val": 16,
                        "image_size": 64, "cache": True, "search_images": 16},
     "detector": {"min_size": 64, "max_size": 64, "fpn_channels": 16, "box_head_channels": 32,
                  "box_batch_size_per_image": 32, "rpn_batch_size_per_image": 32,
