@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, print_json
+from detnas.config import DETECTORS
 
 
 def register(sub) -> None:
@@ -16,7 +17,7 @@ def register(sub) -> None:
                     "rho). Writes OUT/rank.json; finished standalone runs are kept.")
     add_config_args(p)
     p.add_argument("--dataset", required=True, help="detection dataset name in the config")
-    p.add_argument("--detector", choices=("fpn", "retinanet"), required=True)
+    p.add_argument("--detector", choices=DETECTORS, required=True)
     p.add_argument("--pretrained", type=Path, metavar="CKPT",
                    help="the fine-tuned supernet (DetNAS)")
     p.add_argument("--scratch", type=Path, metavar="CKPT",
