@@ -100,7 +100,13 @@ class TrainConfig:
     batch_size: Annotated[int, MIN1] = 32  # global batch (paper: 1024 ImageNet, 16 COCO)
     lr: float = 0.1  # paper: 0.5 ImageNet (batch 1024), 0.02 FPN / 0.01 RetinaNet (batch 16)
     momentum: float = 0.9
-    weight_decay: float = 4e-5  # not applied to BN and biases
+    weight_decay: float = 4e-5  # on what param_groups decays
+    param_groups: Literal["spos", "maskrcnn"] = "spos"  # spos: decay on conv/fc weights only, one
+    # lr (SinglePathOneShot / DetNAS Supernet-ImageNet utils.py get_parameters; the ImageNet
+    # recipe) | maskrcnn: every parameter named *bias* at 2x lr without decay, all else decayed, BN
+    # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
+    bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
+    # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
     schedule: Literal["linear", "step"] = "linear"  # linear (decay to 0, ImageNet) | step
     # (detection 1x)
     lr_steps: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # fractions of steps
@@ -145,6 +151,10 @@ class DetectorConfig:
     rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
     rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
     score_thresh: float = 0.05  # detections kept for evaluation (paper); lower it for short runs
+    retinanet_nms: Annotated[float, FRACTION] = 0.5  # RetinaNet's NMS IoU in evaluation
+    # (torchvision 0.5; reference 0.4: maskrcnn-benchmark MODEL.RETINANET.NMS_TH)
+    retinanet_detections: Annotated[int, MIN1] = 300  # RetinaNet's detections per image
+    # (torchvision 300; reference 100: TEST.DETECTIONS_PER_IMG)
 
 
 @dataclass

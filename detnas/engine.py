@@ -152,18 +152,34 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp:
 
 
 def make_optimizer(model: nn.Module, tcfg: TrainConfig, exclude=()) -> torch.optim.SGD:
-    """SGD with weight decay on conv/linear weights only (none on BN and biases), on the
-    trainable parameters of ``model`` except those in ``exclude``."""
-    decay, no_decay = [], []
+    """SGD on the trainable parameters of ``model`` except those in ``exclude``, grouped by
+    ``tcfg.param_groups``.
+
+    ``spos``: weight decay on conv/linear weights only (ndim > 1), none on BN and biases, one lr.
+    ``maskrcnn``: every parameter whose name contains ``bias`` at ``BIAS_LR_FACTOR`` 2 times the
+    lr and without decay, every other one (BN weights included) decayed. Each group's
+    ``lr_scale`` multiplies the scheduled lr (`train`).
+    """
     skip = {id(p) for p in exclude}
-    for p in model.parameters():
-        if p.requires_grad and id(p) not in skip:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return torch.optim.SGD(
-        [{"params": decay, "weight_decay": tcfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg.lr, momentum=tcfg.momentum,
-    )
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in skip]
+    if tcfg.param_groups == "maskrcnn":
+        decay = [p for n, p in params if "bias" not in n]
+        bias = [p for n, p in params if "bias" in n]
+        groups = [{"params": decay, "weight_decay": tcfg.weight_decay, "lr_scale": 1.0},
+                  {"params": bias, "weight_decay": 0.0, "lr_scale": 2.0}]
+    else:
+        groups = [{"params": [p for _, p in params if p.ndim > 1],
+                   "weight_decay": tcfg.weight_decay, "lr_scale": 1.0},
+                  {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0,
+                   "lr_scale": 1.0}]
+    return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """The running-average momentum of every BN of ``model`` (``TrainConfig.bn_momentum``)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
 
 
 def lr_factor(step: int, tcfg: TrainConfig) -> float:
@@ -252,6 +268,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    set_bn_momentum(model, tcfg.bn_momentum)
     optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
@@ -284,7 +301,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     for step, batch in enumerate(loader, start):
         torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
         for group in optimizer.param_groups:
-            group["lr"] = tcfg.lr * lr_factor(step, tcfg)
+            group["lr"] = tcfg.lr * lr_factor(step, tcfg) * group.get("lr_scale", 1.0)
         path = None
         if stage.sample_path is not None:
             path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
