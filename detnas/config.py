@@ -165,7 +165,10 @@ class SearchConfig:
     mutations: Annotated[int, MIN0] = 20
     crossovers: Annotated[int, MIN0] = 20
     mutation_prob: Annotated[float, PROB] = 0.1
-    max_flops: float = 0.0  # backbone FLOPs limit at flops_input_size; 0 = no limit
+    max_flops: float = 0.0  # FLOPs limit at flops_input_size (flops_of); 0 = no limit
+    flops_of: Literal["backbone", "classifier"] = "backbone"  # what max_flops limits: backbone
+    # (first conv + blocks: DetNAS's search) | classifier (+ last conv + FC at 1000 classes:
+    # SPOS's search, src/Search/flops.py get_cand_flops)
     flops_input_size: int = 224  # the reference measures at 224x224
     max_params: float = 0.0  # backbone parameters limit; 0 = no limit
     max_latency: float = 0.0  # predicted backbone latency limit in ms, from the latency table
@@ -265,6 +268,9 @@ class StudyConfig:
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    clsnas_search: SearchConfig | None = None  # the ClsNASNet search's own settings, one ImageNet
+    # search whatever the detection sets (paper configs: SPOS's, src/Search/search.py); null: the
+    # search section's
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     scratch_schedule: Annotated[float, POSITIVE] = 1.0  # DetNAS-scratch trains this many times
     # supernet_finetune's steps: from scratch needs a longer schedule (He et al. 2019: 3x and more)
@@ -468,6 +474,11 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
     resolve_data_roots(cfg, where)
     check(cfg, where)
     return cfg
+
+
+def clsnas_search(cfg: StudyConfig) -> SearchConfig:
+    """The settings of the ClsNASNet search: ``clsnas_search``, else the ``search`` section."""
+    return cfg.clsnas_search or cfg.search
 
 
 def latency_table_path(cfg: StudyConfig) -> str:

@@ -110,7 +110,10 @@ def search_limits(cfg, space: str, latency=None) -> Limits:
     `detnas.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
     table = cost_table(space, cfg.flops_input_size)
     costs = {"backbone_flops": table.backbone_flops, "backbone_params": table.backbone_params}
-    limits = {"backbone_flops": cfg.max_flops, "backbone_params": cfg.max_params}
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    if flops_of == "classifier":  # SPOS's convention: + last conv + FC (1000 classes)
+        costs["classifier_flops"] = table.classifier_flops
+    limits = {f"{flops_of}_flops": cfg.max_flops, "backbone_params": cfg.max_params}
     if latency is not None:
         costs["latency_ms"] = latency.predict
         limits["latency_ms"] = cfg.max_latency
@@ -148,8 +151,10 @@ def check_settings(cfg, space: str, where: str = "search", latency=None) -> None
     if cfg.max_latency and latency is None:
         raise ValueError(f"{where}.max_latency: {cfg.max_latency:.6g} ms needs a latency table "
                          "(latency.table; measure one with `detnas latency-table`)")
-    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size),
-                            f"backbone FLOPs at {cfg.flops_input_size}px"),
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    head = cost_table(space, cfg.flops_input_size).head.flops if flops_of == "classifier" else 0
+    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size) + head,
+                            f"{flops_of} FLOPs at {cfg.flops_input_size}px"),
               "max_params": (params_floor(space), "backbone params")}
     if latency is not None:
         floors["max_latency"] = (latency.floor(), "ms predicted by the latency table")
@@ -234,6 +239,8 @@ def _settings(cfg, latency=None) -> dict[str, float | str]:
     if latency is not None:  # another table predicts other latencies
         settings["latency_table"] = hashlib.sha256(
             repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
+    if getattr(cfg, "flops_of", "backbone") != "backbone":  # older states resume
+        settings["flops_of"] = cfg.flops_of
     if cfg.objective != "fitness":
         settings["objective"] = cfg.objective
         settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
