@@ -81,6 +81,8 @@ class ClassificationConfig:
     crop_scale: Annotated[float, FRACTION] = 0.08  # smallest area fraction of RandomResizedCrop
     # (reference: 0.08)
     color_jitter: float = 0.4  # brightness, contrast, saturation jitter (reference: 0.4)
+    resnet_color_jitter: float | None = None  # the same for ResNet's own recipe (torchvision
+    # references classification/presets.py: none, 0); null: color_jitter
     dropout: Annotated[float, DROP] = 0.2  # Dropout2d before the pooling of ShuffleNet classifiers
     # (reference)
     init: Literal["reference", "torch"] = "reference"  # ShuffleNet weights: reference (DetNAS's

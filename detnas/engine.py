@@ -191,8 +191,22 @@ def lr_factor(step: int, tcfg: TrainConfig) -> float:
         warm = tcfg.warmup_factor * (1 - alpha) + alpha
     if tcfg.schedule == "linear":
         return warm * max(0.0, 1 - step / max(1, tcfg.steps))
-    drops = sum(step >= f * tcfg.steps for f in tcfg.lr_steps)
+    drops = sum(step >= _milestone(f, tcfg.steps) for f in tcfg.lr_steps)
     return warm * tcfg.gamma**drops
+
+
+def set_lr(optimizer: torch.optim.Optimizer, step: int, tcfg: TrainConfig) -> None:
+    """The lr of every group of ``optimizer`` at ``step``: scheduled, times the group's
+    ``lr_scale`` (`make_optimizer`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = tcfg.lr * lr_factor(step, tcfg) * group.get("lr_scale", 1.0)
+
+
+def _milestone(fraction: float, steps: int) -> float:
+    """The first step at the next lr: ``fraction * steps``, or the integer it rounds (0.6666667
+    of 90k: step 60000, maskrcnn-benchmark's ``SOLVER.STEPS``, not 60001)."""
+    at = fraction * steps
+    return round(at) if math.isclose(at, round(at), rel_tol=1e-6) else at
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -300,8 +314,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     done = start
     for step, batch in enumerate(loader, start):
         torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
-        for group in optimizer.param_groups:
-            group["lr"] = tcfg.lr * lr_factor(step, tcfg) * group.get("lr_scale", 1.0)
+        set_lr(optimizer, step, tcfg)
         path = None
         if stage.sample_path is not None:
             path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
