@@ -109,6 +109,9 @@ class TrainConfig:
     # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
     bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
     # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
+    freeze_bn_affine: bool = False  # BN weights and biases not trained (DetNAS's supernet
+    # fine-tuning: engine/trainer.py:112-113 freezes every parameter, tools/train_net.py:62-72
+    # thaws Conv2d, Linear and nn.BatchNorm2d, which its DistributedSyncBN is not)
     schedule: Literal["linear", "step"] = "linear"  # linear (decay to 0, ImageNet) | step
     # (detection 1x)
     lr_steps: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # fractions of steps
@@ -167,6 +170,9 @@ class SearchConfig:
     mutations: Annotated[int, MIN0] = 20
     crossovers: Annotated[int, MIN0] = 20
     mutation_prob: Annotated[float, PROB] = 0.1
+    operator_tries: Literal["all", "legal"] = "all"  # all: at most 10 x mutations (crossovers)
+    # tries of any kind (SPOS src/Search/search.py:152-166) | legal: only legal candidates count,
+    # until mutations (crossovers) are found (DetNAS distributed_arch_search/search.py:182-198)
     max_flops: float = 0.0  # FLOPs limit at flops_input_size (flops_of); 0 = no limit
     flops_of: Literal["backbone", "classifier"] = "backbone"  # what max_flops limits: backbone
     # (first conv + blocks: DetNAS's search) | classifier (+ last conv + FC at 1000 classes:
@@ -231,6 +237,9 @@ class NatsConfig:
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_warmup_steps: int = 0  # weight-only steps before alpha steps start (paper: unknown)
+    arch_images: Annotated[int, MIN0] = 0  # training images held out for the alphas, the rest
+    # trains the weights (paper: COCO's 35k valminusminival against train2014's 83k); 0: the
+    # alphas train on the search split, the weights on the supernet's
     search: TrainConfig = field(default_factory=TrainConfig)
 
 

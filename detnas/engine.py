@@ -175,11 +175,16 @@ def make_optimizer(model: nn.Module, tcfg: TrainConfig, exclude=()) -> torch.opt
     return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum)
 
 
-def set_bn_momentum(model: nn.Module, momentum: float) -> None:
-    """The running-average momentum of every BN of ``model`` (``TrainConfig.bn_momentum``)."""
+def set_bn(model: nn.Module, tcfg: TrainConfig) -> None:
+    """Every BN of ``model`` with ``tcfg.bn_momentum``, and its affine parameters frozen under
+    ``tcfg.freeze_bn_affine`` (they then stay out of the optimiser)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = momentum
+            m.momentum = tcfg.bn_momentum
+            if tcfg.freeze_bn_affine:
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p.requires_grad_(False)
 
 
 def lr_factor(step: int, tcfg: TrainConfig) -> float:
@@ -282,7 +287,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    set_bn_momentum(model, tcfg.bn_momentum)
+    set_bn(model, tcfg)
     optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0

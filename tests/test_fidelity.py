@@ -178,6 +178,7 @@ def test_paper_imagenet_recipe(tmp_path, monkeypatch):
                                   image_size=32)
     overrides = [f"classification.root={tmp_path}", "classification.search_images=2"]
     cfg = config.load(REPO / "config" / "coco.yaml", overrides)
+    assert VOC.classification == COCO.classification  # one ImageNet recipe for both studies
     data = train._classification_data(cfg, "train", True)
     crop, jitter = data.transform.transforms[:2]
     assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.08, 1.0)
@@ -262,8 +263,17 @@ def test_resnet_and_scratch_have_their_own_schedules(cfg):
     r = train.pretrain_schedule(cfg, {"kind": "resnet", "depth": 50, "width": 64})
     assert (r.lr, r.batch_size, r.weight_decay, r.label_smoothing) == (0.1, 256, 1e-4, 0.0)
     assert r.schedule == "step" and r.steps * r.batch_size == pytest.approx(90 * 1_281_167, 1e-3)
+    epoch = 1_281_167 / 256  # lr x0.1 after epochs 30 and 60 (torchvision references)
+    assert [engine.lr_factor(round(e * epoch), r) for e in (29, 31, 61)] == \
+        pytest.approx([1, 0.1, 0.01])
     s = train.pretrain_schedule(cfg, {"kind": "shufflenet", "space": "300M", "arch": ""})
-    assert (s.lr, s.weight_decay) == (0.5, 4e-5)
+    # Supernet-ImageNet/train.py: SGD 0.5, momentum 0.9, wd 4e-5, batch 1024, 300k iterations,
+    # linear decay to 0, label smoothing 0.1 (the supernet and every retrained ShuffleNet)
+    for t in (s, cfg.supernet_pretrain):
+        assert (t.lr, t.momentum, t.weight_decay, t.batch_size, t.steps, t.label_smoothing) == \
+            (0.5, 0.9, 4e-5, 1024, 300_000, 0.1)
+        assert [engine.lr_factor(n, t) for n in (0, 150_000, 300_000)] == \
+            pytest.approx([1, 0.5, 0])
     scratch = train.finetune_schedule(cfg, "fpn", scratch=True)
     assert scratch.steps == 3 * cfg.supernet_finetune.steps
     assert train.finetune_schedule(cfg, "fpn", scratch=False).steps == cfg.supernet_finetune.steps
@@ -292,7 +302,7 @@ def test_paper_configs_use_the_reference_switches():
                                 cfg.retrain_pretrain, cfg.resnet_pretrain,
                                 cfg.retrain_finetune, cfg.nats.search)} == {"off"}
         assert cfg.supernet_finetune.warmup_factor == pytest.approx(1 / 3)
-    assert VOC.datasets["voc"].metric == "voc07"
+    assert VOC.datasets["voc"].metric == "voc07" and COCO.datasets["coco"].metric == "mmap"
 
 
 def test_warm_up_starts_at_a_third_of_the_lr():
@@ -566,3 +576,101 @@ def test_every_row_of_the_fidelity_table_names_an_existing_test():
             source = (REPO / (path or "tests/test_fidelity.py")).read_text()
             assert re.search(rf"^def {re.escape(func)}\(", source, re.M), \
                 f"docs/fidelity.md: the row {setting!r} names {name!r}, which does not exist"
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_supernet_finetuning_freezes_bn_affine_as_the_reference(cfg, tmp_path):
+    """DetNAS's trainer freezes every parameter of a search body each step
+    (maskrcnn_benchmark/engine/trainer.py:112-113) and thaws those of Conv2d, Linear and
+    nn.BatchNorm2d as they run (tools/train_net.py:62-72): its DistributedSyncBN, a _BatchNorm,
+    stays frozen. Retraining trains BN."""
+    for tcfg, frozen in ((train.finetune_schedule(cfg, "fpn", scratch=False), True),
+                         (train.finetune_schedule(cfg, "fpn", scratch=True), True),
+                         (cfg.retrain_finetune, False)):
+        model = _paper_detector("fpn", cfg)
+        _train_zero_steps(model, tcfg, tmp_path)
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and all(p.requires_grad != frozen for m in norms
+                             for p in (m.weight, m.bias))
+        trained = {id(p) for g in engine.make_optimizer(model, tcfg).param_groups
+                   for p in g["params"]}
+        assert (id(norms[0].weight) in trained) != frozen
+        assert all(id(m.weight) in trained for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize(("search", "legal"), [(COCO.search, True), (VOC.search, True),
+                                               (COCO.clsnas_search, False)],
+                         ids=["coco", "voc", "clsnas"])
+def test_only_legal_candidates_count_toward_the_references_mutations(search, legal,
+                                                                      monkeypatch):
+    """DetNAS distributed_arch_search/search.py:182-198 decrements its 10 x 20 tries only on
+    legal candidates (until 20 are found); SPOS src/Search/search.py:152-166 on every try."""
+    from detnas.search import evolution
+
+    modes, mutated = [], set()
+    propose = evolution._propose
+    monkeypatch.setattr(evolution, "_propose", lambda *a, **k: modes.append(a[-1]) or propose(
+        *a, **k))
+    _search_run(dataclasses.replace(search, generations=2, population=50))
+    assert set(modes) == {"legal" if legal else "all"}
+
+    mutate = evolution.mutate
+    monkeypatch.setattr(evolution, "mutate", lambda *a: mutated.add(str(m := mutate(*a))) or m)
+    calls = [0]
+
+    def feasible(arch):  # the first 250 candidates offered are illegal
+        calls[0] += 1
+        return calls[0] > 250
+
+    limits = dataclasses.replace(evolution.search_limits(search, "300M"))
+    object.__setattr__(limits, "feasible", feasible)
+    rng = random.Random(0)
+    state = evolution.SearchState("evolution", "300M", {}, "", generation=1, history=[
+        {"arch": str(a), "fitness": float(i), "order": i} for i, a in
+        enumerate(REGISTRY[n].arch for n in PUBLISHED_300M)])
+    out = evolution._propose(state, "300M", rng, limits, search.mutation_prob, search.mutations,
+                             search.crossovers, search.population, 4, modes[0])
+    assert len(out) == search.population
+    assert sum(str(a) in mutated for a in out) == (search.mutations if legal else 0)
+
+
+@pytest.mark.parametrize(("cfg", "held"), [(COCO, 35_000), (VOC, 5_000)], ids=["coco", "voc"])
+def test_nats_alphas_train_on_their_own_split(cfg, held, tmp_path, monkeypatch):
+    """docs/reference/nats.md: the paper trains the alphas on COCO's 35k valminusminival images
+    and the weights on train2014 (83k); `detnas nats search` of coco.yaml holds 35k of the
+    training set out for the alphas. VOC (no published split): the 5k search split."""
+    import json
+
+    from detnas import data
+    from detnas.cli import main
+    from detnas.nats import search as nats_search
+
+    class Counted:
+        def __init__(self, images, annotations, **kwargs):
+            self.size = len(json.loads(Path(annotations).read_text())["images"])
+            self.num_classes = 1
+
+    seen = []
+    monkeypatch.setattr(data, "CocoDetection", Counted)
+    monkeypatch.setattr(nats_search, "search", lambda cfg, w, a, *x, **k: seen.append(
+        (w.size, a.size)) or {})
+    annotations = tmp_path / "train.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8}
+                   for i in range(1, 40_001)],
+        "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    search_split = tmp_path / "search.json"
+    search_split.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8}
+                   for i in range(1, 5001)],
+        "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    path = REPO / "config" / ("coco.yaml" if cfg is COCO else "voc.yaml")
+    weights = annotations if cfg.nats.arch_images else tmp_path / "train.json"
+    args = ["nats", "search", "--config", str(path), "--pretrained", "r.pt", "--images", "x",
+            "--weights-annotations", str(weights), "--detector", "fpn", "--out",
+            str(tmp_path / "out")]
+    if not cfg.nats.arch_images:
+        args += ["--arch-annotations", str(search_split)]
+    assert main(args) == 0
+    assert seen[0][1] == held
+    assert seen[0][0] == 40_000 - (held if cfg.nats.arch_images else 0)

@@ -239,8 +239,9 @@ def _settings(cfg, latency=None) -> dict[str, float | str]:
     if latency is not None:  # another table predicts other latencies
         settings["latency_table"] = hashlib.sha256(
             repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
-    if getattr(cfg, "flops_of", "backbone") != "backbone":  # older states resume
-        settings["flops_of"] = cfg.flops_of
+    for name, default in (("flops_of", "backbone"), ("operator_tries", "all")):
+        if getattr(cfg, name, default) != default:  # older states resume
+            settings[name] = getattr(cfg, name)
     if cfg.objective != "fitness":
         settings["objective"] = cfg.objective
         settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
@@ -288,8 +289,11 @@ def parents(state: SearchState, topk: int) -> list[dict]:
 
 def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
              prob: float, mutations: int, crossovers: int, population: int,
-             topk: int) -> list[Arch]:
-    """The candidates of generation ``state.generation``: feasible and never seen before."""
+             topk: int, tries: str = "all") -> list[Arch]:
+    """The candidates of generation ``state.generation``: feasible and never seen before.
+
+    ``tries``: ``all`` gives mutation and crossover 10 tries per wanted candidate, of any kind
+    (SPOS); ``legal`` counts only feasible new ones, until they are found (DetNAS)."""
     seen = set(state.memo())
     out: list[Arch] = []
 
@@ -303,13 +307,14 @@ def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
 
     if state.strategy == "evolution" and state.generation > 0:
         chosen = [Arch.parse(r["arch"], space) for r in parents(state, topk)]
+        bound = 10 if tries == "all" else 1000  # legal: a bound only against an exhausted space
         found = 0
-        for _ in range(10 * mutations):  # the reference's bound on tries
+        for _ in range(bound * mutations):
             if found == mutations:
                 break
             found += fresh(mutate(rng.choice(chosen), rng, prob))
         found = 0
-        for _ in range(10 * crossovers):
+        for _ in range(bound * crossovers):
             if found == crossovers:
                 break
             found += fresh(crossover(rng.choice(chosen), rng.choice(chosen), rng))
@@ -371,7 +376,8 @@ def run_search(
     while not state.done:
         if state.pending is None:
             archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
-                             cfg.crossovers, cfg.population, cfg.topk)
+                             cfg.crossovers, cfg.population, cfg.topk,
+                             getattr(cfg, "operator_tries", "all"))
             state.pending = [str(a) for a in archs]
             state.rng = list(rng.getstate())
             save()
