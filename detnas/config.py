@@ -188,6 +188,9 @@ class SearchConfig:
     recalib_images: Annotated[int, MIN0] = 4000  # BN recalibration images per candidate
     # (paper: 500 x 8)
     recalib_batch_size: int = 8
+    recalib_augment: bool = False  # classification fitness: BN recalibrated on training-augmented
+    # images (classification.crop_scale, color_jitter, flips: SPOS src/Search/imagenet_dataset.py
+    # 64-72), the same for every candidate; false: evaluation preprocessing (what it is scored on)
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
     # batches)

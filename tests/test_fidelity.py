@@ -511,6 +511,7 @@ def test_clsnas_is_one_spos_search_whatever_the_detection_set(tmp_path, monkeypa
         (50, 10, 20, 25, 25, 0.1)
     assert (spec.recalib_num_images, spec.recalib_batch_size, spec.recalib_momentum,
             spec.eval_batch_size, spec.holdout) == (25_600, 128, 0.1, 200, 50_000)
+    assert spec.recalib_augment == (0.08, 0.4)  # imagenet_dataset.py:64-72
     limits = search_limits(s, COCO.space)
     assert limits.limits == {"classifier_flops": 330e6}
     table = flops.cost_table(COCO.space, 224)
@@ -674,3 +675,34 @@ def test_nats_alphas_train_on_their_own_split(cfg, held, tmp_path, monkeypatch):
     assert main(args) == 0
     assert seen[0][1] == held
     assert seen[0][0] == 40_000 - (held if cfg.nats.arch_images else 0)
+
+
+def test_clsnas_recalibrates_on_augmented_training_images_the_same_for_every_candidate(tmp_path):
+    """SPOS src/Search/tester.py:58-70 recalibrates on its training provider: RandomResizedCrop,
+    ColorJitter(0.4) and flips (imagenet_dataset.py:64-72); here the same augmented images for
+    every candidate, so that the fitness is a function of the path."""
+    from detnas.io import save_checkpoint
+    from detnas.models import model_meta
+    from detnas.search.fitness import build_fitness, fitness_spec
+
+    make_synthetic_classification(tmp_path, seed=0, num_classes=2, num_train=12, num_val=2,
+                                  image_size=32)
+    model = build_model("classification", {"kind": "supernet", "space": "test"}, 2)
+    ckpt = save_checkpoint(tmp_path / "s.pt", {
+        "model": model.state_dict(),
+        **model_meta("classification", {"kind": "supernet", "space": "test"}, 2)})
+    cfg = config.load(REPO / "config" / "coco.yaml", [
+        f"classification.root={tmp_path}", "classification.image_size=32",
+        "classification.search_images=4", "classification.cache=false", "device=cpu",
+        "space=test", "clsnas_search.recalib_images=8", "clsnas_search.recalib_batch_size=4",
+        "clsnas_search.eval_batch_size=4"])
+    cfg = dataclasses.replace(cfg, search=config.clsnas_search(cfg))
+    train_dir = str(tmp_path / "train")
+    augmented = build_fitness(fitness_spec(cfg, "classification", ckpt, train_dir, train_dir))
+    plain = build_fitness(dataclasses.replace(
+        fitness_spec(cfg, "classification", ckpt, train_dir, train_dir), recalib_augment=None))
+    first, again = (torch.cat(list(augmented.recalib_batches())) for _ in range(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, torch.cat(list(plain.recalib_batches())))
+    arch, other = Arch.parse("0-12-30-2", "test"), Arch.parse("1-03-21-3", "test")
+    assert augmented(arch) == (augmented(other), augmented(arch))[1]
