@@ -160,6 +160,11 @@ class DetectorConfig:
     # (torchvision 0.5; reference 0.4: maskrcnn-benchmark MODEL.RETINANET.NMS_TH)
     retinanet_detections: Annotated[int, MIN1] = 300  # RetinaNet's detections per image
     # (torchvision 300; reference 100: TEST.DETECTIONS_PER_IMG)
+    anchor_size: Annotated[int, MIN1] = 32  # side in input pixels of the anchors of the first
+    # level (stride 4 for Faster R-CNN, 8 for RetinaNet), doubling per level: the reference's
+    # 32..512 (maskrcnn-benchmark RPN.ANCHOR_SIZES); smaller for small images of large objects
+    retinanet_head_norm: Literal["none", "gn"] = "none"  # RetinaNet's head convs: none (the
+    # reference) | gn (GroupNorm, torchvision's RetinaNet v2: trains in minutes on CPU)
 
 
 @dataclass

@@ -4,16 +4,18 @@ Any backbone of the contract (``forward`` -> OrderedDict of C2..C5, ``stage_chan
 with an FPN: Faster R-CNN uses C2..C5 (+ a max-pooled P6), RetinaNet C3..C5 (+ P6/P7), as in the
 DetNAS reference. Its Faster R-CNN (``configs/e2e_faster_rcnn_DETNAS_COCO_FPN_300M_search.yaml``)
 has BN in the FPN convs and a 4-conv + 1-fc box head with BN (``FPNXconv1fcFeatureExtractor``,
-SyncBN across GPUs: `detnas.engine` converts every BN); its RetinaNet has a plain FPN. Anchor
-sizes scale with the input size so that small synthetic images get anchors of the same relative
-size as 800-pixel COCO images.
+SyncBN across GPUs: `detnas.engine` converts every BN); its RetinaNet has a plain FPN. The
+anchors of the first level are ``anchor_size`` pixels (the reference's 32), doubling per level.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import (
     FastRCNNConvFCHead,
@@ -64,10 +66,18 @@ def _no_background(head: nn.Module, inputs: tuple[list[torch.Tensor]],
                              float("-inf"))  # (N, HWA, classes)
 
 
-def _anchor_sizes(min_size: int, first: int, levels: int) -> list[int]:
-    """Anchor sizes of the reference detectors (32..512 at 800 px), scaled to ``min_size``."""
-    scale = min_size / 800
-    return [max(4, round(first * 2**i * scale)) for i in range(levels)]
+def _anchor_sizes(first: int, levels: int) -> list[int]:
+    """Anchor sides per level: ``first`` pixels, doubling per level (the reference: 32..512)."""
+    return [first * 2**i for i in range(levels)]
+
+
+def _retinanet_head(channels: int, anchors: AnchorGenerator, num_classes: int,
+                    cfg: DetectorConfig) -> RetinaNetHead:
+    """torchvision's RetinaNet head, with GroupNorm in its convs when ``cfg.retinanet_head_norm``
+    is ``gn`` (groups of 4 channels, at most 32 groups: torchvision's v2 at 256 channels)."""
+    norm = (partial(nn.GroupNorm, min(32, channels // 4)) if cfg.retinanet_head_norm == "gn"
+            else None)
+    return RetinaNetHead(channels, anchors.num_anchors_per_location()[0], num_classes, norm)
 
 
 def _box_head(cfg: DetectorConfig, resolution: int) -> nn.Module:
@@ -96,7 +106,7 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
         norm = nn.BatchNorm2d if cfg.norm == "bn" else None
         body = BackboneWithFPN(backbone, (0, 1, 2, 3), cfg.fpn_channels, LastLevelMaxPool(), norm)
         anchors = AnchorGenerator(
-            tuple((s,) for s in _anchor_sizes(cfg.min_size, 32, 5)), ((0.5, 1.0, 2.0),) * 5
+            tuple((s,) for s in _anchor_sizes(cfg.anchor_size, 5)), ((0.5, 1.0, 2.0),) * 5
         )
         resolution = 7  # MultiScaleRoIAlign output of torchvision's Faster R-CNN
         return FasterRCNN(
@@ -118,10 +128,11 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
         )
         anchors = AnchorGenerator(
             tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3)))
-                  for s in _anchor_sizes(cfg.min_size, 32, 5)),
+                  for s in _anchor_sizes(cfg.anchor_size, 5)),
             ((0.5, 1.0, 2.0),) * 5,
         )
         model = RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
+                          head=_retinanet_head(cfg.fpn_channels, anchors, num_classes + 1, cfg),
                           score_thresh=cfg.score_thresh, nms_thresh=cfg.retinanet_nms,
                           detections_per_img=cfg.retinanet_detections, **sizes)
         model.head.classification_head.register_forward_hook(_no_background)

@@ -40,11 +40,14 @@ _SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 def class_pairs() -> list[tuple[int, int]]:
     """All (shape, texture) index pairs, in the order classes take them.
 
-    Ordered by square shells (``(0,0) (0,1) (1,0) (1,1) (0,2) ...``), so any first ``k >= 4``
-    classes share both shapes and textures among themselves.
+    Class ``k`` is first shape ``k`` with texture ``k`` (textures repeat after the fourth), so
+    every class has its own shape and, among the first four, its own texture: an object is told
+    by either cue, as an ImageNet class is by its shape and its surface. The other pairs follow,
+    a shape of one class with the texture of another: the distractors.
     """
-    pairs = [(s, t) for s in range(len(SHAPES)) for t in range(len(TEXTURES))]
-    return sorted(pairs, key=lambda p: (max(p), p[0], p[1]))
+    own = [(s, s % len(TEXTURES)) for s in range(len(SHAPES))]
+    return own + [(s, t) for s in range(len(SHAPES)) for t in range(len(TEXTURES))
+                  if (s, t) not in own]
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -88,10 +91,11 @@ def _texture(texture: int, x: np.ndarray, y: np.ndarray, rng: np.random.Generato
              size: float = 64.0) -> np.ndarray:
     """A binary texture over pixel coordinates, with a random period, phase and angle.
 
-    The period shrinks on small objects (``size`` pixels) so that a few periods always show.
+    The period follows the object's size (``size`` pixels): three to five periods across it,
+    never below 4 pixels, so that a texture survives resizing and stays the object's own.
     """
-    period = min(rng.uniform(3.0, 7.0), max(2.0, size / 3))
-    angle = rng.uniform(0, np.pi)
+    period = max(4.0, size * rng.uniform(0.2, 0.3))
+    angle = rng.uniform(-np.pi / 12, np.pi / 12)  # upright, as textures mostly are
     a = x * np.cos(angle) + y * np.sin(angle) + rng.uniform(0, period)
     b = -x * np.sin(angle) + y * np.cos(angle) + rng.uniform(0, period)
     name = TEXTURES[texture]
@@ -116,9 +120,8 @@ def _object(shape: int, texture: int, size: float, cx: float, cy: float, h: int,
     v = -dx * np.sin(angle) + dy * np.cos(angle)
     mask = _shape_mask(shape, u, v, rng)
     pattern = _texture(texture, x, y, rng, size)
-    c1, c2 = _colour(rng), _colour(rng)
-    while np.abs(c1 - c2).sum() < 150:  # keep the texture visible
-        c2 = _colour(rng)
+    c1, c2 = _colour(rng) * 0.4, 153 + _colour(rng) * 0.4  # a dark and a light colour: the
+    # texture is a luminance pattern whatever the hues, as edges are in photographs
     layer = np.where(pattern[..., None], c1, c2)
     return mask, layer
 
@@ -126,11 +129,9 @@ def _object(shape: int, texture: int, size: float, cx: float, cy: float, h: int,
 def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A smooth colour gradient under a faint random texture, crossed by a few thin lines."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    c1, c2 = _colour(rng), _colour(rng)
+    c1, c2 = 64 + _colour(rng) * 0.5, 64 + _colour(rng) * 0.5  # mid tones, below the objects'
     t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) / max(h, w)
     img = c1 + (c2 - c1) * ((t - t.min()) / (np.ptp(t) + 1e-6))[..., None]
-    tex = _texture(int(rng.integers(len(TEXTURES))), x, y, rng)
-    img = img + np.where(tex[..., None], 1.0, -1.0) * rng.uniform(0, 8)
     for _ in range(int(rng.integers(0, 3))):
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
         angle = rng.uniform(0, np.pi)
@@ -159,7 +160,7 @@ def render_image(rng: np.random.Generator, image_size: int, num_classes: int,
     img = _background(h, w, rng)
     owner = np.full((h, w), -1, dtype=np.int32)  # which object is visible at each pixel
     objects: list[dict] = []
-    min_size, max_size = max(6.0, image_size / 12), image_size * 0.9
+    min_size, max_size = max(8.0, image_size / 6), image_size * 0.7
     n_objects = int(rng.integers(1, max_objects + 1))
     n_distractors = (int(rng.integers(0, max_distractors + 1))
                      if len(pairs) > num_classes and max_distractors else 0)
