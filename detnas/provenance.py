@@ -1,8 +1,14 @@
-"""Where an output came from: the resolved config, the seed, the git commit and the version."""
+"""Where an output came from: the resolved config, the seed, the git commit, the version and the
+numeric environment (the libraries and the instruction set that decided its floating-point
+results)."""
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +36,66 @@ def git_commit() -> str:
     return "unknown"
 
 
+# Environment variables that cap the instruction set of torch's CPU kernels (ATen), of oneDNN and
+# of MKL, or make MKL's results reproducible: each changes the floating-point summation order.
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR",
+                 "MKL_ENABLE_INSTRUCTIONS")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numeric_environment() -> dict:
+    """What decides an output's floating-point results beside its config and inputs.
+
+    The library versions, the CPU and the instruction set torch dispatches to (and the variables
+    that cap it), the threads, and CUDA / cuDNN with the device name where a GPU is used. torch
+    is read only where the process has imported it: an output made without torch does not depend
+    on it.
+    """
+    import numpy
+
+    env = {"python": platform.python_version(), "numpy": numpy.__version__,
+           "machine": platform.machine(), "cpu": _cpu_model(),
+           "isa_variables": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}}
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return env
+    match = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
+    torchvision = sys.modules.get("torchvision")
+    env.update({"torch": str(torch.__version__),  # a str subclass YAML cannot write
+                "torchvision": str(torchvision.__version__) if torchvision else None,
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "onednn": match.group(1) if match else None,
+                "threads": torch.get_num_threads(),
+                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()})
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        env.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                    "device": torch.cuda.get_device_name()})
+    return env
+
+
+def environment_key(env: dict) -> str:
+    """A short line naming what makes two numeric environments give different bits."""
+    parts = [f"torch {env.get('torch', '-')}", f"numpy {env.get('numpy', '-')}",
+             env.get("cpu_capability") or env.get("machine", "-")]
+    parts += [f"{k}={v}" for k, v in sorted(env.get("isa_variables", {}).items())]
+    if env.get("device"):
+        parts.append(f"{env['device']} (CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')})")
+    return ", ".join(parts)
+
+
 def provenance(config: dict, seed: int, **extra: Any) -> dict:
-    """What every output carries: the resolved config, the seed and the git commit."""
+    """What every output carries: the resolved config, the seed, the git commit and the numeric
+    environment."""
     from detnas import __version__
 
     return {"seed": seed, "git_commit": git_commit(), "detnas_version": __version__,
-            **extra, "config": config}
+            "numeric_environment": numeric_environment(), **extra, "config": config}

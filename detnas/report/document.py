@@ -10,7 +10,7 @@ from pathlib import Path
 
 from detnas.config import StudyConfig, config_hash
 from detnas.io import atomic_write, save_json
-from detnas.provenance import git_commit
+from detnas.provenance import environment_key, git_commit
 from detnas.report.figures import expected_figures, write_figures
 from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
 from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
@@ -214,6 +214,9 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
             "input_git_commits": sorted({str(p.get("git_commit")) for p in res.inputs.values()
                                          if p.get("git_commit")}),
             "input_seeds": sorted({p["seed"] for p in res.inputs.values() if "seed" in p}),
+            "numeric_environments": sorted({environment_key(p["numeric_environment"])
+                                            for p in res.inputs.values()
+                                            if "numeric_environment" in p}),
             "inputs": res.inputs}
     sources: dict[str, int] = {}
     blocks: list[tuple] = [("h", 1, "DetNAS / NATS results"),
@@ -232,7 +235,10 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                ("p", f"Config hash `{prov['config_hash']}`, seed {cfg.seed}, report built at "
                      f"commit `{prov['report_git_commit']}`; inputs from commits "
                      f"{', '.join(f'`{c}`' for c in prov['input_git_commits']) or '—'}, seeds "
-                     f"{', '.join(map(str, prov['input_seeds'])) or '—'}."),
+                     f"{', '.join(map(str, prov['input_seeds'])) or '—'}; numeric "
+                     f"environment {'; '.join(prov['numeric_environments']) or '—'} (the "
+                     "figures are bit-identical only where it is the same: README, Results "
+                     "of the embedded default)."),
                ("table", *provenance_table(res))]
     data = {"tables": tables, "searches": searches, "ranking": ranking, "kernels": kernels,
             "cost": costs,

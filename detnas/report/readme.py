@@ -34,8 +34,10 @@ def readme_block(tables: dict) -> str:
     prov = tables["provenance"]
     blocks.append(("p", f"Written from `results/report/tables.json` of `make run` at commit "
                         f"`{prov['report_git_commit']}` (config hash `{prov['config_hash']}`, "
-                        f"seed {prov['seed']}); the full report with the paper's figures beside "
-                        "these: `results/report/report.md`."))
+                        f"seed {prov['seed']}, numeric environment "
+                        f"{'; '.join(prov.get('numeric_environments', [])) or '—'}); the full "
+                        "report with the paper's figures beside these: "
+                        "`results/report/report.md`."))
     return f"{BEGIN}\n{render_markdown(blocks)}{END}"
 
 

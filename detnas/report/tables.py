@@ -278,8 +278,10 @@ def rank_table(res: Results) -> list[dict]:
     out = []
     for (ds, det), r in sorted(res.rank.items()):
         for init, s in r["supernets"].items():
+            seeds = r.get("seed_spread", {})
             out.append({"dataset": ds, "detector": det, "supernet": init, "metric": r["metric"],
-                        "archs": len(r["archs"]),
+                        "archs": len(r["archs"]), "standalone_span": r.get("standalone_span"),
+                        "seed_spread": seeds.get("spread"),
                         **{k: s.get(k) for k in ("kendall_tau", "kendall_p", "spearman_rho",
                                                  "spearman_p")}})
     return out
@@ -291,11 +293,21 @@ def _num(x: float | None, fmt: str = "+.2f") -> str:
 
 def format_rank_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells of the ranking check's table."""
-    header = ["dataset", "detector", "supernet", "archs", "Kendall tau (p)", "Spearman rho (p)"]
+    header = ["dataset", "detector", "supernet", "archs",
+              "standalone span / seed spread (points)", "Kendall tau (p)", "Spearman rho (p)"]
     cells = [[r["dataset"], DETECTOR_NAMES.get(r["detector"], r["detector"]), r["supernet"],
-              str(r["archs"]), f"{_num(r['kendall_tau'])} ({_num(r['kendall_p'], '.2f')})",
+              str(r["archs"]), _span(r),
+              f"{_num(r['kendall_tau'])} ({_num(r['kendall_p'], '.2f')})",
               f"{_num(r['spearman_rho'])} ({_num(r['spearman_p'], '.2f')})"] for r in rows]
     return header, cells
+
+
+def _span(row: dict) -> str:
+    """The standalone scores' span over the K nets beside one net's spread over two seeds."""
+    span, spread = row.get("standalone_span"), row.get("seed_spread")
+    if span is None or spread is None:
+        return "—"
+    return f"{100 * span:.1f} / {100 * spread:.1f}"
 
 
 def _rank_observation(row: dict) -> str:
@@ -309,9 +321,18 @@ def _rank_observation(row: dict) -> str:
     else:
         verdict = (f"not distinguishable from no agreement with {row['archs']} nets "
                    f"(p {_num(p, '.2f')})")
+    differ = ""
+    if row.get("standalone_span") is not None and row.get("seed_spread") is not None:
+        span, spread = 100 * row["standalone_span"], 100 * row["seed_spread"]
+        differ = (f" The nets trained alone span {span:.1f} points, one of them moves "
+                  f"{spread:.1f} with a second seed: " + (
+                      "the architectures differ by more than twice the training noise."
+                      if span > 2 * spread else
+                      "the architectures do not differ by more than twice the training noise, "
+                      "so any ranking of them is mostly noise."))
     return (f"{where}: the {SUPERNET_NAMES.get(row['supernet'], row['supernet'])} ranks "
             f"{row['archs']} standalone-trained nets with Kendall tau {_num(tau)}, Spearman rho "
-            f"{_num(row['spearman_rho'])}: {verdict}.")
+            f"{_num(row['spearman_rho'])}: {verdict}.{differ}")
 
 
 # --- observations -----------------------------------------------------------------------------

@@ -8,12 +8,19 @@ Beside each, its fitness on the pre-trained and on the scratch supernet: the sea
 function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho
 per supernet (`rank_correlation`).
 
-Output folder: ``rank.json`` (the K pairs per supernet, tau, rho, provenance) and
-``standalone/{arch}/`` (each standalone training; a rerun keeps those that finished).
+The architectures must differ by more than training noise for any ranking to mean something:
+the middle architecture is trained a second time with the next seed, and ``rank.json`` holds
+the standalone scores' span (max - min over the K) beside that seed spread (|score seed 0 -
+score seed 1|).
+
+Output folder: ``rank.json`` (the K pairs per supernet, tau, rho, the span and the seed spread,
+provenance) and ``standalone/{arch}/``, ``standalone/{arch}-seed{N}/`` (each standalone
+training; a rerun keeps those that finished).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -124,23 +131,35 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     limits = search_limits(cfg.search, cfg.space)  # FLOPs and params (latency: its own device)
     archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
                          cfg.search.flops_input_size, cfg.rank.pool)
-    log.info("ranking check on %s / %s: %d architectures, supernets %s", dataset, detector,
-             len(archs), ", ".join(supernets))
-    standalone = []
-    for arch in archs:
-        folder = out / "standalone" / str(arch)
-        metrics = _finished(folder, cfg)
+    log.info("ranking check on %s / %s: %d architectures (and one with a second seed), "
+             "supernets %s", dataset, detector, len(archs), ", ".join(supernets))
+
+    def trained(arch: Arch, run_cfg: StudyConfig, folder: Path) -> float:
+        metrics = _finished(folder, run_cfg)
         if metrics is None:
-            metrics = train_detector(cfg, shufflenet_spec(arch), "rank", dataset, detector, None,
-                                     folder, train_split=(images, train_annotations),
+            metrics = train_detector(run_cfg, shufflenet_spec(arch), "rank", dataset, detector,
+                                     None, folder, train_split=(images, train_annotations),
                                      test_split=(images, search_annotations),
-                                     tcfg=cfg.rank.train, stage_name="rank-standalone")
-        standalone.append(float(metrics[metric]))
+                                     tcfg=run_cfg.rank.train, stage_name="rank-standalone")
+        return float(metrics[metric])
+
+    standalone = [trained(arch, cfg, out / "standalone" / str(arch)) for arch in archs]
+    middle, other_seed = archs[len(archs) // 2], cfg.seed + 1
+    again = trained(middle, dataclasses.replace(cfg, seed=other_seed),
+                    out / "standalone" / f"{middle}-seed{other_seed}")
+    log.info("standalone %s: span %.4f over the %d architectures, seed spread %.4f (%s)",
+             metric, max(standalone) - min(standalone), len(archs),
+             abs(standalone[len(archs) // 2] - again), middle)
     flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
     result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
                     "archs": [str(a) for a in archs],
                     "backbone_flops": [flops_of(a) for a in archs],
-                    "standalone": standalone, "supernets": {}}
+                    "standalone": standalone,
+                    "standalone_span": max(standalone) - min(standalone),
+                    "seed_spread": {"arch": str(middle), "seeds": [cfg.seed, other_seed],
+                                    "scores": [standalone[len(archs) // 2], again],
+                                    "spread": abs(standalone[len(archs) // 2] - again)},
+                    "supernets": {}}
     for init, checkpoint in supernets.items():
         fitness = build_fitness(fitness_spec(
             cfg, "detection", checkpoint, search_annotations, train_annotations,

@@ -1,0 +1,179 @@
+"""The learning curves that chose the embedded default's recipes (`docs/embedded_default.md`).
+
+Runs the default's stages through the functions the CLI calls, on the default's own data, with
+tracking off and one thread, for a range of step counts (each count is a whole schedule: warm-up
+and decay fitted to it, as the study would run it), and writes the figures and their numbers:
+
+- classification: ShuffleNetV2 top-1 on the validation split against steps, and its loss curve;
+- Faster R-CNN + FPN: AP50 on the test split against steps, from the retrained classifier and
+  from scratch;
+- RetinaNet: the same, with the GroupNorm head the default uses and with the reference's plain
+  head.
+
+    python scripts/default_curves.py [--out docs/embedded_default] [--quick]
+
+About 15 minutes on one core (--quick: two points per curve). The figures are of this machine
+(`numbers.json` records its numeric environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from detnas import config, train  # noqa: E402
+from detnas.data import make_synthetic_classification, make_synthetic_detection  # noqa: E402
+from detnas.provenance import numeric_environment  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLS_STEPS = (100, 200, 300, 400)
+FPN_STEPS = (100, 200, 300, 400)
+RETINANET_STEPS = (200, 400, 800)
+
+
+class _Losses(logging.Handler):
+    """Collects the training loop's ``step N/M loss L`` lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.points: list[tuple[int, float]] = []
+
+    def emit(self, record):
+        m = re.match(r"step (\d+)/\d+ loss ([\d.]+)", record.getMessage())
+        if m:
+            self.points.append((int(m[1]), float(m[2])))
+
+
+def _study(root: Path) -> config.StudyConfig:
+    cfg = config.load(REPO / "config" / "config.yaml", [
+        f"results={root}", "device=cpu", "tracking.enabled=false",
+        f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
+    ])
+    c, d = cfg.classification, cfg.datasets["synth"]
+    make_synthetic_classification(c.root, seed=cfg.seed, num_classes=c.num_classes,
+                                  num_train=c.num_train, num_val=c.num_val,
+                                  image_size=c.image_size)
+    make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
+                             image_size=d.image_size, num_classes=d.num_classes,
+                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+    return cfg
+
+
+def _timed(fn, *args, **kwargs) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def classification_curve(cfg, root: Path, steps: tuple[int, ...], losses: _Losses) -> dict:
+    spec = train.baseline_spec(cfg, "shufflenetv2")
+    curve = {"steps": [], "top1": [], "seconds": []}
+    for n in steps:
+        run = dataclasses.replace(cfg, retrain_pretrain=dataclasses.replace(
+            cfg.retrain_pretrain, steps=n, log_every=10, checkpoint_every=n))
+        losses.points.clear()
+        metrics, seconds = _timed(train.train_classifier, run, spec, "curve", root / f"cls{n}")
+        curve["steps"].append(n)
+        curve["top1"].append(metrics["top1"])
+        curve["seconds"].append(round(seconds, 1))
+        if n == cfg.retrain_pretrain.steps:
+            curve["loss"] = list(losses.points)
+        print(f"classification {n} steps: top-1 {metrics['top1']:.3f} ({seconds:.0f} s)",
+              flush=True)
+    return curve
+
+
+def detection_curve(cfg, root: Path, detector: str, steps: tuple[int, ...], init: Path | None,
+                    name: str) -> dict:
+    spec = train.baseline_spec(cfg, "shufflenetv2")
+    curve = {"steps": [], "ap50": [], "seconds": []}
+    for n in steps:
+        tcfg = dataclasses.replace(cfg.retrain_finetune, steps=n, detector_steps={},
+                                   checkpoint_every=n)
+        metrics, seconds = _timed(train.train_detector, cfg, spec, "curve", "synth", detector,
+                                  init, root / f"{detector}-{name}-{n}", tcfg=tcfg)
+        curve["steps"].append(n)
+        curve["ap50"].append(metrics["ap50"])
+        curve["seconds"].append(round(seconds, 1))
+        print(f"{detector} {name} {n} steps: AP50 {metrics['ap50']:.3f} ({seconds:.0f} s)",
+              flush=True)
+    return curve
+
+
+def plot(numbers: dict, out: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    c = numbers["classification"]
+    ax = axes[0]
+    ax.plot(c["steps"], [100 * v for v in c["top1"]], "o-", label="top-1 (val)")
+    ax.axhline(25, color="grey", ls=":", label="chance (4 classes)")
+    ax.set(xlabel="steps (batch 32)", ylabel="%", title="ShuffleNetV2, classification", ylim=(0, 100))
+    if c.get("loss"):
+        twin = ax.twinx()
+        twin.plot(*zip(*c["loss"], strict=True), color="tab:red", alpha=0.5, label="loss")
+        twin.set_ylabel("training loss", color="tab:red")
+    ax.legend(loc="lower right", fontsize=8)
+    for ax, det, title in ((axes[1], "fpn", "Faster R-CNN + FPN"),
+                           (axes[2], "retinanet", "RetinaNet")):
+        for name, curve in numbers[det].items():
+            ax.plot(curve["steps"], [100 * v for v in curve["ap50"]], "o-", label=name)
+        ax.set(xlabel="steps (batch 4)", ylabel="AP50 on the test split, %", title=title,
+               ylim=(0, 100))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(REPO / "docs" / "embedded_default"))
+    p.add_argument("--quick", action="store_true", help="two points per curve")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    losses = _Losses()
+    logging.getLogger("detnas.engine").setLevel(logging.INFO)
+    logging.getLogger("detnas.engine").addHandler(losses)
+    pick = (lambda s: s[1::2]) if args.quick else (lambda s: s)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = _study(root)
+        numbers = {"classification": classification_curve(cfg, root, pick(CLS_STEPS), losses)}
+        init = root / f"cls{cfg.retrain_pretrain.steps}" / "checkpoint.pt"
+        if not init.exists():
+            classification_curve(cfg, root, (cfg.retrain_pretrain.steps,), losses)
+        numbers["fpn"] = {
+            "from the classifier": detection_curve(cfg, root, "fpn", pick(FPN_STEPS), init,
+                                                   "pretrained"),
+            "from scratch": detection_curve(cfg, root, "fpn", pick(FPN_STEPS), None, "scratch"),
+        }
+        plain = dataclasses.replace(cfg, detector=dataclasses.replace(
+            cfg.detector, retinanet_head_norm="none"))
+        numbers["retinanet"] = {
+            "from the classifier, GN head": detection_curve(
+                cfg, root, "retinanet", pick(RETINANET_STEPS), init, "pretrained"),
+            "from scratch, GN head": detection_curve(
+                cfg, root, "retinanet", pick(RETINANET_STEPS), None, "scratch"),
+            "from the classifier, plain head": detection_curve(
+                plain, root, "retinanet", pick(RETINANET_STEPS), init, "plain"),
+        }
+    numbers["numeric_environment"] = numeric_environment()
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    plot(numbers, out)
+    print(f"wrote {out / 'curves.png'} and {out / 'numbers.json'}")
+
+
+if __name__ == "__main__":
+    main()

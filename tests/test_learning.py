@@ -1,0 +1,106 @@
+"""The learning check: the embedded default's data and recipes, on their own, learn.
+
+A pipeline that trains and writes figures but learns nothing (labels shifted, the retrained
+classifier's weights not loaded into the detector, BN recalibration skipped, inputs not
+normalised) would still fill the results table; the figures of `config/config.yaml` then sit at
+chance, and only a check like this one tells. It runs the stages the study runs, through the
+same functions the CLI calls, on the default's data and schedules (the detection set shortened),
+and asserts that each learned well clear of chance:
+
+- the supernet's paths after path-wise pre-training, scored by the search's own fitness (BN
+  recalibrated per path), on the images held out for ClsNASNet (chance: 1 / 4 classes);
+- ShuffleNetV2 retrained on classification, on the validation split;
+- Faster R-CNN + FPN from that classifier, AP50 on the test split, and from scratch: the
+  classifier's weights must be what makes the difference.
+
+The thresholds sit halfway between what each check measures (`docs/embedded_default.md`) and
+chance, far from both: rounding and the machine's instruction set move them by a few points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from detnas import config, train
+from detnas.data import make_synthetic_classification, make_synthetic_detection
+from detnas.search.fitness import build_fitness, fitness_spec
+from detnas.space import Arch, get_space, sample
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+# chance: top-1 0.25 (4 classes), AP50 about 0
+MIN_SUPERNET_TOP1 = 0.55  # every path scored; measured 0.8-0.9 (docs/embedded_default.md)
+MIN_CLASSIFIER_TOP1 = 0.7  # measured 0.93
+MIN_FPN_AP50 = 0.4  # measured 0.6-0.7 at 200 steps on 160 images
+MIN_PRETRAINING_GAIN = 0.15  # AP50 from the classifier minus AP50 from scratch, same schedule
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[config.StudyConfig, Path]:
+    """The default config on its own data under a temporary folder, tracking off, one thread."""
+    root = tmp_path_factory.mktemp("learning")
+    cfg = config.load(REPO / "config" / "config.yaml", [
+        f"results={root}", "device=cpu", "tracking.enabled=false",
+        f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
+        "datasets.synth.num_test=40",
+    ])
+    c, d = cfg.classification, cfg.datasets["synth"]
+    make_synthetic_classification(c.root, seed=cfg.seed, num_classes=c.num_classes,
+                                  num_train=c.num_train, num_val=c.num_val,
+                                  image_size=c.image_size)
+    make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
+                             image_size=d.image_size, num_classes=d.num_classes,
+                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+    return cfg, root
+
+
+@pytest.fixture(scope="module")
+def classifier(study) -> tuple[dict, Path]:
+    cfg, root = study
+    out = root / "classifier"
+    metrics = train.train_classifier(cfg, train.baseline_spec(cfg, "shufflenetv2"), "check", out)
+    return metrics, out / "checkpoint.pt"
+
+
+def _detector_ap50(cfg: config.StudyConfig, init: Path | None, out: Path) -> float:
+    schedule = dataclasses.replace(cfg.retrain_finetune, steps=200, checkpoint_every=200)
+    metrics = train.train_detector(cfg, train.baseline_spec(cfg, "shufflenetv2"), "check",
+                                   "synth", "fpn", init, out, tcfg=schedule)
+    return metrics["ap50"]
+
+
+def test_supernet_paths_learn(study):
+    """Path-wise pre-training teaches every path: the search's fitness (recalibrated BN) of
+    ShuffleNetV2's path and of random paths, on the held-out training images."""
+    cfg, root = study
+    train.supernet_classification(cfg, root / "supernet")
+    c = cfg.classification
+    fitness = build_fitness(fitness_spec(cfg, "classification", root / "supernet" /
+                                         "checkpoint.pt", f"{c.root}/train", f"{c.root}/train"))
+    space = get_space(cfg.space)
+    paths = [Arch(cfg.space, (0,) * space.num_blocks),
+             *(sample(cfg.space, random.Random(i)) for i in range(2))]
+    scores = {str(a): fitness(a) for a in paths}
+    print("supernet paths, top-1 on the held-out images:", scores)
+    assert min(scores.values()) >= MIN_SUPERNET_TOP1, scores
+
+
+def test_classifier_learns(classifier):
+    metrics, _ = classifier
+    print("ShuffleNetV2 top-1:", metrics["top1"])
+    assert metrics["top1"] >= MIN_CLASSIFIER_TOP1, metrics
+
+
+def test_detector_learns_from_the_classifier(study, classifier):
+    """The detector reaches its AP50 because of the retrained classifier's weights."""
+    cfg, root = study
+    pretrained = _detector_ap50(cfg, classifier[1], root / "fpn")
+    scratch = _detector_ap50(cfg, None, root / "fpn-scratch")
+    print(f"FPN AP50: {pretrained:.3f} from the classifier, {scratch:.3f} from scratch")
+    assert pretrained >= MIN_FPN_AP50
+    assert pretrained - scratch >= MIN_PRETRAINING_GAIN
