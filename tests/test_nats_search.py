@@ -179,8 +179,10 @@ def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
     assert load_json(tmp_path / "alphas.json") == load_json(root / "a/alphas.json")
     again = _run(_cfg(), tmp_path, root / "cls.pt")  # finished: the outputs written again
     assert again["steps"] == 4 and again["arch"] == load_json(root / "a/metrics.json")["arch"]
-    with pytest.raises(ValueError, match="search.pt: written by config"):
-        _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")
+    finished = load_checkpoint(tmp_path / "search.pt")["fingerprint"]
+    other = _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")  # another config: fresh
+    assert (tmp_path / f"search.pt.stale-{finished}").exists()
+    assert other["steps"] == 4 and load_checkpoint(tmp_path / "search.pt")["fingerprint"] != finished
 
 
 def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):

@@ -157,7 +157,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     tags = {"stage": "rank", "ablation": "rank", "dataset": dataset, "detector": detector,
             "space": cfg.space, "seed": cfg.seed, "config_hash": config_hash(cfg),
             "git_commit": prov["git_commit"]}
-    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags) as tracker:
+    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags, out=out) as tracker:
         tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
                             cfg.rank.train.for_detector(detector).steps, "metric": metric})
         tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()

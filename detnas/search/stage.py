@@ -123,7 +123,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
 
         gpus = min(workers, torch.cuda.device_count())  # worker i on cuda:(i mod GPUs)
     with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags,
-                        gpus) as tracker:
+                        gpus, out=out_dir) as tracker:
         tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
                            | {"budget": budget, "metric": metric})
 
