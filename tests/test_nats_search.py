@@ -182,7 +182,8 @@ def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
     finished = load_checkpoint(tmp_path / "search.pt")["fingerprint"]
     other = _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")  # another config: fresh
     assert (tmp_path / f"search.pt.stale-{finished}").exists()
-    assert other["steps"] == 4 and load_checkpoint(tmp_path / "search.pt")["fingerprint"] != finished
+    assert other["steps"] == 4
+    assert load_checkpoint(tmp_path / "search.pt")["fingerprint"] != finished
 
 
 def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
