@@ -22,6 +22,7 @@ from detnas import config as config_mod
 from detnas import engine, flops, tracking
 from detnas.config import StudyConfig, TrainConfig
 from detnas.data.coco import collate_detection
+from detnas.data.imagefolder import check_same_classes, class_folders
 from detnas.detection import detection_loss
 from detnas.io import save_checkpoint, save_json, save_text
 from detnas.models import backbone_of, build_model, load_model, model_meta
@@ -120,7 +121,9 @@ def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int
     c = cfg.classification
     return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train,
                                      cache=c.cache, crop_scale=c.crop_scale,
-                                     color_jitter=c.color_jitter, holdout=holdout, seed=cfg.seed)
+                                     color_jitter=c.color_jitter, holdout=holdout, seed=cfg.seed,
+                                     classes_of=None if split == "train" else
+                                     Path(c.root) / "train")
 
 
 def classifier_options(cfg: StudyConfig) -> dict:
@@ -244,6 +247,8 @@ def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> 
     """Retraining, part 1: classification pre-training of a fixed architecture."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True)
+    val = Path(cfg.classification.root) / "val"  # scored after training: checked before it
+    check_same_classes(val, class_folders(val), data.root)
     model = build_model("classification", spec, data.num_classes, **classifier_options(cfg))
     tcfg = pretrain_schedule(cfg, spec)
     stage = engine.Stage(model, *_classification_inputs(

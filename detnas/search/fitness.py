@@ -239,7 +239,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     # recalibrates, with evaluation preprocessing: the statistics of what evaluation sees
     held = dict(holdout=spec.holdout, seed=spec.seed)
     val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache,
-                                         held_out=True, **held)
+                                         held_out=True, classes_of=spec.recalib_data, **held)
     train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False,
                                            cache=spec.cache, **held)
     val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
