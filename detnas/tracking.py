@@ -18,6 +18,7 @@ be sent is kept in the stage's folder (`PENDING`) for ``detnas tracking replay F
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,17 +42,34 @@ PENDING = "tracking_pending.json"
 
 
 def _reason(e: BaseException) -> str:
-    """The first line of an error from the store (SQLAlchemy's run on for lines), shortened."""
+    """One line of an error from the store: the database's own words where SQLAlchemy quotes
+    them (``(sqlite3.OperationalError) attempt to write a readonly database``), else the first
+    line, shortened."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
+    quoted = [line for line in lines if re.match(r"\([\w.]+Error\) ", line)]
+    text = (quoted or lines or [""])[0]
     return f"{type(e).__name__}: {text[:200]}"
+
+
+@contextmanager
+def _quiet():
+    """MLflow logs a store's SQL errors with their traceback before raising them: the error
+    this module raises or warns with says it in one line instead."""
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        db_log.setLevel(level)
 
 
 @contextmanager
 def _store(uri: str):
     """Turn any failure to reach or write the store at ``uri`` into one ValueError naming it."""
     try:
-        yield
+        with _quiet():
+            yield
     except ValueError:
         raise
     except Exception as e:  # MLflow, SQLAlchemy, OS and HTTP errors: many kinds
@@ -126,7 +144,8 @@ class MlflowTracker(NullTracker):
         (and every later call) for `replay` instead."""
         if self.error is None:
             try:
-                replay_call(self.client, self.run_id, call, args, self.out)
+                with _quiet():
+                    replay_call(self.client, self.run_id, call, args, self.out)
                 return
             except Exception as e:  # the store's failure must not cost the stage
                 self.error = _reason(e)
