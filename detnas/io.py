@@ -51,8 +51,8 @@ def _write_error(e: BaseException) -> str | None:
     (torch's zip writer reports a full disk as a RuntimeError that names the errno)."""
     if isinstance(e, OSError):
         return f"[Errno {e.errno}] {e.strerror}" if e.strerror else str(e)
-    if isinstance(e, RuntimeError) and re.search(r"(file write failed|errno|No space left)",
-                                                 str(e), re.IGNORECASE):
+    if isinstance(e, RuntimeError) and re.search(
+            r"file write failed|errno|No space left|inline_container", str(e), re.IGNORECASE):
         return str(e).strip().splitlines()[-1]
     return None
 

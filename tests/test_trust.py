@@ -109,8 +109,9 @@ def test_a_validation_split_without_a_training_class_is_refused(tmp_path, classi
     out = tmp_path / "out"
     code = main(["train", "classifier", "--config", str(path), "--arch", str(arch),
                  "--set", "retrain_pretrain={steps: 1, batch_size: 4}", "--out", str(out)])
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and str(val) in err and str(tmp_path / "cls" / "train") in err
+    assert str(val) in err and str(tmp_path / "cls" / "train") in err
     assert repr(first.name) in err
     assert not out.exists()  # refused before training
 
