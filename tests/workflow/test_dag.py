@@ -66,6 +66,8 @@ def test_a_second_dataset_multiplies_the_dataset_stages(study):
         ("search", "population", "many", ["population", "many"]),
         ("supernet_pretrain", "schedule", "cosine", ["schedule", "cosine"]),
         ("nats", "depth", 51, ["depth", "51"]),
+        ("search", "generations", 0, ["generations", "0"]),  # refused before the DAG is planned
+        ("supernet_pretrain", "lr", -0.1, ["lr", "-0.1"]),
     ],
 )
 def test_config_errors_name_the_key_and_value(study, section, key, value, words):
