@@ -82,6 +82,8 @@ class ClassificationConfig:
     # (reference: 0.08)
     color_jitter: Annotated[float, MIN0] = 0.4  # brightness, contrast, saturation jitter
     # (reference: 0.4)
+    resnet_color_jitter: float | None = None  # the same for ResNet's own recipe
+    # (torchvision references classification/presets.py: none, 0); null: color_jitter
     dropout: Annotated[float, DROP] = 0.2  # Dropout2d before the pooling of ShuffleNet classifiers
     # (reference)
     init: Literal["reference", "torch"] = "reference"  # ShuffleNet weights: reference (DetNAS's
@@ -102,7 +104,16 @@ class TrainConfig:
     lr: Annotated[float, POSITIVE] = 0.1  # paper: 0.5 ImageNet (batch 1024), 0.02 FPN / 0.01
     # RetinaNet (batch 16)
     momentum: Annotated[float, DROP] = 0.9
-    weight_decay: Annotated[float, MIN0] = 4e-5  # not applied to BN and biases
+    weight_decay: Annotated[float, MIN0] = 4e-5  # on what param_groups decays
+    param_groups: Literal["spos", "maskrcnn"] = "spos"  # spos: decay on conv/fc weights only, one
+    # lr (SinglePathOneShot / DetNAS Supernet-ImageNet utils.py get_parameters; the ImageNet
+    # recipe) | maskrcnn: every parameter named *bias* at 2x lr without decay, all else decayed, BN
+    # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
+    bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
+    # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
+    freeze_bn_affine: bool = False  # BN weights and biases not trained (DetNAS's supernet
+    # fine-tuning: engine/trainer.py:112-113 freezes every parameter, tools/train_net.py:62-72
+    # thaws Conv2d, Linear and nn.BatchNorm2d, which its DistributedSyncBN is not)
     schedule: Literal["linear", "step"] = "linear"  # linear (decay to 0, ImageNet) | step
     # (detection 1x)
     lr_steps: list[Annotated[float, FRACTION]] = field(default_factory=lambda: [2 / 3, 8 / 9])
@@ -154,6 +165,10 @@ class DetectorConfig:
     # 2000; test: half)
     score_thresh: Annotated[float, PROB] = 0.05  # detections kept for evaluation (paper); lower it
     # for short runs
+    retinanet_nms: Annotated[float, FRACTION] = 0.5  # RetinaNet's NMS IoU in evaluation
+    # (torchvision 0.5; reference 0.4: maskrcnn-benchmark MODEL.RETINANET.NMS_TH)
+    retinanet_detections: Annotated[int, MIN1] = 300  # RetinaNet's detections per image
+    # (torchvision 300; reference 100: TEST.DETECTIONS_PER_IMG)
 
 
 @dataclass
@@ -164,8 +179,14 @@ class SearchConfig:
     mutations: Annotated[int, MIN0] = 20
     crossovers: Annotated[int, MIN0] = 20
     mutation_prob: Annotated[float, PROB] = 0.1
-    max_flops: Annotated[float, MIN0] = 0.0  # backbone FLOPs limit at flops_input_size;
+    operator_tries: Literal["all", "legal"] = "all"  # all: at most 10 x mutations (crossovers)
+    # tries of any kind (SPOS src/Search/search.py:152-166) | legal: only legal candidates count,
+    # until mutations (crossovers) are found (DetNAS distributed_arch_search/search.py:182-198)
+    max_flops: Annotated[float, MIN0] = 0.0  # FLOPs limit at flops_input_size (flops_of);
     # 0 = no limit
+    flops_of: Literal["backbone", "classifier"] = "backbone"  # what max_flops limits: backbone
+    # (first conv + blocks: DetNAS's search) | classifier (+ last conv + FC at 1000 classes:
+    # SPOS's search, src/Search/flops.py get_cand_flops)
     flops_input_size: Annotated[int, {"minimum": 32}] = 224  # the reference measures at 224x224
     max_params: Annotated[float, MIN0] = 0.0  # backbone parameters limit; 0 = no limit
     max_latency: Annotated[float, MIN0] = 0.0  # predicted backbone latency limit in ms, from the
@@ -178,6 +199,9 @@ class SearchConfig:
     recalib_images: Annotated[int, MIN0] = 4000  # BN recalibration images per candidate
     # (paper: 500 x 8)
     recalib_batch_size: Annotated[int, MIN1] = 8
+    recalib_augment: bool = False  # classification fitness: BN recalibrated on training-augmented
+    # images (classification.crop_scale, color_jitter, flips: SPOS src/Search/imagenet_dataset.py
+    # 64-72), the same for every candidate; false: evaluation preprocessing (what it is scored on)
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
     # batches)
@@ -233,6 +257,9 @@ class NatsConfig:
     arch_weight_decay: Annotated[float, MIN0] = 1e-3
     arch_warmup_steps: Annotated[int, MIN0] = 0  # weight-only steps before alpha steps start
     # (paper: unknown)
+    arch_images: Annotated[int, MIN0] = 0  # training images held out for the alphas, the rest
+    # trains the weights (paper: COCO's 35k valminusminival against train2014's 83k); 0: the
+    # alphas train on the search split, the weights on the supernet's
     search: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -272,6 +299,9 @@ class StudyConfig:
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    clsnas_search: SearchConfig | None = None  # the ClsNASNet search's own settings, one ImageNet
+    # search whatever the detection sets (paper configs: SPOS's, src/Search/search.py); null: the
+    # search section's
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     scratch_schedule: Annotated[float, POSITIVE] = 1.0  # DetNAS-scratch trains this many times
     # supernet_finetune's steps: from scratch needs a longer schedule (He et al. 2019: 3x and more)
@@ -488,6 +518,11 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
     resolve_data_roots(cfg, where)
     check(cfg, where)
     return cfg
+
+
+def clsnas_search(cfg: StudyConfig) -> SearchConfig:
+    """The settings of the ClsNASNet search: ``clsnas_search``, else the ``search`` section."""
+    return cfg.clsnas_search or cfg.search
 
 
 def latency_table_path(cfg: StudyConfig) -> str:

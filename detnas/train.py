@@ -115,13 +115,17 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     return metrics
 
 
-def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int = 0):
+def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int = 0,
+                         resnet: bool = False):
+    """The classification set; ``resnet``: with ResNet's recipe (``resnet_color_jitter``)."""
     from detnas.data import ImageFolderClassification
 
     c = cfg.classification
+    jitter = c.resnet_color_jitter if resnet and c.resnet_color_jitter is not None \
+        else c.color_jitter
     return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train,
                                      cache=c.cache, crop_scale=c.crop_scale,
-                                     color_jitter=c.color_jitter, holdout=holdout, seed=cfg.seed,
+                                     color_jitter=jitter, holdout=holdout, seed=cfg.seed,
                                      classes_of=None if split == "train" else
                                      Path(c.root) / "train")
 
@@ -246,7 +250,7 @@ def pretrain_schedule(cfg: StudyConfig, spec: dict) -> TrainConfig:
 def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
     """Retraining, part 1: classification pre-training of a fixed architecture."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
-    data = _classification_data(cfg, "train", True)
+    data = _classification_data(cfg, "train", True, resnet=spec.get("kind") == "resnet")
     val = Path(cfg.classification.root) / "val"  # scored after training: checked before it
     check_same_classes(val, class_folders(val), data.root)
     model = build_model("classification", spec, data.num_classes, **classifier_options(cfg))

@@ -111,7 +111,10 @@ def search_limits(cfg, space: str, latency=None) -> Limits:
     `detnas.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
     table = cost_table(space, cfg.flops_input_size)
     costs = {"backbone_flops": table.backbone_flops, "backbone_params": table.backbone_params}
-    limits = {"backbone_flops": cfg.max_flops, "backbone_params": cfg.max_params}
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    if flops_of == "classifier":  # SPOS's convention: + last conv + FC (1000 classes)
+        costs["classifier_flops"] = table.classifier_flops
+    limits = {f"{flops_of}_flops": cfg.max_flops, "backbone_params": cfg.max_params}
     if latency is not None:
         costs["latency_ms"] = latency.predict
         limits["latency_ms"] = cfg.max_latency
@@ -149,8 +152,10 @@ def check_settings(cfg, space: str, where: str = "search", latency=None) -> None
     if cfg.max_latency and latency is None:
         raise ValueError(f"{where}.max_latency: {cfg.max_latency:.6g} ms needs a latency table "
                          "(latency.table; measure one with `detnas latency-table`)")
-    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size),
-                            f"backbone FLOPs at {cfg.flops_input_size}px"),
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    head = cost_table(space, cfg.flops_input_size).head.flops if flops_of == "classifier" else 0
+    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size) + head,
+                            f"{flops_of} FLOPs at {cfg.flops_input_size}px"),
               "max_params": (params_floor(space), "backbone params")}
     if latency is not None:
         floors["max_latency"] = (latency.floor(), "ms predicted by the latency table")
@@ -239,6 +244,9 @@ def _settings(cfg, latency=None) -> dict[str, float | str]:
     if latency is not None:  # another table predicts other latencies
         settings["latency_table"] = hashlib.sha256(
             repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
+    for name, default in (("flops_of", "backbone"), ("operator_tries", "all")):
+        if getattr(cfg, name, default) != default:  # older states resume
+            settings[name] = getattr(cfg, name)
     if cfg.objective != "fitness":
         settings["objective"] = cfg.objective
         settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
@@ -286,8 +294,11 @@ def parents(state: SearchState, topk: int) -> list[dict]:
 
 def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
              prob: float, mutations: int, crossovers: int, population: int,
-             topk: int) -> list[Arch]:
-    """The candidates of generation ``state.generation``: feasible and never seen before."""
+             topk: int, tries: str = "all") -> list[Arch]:
+    """The candidates of generation ``state.generation``: feasible and never seen before.
+
+    ``tries``: ``all`` gives mutation and crossover 10 tries per wanted candidate, of any kind
+    (SPOS); ``legal`` counts only feasible new ones, until they are found (DetNAS)."""
     seen = set(state.memo())
     out: list[Arch] = []
 
@@ -301,13 +312,14 @@ def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
 
     if state.strategy == "evolution" and state.generation > 0:
         chosen = [Arch.parse(r["arch"], space) for r in parents(state, topk)]
+        bound = 10 if tries == "all" else 1000  # legal: a bound only against an exhausted space
         found = 0
-        for _ in range(10 * mutations):  # the reference's bound on tries
+        for _ in range(bound * mutations):
             if found == mutations:
                 break
             found += fresh(mutate(rng.choice(chosen), rng, prob))
         found = 0
-        for _ in range(10 * crossovers):
+        for _ in range(bound * crossovers):
             if found == crossovers:
                 break
             found += fresh(crossover(rng.choice(chosen), rng.choice(chosen), rng))
@@ -378,7 +390,8 @@ def run_search(
     while not state.done:
         if state.pending is None:
             archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
-                             cfg.crossovers, cfg.population, cfg.topk)
+                             cfg.crossovers, cfg.population, cfg.topk,
+                             getattr(cfg, "operator_tries", "all"))
             state.pending = [str(a) for a in archs]
             state.rng = list(rng.getstate())
             save()
