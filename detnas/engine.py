@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from detnas.config import TrainConfig
 from detnas.io import load_checkpoint, save_checkpoint
 from detnas.precision import Precision
+from detnas.provenance import remove_outputs, set_aside
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,8 @@ class Stage:
     save_state: Callable[[], dict] | None = None
     load_state: Callable[[dict], None] | None = None
     keep_last: bool = False  # also write the resumable checkpoint after the last step (NATS)
+    outputs: tuple[str, ...] = ()  # the files of a finished run in the resumable checkpoint's
+    # folder: removed when a fresh run starts (a folder holds the files of one run)
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
@@ -270,7 +273,9 @@ def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
 
 def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Path,
           tracker, provenance: dict) -> dict:
-    """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present.
+    """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present
+    and made from this run's ``provenance["fingerprint"]`` (another one is set aside, and a fresh
+    run removes the previous run's ``stage.outputs``).
 
     Under DDP the gradients and the logged loss are averaged over the ranks, and rank 0 alone
     writes checkpoints and logs metrics.
@@ -291,8 +296,10 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
-    if resume_path.exists():
-        state = load_checkpoint(resume_path, ddp.device)
+    state = _resumable(resume_path, provenance.get("fingerprint"), ddp)
+    if state is None and ddp.main:
+        remove_outputs(resume_path.parent, stage.outputs)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         precision.load_state_dict(state.get("scaler", {}))
@@ -346,21 +353,40 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             tracker.log_metrics(metrics, step=done)
         if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
                          or done == tcfg.steps and stage.keep_last):
-            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
+            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
+                                                         provenance.get("fingerprint")))
     progress.close()
     check_replicas(model, ddp)
     if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
-        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
+        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
+                                                     provenance.get("fingerprint")))
     if stage.supernet is not None:
         stage.supernet.set_path(None)
     return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
 
 
+def _resumable(path: Path, fingerprint: str | None, ddp: Dist) -> dict | None:
+    """The resumable checkpoint at ``path`` when there is one made from ``fingerprint`` (any,
+    where the run has none); one made from anything else is set aside, on rank 0 once every rank
+    has read it."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, ddp.device)
+    if fingerprint is None or state.get("fingerprint") == fingerprint:
+        return state
+    if ddp.world > 1:
+        dist.barrier()
+    if ddp.main:
+        set_aside(path, state.get("fingerprint"), fingerprint)
+    return None
+
+
 def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int,
-                    precision: Precision) -> dict:
-    """What a checkpoint holds to continue ``stage`` after ``step`` steps."""
+                    precision: Precision, fingerprint: str | None = None) -> dict:
+    """What a checkpoint holds to continue ``stage`` after ``step`` steps, and the fingerprint of
+    what the run is made from (`detnas.provenance.fingerprint`)."""
     state = {"model": stage.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "scaler": precision.state_dict()}
+             "scaler": precision.state_dict(), "fingerprint": fingerprint}
     if stage.arch is not None:
         state["arch_optimizer"] = stage.arch.optimizer.state_dict()
     if stage.save_state is not None:

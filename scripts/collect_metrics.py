@@ -20,6 +20,7 @@ import yaml
 
 from detnas import layout
 from detnas.config import StudyConfig, from_dict
+from detnas.io import atomic_write, save_text
 
 
 def numbers(path: Path) -> dict:
@@ -82,7 +83,8 @@ def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:
     for name, rel in search_histories(cfg):
         if (results / rel).exists():
             dest = plots / f"search-{name.replace('/', '-')}.csv"
-            copied.append(Path(shutil.copyfile(results / rel, dest)))
+            data = (results / rel).read_bytes()
+            copied.append(atomic_write(dest, lambda f, data=data: f.write(data)))
     return copied
 
 
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
         return 2
     cfg = study_config(results)
     table = collect(results, cfg)
-    (results / "metrics.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    save_text(results / "metrics.json", json.dumps(table, indent=2, sort_keys=True) + "\n")
     copied = copy_histories(results, cfg)
     print(f"collect_metrics: {len(table)} rows -> {results}/metrics.json, "
           f"{len(copied)} search histories -> {results}/plots/")

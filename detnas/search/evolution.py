@@ -34,6 +34,7 @@ from typing import Any
 
 from detnas.flops import cost_table
 from detnas.io import load_json, save_json
+from detnas.provenance import remove_outputs, set_aside
 from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class SearchState:
     generations: list[dict] = field(default_factory=list)  # per finished generation: best, mean
     elapsed_s: float = 0.0  # time spent evaluating, over all runs
     version: int = STATE_VERSION
+    fingerprint: str = ""  # what the search is made from (`detnas.provenance.fingerprint`)
 
     @property
     def done(self) -> bool:
@@ -208,7 +210,10 @@ class SearchState:
         if data["version"] != STATE_VERSION:
             raise ValueError(f"{path}: search state version {data['version']}, "
                              f"this code reads version {STATE_VERSION}")
-        state = cls(**{k: data[k] for k in kinds})
+        if not isinstance(data.get("fingerprint", ""), str):
+            raise ValueError(f"{path}: corrupt search state: field 'fingerprint' = "
+                             f"{data['fingerprint']!r}")
+        state = cls(**{k: data[k] for k in kinds}, fingerprint=data.get("fingerprint", ""))
         try:
             for i, row in enumerate(state.history):
                 Arch.parse(row["arch"], state.space)
@@ -337,6 +342,8 @@ def run_search(
     latency=None,
     on_generation: Callable[[dict], None] | None = None,
     on_evaluation: Callable[[dict], None] | None = None,
+    fingerprint: str = "",
+    outputs: Sequence[str] = (),
 ) -> SearchState:
     """Run (or resume) an evolutionary or random search; returns the final state.
 
@@ -353,16 +360,23 @@ def run_search(
         on_generation: called with ``{"generation", "best", "mean", "evaluations"}`` after each
             generation (also for those finished before a resume).
         on_evaluation: called with each new history row.
+        fingerprint: what the search is made from (`detnas.provenance.fingerprint`: config and
+            inputs); a state file made from another (or with other settings, seed or strategy)
+            is set aside and the search starts fresh.
+        outputs: the files of a finished search beside the state file, removed when a fresh
+            search starts (a folder holds the files of one run).
 
     Raises:
-        ValueError: bad settings (see `check_settings`), or a state file that is corrupt or was
-            written by a search with other settings or another seed.
+        ValueError: bad settings (see `check_settings`), or a corrupt state file.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(STRATEGIES)})")
     check_settings(cfg, space, latency=latency)
     limits = search_limits(cfg, space, latency)
-    state = _load_or_start(strategy, space, _settings(cfg, latency), rng, state_path)
+    state = _load_or_start(SearchState(strategy, space, _settings(cfg, latency), _fingerprint(rng),
+                                       fingerprint=fingerprint), state_path)
+    if state_path and not state.history and not state.pending:
+        remove_outputs(Path(state_path).parent, outputs)
     if state.rng:
         rng.setstate(_restore_rng(state.rng).getstate())
     for stats in state.generations:
@@ -422,20 +436,23 @@ def _generation_stats(state: SearchState) -> dict:
             "evaluations": len(state.history)}
 
 
-def _load_or_start(strategy: str, space: str, settings: dict, rng: random.Random,
-                   state_path: str | Path | None) -> SearchState:
-    fresh = SearchState(strategy, space, settings, _fingerprint(rng))
+def _load_or_start(fresh: SearchState, state_path: str | Path | None) -> SearchState:
+    """The saved state at ``state_path`` when it is the same search as ``fresh`` (strategy,
+    space, settings, seed and fingerprint); else ``fresh``, the other state set aside."""
     if not state_path or not Path(state_path).exists():
         return fresh
     state = SearchState.from_json(load_json(state_path), state_path)
-    for key in ("strategy", "space", "settings", "rng_origin"):
-        ours, theirs = getattr(fresh, key), getattr(state, key)
-        if ours != theirs:
-            name = "seed" if key == "rng_origin" else key
-            raise ValueError(
-                f"{state_path}: the saved search has another {name} ({theirs!r}, this run "
-                f"{ours!r}); delete the state file or choose another output folder"
-            )
-    log.info("resuming %s search from %s: generation %d, %d evaluations", strategy, state_path,
-             state.generation, len(state.history))
+    keys = ("strategy", "space", "settings", "rng_origin", "fingerprint")
+    if any(getattr(fresh, key) != getattr(state, key) for key in keys):
+        set_aside(state_path, state.fingerprint or _state_digest(state), fresh.fingerprint
+                  or _state_digest(fresh))
+        return fresh
+    log.info("resuming %s search from %s: generation %d, %d evaluations", state.strategy,
+             state_path, state.generation, len(state.history))
     return state
+
+
+def _state_digest(state: SearchState) -> str:
+    """A search's identity without a fingerprint (strategy, space, settings, seed)."""
+    text = repr((state.strategy, state.space, sorted(state.settings.items()), state.rng_origin))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -244,7 +244,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     # as SPOS, with the training augmentation
     held = dict(holdout=spec.holdout, seed=spec.seed)
     val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache,
-                                         held_out=True, **held)
+                                         held_out=True, classes_of=spec.recalib_data, **held)
     augment = spec.recalib_augment
     train = data.ImageFolderClassification(
         spec.recalib_data, spec.image_size, augment is not None, cache=spec.cache,
