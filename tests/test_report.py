@@ -256,11 +256,14 @@ def test_ranking_check_in_the_report(built):
     assert rows["pretrained"]["kendall_tau"] == 0.6667 and rows["pretrained"]["archs"] == 4
     assert rows["scratch"]["kendall_tau"] is None
     md = (built / "report.md").read_text()
-    assert "| synth | FPN | pretrained | 4 | +0.67 (0.33) | +0.80 (0.20) |" in md
+    assert "| synth | FPN | pretrained | 4 | 4.0 / 1.5 | +0.67 (0.33) | +0.80 (0.20) |" in md
     assert "![Ranking check (synth, FPN)" in md
     assert any("Kendall tau +0.67" in o for o in tables["observations"])
+    # the nets span 4.0 points, one moves 1.5 with a second seed: more than twice the noise
+    assert any("span 4.0 points" in o and "more than twice the training noise" in o
+               for o in tables["observations"])
     assert any("undefined" in o and "scratch supernet" in o for o in tables["observations"])
-    assert "| synth | FPN | scratch | 4 | undefined (undefined) |" in readme_block(tables)
+    assert "| synth | FPN | scratch | 4 | 4.0 / 1.5 | undefined (undefined) |" in readme_block(tables)
 
 
 def test_seed_and_rank_settings_are_checked():
