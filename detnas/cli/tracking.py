@@ -1,5 +1,6 @@
 """``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job;
-``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror)."""
+``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror);
+``detnas tracking relocate``: point a copied store's artifact locations at this results folder."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def register(sub) -> None:
     add_config_args(finish)
     finish.add_argument("--status", required=True, choices=("FINISHED", "FAILED", "KILLED"))
     finish.set_defaults(func=_finish)
+    relocate = cmds.add_parser("relocate", help="point the artifact locations of a store "
+                               "recorded in another folder at this study's results folder")
+    add_config_args(relocate)
+    relocate.set_defaults(func=_relocate)
 
 
 def _init(args) -> int:
@@ -44,4 +49,14 @@ def _finish(args) -> int:
     cfg = load_config(args)
     run_id = tracking.finish_parent(cfg.results, args.status) if cfg.tracking.enabled else None
     print(f"{run_id} {args.status}" if run_id else "no parent run: nothing to finish")
+    return 0
+
+
+def _relocate(args) -> int:
+    from detnas import tracking
+
+    cfg = load_config(args)
+    moved = (tracking.relocate(cfg.tracking.uri, cfg.tracking.experiment, cfg.results)
+             if cfg.tracking.enabled else None)
+    print(f"artifacts: {moved[0]} -> {moved[1]}" if moved else "artifacts: nothing to relocate")
     return 0
