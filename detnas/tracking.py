@@ -78,14 +78,14 @@ class MlflowTracker(NullTracker):
 
         super().__init__(meter)
         self.client = MlflowClient(tracking_uri=uri)
-        exp_id = _experiment_id(self.client, uri, experiment, results)
+        exp = _experiment(self.client, uri, experiment, results)
+        if results is not None:  # a run's artifacts go under its experiment's location
+            _check_inside(uri, exp.artifact_location, results)
         all_tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        info = self.client.create_run(exp_id, run_name=run_name, tags=all_tags).info
-        self.run_id = info.run_id
-        if results is not None:
-            _check_inside(uri, info.artifact_uri, results)
+        run = self.client.create_run(exp.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
         self.flush_every = flush_every
         self._buffer: list = []
 
@@ -150,18 +150,19 @@ def _artifact_root(uri: str, results: str | Path) -> str | None:
     return root.as_posix()
 
 
-def _experiment_id(client, uri: str, experiment: str, results: str | Path | None) -> str:
-    """The id of ``experiment``, created where missing with its artifacts at `_artifact_root`
-    (MLflow makes a relative location absolute on creation: the relative one is written back)."""
+def _experiment(client, uri: str, experiment: str, results: str | Path | None):
+    """The MLflow experiment ``experiment``, created where missing with its artifacts at
+    `_artifact_root` (MLflow makes a relative location absolute on creation: the relative one is
+    written back)."""
     exp = client.get_experiment_by_name(experiment)
     if exp:
-        return exp.experiment_id
+        return exp
     root = _artifact_root(uri, results) if results is not None else None
-    exp_id = client.create_experiment(experiment, root)
-    created = client.get_experiment(exp_id).artifact_location
-    if root is not None and created != root:
-        _rewrite_locations(uri, exp_id, created, root)
-    return exp_id
+    exp = client.get_experiment(client.create_experiment(experiment, root))
+    if root is not None and exp.artifact_location != root:
+        _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
+        exp = client.get_experiment(exp.experiment_id)
+    return exp
 
 
 def _rewrite_locations(uri: str, exp_id: str, old: str, new: str) -> None:
@@ -184,15 +185,15 @@ def _rewrite_locations(uri: str, exp_id: str, old: str, new: str) -> None:
 
 
 def _check_inside(uri: str, artifact_uri: str, results: str | Path) -> None:
-    """Refuse a local store's run whose artifacts lie outside the results folder ``results``
-    (a store recorded elsewhere, before its locations were relative)."""
+    """Refuse artifacts of a local store that would land outside the results folder
+    ``results`` (a store recorded elsewhere, before its locations were relative)."""
     from mlflow.utils.file_utils import local_file_uri_to_path
 
     if not _is_local(uri):
         return
     where = Path(local_file_uri_to_path(artifact_uri)).resolve()
     if not where.is_relative_to(Path(results).resolve()):
-        raise ValueError(f"MLflow store {uri}: the run's artifacts would go to {where}, outside "
+        raise ValueError(f"MLflow store {uri}: artifacts would go to {where}, outside "
                          f"the results folder {results} (a store recorded in another folder): "
                          "run `detnas tracking relocate --config CONFIG` in the study's folder")
 

@@ -146,6 +146,9 @@ def test_a_store_with_absolute_locations_is_refused_until_relocated(tmp_path, mo
     data.write_text("x")
     with pytest.raises(ValueError, match="outside the results folder results.*relocate"):
         tracking.log_files(uri, "t", "results", run_id, "x", {}, [data], "export")
+    with pytest.raises(ValueError, match="outside the results folder"):  # before any run
+        tracking.start(config.load("study.yaml"), "retrain", TAGS)
+    assert len(client.search_runs([exp_id])) == 1
     assert not elsewhere.exists()
 
     assert main(["tracking", "relocate", "--config", "study.yaml"]) == 0
