@@ -13,7 +13,9 @@ import statistics
 from pathlib import Path
 
 from detnas.config import StudyConfig
+from detnas.report.paper import DETECTOR_NAMES
 from detnas.report.results import Results
+from detnas.report.tables import _pct, _si  # the main table's number formats
 
 FIELDS = ("ap50", "mmap", "top1", "flops", "gpu_hours")
 """The numbers of a headline record, in printed order."""
@@ -50,6 +52,17 @@ def headline(res: Results, tables: dict, costs: dict) -> list[dict]:
                     "top1": entry["top1"][det], "flops": entry["backbone_flops"][det],
                     "gpu_hours": gpu.get((row, ds, det))})
     return records
+
+
+def format_headline(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the headline table (percent, FLOPs as the main table has
+    them)."""
+    header = ["model", "dataset / detector", "AP50 %", "mmAP %", "top-1 %", "backbone FLOPs",
+              "GPU-hours"]
+    rows = [[r["name"], f"{r['dataset']} / {DETECTOR_NAMES.get(r['detector'], r['detector'])}",
+             _pct(r["ap50"]), _pct(r["mmap"]), _pct(r["top1"]), _si(r["flops"]),
+             "—" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"] for r in records]
+    return header, rows
 
 
 def file_name(record: dict) -> str:
