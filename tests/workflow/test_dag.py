@@ -125,6 +125,15 @@ def test_nothing_to_do_after_a_run_and_the_parent_run_ends_with_it(finished):
     assert _last_call(finished) == "tracking finish FAILED"  # onerror
 
 
+@pytest.mark.slow
+def test_the_snakemake_report_builds_without_docutils_warnings(finished):
+    """Its captions are reStructuredText with a link target per category: a category name with
+    a colon ("Retrain: ...") made two targets "retrain", a docutils warning per caption."""
+    proc = finished.snakemake("--report", "results/report/snakemake.html", *TEST)
+    out = proc.stdout + proc.stderr
+    assert "Report created" in out and "WARNING" not in out, out
+
+
 RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
     ("search", "generations", 5): {
         "search_detection": 3, "search_classification": 1, "retrain_classifier": 1,
