@@ -85,8 +85,8 @@ def make_study_repo(repo: Path, env: dict) -> dict:
         shutil.copy(REPO / name, repo / name)
     shutil.copy(repo / "config/test.yaml", repo / "config/config.yaml")
     use_this_venv(repo)
-    (repo / ".gitignore").write_text("/results/\n/logs/\n.snakemake/\n/.stub-bin/\n.venv\n"
-                                     "/stub-calls.log\n__pycache__/\n/dvc_plots/\n")
+    (repo / ".gitignore").write_text((REPO / ".gitignore").read_text()
+                                     + "/.stub-bin/\n/stub-calls.log\n")
     env = {**env, "STUB_TRACKING": "1", "OMP_NUM_THREADS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
@@ -143,6 +143,7 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
         out[line] = proc
         assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, (line, proc.stderr)
     assert "up to date" in out["dvc status"].stdout, out["dvc status"].stdout
+    assert run(["git", "status", "--porcelain"], clone, env).stdout == ""  # dvc_plots/ ignored
     assert "Nothing to be done" in out["snakemake -n"].stdout
     header = out["dvc metrics show"].stdout.splitlines()[0].split()  # the stub's metrics have
     assert header[0] == "Path" and {"ap50", "mmap", "top1"} <= set(header[1:]) <= {  # no cost
