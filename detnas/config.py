@@ -432,6 +432,22 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
+def _blame_override(message: str, where: str, overrides: list[str]) -> str:
+    """``message`` (``<where>[.<field>]: ...``) said of the ``--set`` that gave the field, where
+    one did: the value came from the command line, not from the file ``where``."""
+    head = message.split(": ", 1)[0]
+    field = "" if head == where else head.removeprefix(f"{where}.")
+    for item in reversed(overrides):  # the last --set of a key wins
+        key = item.partition("=")[0]
+        below = key.removeprefix(f"{field}.") if field else key  # the key under the field
+        unknown = below != key or not field
+        if field == key or field.startswith(f"{key}.") or (
+                unknown and f"unknown key {below.split('.')[0]!r}" in message):
+            detail = message[len(head) + 2:]
+            return f"--set {item}: {f'{field}: ' if field else ''}{detail}"
+    return message
+
+
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
     """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings.
 
@@ -461,22 +477,6 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
     except ValueError as e:
         raise ValueError(_blame_override(str(e), where, overrides)) from None
     return cfg
-
-
-def _blame_override(message: str, where: str, overrides: list[str]) -> str:
-    """``message`` (``<where>[.<field>]: ...``) said of the ``--set`` that gave the field, where
-    one did: the value came from the command line, not from the file ``where``."""
-    head = message.split(": ", 1)[0]
-    field = "" if head == where else head.removeprefix(f"{where}.")
-    for item in reversed(overrides):  # the last --set of a key wins
-        key = item.partition("=")[0]
-        below = key.removeprefix(f"{field}.") if field else key  # the key under the field
-        unknown = below != key or not field
-        if field == key or field.startswith(f"{key}.") or (
-                unknown and f"unknown key {below.split('.')[0]!r}" in message):
-            detail = message[len(head) + 2:]
-            return f"--set {item}: {f'{field}: ' if field else ''}{detail}"
-    return message
 
 
 def latency_table_path(cfg: StudyConfig) -> str:
