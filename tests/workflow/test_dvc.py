@@ -142,6 +142,8 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
         proc = run(line, clone, env)
         out[line] = proc
         assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, (line, proc.stderr)
+        if line.startswith("dvc "):  # e.g. "DVC failed to load some plots" (.snakemake_timestamp)
+            assert proc.stderr == "", (line, proc.stderr)
     assert "up to date" in out["dvc status"].stdout, out["dvc status"].stdout
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""  # dvc_plots/ ignored
     assert "Nothing to be done" in out["snakemake -n"].stdout
