@@ -76,11 +76,14 @@ class ClassificationConfig:
     num_classes: Annotated[int, MIN1] = 10  # synthetic only
     num_train: Annotated[int, MIN1] = 2000  # synthetic only
     num_val: Annotated[int, MIN1] = 500  # synthetic only
-    image_size: int = 64  # training crop size (paper: 224)
+    image_size: Annotated[int, MIN1] = 64  # training crop size (paper: 224)
     cache: bool = True  # decode every image once into memory: small sets only (not ImageNet)
     crop_scale: Annotated[float, FRACTION] = 0.08  # smallest area fraction of RandomResizedCrop
     # (reference: 0.08)
-    color_jitter: float = 0.4  # brightness, contrast, saturation jitter (reference: 0.4)
+    color_jitter: Annotated[float, MIN0] = 0.4  # brightness, contrast, saturation jitter
+    # (reference: 0.4)
+    resnet_color_jitter: float | None = None  # the same for ResNet's own recipe
+    # (torchvision references classification/presets.py: none, 0); null: color_jitter
     dropout: Annotated[float, DROP] = 0.2  # Dropout2d before the pooling of ShuffleNet classifiers
     # (reference)
     init: Literal["reference", "torch"] = "reference"  # ShuffleNet weights: reference (DetNAS's
@@ -96,25 +99,38 @@ class ClassificationConfig:
 class TrainConfig:
     """An SGD schedule (supernet pre-training / fine-tuning, retraining)."""
 
-    steps: Annotated[int, MIN0] = 200  # optimizer steps (paper: 300k ImageNet, 90k COCO)
+    steps: Annotated[int, MIN1] = 200  # optimizer steps (paper: 300k ImageNet, 90k COCO)
     batch_size: Annotated[int, MIN1] = 32  # global batch (paper: 1024 ImageNet, 16 COCO)
-    lr: float = 0.1  # paper: 0.5 ImageNet (batch 1024), 0.02 FPN / 0.01 RetinaNet (batch 16)
-    momentum: float = 0.9
-    weight_decay: float = 4e-5  # not applied to BN and biases
+    lr: Annotated[float, POSITIVE] = 0.1  # paper: 0.5 ImageNet (batch 1024), 0.02 FPN / 0.01
+    # RetinaNet (batch 16)
+    momentum: Annotated[float, DROP] = 0.9
+    weight_decay: Annotated[float, MIN0] = 4e-5  # on what param_groups decays
+    param_groups: Literal["spos", "maskrcnn"] = "spos"  # spos: decay on conv/fc weights only, one
+    # lr (SinglePathOneShot / DetNAS Supernet-ImageNet utils.py get_parameters; the ImageNet
+    # recipe) | maskrcnn: every parameter named *bias* at 2x lr without decay, all else decayed, BN
+    # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
+    bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
+    # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
+    freeze_bn_affine: bool = False  # BN weights and biases not trained (DetNAS's supernet
+    # fine-tuning: engine/trainer.py:112-113 freezes every parameter, tools/train_net.py:62-72
+    # thaws Conv2d, Linear and nn.BatchNorm2d, which its DistributedSyncBN is not)
     schedule: Literal["linear", "step"] = "linear"  # linear (decay to 0, ImageNet) | step
     # (detection 1x)
-    lr_steps: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # fractions of steps
-    gamma: float = 0.1  # step schedule factor
+    lr_steps: list[Annotated[float, FRACTION]] = field(default_factory=lambda: [2 / 3, 8 / 9])
+    # fractions of steps
+    gamma: Annotated[float, POSITIVE] = 0.1  # step schedule factor
     warmup_steps: Annotated[int, MIN0] = 0  # paper: 500 for detection
     warmup_factor: Annotated[float, FRACTION] = 1 / 3  # lr factor at the first warm-up step
     # (maskrcnn-benchmark)
-    label_smoothing: float = 0.1  # classification only
+    label_smoothing: Annotated[float, DROP] = 0.1  # classification only
     sampling: Literal["uniform", "flops_bins"] = "uniform"  # supernet paths: uniform | flops_bins
     flops_bins: list[list[float]] = field(default_factory=list)  # [[low, high], ...] classifier
     # FLOPs at 224 (first conv + blocks + last conv + FC), as the reference's ImageNet supernet
-    detector_lr: dict[Detector, float] = field(default_factory=dict)  # lr of one detector instead
+    detector_lr: dict[Detector, Annotated[float, POSITIVE]] = field(default_factory=dict)  # lr of
+    # one detector instead
     # of lr, e.g. {retinanet: 0.01} (reference: FPN 0.02, RetinaNet 0.01)
-    detector_steps: dict[Detector, int] = field(default_factory=dict)  # steps of one detector
+    detector_steps: dict[Detector, Annotated[int, MIN1]] = field(default_factory=dict)  # steps of
+    # one detector
     # instead of steps (the embedded default: RetinaNet's steps are cheap, it needs many of them)
     amp: Literal["bf16", "fp16", "off"] | bool = "bf16"  # mixed precision on GPU: bf16 | fp16
     # (autocast + GradScaler; V100 / RTX 20xx, where bf16 falls back to it) | off (the reference
@@ -132,33 +148,49 @@ class TrainConfig:
 
 @dataclass
 class DetectorConfig:
-    min_size: int = 128  # torchvision resize (paper: 800)
-    max_size: int = 128  # paper: 1333
-    fpn_channels: int = 64  # paper: 256
+    min_size: Annotated[int, MIN1] = 128  # torchvision resize (paper: 800)
+    max_size: Annotated[int, MIN1] = 128  # paper: 1333
+    fpn_channels: Annotated[int, MIN1] = 64  # paper: 256
     box_head: Literal["twomlp", "4conv1fc"] = "twomlp"  # Faster R-CNN box head: twomlp (light,
     # trains best in minutes on CPU) | 4conv1fc (the reference's; config/coco.yaml, config/voc.yaml)
-    box_head_channels: int = 256  # width of the box head's fc layer(s) (paper: 1024)
-    box_conv_channels: int = 256  # width of the 4conv1fc head's convs (reference: 256)
+    box_head_channels: Annotated[int, MIN1] = 256  # width of the box head's fc layer(s)
+    # (paper: 1024)
+    box_conv_channels: Annotated[int, MIN1] = 256  # width of the 4conv1fc head's convs
+    # (reference: 256)
     norm: Literal["none", "bn"] = "none"  # BN in Faster R-CNN's FPN convs and conv box head: none |
     # bn (the reference's SyncBN; the search then recalibrates the whole detector, with targets)
-    box_batch_size_per_image: int = 128  # sampled RoIs per image (paper: 512)
-    rpn_batch_size_per_image: int = 128  # sampled anchors per image (paper: 256)
-    rpn_post_nms_top_n: int = 300  # proposals per image in training (paper: 2000; test: half)
-    score_thresh: float = 0.05  # detections kept for evaluation (paper); lower it for short runs
+    box_batch_size_per_image: Annotated[int, MIN1] = 128  # sampled RoIs per image (paper: 512)
+    rpn_batch_size_per_image: Annotated[int, MIN1] = 128  # sampled anchors per image (paper: 256)
+    rpn_post_nms_top_n: Annotated[int, MIN1] = 300  # proposals per image in training (paper:
+    # 2000; test: half)
+    score_thresh: Annotated[float, PROB] = 0.05  # detections kept for evaluation (paper); lower it
+    # for short runs
+    retinanet_nms: Annotated[float, FRACTION] = 0.5  # RetinaNet's NMS IoU in evaluation
+    # (torchvision 0.5; reference 0.4: maskrcnn-benchmark MODEL.RETINANET.NMS_TH)
+    retinanet_detections: Annotated[int, MIN1] = 300  # RetinaNet's detections per image
+    # (torchvision 300; reference 100: TEST.DETECTIONS_PER_IMG)
 
 
 @dataclass
 class SearchConfig:
     population: Annotated[int, MIN1] = 50
     topk: Annotated[int, MIN1] = 10
-    generations: Annotated[int, MIN0] = 20
+    generations: Annotated[int, MIN1] = 20
     mutations: Annotated[int, MIN0] = 20
     crossovers: Annotated[int, MIN0] = 20
     mutation_prob: Annotated[float, PROB] = 0.1
-    max_flops: float = 0.0  # backbone FLOPs limit at flops_input_size; 0 = no limit
-    flops_input_size: int = 224  # the reference measures at 224x224
-    max_params: float = 0.0  # backbone parameters limit; 0 = no limit
-    max_latency: float = 0.0  # predicted backbone latency limit in ms, from the latency table
+    operator_tries: Literal["all", "legal"] = "all"  # all: at most 10 x mutations (crossovers)
+    # tries of any kind (SPOS src/Search/search.py:152-166) | legal: only legal candidates count,
+    # until mutations (crossovers) are found (DetNAS distributed_arch_search/search.py:182-198)
+    max_flops: Annotated[float, MIN0] = 0.0  # FLOPs limit at flops_input_size (flops_of);
+    # 0 = no limit
+    flops_of: Literal["backbone", "classifier"] = "backbone"  # what max_flops limits: backbone
+    # (first conv + blocks: DetNAS's search) | classifier (+ last conv + FC at 1000 classes:
+    # SPOS's search, src/Search/flops.py get_cand_flops)
+    flops_input_size: Annotated[int, {"minimum": 32}] = 224  # the reference measures at 224x224
+    max_params: Annotated[float, MIN0] = 0.0  # backbone parameters limit; 0 = no limit
+    max_latency: Annotated[float, MIN0] = 0.0  # predicted backbone latency limit in ms, from the
+    # latency table
     # (section latency); 0 = no limit
     objective: Literal["fitness", "pareto"] = "fitness"  # fitness: parents are the top k by fitness
     # (the paper) | pareto: the top k of the (cost, fitness) non-dominated fronts, cost = the
@@ -166,14 +198,20 @@ class SearchConfig:
     # (front.json)
     recalib_images: Annotated[int, MIN0] = 4000  # BN recalibration images per candidate
     # (paper: 500 x 8)
-    recalib_batch_size: int = 8
+    recalib_batch_size: Annotated[int, MIN1] = 8
+    recalib_augment: bool = False  # classification fitness: BN recalibrated on training-augmented
+    # images (classification.crop_scale, color_jitter, flips: SPOS src/Search/imagenet_dataset.py
+    # 64-72), the same for every candidate; false: evaluation preprocessing (what it is scored on)
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
     # batches)
-    workers: int = 1  # evaluation processes; `detnas launch` sets one per GPU of the job; 0 = one
+    workers: Annotated[int, MIN0] = 1  # evaluation processes; `detnas launch` sets one per GPU of
+    # the job; 0 = one
     # per visible GPU (worker i on cuda:i). The fitness does not depend on it.
-    eval_batch_size: int = 8  # images per batch when evaluating a candidate's fitness
-    threads: int = 1  # torch threads per evaluating process, fixed: float results then do not
+    eval_batch_size: Annotated[int, MIN1] = 8  # images per batch when evaluating a
+    # candidate's fitness
+    threads: Annotated[int, MIN1] = 1  # torch threads per evaluating process, fixed: float results
+    # then do not
     # depend on the number of workers (1 vs 2 threads changes low-order bits, hence rankings)
     prepare: Literal["none", "decoded", "resized"] = "none"  # none | decoded | resized: the search
     # and recalibration images decoded (and resized) once per worker, kept on the GPU where they
@@ -207,15 +245,21 @@ class LatencyConfig:
 @dataclass
 class NatsConfig:
     depth: int = 50  # ResNet depth (torchvision definition)
-    width: int = 16  # base width of the ResNet (torchvision: 64); the tiny default shrinks it
+    width: Annotated[int, MIN1] = 16  # base width of the ResNet (torchvision: 64); the tiny default
+    # shrinks it
     candidates: list[list[int]] = field(default_factory=lambda: [[1, 1], [2, 2], [3, 3]])
-    groups: int = 4  # channel groups per searched conv; 1 = path-level ablation
-    group_width: int = 0  # channels per group instead (the "channels per group" ablation); 0 = off
+    groups: Annotated[int, MIN1] = 4  # channel groups per searched conv; 1 = path-level ablation
+    group_width: Annotated[int, MIN0] = 0  # channels per group instead (the "channels per group"
+    # ablation); 0 = off
     searched_stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    arch_lr: float = 3e-4
-    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    arch_weight_decay: float = 1e-3
-    arch_warmup_steps: int = 0  # weight-only steps before alpha steps start (paper: unknown)
+    arch_lr: Annotated[float, POSITIVE] = 3e-4
+    arch_betas: list[Annotated[float, DROP]] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: Annotated[float, MIN0] = 1e-3
+    arch_warmup_steps: Annotated[int, MIN0] = 0  # weight-only steps before alpha steps start
+    # (paper: unknown)
+    arch_images: Annotated[int, MIN0] = 0  # training images held out for the alphas, the rest
+    # trains the weights (paper: COCO's 35k valminusminival against train2014's 83k); 0: the
+    # alphas train on the search split, the weights on the supernet's
     search: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -255,6 +299,9 @@ class StudyConfig:
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    clsnas_search: SearchConfig | None = None  # the ClsNASNet search's own settings, one ImageNet
+    # search whatever the detection sets (paper configs: SPOS's, src/Search/search.py); null: the
+    # search section's
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     scratch_schedule: Annotated[float, POSITIVE] = 1.0  # DetNAS-scratch trains this many times
     # supernet_finetune's steps: from scratch needs a longer schedule (He et al. 2019: 3x and more)
@@ -448,6 +495,28 @@ def _blame_override(message: str, where: str, overrides: list[str]) -> str:
     return message
 
 
+def read_file(path: str | Path) -> dict:
+    """The settings of a config file: a YAML mapping (an empty file, or one that is not a
+    mapping, is an error: it would silently run the built-in defaults).
+
+    Raises:
+        ValueError: naming the file.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: config file does not exist") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        raise ValueError(f"{path}: the config file is empty (expected a mapping of settings, "
+                         "e.g. config/config.yaml)")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top level, got "
+                         f"{type(data).__name__} {data!r:.60}")
+    return data
+
+
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
     """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings.
 
@@ -455,16 +524,7 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
         ValueError: the file is missing or malformed, or a field has a bad name, type or value.
     """
     where = str(path) if path else "config"
-    data: dict = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ValueError(f"{path}: config file does not exist") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+    data = read_file(path) if path else {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -477,6 +537,11 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
     except ValueError as e:
         raise ValueError(_blame_override(str(e), where, overrides)) from None
     return cfg
+
+
+def clsnas_search(cfg: StudyConfig) -> SearchConfig:
+    """The settings of the ClsNASNet search: ``clsnas_search``, else the ``search`` section."""
+    return cfg.clsnas_search or cfg.search
 
 
 def latency_table_path(cfg: StudyConfig) -> str:

@@ -122,7 +122,8 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
             ((0.5, 1.0, 2.0),) * 5,
         )
         model = RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
-                          score_thresh=cfg.score_thresh, **sizes)
+                          score_thresh=cfg.score_thresh, nms_thresh=cfg.retinanet_nms,
+                          detections_per_img=cfg.retinanet_detections, **sizes)
         model.head.classification_head.register_forward_hook(_no_background)
         return model
     raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from detnas.config import TrainConfig
 from detnas.io import load_checkpoint, save_checkpoint
 from detnas.precision import Precision
+from detnas.provenance import remove_outputs, set_aside
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -152,18 +153,39 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp:
 
 
 def make_optimizer(model: nn.Module, tcfg: TrainConfig, exclude=()) -> torch.optim.SGD:
-    """SGD with weight decay on conv/linear weights only (none on BN and biases), on the
-    trainable parameters of ``model`` except those in ``exclude``."""
-    decay, no_decay = [], []
+    """SGD on the trainable parameters of ``model`` except those in ``exclude``, grouped by
+    ``tcfg.param_groups``.
+
+    ``spos``: weight decay on conv/linear weights only (ndim > 1), none on BN and biases, one lr.
+    ``maskrcnn``: every parameter whose name contains ``bias`` at ``BIAS_LR_FACTOR`` 2 times the
+    lr and without decay, every other one (BN weights included) decayed. Each group's
+    ``lr_scale`` multiplies the scheduled lr (`train`).
+    """
     skip = {id(p) for p in exclude}
-    for p in model.parameters():
-        if p.requires_grad and id(p) not in skip:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return torch.optim.SGD(
-        [{"params": decay, "weight_decay": tcfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg.lr, momentum=tcfg.momentum,
-    )
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in skip]
+    if tcfg.param_groups == "maskrcnn":
+        decay = [p for n, p in params if "bias" not in n]
+        bias = [p for n, p in params if "bias" in n]
+        groups = [{"params": decay, "weight_decay": tcfg.weight_decay, "lr_scale": 1.0},
+                  {"params": bias, "weight_decay": 0.0, "lr_scale": 2.0}]
+    else:
+        groups = [{"params": [p for _, p in params if p.ndim > 1],
+                   "weight_decay": tcfg.weight_decay, "lr_scale": 1.0},
+                  {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0,
+                   "lr_scale": 1.0}]
+    return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum)
+
+
+def set_bn(model: nn.Module, tcfg: TrainConfig) -> None:
+    """Every BN of ``model`` with ``tcfg.bn_momentum``, and its affine parameters frozen under
+    ``tcfg.freeze_bn_affine`` (they then stay out of the optimiser)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = tcfg.bn_momentum
+            if tcfg.freeze_bn_affine:
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p.requires_grad_(False)
 
 
 def lr_factor(step: int, tcfg: TrainConfig) -> float:
@@ -175,8 +197,22 @@ def lr_factor(step: int, tcfg: TrainConfig) -> float:
         warm = tcfg.warmup_factor * (1 - alpha) + alpha
     if tcfg.schedule == "linear":
         return warm * max(0.0, 1 - step / max(1, tcfg.steps))
-    drops = sum(step >= f * tcfg.steps for f in tcfg.lr_steps)
+    drops = sum(step >= _milestone(f, tcfg.steps) for f in tcfg.lr_steps)
     return warm * tcfg.gamma**drops
+
+
+def set_lr(optimizer: torch.optim.Optimizer, step: int, tcfg: TrainConfig) -> None:
+    """The lr of every group of ``optimizer`` at ``step``: scheduled, times the group's
+    ``lr_scale`` (`make_optimizer`)."""
+    for group in optimizer.param_groups:
+        group["lr"] = tcfg.lr * lr_factor(step, tcfg) * group.get("lr_scale", 1.0)
+
+
+def _milestone(fraction: float, steps: int) -> float:
+    """The first step at the next lr: ``fraction * steps``, or the integer it rounds (0.6666667
+    of 90k: step 60000, maskrcnn-benchmark's ``SOLVER.STEPS``, not 60001)."""
+    at = fraction * steps
+    return round(at) if math.isclose(at, round(at), rel_tol=1e-6) else at
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -218,6 +254,8 @@ class Stage:
     save_state: Callable[[], dict] | None = None
     load_state: Callable[[dict], None] | None = None
     keep_last: bool = False  # also write the resumable checkpoint after the last step (NATS)
+    outputs: tuple[str, ...] = ()  # the files of a finished run in the resumable checkpoint's
+    # folder: removed when a fresh run starts (a folder holds the files of one run)
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
@@ -235,7 +273,9 @@ def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
 
 def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Path,
           tracker, provenance: dict) -> dict:
-    """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present.
+    """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present
+    and made from this run's ``provenance["fingerprint"]`` (another one is set aside, and a fresh
+    run removes the previous run's ``stage.outputs``).
 
     Under DDP the gradients and the logged loss are averaged over the ranks, and rank 0 alone
     writes checkpoints and logs metrics.
@@ -252,11 +292,14 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     model = model.to(ddp.device)
     if ddp.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    set_bn(model, tcfg)
     optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
-    if resume_path.exists():
-        state = load_checkpoint(resume_path, ddp.device)
+    state = _resumable(resume_path, provenance.get("fingerprint"), ddp)
+    if state is None and ddp.main:
+        remove_outputs(resume_path.parent, stage.outputs)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         precision.load_state_dict(state.get("scaler", {}))
@@ -283,8 +326,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     done = start
     for step, batch in enumerate(loader, start):
         torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
-        for group in optimizer.param_groups:
-            group["lr"] = tcfg.lr * lr_factor(step, tcfg)
+        set_lr(optimizer, step, tcfg)
         path = None
         if stage.sample_path is not None:
             path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
@@ -311,21 +353,40 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
             tracker.log_metrics(metrics, step=done)
         if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
                          or done == tcfg.steps and stage.keep_last):
-            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
+            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
+                                                         provenance.get("fingerprint")))
     progress.close()
     check_replicas(model, ddp)
     if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
-        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision))
+        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
+                                                     provenance.get("fingerprint")))
     if stage.supernet is not None:
         stage.supernet.set_path(None)
     return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
 
 
+def _resumable(path: Path, fingerprint: str | None, ddp: Dist) -> dict | None:
+    """The resumable checkpoint at ``path`` when there is one made from ``fingerprint`` (any,
+    where the run has none); one made from anything else is set aside, on rank 0 once every rank
+    has read it."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, ddp.device)
+    if fingerprint is None or state.get("fingerprint") == fingerprint:
+        return state
+    if ddp.world > 1:
+        dist.barrier()
+    if ddp.main:
+        set_aside(path, state.get("fingerprint"), fingerprint)
+    return None
+
+
 def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int,
-                    precision: Precision) -> dict:
-    """What a checkpoint holds to continue ``stage`` after ``step`` steps."""
+                    precision: Precision, fingerprint: str | None = None) -> dict:
+    """What a checkpoint holds to continue ``stage`` after ``step`` steps, and the fingerprint of
+    what the run is made from (`detnas.provenance.fingerprint`)."""
     state = {"model": stage.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "scaler": precision.state_dict()}
+             "scaler": precision.state_dict(), "fingerprint": fingerprint}
     if stage.arch is not None:
         state["arch_optimizer"] = stage.arch.optimizer.state_dict()
     if stage.save_state is not None:

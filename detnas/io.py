@@ -1,7 +1,8 @@
 """Atomic writes and checked reads of the pipeline's files: JSON results and torch checkpoints.
 
 A file is written to a temporary name in the same folder, flushed to disk and renamed over the
-target, so a kill at any point leaves either the old file or the new one, never half of one.
+target, so a kill at any point leaves either the old file or the new one, never half of one; a
+full disk (or any other failed write) is a ValueError naming the file, with the old file intact.
 """
 
 from __future__ import annotations
@@ -20,21 +21,46 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(file)`` on a temporary file and rename it to ``path`` once complete.
 
     The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask).
+
+    Raises:
+        ValueError: the file could not be written (e.g. the disk is full: ``[Errno 28] No space
+            left on device``), naming it; a previous file of that name is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        error = _write_error(e)
+        if error is None:
+            raise
+        raise ValueError(f"{path}: cannot write it ({error}); the previous file, if any, is "
+                         "unchanged") from None
     return path
+
+
+def _write_error(e: BaseException) -> str | None:
+    """The reason a write failed, for the one-line error; None when ``e`` is not a failed write
+    (torch's zip writer reports a full disk as a RuntimeError that names the errno)."""
+    if isinstance(e, OSError):
+        return f"[Errno {e.errno}] {e.strerror}" if e.strerror else str(e)
+    if isinstance(e, RuntimeError) and re.search(
+            r"file write failed|errno|No space left|inline_container", str(e), re.IGNORECASE):
+        return str(e).strip().splitlines()[-1]
+    return None
+
+
+def save_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode()
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def save_json(path: str | Path, obj: Any) -> Path:

@@ -13,12 +13,19 @@ A local store (``sqlite:``) keeps its artifacts in `ARTIFACTS` under the results
 relative to the working directory as the store's own URI is (``sqlite:///results/mlflow.db``):
 the store finds them wherever the study's folder is copied or DVC-pulled, and no run writes
 outside the results folder it was given (`relocate` converts a store that holds absolute paths).
+
+Tracking records the work and never costs it: a store that cannot be written fails as the stage
+starts, before any training (one line naming the URI); a store that fails later (a full disk, a
+lost server) is warned about once, the stage finishes and keeps its outputs, and what could not
+be sent is kept in the stage's folder (`PENDING`) for ``detnas tracking replay FOLDER``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,46 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 ABLATION_VIEW = "ablation"
 """The experiment's shared view: ``#/experiments/<id>/runs?viewStateShareKey=ablation``."""
 VIEW_METRICS = ("mmap", "ap50", "ap75", "voc07", "top1", "cost.gpu_hours")
+
+PENDING = "tracking_pending.json"
+"""What a stage run could not send to its store (the calls, in order), in its output folder."""
+
+
+def _reason(e: BaseException) -> str:
+    """One line of an error from the store: the database's own words where SQLAlchemy quotes
+    them (``(sqlite3.OperationalError) attempt to write a readonly database``), else the first
+    line, shortened."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    quoted = [line for line in lines if re.match(r"\([\w.]+Error\) ", line)]
+    text = (quoted or lines or [""])[0]
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+@contextmanager
+def _quiet():
+    """MLflow logs a store's SQL errors with their traceback before raising them: the error
+    this module raises or warns with says it in one line instead."""
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        db_log.setLevel(level)
+
+
+@contextmanager
+def _store(uri: str):
+    """Turn any failure to reach or write the store at ``uri`` into one ValueError naming it."""
+    try:
+        with _quiet():
+            yield
+    except ValueError:
+        raise
+    except Exception as e:  # MLflow, SQLAlchemy, OS and HTTP errors: many kinds
+        raise ValueError(f"tracking.uri {uri}: the MLflow store cannot be written "
+                         f"({_reason(e)}); repair it, point tracking.uri elsewhere, or set "
+                         "tracking.enabled: false") from None
 
 
 class NullTracker:
@@ -67,62 +114,161 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    """A child run of the pipeline's parent run."""
+    """A child run of the pipeline's parent run.
+
+    Creating it checks the store (a ValueError naming the URI when it cannot be written). After
+    that, a failing store costs nothing but the record: the first failure is warned about, that
+    call and every later one are kept, and `finish` writes them to ``out``/`PENDING`.
+    """
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, Any],
                  parent_run_id: str | None = None, flush_every: int = 50,
-                 meter: cost.Meter | None = None, results: str | Path | None = None):
+                 meter: cost.Meter | None = None, results: str | Path | None = None,
+                 out: str | Path | None = None):
         """``results``: the study's results folder, where a local store keeps the run's artifacts
         (`ARTIFACTS`); the run is refused where they would land outside it."""
         from mlflow.tracking import MlflowClient
 
         super().__init__(meter)
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = _experiment(self.client, uri, experiment, results)
-        if results is not None:  # a run's artifacts go under its experiment's location
-            _check_inside(uri, exp.artifact_location, results)
+        self.uri, self.out = uri, Path(out) if out is not None else None
         all_tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(exp.experiment_id, run_name=run_name, tags=all_tags)
-        self.run_id = run.info.run_id
+        with _store(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = _experiment(self.client, uri, experiment, results)
+            if results is not None:  # a run's artifacts go under its experiment's location
+                _check_inside(uri, exp.artifact_location, results)
+            self.run_id = self.client.create_run(exp.experiment_id, run_name=run_name,
+                                                 tags=all_tags).info.run_id
         self.flush_every = flush_every
         self._buffer: list = []
+        self.pending: list[dict] = []
+        self.error: str | None = None
+
+    def _send(self, call: str, *args) -> None:
+        """Send ``call`` (a `replay_call` name) to the store; once the store has failed, keep it
+        (and every later call) for `replay` instead."""
+        if self.error is None:
+            try:
+                with _quiet():
+                    replay_call(self.client, self.run_id, call, args, self.out)
+                return
+            except Exception as e:  # the store's failure must not cost the stage
+                self.error = _reason(e)
+                log.warning("tracking: the MLflow store %s failed (%s); the stage goes on, and "
+                            "what it cannot log is kept in %s for `detnas tracking replay`",
+                            self.uri, self.error, self.out / PENDING if self.out else "memory")
+        self.pending.append({"call": call, "args": list(args)})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self._send("params", {k: str(v)[:6000] for k, v in params.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._buffer += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._buffer += [[k, float(v), now, step or 0] for k, v in metrics.items()]
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        self._send("tags", {k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        path = Path(path)
+        if self.out is not None and path.resolve().is_relative_to(self.out.resolve()):
+            path = path.resolve().relative_to(self.out.resolve())  # valid where the folder goes
+        self._send("artifact", str(path), artifact_path)
 
     def log_dict(self, obj: dict, name: str) -> None:
         """``obj`` as the artifact ``name`` (``.yaml`` / ``.json``)."""
-        self.client.log_dict(self.run_id, obj, name)
+        self._send("dict", obj, name)
 
     def flush(self) -> None:
-        for i in range(0, len(self._buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
+        if self._buffer:
+            self._send("metrics", self._buffer)
         self._buffer = []
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        self._send("terminated", status)
+        if self.pending:
+            self._keep_pending()
+
+    def _keep_pending(self) -> None:
+        """Write the calls the store did not take to ``out``/`PENDING` (warns where it cannot:
+        tracking never turns a finished stage into a failed one)."""
+        from detnas.io import save_json
+
+        record = {"tracking_uri": self.uri, "run_id": self.run_id, "error": self.error,
+                  "calls": self.pending}
+        if self.out is None:
+            log.warning("tracking: %d calls to run %s were not logged (no folder to keep them)",
+                        len(self.pending), self.run_id)
+            return
+        try:
+            save_json(self.out / PENDING, record)
+        except (ValueError, TypeError) as e:
+            log.warning("tracking: %d calls to run %s were not logged, nor kept: %s",
+                        len(self.pending), self.run_id, e)
+            return
+        log.warning("tracking: %d calls to run %s kept in %s: log them with `detnas tracking "
+                    "replay %s`", len(self.pending), self.run_id, self.out / PENDING, self.out)
+
+
+def replay_call(client, run_id: str, call: str, args: list | tuple,
+                folder: Path | None) -> None:
+    """Send one tracker call to run ``run_id`` (artifact paths relative to ``folder``)."""
+    from mlflow.entities import Metric, Param
+
+    if call == "params":
+        items = [Param(k, v) for k, v in args[0].items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i : i + 100])
+    elif call == "metrics":
+        items = [Metric(k, v, t, s) for k, v, t, s in args[0]]
+        for i in range(0, len(items), 1000):
+            client.log_batch(run_id, metrics=items[i : i + 1000])
+    elif call == "tags":
+        for k, v in args[0].items():
+            client.set_tag(run_id, k, v)
+    elif call == "artifact":
+        path = Path(args[0]) if folder is None else folder / args[0]
+        client.log_artifact(run_id, str(path), args[1])
+    elif call == "dict":
+        client.log_dict(run_id, args[0], args[1])
+    elif call == "terminated":
+        client.set_terminated(run_id, status=args[0])
+    else:
+        raise ValueError(f"unknown tracking call {call!r}")
+
+
+def replay(folder: str | Path) -> int:
+    """Send what a stage run could not log (``folder``/`PENDING`) to its store; returns the
+    number of calls sent. The file is removed once every call went through; on a new failure it
+    keeps the calls not yet sent.
+
+    Raises:
+        ValueError: no such file, or the store failed again (naming its URI).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from detnas.io import save_json
+
+    folder = Path(folder)
+    path = folder / PENDING
+    record = load_json(path)
+    calls = record["calls"]
+    client = MlflowClient(tracking_uri=record["tracking_uri"])
+    for i, entry in enumerate(calls):
+        try:
+            with _store(record["tracking_uri"]):
+                replay_call(client, record["run_id"], entry["call"], entry["args"], folder)
+        except ValueError:
+            save_json(path, {**record, "calls": calls[i:]})
+            raise
+    path.unlink()
+    log.info("tracking: %d calls logged to run %s", len(calls), record["run_id"])
+    return len(calls)
 
 
 def _parent_file(results: str | Path) -> Path:
@@ -240,9 +386,10 @@ def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
         return load_json(path)["parent_run_id"]
     tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"},
                             results=results)
-    exp_id = tracker.client.get_experiment_by_name(experiment).experiment_id
-    tracker.client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{ABLATION_VIEW}",
-                                      _ablation_view())
+    with _store(uri):
+        exp_id = tracker.client.get_experiment_by_name(experiment).experiment_id
+        tracker.client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{ABLATION_VIEW}",
+                                          _ablation_view())
     save_json(path, {"tracking_uri": uri, "experiment": experiment,
                      "parent_run_id": tracker.run_id})
     return tracker.run_id
@@ -261,25 +408,37 @@ def finish_parent(results: str | Path, status: str) -> str | None:
     parent = load_json(path)
     if "parent_run_id" not in parent:
         return None
-    MlflowClient(parent["tracking_uri"]).set_terminated(parent["parent_run_id"], status=status)
+    try:  # the study's end: a store that fails now costs a status, not the study
+        MlflowClient(parent["tracking_uri"]).set_terminated(parent["parent_run_id"],
+                                                            status=status)
+    except Exception as e:
+        log.warning("tracking: the parent run %s could not be ended %s in %s (%s)",
+                    parent["parent_run_id"], status, parent["tracking_uri"], _reason(e))
+        return None
     return parent["parent_run_id"]
 
 
 def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
-          arch: dict | None = None) -> NullTracker:
+          arch: dict | None = None, out: str | Path | None = None) -> NullTracker:
     """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`), on
-    ``gpus`` GPUs (`detnas.cost`); logs the resolved config and ``arch`` (a backbone spec) as
-    artifacts."""
+    ``gpus`` GPUs (`detnas.cost`), writing into folder ``out``; logs the resolved config and
+    ``arch`` (a backbone spec) as artifacts.
+
+    Raises:
+        ValueError: the store cannot be written (checked here, before the stage's work).
+    """
     from detnas.config import to_dict
 
     meter = cost.Meter(gpus, tags)
     if not cfg.tracking.enabled:
         return NullTracker(meter)
-    tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags,
-                            _parent_id(cfg.results), meter=meter, results=cfg.results)
-    tracker.log_dict(to_dict(cfg), "config.yaml")
-    if arch is not None:
-        tracker.log_dict(arch, "arch.json")
+    uri = cfg.tracking.uri
+    tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name, tags,
+                            _parent_id(cfg.results), meter=meter, results=cfg.results, out=out)
+    with _store(uri):  # the artifact store too, before the work
+        tracker.client.log_dict(tracker.run_id, to_dict(cfg), "config.yaml")
+        if arch is not None:
+            tracker.client.log_dict(tracker.run_id, arch, "arch.json")
     return tracker
 
 
@@ -294,10 +453,12 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
             ``results`` (a local store recorded in another folder).
     """
     if run_id is None:
-        with MlflowTracker(uri, experiment, run_name, tags, _parent_id(results),
-                           results=results) as tracker:
+        tracker = MlflowTracker(uri, experiment, run_name, tags, _parent_id(results),
+                                results=results)
+        with _store(uri):
             for path in files:
-                tracker.log_artifact(path, artifact_path)
+                tracker.client.log_artifact(tracker.run_id, str(path), artifact_path)
+            tracker.client.set_terminated(tracker.run_id, "FINISHED")
         return tracker.run_id
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -309,6 +470,7 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
         raise ValueError(f"MLflow run {run_id} is not in the tracking store {uri} (run from the "
                          "study's folder, or turn tracking off)") from None
     _check_inside(uri, run.info.artifact_uri, results)
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path)
+    with _store(uri):
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path)
     return run_id

@@ -22,10 +22,11 @@ from detnas import config as config_mod
 from detnas import engine, flops, tracking
 from detnas.config import StudyConfig, TrainConfig
 from detnas.data.coco import collate_detection
+from detnas.data.imagefolder import check_same_classes, class_folders
 from detnas.detection import detection_loss
-from detnas.io import save_checkpoint, save_json
+from detnas.io import save_checkpoint, save_json, save_text
 from detnas.models import backbone_of, build_model, load_model, model_meta
-from detnas.provenance import provenance
+from detnas.provenance import fingerprint, provenance
 from detnas.space import get_space, sample, sample_binned
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Run:
     stage: str
     tags: dict
     arch: dict | None = None  # the backbone spec of a fixed architecture (an MLflow artifact)
+    inputs: tuple[Path | None, ...] = ()  # the files and folders the run reads (fingerprinted)
 
     @property
     def checkpoint(self) -> Path:
@@ -68,22 +70,36 @@ def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
     return lambda rng: sample_binned(cfg.space, rng, cost, bins)
 
 
+OUTPUTS = ("checkpoint.pt", "metrics.json", "config.yaml", tracking.PENDING)
+"""The files of a finished training run, beside ``resume.pt`` while it runs."""
+
+
+def run_fingerprint(cfg: StudyConfig, run: Run) -> str:
+    """What a training run is made from (`detnas.provenance.fingerprint`): its resumable state
+    and its outputs' provenance carry it; the ranking check reuses a run only with the same."""
+    return fingerprint(config_mod.to_dict(cfg), run.inputs, stage=run.stage, tags=run.tags,
+                       arch=run.arch)
+
+
 def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfig,
                evaluate) -> dict:
     """Train, evaluate, and write checkpoint, metrics and resolved config (main process only)."""
     ddp = engine.setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     resolved = config_mod.to_dict(cfg)
-    prov = provenance(resolved, cfg.seed, stage=run.stage, tags=run.tags)
+    prov = provenance(resolved, cfg.seed, stage=run.stage, tags=run.tags,
+                      fingerprint=run_fingerprint(cfg, run))
     tags = {**run.tags, "stage": run.stage, "seed": cfg.seed,
             "config_hash": config_mod.config_hash(cfg), "git_commit": prov["git_commit"]}
     gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags, gpus,
-                             arch=run.arch) if ddp.main else tracking.NullTracker()
+    tracker = tracking.NullTracker()
+    if ddp.main:
+        tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags, gpus,
+                                 arch=run.arch, out=run.out)
     prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
-        stage = dataclasses.replace(stage, num_workers=cfg.workers)
+        stage = dataclasses.replace(stage, num_workers=cfg.workers, outputs=OUTPUTS)
         result = engine.train(stage, tcfg, cfg.seed, ddp, run.resume, tracker, prov)
         metrics = {}
         if ddp.main:
@@ -94,18 +110,24 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
             save_json(run.out / "metrics.json", {**metrics, **run.tags, "cost": tracker.cost(),
                                                  "provenance": {k: v for k, v in prov.items()
                                                                 if k != "config"}})
-            (run.out / "config.yaml").write_text(yaml.safe_dump(prov, sort_keys=False))
+            save_text(run.out / "config.yaml", yaml.safe_dump(prov, sort_keys=False))
             run.resume.unlink(missing_ok=True)
     return metrics
 
 
-def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int = 0):
+def _classification_data(cfg: StudyConfig, split: str, train: bool, holdout: int = 0,
+                         resnet: bool = False):
+    """The classification set; ``resnet``: with ResNet's recipe (``resnet_color_jitter``)."""
     from detnas.data import ImageFolderClassification
 
     c = cfg.classification
+    jitter = c.resnet_color_jitter if resnet and c.resnet_color_jitter is not None \
+        else c.color_jitter
     return ImageFolderClassification(Path(c.root) / split, c.image_size, train=train,
                                      cache=c.cache, crop_scale=c.crop_scale,
-                                     color_jitter=c.color_jitter, holdout=holdout, seed=cfg.seed)
+                                     color_jitter=jitter, holdout=holdout, seed=cfg.seed,
+                                     classes_of=None if split == "train" else
+                                     Path(c.root) / "train")
 
 
 def classifier_options(cfg: StudyConfig) -> dict:
@@ -159,7 +181,8 @@ def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
         model_meta("classification", backbone, data.num_classes),
         path_sampler(cfg, tcfg), backbone_of(model),
     )
-    run = Run(out, "supernet-pretrain", {"ablation": "supernet", "space": cfg.space})
+    run = Run(out, "supernet-pretrain", {"ablation": "supernet", "space": cfg.space},
+              inputs=(data.root,))
     return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
 
 
@@ -209,7 +232,8 @@ def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Pa
     )
     tags = {"ablation": "detnas" if init else "scratch", "space": cfg.space,
             "dataset": dataset, "detector": detector}
-    return _run_stage(cfg, Run(out, "supernet-finetune", tags), stage, tcfg, _no_evaluation)
+    run = Run(out, "supernet-finetune", tags, inputs=(images, annotations, init))
+    return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
 
 
 def _spec_tags(spec: dict) -> dict:
@@ -226,14 +250,31 @@ def pretrain_schedule(cfg: StudyConfig, spec: dict) -> TrainConfig:
 def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
     """Retraining, part 1: classification pre-training of a fixed architecture."""
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
-    data = _classification_data(cfg, "train", True)
+    data = _classification_data(cfg, "train", True, resnet=spec.get("kind") == "resnet")
+    val = Path(cfg.classification.root) / "val"  # scored after training: checked before it
+    check_same_classes(val, class_folders(val), data.root)
     model = build_model("classification", spec, data.num_classes, **classifier_options(cfg))
     tcfg = pretrain_schedule(cfg, spec)
     stage = engine.Stage(model, *_classification_inputs(
         cfg, data, classification_loss(tcfg.label_smoothing)),
         model_meta("classification", spec, data.num_classes))
-    run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)}, spec)
+    run = Run(out, "retrain-classification", {"ablation": ablation, **_spec_tags(spec)}, spec,
+              (data.root, Path(cfg.classification.root) / "val"))
     return _run_stage(cfg, run, stage, tcfg, _evaluate_classifier(cfg))
+
+
+def detector_run(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, detector: str,
+                 init: Path | None, out: Path, *, train_split: tuple[Path, Path] | None = None,
+                 test_split: tuple[Path, Path] | None = None,
+                 stage_name: str = "retrain-detection") -> Run:
+    """The `Run` of `train_detector` (its folder, tags and inputs: the ranking check reuses a
+    finished one only with its fingerprint, `run_fingerprint`)."""
+    d = cfg.datasets[dataset]
+    root = Path(d.root)
+    train_split = train_split or (root / d.train_images, root / d.train_annotations)
+    test_split = test_split or (root / d.test_images, root / d.test_annotations)
+    tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
+    return Run(out, stage_name, tags, spec, (*train_split, *test_split, init))
 
 
 def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, detector: str,
@@ -249,11 +290,9 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     """
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
-    root = Path(d.root)
-    train_images, train_annotations = train_split or (root / d.train_images,
-                                                      root / d.train_annotations)
-    test_images, test_annotations = test_split or (root / d.test_images,
-                                                   root / d.test_annotations)
+    run = detector_run(cfg, spec, ablation, dataset, detector, init, out,
+                       train_split=train_split, test_split=test_split, stage_name=stage_name)
+    train_images, train_annotations, test_images, test_annotations, _ = run.inputs
     data = _detection_data(train_images, train_annotations, d.cache, d.flip_prob)
     model = build_model("detection", spec, data.num_classes, detector, cfg.detector)
     if init is not None:
@@ -273,8 +312,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     stage = engine.Stage(model, detection_loss, data, collate_detection,
                          model_meta("detection", spec, data.num_classes, detector, cfg.detector),
                          sync_bn=True)
-    tags = {"ablation": ablation, "dataset": dataset, "detector": detector, **_spec_tags(spec)}
-    return _run_stage(cfg, Run(out, stage_name, tags, spec), stage, tcfg, evaluate)
+    return _run_stage(cfg, run, stage, tcfg, evaluate)
 
 
 def baseline_spec(cfg: StudyConfig, name: str) -> dict:

@@ -23,6 +23,7 @@ import yaml
 
 from detnas import layout
 from detnas.config import StudyConfig, from_dict
+from detnas.io import atomic_write, save_text
 from detnas.report.headline import FIELDS, file_name, study_headline
 
 
@@ -86,7 +87,8 @@ def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:
     for name, rel in search_histories(cfg):
         if (results / rel).exists():
             dest = plots / f"search-{name.replace('/', '-')}.csv"
-            copied.append(Path(shutil.copyfile(results / rel, dest)))
+            data = (results / rel).read_bytes()
+            copied.append(atomic_write(dest, lambda f, data=data: f.write(data)))
     return copied
 
 
@@ -99,9 +101,8 @@ def write_headline(results: Path, cfg: StudyConfig) -> list[Path]:
     for record in study_headline(cfg, results):
         numbers = {k: record[k] for k in FIELDS if record[k] is not None}
         if numbers:
-            path = folder / file_name(record)
-            path.write_text(json.dumps(numbers, indent=2) + "\n")
-            written.append(path)
+            written.append(save_text(folder / file_name(record),
+                                     json.dumps(numbers, indent=2) + "\n"))
     return written
 
 
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> int:
         return 2
     cfg = study_config(results)
     table = collect(results, cfg)
-    (results / "metrics.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    save_text(results / "metrics.json", json.dumps(table, indent=2, sort_keys=True) + "\n")
     headline = write_headline(results, cfg)
     copied = copy_histories(results, cfg)
     print(f"collect_metrics: {len(headline)} rows of the study -> {results}/headline/, "

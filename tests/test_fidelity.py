@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,8 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.transforms import v2
 
-from detnas import config, engine, flops, train
+from detnas import config, engine, flops, tracking, train
+from detnas.config import DETECTORS
 from detnas.data import CocoDetection, make_synthetic_classification, make_synthetic_detection
 from detnas.models import build_model
 from detnas.search.fitness import SupernetFitness, has_head_norm
@@ -176,6 +178,7 @@ def test_paper_imagenet_recipe(tmp_path, monkeypatch):
                                   image_size=32)
     overrides = [f"classification.root={tmp_path}", "classification.search_images=2"]
     cfg = config.load(REPO / "config" / "coco.yaml", overrides)
+    assert VOC.classification == COCO.classification  # one ImageNet recipe for both studies
     data = train._classification_data(cfg, "train", True)
     crop, jitter = data.transform.transforms[:2]
     assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.08, 1.0)
@@ -194,6 +197,27 @@ def test_paper_imagenet_recipe(tmp_path, monkeypatch):
         bn = stage.model.backbone.stem[1]
         assert torch.all(bn.bias == 1e-4)
     assert len(seen[0][0].dataset) == 6  # the ClsNASNet images are held out of the supernet's
+
+
+@pytest.mark.parametrize("path", ["coco.yaml", "voc.yaml"])
+def test_resnet_imagenet_recipe_crops_and_flips_without_colour_jitter(path, tmp_path,
+                                                                    monkeypatch):
+    """torchvision references/classification/presets.py (ClassificationPresetTrain): a random
+    resized crop (0.08-1) and a flip, no colour jitter; the ShuffleNet classifiers keep DetNAS's
+    ColorJitter(0.4)."""
+    make_synthetic_classification(tmp_path, seed=0, num_classes=2, num_train=4, num_val=2,
+                                  image_size=32)
+    cfg = config.load(REPO / "config" / path, [f"classification.root={tmp_path}",
+                                               "classification.loader=cpu"])
+    seen = _capture_stage(monkeypatch)
+    train.train_classifier(cfg, {"kind": "resnet", "depth": 26, "width": 4}, "x", tmp_path)
+    train.train_classifier(cfg, {"kind": "shufflenet", "space": "test", "arch": "0-00-00-0"},
+                           "x", tmp_path)
+    (resnet, _), (shufflenet, _) = seen
+    kinds = [type(t) for t in resnet.dataset.transform.transforms]
+    assert v2.RandomResizedCrop in kinds and v2.RandomHorizontalFlip in kinds
+    assert v2.ColorJitter not in kinds
+    assert v2.ColorJitter in [type(t) for t in shufflenet.dataset.transform.transforms]
 
 
 def test_resnet_classifier_keeps_torchvision_init_and_no_dropout():
@@ -239,8 +263,17 @@ def test_resnet_and_scratch_have_their_own_schedules(cfg):
     r = train.pretrain_schedule(cfg, {"kind": "resnet", "depth": 50, "width": 64})
     assert (r.lr, r.batch_size, r.weight_decay, r.label_smoothing) == (0.1, 256, 1e-4, 0.0)
     assert r.schedule == "step" and r.steps * r.batch_size == pytest.approx(90 * 1_281_167, 1e-3)
+    epoch = 1_281_167 / 256  # lr x0.1 after epochs 30 and 60 (torchvision references)
+    assert [engine.lr_factor(round(e * epoch), r) for e in (29, 31, 61)] == \
+        pytest.approx([1, 0.1, 0.01])
     s = train.pretrain_schedule(cfg, {"kind": "shufflenet", "space": "300M", "arch": ""})
-    assert (s.lr, s.weight_decay) == (0.5, 4e-5)
+    # Supernet-ImageNet/train.py: SGD 0.5, momentum 0.9, wd 4e-5, batch 1024, 300k iterations,
+    # linear decay to 0, label smoothing 0.1 (the supernet and every retrained ShuffleNet)
+    for t in (s, cfg.supernet_pretrain):
+        assert (t.lr, t.momentum, t.weight_decay, t.batch_size, t.steps, t.label_smoothing) == \
+            (0.5, 0.9, 4e-5, 1024, 300_000, 0.1)
+        assert [engine.lr_factor(n, t) for n in (0, 150_000, 300_000)] == \
+            pytest.approx([1, 0.5, 0])
     scratch = train.finetune_schedule(cfg, "fpn", scratch=True)
     assert scratch.steps == 3 * cfg.supernet_finetune.steps
     assert train.finetune_schedule(cfg, "fpn", scratch=False).steps == cfg.supernet_finetune.steps
@@ -269,7 +302,7 @@ def test_paper_configs_use_the_reference_switches():
                                 cfg.retrain_pretrain, cfg.resnet_pretrain,
                                 cfg.retrain_finetune, cfg.nats.search)} == {"off"}
         assert cfg.supernet_finetune.warmup_factor == pytest.approx(1 / 3)
-    assert VOC.datasets["voc"].metric == "voc07"
+    assert VOC.datasets["voc"].metric == "voc07" and COCO.datasets["coco"].metric == "mmap"
 
 
 def test_warm_up_starts_at_a_third_of_the_lr():
@@ -278,11 +311,64 @@ def test_warm_up_starts_at_a_third_of_the_lr():
     assert engine.lr_factor(tcfg.warmup_steps, tcfg) == 1.0
 
 
-def test_syncbn_keeps_the_reference_momentum_and_eps():
-    """DistributedSyncBN (pytorch_distributed_syncbn) hard-codes momentum 0.1 and eps 1e-5."""
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(_paper_detector("fpn"))
-    norms = [m for m in synced.modules() if isinstance(m, nn.SyncBatchNorm)]
-    assert norms and all(m.momentum == 0.1 and m.eps == 1e-5 for m in norms)
+def _train_zero_steps(model: nn.Module, tcfg: config.TrainConfig, tmp_path) -> None:
+    """`engine.train` up to its first step: what it sets on the model before training."""
+    stage = engine.Stage(model, lambda m, b: torch.zeros(()), [0], list, {})
+    engine.train(stage, dataclasses.replace(tcfg, steps=0), 0, engine.Dist(),
+                 tmp_path / "resume.pt", tracking.NullTracker(), {})
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_syncbn_momentum_is_the_references_per_stage(cfg, tmp_path):
+    """DetNAS's DistributedSyncBN (maskrcnn_benchmark/pytorch_distributed_syncbn/syncbn.py:94-97):
+    momentum 0.01, 0.1 when the backbone is a search supernet; eps 1e-5. The ImageNet stages use
+    torch's BN (0.1)."""
+    expected = [(train.finetune_schedule(cfg, "fpn", scratch=False), 0.1),
+                (train.finetune_schedule(cfg, "fpn", scratch=True), 0.1),
+                (cfg.retrain_finetune.for_detector("fpn"), 0.01),
+                (cfg.retrain_finetune.for_detector("retinanet"), 0.01),
+                (cfg.rank.train, 0.01), (cfg.supernet_pretrain, 0.1),
+                (cfg.retrain_pretrain, 0.1)]
+    for tcfg, momentum in expected:
+        model = _paper_detector("fpn", cfg)
+        _train_zero_steps(model, tcfg, tmp_path)
+        synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as engine.train under DDP
+        norms = [m for m in synced.modules() if isinstance(m, nn.SyncBatchNorm)]
+        assert len(norms) > 12  # backbone, FPN and box head
+        assert all(m.momentum == momentum and m.eps == 1e-5 for m in norms), tcfg
+
+
+def _groups(optimizer) -> dict[int, dict]:
+    return {id(p): g for g in optimizer.param_groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_detection_solver_has_maskrcnn_benchmarks_parameter_groups(cfg):
+    """maskrcnn_benchmark/solver/build.py:9-17 with config/defaults.py:401-406: a parameter named
+    *bias* at BIAS_LR_FACTOR 2 and WEIGHT_DECAY_BIAS 0, everything else (BN weights included)
+    at the lr with WEIGHT_DECAY; the ImageNet recipe keeps SPOS's groups (Supernet-ImageNet
+    utils.py:81-95: decay on conv/fc weights only, one lr)."""
+    for detector in DETECTORS:
+        model = _paper_detector(detector, cfg)
+        for tcfg in (train.finetune_schedule(cfg, detector, scratch=False),
+                     cfg.retrain_finetune.for_detector(detector), cfg.nats.search, cfg.rank.train):
+            optimizer = engine.make_optimizer(model, tcfg)
+            engine.set_lr(optimizer, 1000, tcfg)  # after warm-up, before the first lr step
+            groups = _groups(optimizer)
+            for name, p in model.named_parameters():
+                lr, decay = (2 * tcfg.lr, 0.0) if "bias" in name else (tcfg.lr, 1e-4)
+                assert (groups[id(p)]["lr"], groups[id(p)]["weight_decay"]) == \
+                    pytest.approx((lr, decay)), (name, tcfg)
+            bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+            assert groups[id(bn.weight)]["weight_decay"] == 1e-4
+    classifier = build_model("classification", {"kind": "supernet", "space": "test"}, 3)
+    for tcfg in (cfg.supernet_pretrain, cfg.retrain_pretrain, cfg.resnet_pretrain):
+        optimizer = engine.make_optimizer(classifier, tcfg)
+        engine.set_lr(optimizer, 0, tcfg)
+        groups = _groups(optimizer)
+        for _name, p in classifier.named_parameters():
+            decay = tcfg.weight_decay if p.ndim > 1 else 0.0
+            assert (groups[id(p)]["lr"], groups[id(p)]["weight_decay"]) == (tcfg.lr, decay)
 
 
 def test_the_report_names_every_detection_metric():
@@ -291,3 +377,332 @@ def test_the_report_names_every_detection_metric():
     assert set(METRIC_NAMES) == {"mmap", "ap50", "voc07"}
     with pytest.raises(ValueError, match=r"datasets\.voc\.metric: 'ap' \(mmap, ap50, voc07\)"):
         config.load(REPO / "config" / "voc.yaml", ["datasets.voc.metric=ap"])
+
+
+# --- the paper configs through the code: detectors, schedules, search, splits -----------------
+
+
+def _real_detector(detector: str, cfg):
+    """The paper config's detector at its real widths and sizes (around a tiny supernet)."""
+    torch.manual_seed(0)
+    return build_model("detection", {"kind": "supernet", "space": "test"}, 80, detector,
+                       cfg.detector)
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_paper_faster_rcnn_at_the_references_widths_sizes_sampling_and_postprocessing(cfg):
+    """configs/e2e_faster_rcnn_DETNAS_COCO_FPN_300M_{search,1x}.yaml and config/defaults.py:
+    800 / 1333 px (43-49), 256 FPN channels, 4 convs of 256 + fc 1024 (MODEL.ROI_BOX_HEAD), RoI
+    sampling 512 at 1/4 positive (192-194), RPN 256 anchors at 1/2 (149-151), RPN top-n 2000 in
+    training and 1000 in test (yaml 15-19), NMS 0.7 (160); boxes: score 0.05, NMS 0.5, 100 per
+    image (201-207); RoIAlign 7x7, sampling ratio 2 (yaml 23-25)."""
+    model = _real_detector("fpn", cfg)
+    assert (model.transform.min_size, model.transform.max_size) == ((800,), 1333)
+    assert model.backbone.out_channels == 256
+    assert {b[0].out_channels for b in model.backbone.fpn.layer_blocks} == {256}
+    head = model.roi_heads.box_head
+    assert [m.out_channels for m in head.modules() if isinstance(m, nn.Conv2d)] == [256] * 4
+    assert [m.out_features for m in head.modules() if isinstance(m, nn.Linear)] == [1024]
+    pool = model.roi_heads.box_roi_pool
+    assert (pool.output_size, pool.sampling_ratio) == ((7, 7), 2)
+    roi, rpn = model.roi_heads, model.rpn
+    assert (roi.fg_bg_sampler.batch_size_per_image, roi.fg_bg_sampler.positive_fraction) == \
+        (512, 0.25)
+    assert (rpn.fg_bg_sampler.batch_size_per_image, rpn.fg_bg_sampler.positive_fraction) == \
+        (256, 0.5)
+    assert rpn._pre_nms_top_n == rpn._post_nms_top_n == {"training": 2000, "testing": 1000}
+    assert rpn.nms_thresh == 0.7
+    assert (roi.score_thresh, roi.nms_thresh, roi.detections_per_img) == (0.05, 0.5, 100)
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_paper_retinanet_at_the_references_widths_sizes_and_postprocessing(cfg):
+    """configs/retinanet/retinanet_DETNAS_COCO_FPN_300M_{search,1x}.yaml and config/defaults.py:
+    800 / 1333 px, 256 FPN channels, 9 anchors per place (3 scales, 3 ratios: 302-309),
+    IoU 0.5 / 0.4 (333-337); inference: score 0.05, the top 1000 per level, NMS 0.4, 100 per
+    image (329, 351, 354, 434; modeling/rpn/retinanet/inference.py:176-187)."""
+    model = _real_detector("retinanet", cfg)
+    assert (model.transform.min_size, model.transform.max_size) == ((800,), 1333)
+    assert model.backbone.out_channels == 256
+    assert model.anchor_generator.sizes[0] == (32, 40, 51)  # 32 * 2 ** (k / 3)
+    assert model.anchor_generator.num_anchors_per_location() == [9] * 5
+    matcher = model.proposal_matcher
+    assert (matcher.high_threshold, matcher.low_threshold) == (0.5, 0.4)
+    assert (model.score_thresh, model.topk_candidates) == (0.05, 1000)
+    assert (model.nms_thresh, model.detections_per_img) == (0.4, 100)
+
+
+@pytest.mark.parametrize(("cfg", "steps", "milestones"),
+                         [(COCO, 90_000, (60_000, 80_000)), (VOC, 22_500, (15_000, 20_000))],
+                         ids=["coco", "voc"])
+def test_detection_1x_schedule_through_the_code(cfg, steps, milestones):
+    """configs/*_1x.yaml: 90k iterations of 16 images, lr steps at 60k and 80k (x0.1), SGD
+    momentum 0.9, weight decay 1e-4, linear warm-up from 1/3 over 500 (config/defaults.py:
+    401-418); VOC: the paper's 22.5k at the same fractions (no published config)."""
+    stages = [train.finetune_schedule(cfg, d, scratch=False) for d in DETECTORS]
+    stages += [cfg.retrain_finetune.for_detector(d) for d in DETECTORS]
+    stages += [cfg.nats.search.for_detector(d) for d in DETECTORS]
+    for tcfg in stages:
+        assert (tcfg.steps, tcfg.batch_size, tcfg.momentum, tcfg.weight_decay) == \
+            (steps, 16, 0.9, 1e-4)
+        factors = [engine.lr_factor(s, tcfg) for s in
+                   (0, 250, 500, milestones[0] - 1, milestones[0], milestones[1] - 1,
+                    milestones[1], steps - 1)]
+        assert factors == pytest.approx([1 / 3, 2 / 3, 1, 1, 0.1, 0.1, 0.01, 0.01], rel=1e-6)
+    assert train.finetune_schedule(cfg, "fpn", scratch=True).steps == 3 * steps
+
+
+def _search_run(search_cfg, space: str = "300M"):
+    """A whole search of ``search_cfg`` with a free fitness: what the EA proposes and keeps."""
+    from detnas.search.evolution import run_search, serial
+
+    return run_search("evolution", space, search_cfg, serial(lambda a: float(sum(a.choices))),
+                      random.Random(0))
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_paper_ea_settings_run_the_references_search(cfg):
+    """distributed_arch_search/arch_search_config.py: population 50, top 10, 20 generations,
+    20 mutations (p 0.1) + 20 crossovers, the rest random, a FLOPs limit on backbone FLOPs at
+    224 (COCO 300M; VOC 330M: docs/fidelity.md); BN recalibration on 500 x 8 training images
+    (test_server.py::bn_statistic) with torch's momentum 0.1."""
+    from detnas.search.evolution import evaluation_budget, search_limits
+    from detnas.search.fitness import fitness_spec
+
+    s = cfg.search
+    assert (s.population, s.topk, s.generations, s.mutations, s.crossovers, s.mutation_prob) == \
+        (50, 10, 20, 20, 20, 0.1)
+    limits = search_limits(s, cfg.space)
+    assert limits.limits == {"backbone_flops": 300e6 if cfg is COCO else 330e6}
+    fpn = REGISTRY["DetNAS-COCO-FPN-300M"].arch
+    assert limits.costs["backbone_flops"](fpn) == 288_082_368  # at 224 px
+    state = _search_run(s, cfg.space)
+    assert len(state.history) == evaluation_budget(s) == 1000
+    assert [g["generation"] for g in state.generations] == list(range(20))
+    assert all(r["backbone_flops"] <= s.max_flops for r in state.history)
+    spec = fitness_spec(dataclasses.replace(cfg, device="cpu"), "detection", "s.pt", "a.json",
+                        "b.json", dataset=next(iter(cfg.datasets)))
+    assert (spec.recalib_num_images, spec.recalib_batch_size, spec.recalib_momentum) == \
+        (4000, 8, 0.1)
+
+
+def test_clsnas_is_one_spos_search_whatever_the_detection_set(tmp_path, monkeypatch):
+    """SinglePathOneShot src/Search/search.py:240-250: population 50, top 10, 20 generations,
+    25 mutations (p 0.1) + 25 crossovers, 330M FLOPs counted on the whole classifier
+    (flops.py:238-287: every conv and the FC at 224), BN recalibrated on 200 x 128 training
+    images (tester.py:52-70, momentum 0.1), scored in batches of 200; the `detnas search
+    --fitness classification` command reads these settings, in coco.yaml as in voc.yaml."""
+    from detnas.cli import main
+    from detnas.search import stage
+    from detnas.search.evolution import search_limits
+
+    assert COCO.clsnas_search == VOC.clsnas_search
+    seen = []
+    monkeypatch.setattr(stage, "search_stage", lambda cfg, *a, spec, **k: seen.append(
+        (cfg.search, spec)) or {})
+    for path in ("coco.yaml", "voc.yaml"):
+        assert main(["search", "evolution", "--config", str(REPO / "config" / path),
+                     "--set", "device=cpu", "--supernet", "s.pt", "--fitness",
+                     "classification", "--data", "train", "--recalib-data", "train",
+                     "--out", str(tmp_path)]) == 0
+    (s, spec), (s_voc, spec_voc) = seen
+    assert s == s_voc and spec == spec_voc
+    assert (s.population, s.topk, s.generations, s.mutations, s.crossovers, s.mutation_prob) == \
+        (50, 10, 20, 25, 25, 0.1)
+    assert (spec.recalib_num_images, spec.recalib_batch_size, spec.recalib_momentum,
+            spec.eval_batch_size, spec.holdout) == (25_600, 128, 0.1, 200, 50_000)
+    assert spec.recalib_augment == (0.08, 0.4)  # imagenet_dataset.py:64-72
+    limits = search_limits(s, COCO.space)
+    assert limits.limits == {"classifier_flops": 330e6}
+    table = flops.cost_table(COCO.space, 224)
+    spos = REGISTRY["SPOS-ImageNet-300M"].arch
+    assert limits.costs["classifier_flops"](spos) == table.classifier_flops(spos) == 322_918_720
+    assert table.head.flops == 640 * 1024 * 7 * 7 + 1024 * 1000  # last conv + FC
+    state = _search_run(s)
+    assert len(state.history) == 1000
+    assert all(table.classifier_flops(Arch.parse(r["arch"], "300M")) <= 330e6
+               for r in state.history)
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_search_split_holds_out_the_references_5000_images(cfg, tmp_path, capsys):
+    """DetNAS holds 5k images of the detection training set out for the fitness
+    (coco_2014_trainval_val, configs/*_search.yaml:31): `detnas data split` of the paper configs."""
+    import json
+
+    from detnas.cli import main
+
+    name = next(iter(cfg.datasets))
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8}
+                   for i in range(1, 6001)],
+        "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    path = REPO / "config" / ("coco.yaml" if cfg is COCO else "voc.yaml")
+    assert main(["data", "split", "--config", str(path), "--set", f"datasets.{name}.root=/",
+                 "--set", f"datasets.{name}.train_annotations={annotations}",
+                 "--dataset", name, "--out", str(tmp_path / "split")]) == 0
+    search = json.loads((tmp_path / "split" / "instances_search.json").read_text())
+    supernet = json.loads((tmp_path / "split" / "instances_supernet.json").read_text())
+    assert (len(search["images"]), len(supernet["images"])) == (5000, 1000)
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def _table_rows() -> list[tuple[str, str]]:
+    """(setting, test column) of every setting row of docs/fidelity.md's first table."""
+    text = (REPO / "docs" / "fidelity.md").read_text()
+    table = text.split("| setting |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    rows = []
+    for line in table:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) >= 4 and not cells[0].startswith("**"):
+            rows.append((cells[0], cells[3]))
+    return rows
+
+
+def test_every_row_of_the_fidelity_table_names_an_existing_test():
+    import re
+
+    rows = _table_rows()
+    assert len(rows) > 25
+    for setting, column in rows:
+        names = re.findall(r"`([^`]+)`", column)
+        if column == "same test":
+            continue
+        assert names, f"docs/fidelity.md: the row {setting!r} names no test"
+        for name in names:
+            path, _, func = name.rpartition("::")
+            source = (REPO / (path or "tests/test_fidelity.py")).read_text()
+            assert re.search(rf"^def {re.escape(func)}\(", source, re.M), \
+                f"docs/fidelity.md: the row {setting!r} names {name!r}, which does not exist"
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_supernet_finetuning_freezes_bn_affine_as_the_reference(cfg, tmp_path):
+    """DetNAS's trainer freezes every parameter of a search body each step
+    (maskrcnn_benchmark/engine/trainer.py:112-113) and thaws those of Conv2d, Linear and
+    nn.BatchNorm2d as they run (tools/train_net.py:62-72): its DistributedSyncBN, a _BatchNorm,
+    stays frozen. Retraining trains BN."""
+    for tcfg, frozen in ((train.finetune_schedule(cfg, "fpn", scratch=False), True),
+                         (train.finetune_schedule(cfg, "fpn", scratch=True), True),
+                         (cfg.retrain_finetune, False)):
+        model = _paper_detector("fpn", cfg)
+        _train_zero_steps(model, tcfg, tmp_path)
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and all(p.requires_grad != frozen for m in norms
+                             for p in (m.weight, m.bias))
+        trained = {id(p) for g in engine.make_optimizer(model, tcfg).param_groups
+                   for p in g["params"]}
+        assert (id(norms[0].weight) in trained) != frozen
+        assert all(id(m.weight) in trained for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize(("search", "legal"), [(COCO.search, True), (VOC.search, True),
+                                               (COCO.clsnas_search, False)],
+                         ids=["coco", "voc", "clsnas"])
+def test_only_legal_candidates_count_toward_the_references_mutations(search, legal,
+                                                                      monkeypatch):
+    """DetNAS distributed_arch_search/search.py:182-198 decrements its 10 x 20 tries only on
+    legal candidates (until 20 are found); SPOS src/Search/search.py:152-166 on every try."""
+    from detnas.search import evolution
+
+    modes, mutated = [], set()
+    propose = evolution._propose
+    monkeypatch.setattr(evolution, "_propose", lambda *a, **k: modes.append(a[-1]) or propose(
+        *a, **k))
+    _search_run(dataclasses.replace(search, generations=2, population=50))
+    assert set(modes) == {"legal" if legal else "all"}
+
+    mutate = evolution.mutate
+    monkeypatch.setattr(evolution, "mutate", lambda *a: mutated.add(str(m := mutate(*a))) or m)
+    calls = [0]
+
+    def feasible(arch):  # the first 250 candidates offered are illegal
+        calls[0] += 1
+        return calls[0] > 250
+
+    limits = dataclasses.replace(evolution.search_limits(search, "300M"))
+    object.__setattr__(limits, "feasible", feasible)
+    rng = random.Random(0)
+    state = evolution.SearchState("evolution", "300M", {}, "", generation=1, history=[
+        {"arch": str(a), "fitness": float(i), "order": i} for i, a in
+        enumerate(REGISTRY[n].arch for n in PUBLISHED_300M)])
+    out = evolution._propose(state, "300M", rng, limits, search.mutation_prob, search.mutations,
+                             search.crossovers, search.population, 4, modes[0])
+    assert len(out) == search.population
+    assert sum(str(a) in mutated for a in out) == (search.mutations if legal else 0)
+
+
+@pytest.mark.parametrize(("cfg", "held"), [(COCO, 35_000), (VOC, 5_000)], ids=["coco", "voc"])
+def test_nats_alphas_train_on_their_own_split(cfg, held, tmp_path, monkeypatch):
+    """docs/reference/nats.md: the paper trains the alphas on COCO's 35k valminusminival images
+    and the weights on train2014 (83k); `detnas nats search` of coco.yaml holds 35k of the
+    training set out for the alphas. VOC (no published split): the 5k search split."""
+    import json
+
+    from detnas import data
+    from detnas.cli import main
+    from detnas.nats import search as nats_search
+
+    class Counted:
+        def __init__(self, images, annotations, **kwargs):
+            self.size = len(json.loads(Path(annotations).read_text())["images"])
+            self.num_classes = 1
+
+    seen = []
+    monkeypatch.setattr(data, "CocoDetection", Counted)
+    monkeypatch.setattr(nats_search, "search", lambda cfg, w, a, *x, **k: seen.append(
+        (w.size, a.size)) or {})
+    annotations = tmp_path / "train.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8}
+                   for i in range(1, 40_001)],
+        "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    search_split = tmp_path / "search.json"
+    search_split.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8}
+                   for i in range(1, 5001)],
+        "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    path = REPO / "config" / ("coco.yaml" if cfg is COCO else "voc.yaml")
+    weights = annotations if cfg.nats.arch_images else tmp_path / "train.json"
+    args = ["nats", "search", "--config", str(path), "--pretrained", "r.pt", "--images", "x",
+            "--weights-annotations", str(weights), "--detector", "fpn", "--out",
+            str(tmp_path / "out")]
+    if not cfg.nats.arch_images:
+        args += ["--arch-annotations", str(search_split)]
+    assert main(args) == 0
+    assert seen[0][1] == held
+    assert seen[0][0] == 40_000 - (held if cfg.nats.arch_images else 0)
+
+
+def test_clsnas_recalibrates_on_augmented_training_images_the_same_for_every_candidate(tmp_path):
+    """SPOS src/Search/tester.py:58-70 recalibrates on its training provider: RandomResizedCrop,
+    ColorJitter(0.4) and flips (imagenet_dataset.py:64-72); here the same augmented images for
+    every candidate, so that the fitness is a function of the path."""
+    from detnas.io import save_checkpoint
+    from detnas.models import model_meta
+    from detnas.search.fitness import build_fitness, fitness_spec
+
+    make_synthetic_classification(tmp_path, seed=0, num_classes=2, num_train=12, num_val=2,
+                                  image_size=32)
+    model = build_model("classification", {"kind": "supernet", "space": "test"}, 2)
+    ckpt = save_checkpoint(tmp_path / "s.pt", {
+        "model": model.state_dict(),
+        **model_meta("classification", {"kind": "supernet", "space": "test"}, 2)})
+    cfg = config.load(REPO / "config" / "coco.yaml", [
+        f"classification.root={tmp_path}", "classification.image_size=32",
+        "classification.search_images=4", "classification.cache=false", "device=cpu",
+        "space=test", "clsnas_search.recalib_images=8", "clsnas_search.recalib_batch_size=4",
+        "clsnas_search.eval_batch_size=4"])
+    cfg = dataclasses.replace(cfg, search=config.clsnas_search(cfg))
+    train_dir = str(tmp_path / "train")
+    augmented = build_fitness(fitness_spec(cfg, "classification", ckpt, train_dir, train_dir))
+    plain = build_fitness(dataclasses.replace(
+        fitness_spec(cfg, "classification", ckpt, train_dir, train_dir), recalib_augment=None))
+    first, again = (torch.cat(list(augmented.recalib_batches())) for _ in range(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, torch.cat(list(plain.recalib_batches())))
+    arch, other = Arch.parse("0-12-30-2", "test"), Arch.parse("1-03-21-3", "test")
+    assert augmented(arch) == (augmented(other), augmented(arch))[1]

@@ -136,8 +136,12 @@ def test_alternating_steps_touch_only_their_parameters(done, tmp_path):
         if k.endswith("bn3.weight"):
             v.fill_(1.0)
     pretrained = save_checkpoint(tmp_path / "cls.pt", ckpt)
-    for frozen, extra in (("weights", "nats.search.lr=0"), ("alphas", "nats.arch_lr=0")):
-        cfg = _cfg("nats.search.steps=1", extra)
+    for frozen in ("weights", "alphas"):
+        cfg = _cfg("nats.search.steps=1")
+        if frozen == "weights":  # a rate of 0, which a study's config refuses (lr > 0)
+            cfg.nats.search.lr = 0.0
+        else:
+            cfg.nats.arch_lr = 0.0
         _run(cfg, tmp_path / frozen, pretrained)
         after = load_checkpoint(tmp_path / frozen / "search.pt")
         assert after["step"] == 1 and len(after["history"]) == 1
@@ -179,8 +183,11 @@ def test_killed_search_resumes_to_the_same_result(done, tmp_path, monkeypatch):
     assert load_json(tmp_path / "alphas.json") == load_json(root / "a/alphas.json")
     again = _run(_cfg(), tmp_path, root / "cls.pt")  # finished: the outputs written again
     assert again["steps"] == 4 and again["arch"] == load_json(root / "a/metrics.json")["arch"]
-    with pytest.raises(ValueError, match="search.pt: written by config"):
-        _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")
+    finished = load_checkpoint(tmp_path / "search.pt")["fingerprint"]
+    other = _run(_cfg("nats.groups=2"), tmp_path, root / "cls.pt")  # another config: fresh
+    assert (tmp_path / f"search.pt.stale-{finished}").exists()
+    assert other["steps"] == 4
+    assert load_checkpoint(tmp_path / "search.pt")["fingerprint"] != finished
 
 
 def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
@@ -193,7 +200,7 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
         def log_artifact(self, path):
             seen.setdefault("artifacts", []).append(path.name)
 
-    def start(cfg, run_name, tags, gpus=0):
+    def start(cfg, run_name, tags, gpus=0, out=None):
         seen.update(tags, run_name=run_name)
         return Recorder()
 

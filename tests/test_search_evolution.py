@@ -33,9 +33,10 @@ class Counting:
         return self.fitness(arch)
 
 
-def _run(strategy="evolution", cfg=None, seed=0, fitness=noisy_fitness, state=None, space="tiny"):
+def _run(strategy="evolution", cfg=None, seed=0, fitness=noisy_fitness, state=None, space="tiny",
+         outputs=()):
     return run_search(strategy, space, cfg or small_config(), serial(fitness), random.Random(seed),
-                      state)
+                      state, outputs=outputs)
 
 
 def test_budget_no_duplicates_and_flops_limit_before_evaluation():
@@ -190,15 +191,31 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, stra
     assert third.calls == []  # a finished search is not run again
 
 
-def test_resume_refuses_other_settings_or_seed(tmp_path):
+def test_a_state_of_other_settings_seed_strategy_or_fingerprint_is_set_aside(tmp_path, caplog):
     path = tmp_path / "state.json"
+    (tmp_path / "arch.json").write_text("{}")  # an output of a previous search
     _run(state=path)
-    with pytest.raises(ValueError, match=r"state.json: the saved search has another settings"):
-        _run(cfg=small_config(population=9), state=path)
-    with pytest.raises(ValueError, match=r"another seed"):
-        _run(seed=5, state=path)
-    with pytest.raises(ValueError, match=r"another strategy"):
-        _run("random", state=path)
+    (tmp_path / "arch.json").write_text("{}")
+    _run(state=path, outputs=("arch.json",))
+    assert (tmp_path / "arch.json").exists()  # a resumed (finished) search keeps its outputs
+    for other in ({"cfg": small_config(population=9)}, {"seed": 5}, {"strategy": "random"}):
+        before = json.loads(path.read_text())
+        with caplog.at_level("WARNING"):
+            state = _run(**other, state=path, outputs=("arch.json",))
+        assert "set aside" in caplog.text and "starting fresh" in caplog.text
+        assert [p for p in tmp_path.glob("state.json.stale-*")
+                if json.loads(p.read_text()) == before]
+        assert len(state.history) == len(json.loads(path.read_text())["history"])
+        assert state.history != before["history"]
+        assert not (tmp_path / "arch.json").exists()  # the fresh search's folder: its own files
+        (tmp_path / "arch.json").write_text("{}")
+        caplog.clear()
+    made = run_search("evolution", "tiny", small_config(), serial(noisy_fitness),
+                      random.Random(0), path, fingerprint="a")
+    again = run_search("evolution", "tiny", small_config(), serial(noisy_fitness),
+                       random.Random(0), path, fingerprint="b")  # e.g. another supernet
+    assert (tmp_path / "state.json.stale-a").exists() and again.fingerprint == "b"
+    assert again.history == made.history  # the same fake fitness: the same search, run again
 
 
 @pytest.mark.parametrize("damage", [

@@ -38,5 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         if os.environ.get("DETNAS_DEBUG"):
             raise
-        print(f"detnas: error: {e}", file=sys.stderr)
+        print(f"detnas: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def one_line(e: BaseException) -> str:
+    """The message of ``e``; of an error raised in a DataLoader worker (which torch re-raises
+    with the worker's traceback in the message), the worker's own message: the same line as
+    the same error in the main process."""
+    text = str(e)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith(f"{type(e).__name__}: ") else last

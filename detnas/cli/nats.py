@@ -17,9 +17,10 @@ def register(sub) -> None:
                    help="classification checkpoint of the pipeline, or a torchvision ResNet "
                    "state dict")
     s.add_argument("--weights-annotations", required=True, metavar="JSON",
-                   help="COCO annotations of the weights split")
-    s.add_argument("--arch-annotations", required=True, metavar="JSON",
-                   help="COCO annotations of the architecture split")
+                   help="COCO annotations of the weights split (with nats.arch_images: of the "
+                   "whole training set, split here)")
+    s.add_argument("--arch-annotations", default=None, metavar="JSON",
+                   help="COCO annotations of the architecture split (unless nats.arch_images)")
     s.add_argument("--images", required=True, metavar="DIR", help="images of the weights split")
     s.add_argument("--arch-images", default=None, metavar="DIR",
                    help="images of the architecture split (default: --images)")
@@ -42,9 +43,18 @@ def _search(args) -> int:
     cfg = load_config(args)
     dataset = args.dataset or next(iter(cfg.datasets), "")
     flip = cfg.datasets[dataset].flip_prob if dataset in cfg.datasets else 0.0
-    weights_data = CocoDetection(args.images, args.weights_annotations, flip_prob=flip)
-    arch_data = CocoDetection(args.arch_images or args.images, args.arch_annotations,
-                              flip_prob=flip)
+    weights, arch = args.weights_annotations, args.arch_annotations
+    if cfg.nats.arch_images:  # the paper's own split: the alphas' images held out here
+        from pathlib import Path
+
+        from detnas.data import make_search_split
+
+        weights, arch = make_search_split(weights, cfg.nats.arch_images, cfg.seed,
+                                          Path(args.out) / "arch_split")
+    elif not arch:
+        raise ValueError("--arch-annotations is required unless nats.arch_images is set")
+    weights_data = CocoDetection(args.images, weights, flip_prob=flip)
+    arch_data = CocoDetection(args.arch_images or args.images, arch, flip_prob=flip)
     metrics = search(cfg, weights_data, arch_data, args.detector, args.out,
                      pretrained=args.pretrained, dataset=dataset)
     if metrics:  # rank 0 (the other ranks of a multi-GPU search write nothing)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.config import DETECTORS
+from detnas.config import DETECTORS, clsnas_search
 
 _EPILOG = """\
 detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
@@ -17,7 +18,8 @@ classification fitness (ClsNASNet ablation; top-1):
       classification.search_images held-out images score, the rest recalibrates BN
       (classification.search_images: 0 reads --data whole, e.g. a separate val split)
 
-Settings come from the config's `search` section (population, generations, max_flops,
+Settings come from the config's `search` section (the classification fitness: its
+`clsnas_search` section when set) (population, generations, max_flops,
 max_params, max_latency (needs the latency table, `detnas latency-table`), objective, workers,
 recalib_images (a count), ...); override with --set search.KEY=VALUE. Both strategies evaluate
 population * generations candidates. An existing OUT/state.json is resumed.
@@ -71,6 +73,8 @@ def _run(args) -> int:
     from detnas.search.stage import search_stage
 
     cfg = load_config(args)
+    if args.fitness == "classification":  # ClsNASNet: its own settings, one per study
+        cfg = dataclasses.replace(cfg, search=clsnas_search(cfg))
     dataset = args.dataset or next(iter(cfg.datasets))
     if args.fitness == "detection":
         if dataset not in cfg.datasets:

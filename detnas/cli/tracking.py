@@ -1,5 +1,6 @@
 """``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job;
 ``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror);
+``detnas tracking replay FOLDER``: log what a stage could not (its ``tracking_pending.json``);
 ``detnas tracking relocate``: point a copied store's artifact locations at this results folder."""
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def register(sub) -> None:
     add_config_args(finish)
     finish.add_argument("--status", required=True, choices=("FINISHED", "FAILED", "KILLED"))
     finish.set_defaults(func=_finish)
+    replay = cmds.add_parser("replay", help="log to MLflow what a stage run could not (the "
+                             "tracking_pending.json its folder keeps when the store failed)")
+    replay.add_argument("folders", nargs="+", metavar="FOLDER", help="a stage's output folder")
+    replay.set_defaults(func=_replay)
     relocate = cmds.add_parser("relocate", help="point the artifact locations of a store "
                                "recorded in another folder at this study's results folder")
     add_config_args(relocate)
@@ -49,6 +54,14 @@ def _finish(args) -> int:
     cfg = load_config(args)
     run_id = tracking.finish_parent(cfg.results, args.status) if cfg.tracking.enabled else None
     print(f"{run_id} {args.status}" if run_id else "no parent run: nothing to finish")
+    return 0
+
+
+def _replay(args) -> int:
+    from detnas import tracking
+
+    for folder in args.folders:
+        print(f"{folder}: {tracking.replay(folder)} calls logged")
     return 0
 
 

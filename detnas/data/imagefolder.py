@@ -9,7 +9,9 @@ ImageNet's statistics.
 
 Bad input fails with a ``ValueError`` naming the path: a split folder that does not exist, no
 class folders (an empty split), a class folder without images, an unreadable or corrupt image
-(at construction with ``cache=True``, else when the item is read).
+(at construction with ``cache=True``, else when the item is read), an evaluation split whose
+class folders are not the training split's (labels are class names: a missing class would shift
+every label after it).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ImageFolderClassification(Dataset):
         holdout: images held out of the split (`detnas.data.split.holdout_indices`, drawn with
             ``seed``); 0 keeps every image.
         held_out: with ``holdout``, this set is the held-out images instead of the rest.
+        classes_of: the split whose classes (and labels) this one must have, e.g. the training
+            split of a validation split.
 
     Raises:
         ValueError: see the module docstring.
@@ -51,13 +55,12 @@ class ImageFolderClassification(Dataset):
 
     def __init__(self, root_split_dir: str | Path, image_size: int, train: bool,
                  cache: bool = True, *, crop_scale: float = 0.08, color_jitter: float = 0.4,
-                 holdout: int = 0, held_out: bool = False, seed: int = 0):
+                 holdout: int = 0, held_out: bool = False, seed: int = 0,
+                 classes_of: str | Path | None = None):
         self.root = Path(root_split_dir)
-        if not self.root.is_dir():
-            raise ValueError(f"{self.root}: dataset folder does not exist")
-        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        if not self.classes:
-            raise ValueError(f"{self.root}: empty split: no class folders")
+        self.classes = class_folders(self.root)
+        if classes_of is not None:
+            check_same_classes(self.root, self.classes, Path(classes_of))
         self.num_classes = len(self.classes)
         self.samples: list[tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
@@ -95,6 +98,39 @@ class ImageFolderClassification(Dataset):
         image = self._cache[index] if self._cache is not None else read_image(path)
         image = self.transform(image).float().div_(255)  # (3, S, S) in [0, 1]
         return (image - self.mean) / self.std, label
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted (label ``i`` is the ``i``-th).
+
+    Raises:
+        ValueError: the folder does not exist or has no class folders.
+    """
+    if not split_dir.is_dir():
+        raise ValueError(f"{split_dir}: dataset folder does not exist")
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{split_dir}: empty split: no class folders")
+    return classes
+
+
+def check_same_classes(split_dir: Path, classes: list[str], reference_dir: Path) -> None:
+    """Check that split ``split_dir`` has the classes of ``reference_dir`` (then the same name
+    has the same label in both).
+
+    Raises:
+        ValueError: naming both folders and the first class one has and the other lacks.
+    """
+    reference = class_folders(reference_dir)
+    if classes == reference:
+        return
+    missing = sorted(set(reference) - set(classes))
+    if missing:
+        raise ValueError(f"{split_dir}: lacks class folder {missing[0]!r} of {reference_dir} "
+                         f"({len(missing)} missing): the two splits must have the same classes")
+    extra = sorted(set(classes) - set(reference))[0]
+    raise ValueError(f"{split_dir}: has class folder {extra!r}, which {reference_dir} lacks: the "
+                     "two splits must have the same classes")
 
 
 def classification_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,

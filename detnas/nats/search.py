@@ -40,10 +40,13 @@ from detnas.engine import ArchStep, Stage, setup_distributed, train
 from detnas.io import load_checkpoint, save_json
 from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
 from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
-from detnas.provenance import provenance
+from detnas.provenance import fingerprint, provenance
 from detnas.resnet import ResNetBackbone
 
 log = logging.getLogger(__name__)
+
+OUTPUTS = ("alphas.json", "metrics.json", "arch.json", tracking.PENDING)
+"""The files of a finished search beside ``search.pt`` (removed when a fresh search starts)."""
 
 
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
@@ -150,22 +153,20 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
             raise ValueError(f"nats.search.batch_size: {t.batch_size} is more than the "
                              f"{len(data)} images of the {name} split")
     ddp, chash = setup_distributed(cfg.device), config_hash(cfg)
-    path = out_dir / "search.pt"
-    if path.exists():
-        ckpt = load_checkpoint(path)
-        if ckpt.get("config_hash") != chash or ckpt.get("detector") != detector:
-            raise ValueError(f"{path}: written by config {ckpt.get('config_hash')} / detector "
-                             f"{ckpt.get('detector')}, not {chash} / {detector}; delete it or "
-                             f"choose another --out")
-
+    path = out_dir / "search.pt"  # resumed when made from this run's fingerprint, else set aside
     torch.manual_seed(seed)
     state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
     model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
     backbone = detector_backbone(model)
     alphas = arch_parameters(model)
     candidates = [list(c) for c in check_candidates(cfg.nats.candidates, "config.nats")]
+    inputs = (pretrained, *(p for data in (weights_data, arch_data)
+                            for p in (getattr(data, "images_dir", None),
+                                      getattr(data, "annotation_file", None))))
     prov = provenance(to_dict(cfg), seed, stage="nats-search", dataset=dataset,
-                      pretrained=str(pretrained or ""))
+                      pretrained=str(pretrained or ""),
+                      fingerprint=fingerprint(to_dict(cfg), inputs, stage="nats-search",
+                                              detector=detector, dataset=dataset))
     run = {"history": [], "seconds": 0.0, "clock": 0.0}
 
     def on_step(step: int, metrics: dict) -> dict:
@@ -194,12 +195,13 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                   arch=ArchStep(alphas, make_arch_optimizer(alphas, cfg.nats), arch_data,
                                 cfg.nats.arch_warmup_steps),
                   on_step=on_step, save_state=save_state, load_state=load_state,
-                  keep_last=True)
+                  keep_last=True, outputs=OUTPUTS)
     tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
             "config_hash": chash, "git_commit": prov["git_commit"]}
     gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus) if ddp.main
+    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus,
+                              out=out_dir) if ddp.main
                else tracking.NullTracker())
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}

@@ -34,6 +34,7 @@ from typing import Any
 
 from detnas.flops import cost_table
 from detnas.io import load_json, save_json
+from detnas.provenance import remove_outputs, set_aside
 from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,10 @@ def search_limits(cfg, space: str, latency=None) -> Limits:
     `detnas.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
     table = cost_table(space, cfg.flops_input_size)
     costs = {"backbone_flops": table.backbone_flops, "backbone_params": table.backbone_params}
-    limits = {"backbone_flops": cfg.max_flops, "backbone_params": cfg.max_params}
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    if flops_of == "classifier":  # SPOS's convention: + last conv + FC (1000 classes)
+        costs["classifier_flops"] = table.classifier_flops
+    limits = {f"{flops_of}_flops": cfg.max_flops, "backbone_params": cfg.max_params}
     if latency is not None:
         costs["latency_ms"] = latency.predict
         limits["latency_ms"] = cfg.max_latency
@@ -148,8 +152,10 @@ def check_settings(cfg, space: str, where: str = "search", latency=None) -> None
     if cfg.max_latency and latency is None:
         raise ValueError(f"{where}.max_latency: {cfg.max_latency:.6g} ms needs a latency table "
                          "(latency.table; measure one with `detnas latency-table`)")
-    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size),
-                            f"backbone FLOPs at {cfg.flops_input_size}px"),
+    flops_of = getattr(cfg, "flops_of", "backbone")
+    head = cost_table(space, cfg.flops_input_size).head.flops if flops_of == "classifier" else 0
+    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size) + head,
+                            f"{flops_of} FLOPs at {cfg.flops_input_size}px"),
               "max_params": (params_floor(space), "backbone params")}
     if latency is not None:
         floors["max_latency"] = (latency.floor(), "ms predicted by the latency table")
@@ -176,6 +182,7 @@ class SearchState:
     generations: list[dict] = field(default_factory=list)  # per finished generation: best, mean
     elapsed_s: float = 0.0  # time spent evaluating, over all runs
     version: int = STATE_VERSION
+    fingerprint: str = ""  # what the search is made from (`detnas.provenance.fingerprint`)
 
     @property
     def done(self) -> bool:
@@ -203,7 +210,10 @@ class SearchState:
         if data["version"] != STATE_VERSION:
             raise ValueError(f"{path}: search state version {data['version']}, "
                              f"this code reads version {STATE_VERSION}")
-        state = cls(**{k: data[k] for k in kinds})
+        if not isinstance(data.get("fingerprint", ""), str):
+            raise ValueError(f"{path}: corrupt search state: field 'fingerprint' = "
+                             f"{data['fingerprint']!r}")
+        state = cls(**{k: data[k] for k in kinds}, fingerprint=data.get("fingerprint", ""))
         try:
             for i, row in enumerate(state.history):
                 Arch.parse(row["arch"], state.space)
@@ -234,6 +244,9 @@ def _settings(cfg, latency=None) -> dict[str, float | str]:
     if latency is not None:  # another table predicts other latencies
         settings["latency_table"] = hashlib.sha256(
             repr((latency.stem_ms, latency.blocks_ms)).encode()).hexdigest()[:16]
+    for name, default in (("flops_of", "backbone"), ("operator_tries", "all")):
+        if getattr(cfg, name, default) != default:  # older states resume
+            settings[name] = getattr(cfg, name)
     if cfg.objective != "fitness":
         settings["objective"] = cfg.objective
         settings["pareto_cost"] = "latency_ms" if latency is not None else "backbone_flops"
@@ -281,8 +294,11 @@ def parents(state: SearchState, topk: int) -> list[dict]:
 
 def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
              prob: float, mutations: int, crossovers: int, population: int,
-             topk: int) -> list[Arch]:
-    """The candidates of generation ``state.generation``: feasible and never seen before."""
+             topk: int, tries: str = "all") -> list[Arch]:
+    """The candidates of generation ``state.generation``: feasible and never seen before.
+
+    ``tries``: ``all`` gives mutation and crossover 10 tries per wanted candidate, of any kind
+    (SPOS); ``legal`` counts only feasible new ones, until they are found (DetNAS)."""
     seen = set(state.memo())
     out: list[Arch] = []
 
@@ -296,13 +312,14 @@ def _propose(state: SearchState, space: str, rng: random.Random, limits: Limits,
 
     if state.strategy == "evolution" and state.generation > 0:
         chosen = [Arch.parse(r["arch"], space) for r in parents(state, topk)]
+        bound = 10 if tries == "all" else 1000  # legal: a bound only against an exhausted space
         found = 0
-        for _ in range(10 * mutations):  # the reference's bound on tries
+        for _ in range(bound * mutations):
             if found == mutations:
                 break
             found += fresh(mutate(rng.choice(chosen), rng, prob))
         found = 0
-        for _ in range(10 * crossovers):
+        for _ in range(bound * crossovers):
             if found == crossovers:
                 break
             found += fresh(crossover(rng.choice(chosen), rng.choice(chosen), rng))
@@ -325,6 +342,8 @@ def run_search(
     latency=None,
     on_generation: Callable[[dict], None] | None = None,
     on_evaluation: Callable[[dict], None] | None = None,
+    fingerprint: str = "",
+    outputs: Sequence[str] = (),
 ) -> SearchState:
     """Run (or resume) an evolutionary or random search; returns the final state.
 
@@ -341,16 +360,23 @@ def run_search(
         on_generation: called with ``{"generation", "best", "mean", "evaluations"}`` after each
             generation (also for those finished before a resume).
         on_evaluation: called with each new history row.
+        fingerprint: what the search is made from (`detnas.provenance.fingerprint`: config and
+            inputs); a state file made from another (or with other settings, seed or strategy)
+            is set aside and the search starts fresh.
+        outputs: the files of a finished search beside the state file, removed when a fresh
+            search starts (a folder holds the files of one run).
 
     Raises:
-        ValueError: bad settings (see `check_settings`), or a state file that is corrupt or was
-            written by a search with other settings or another seed.
+        ValueError: bad settings (see `check_settings`), or a corrupt state file.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(STRATEGIES)})")
     check_settings(cfg, space, latency=latency)
     limits = search_limits(cfg, space, latency)
-    state = _load_or_start(strategy, space, _settings(cfg, latency), rng, state_path)
+    state = _load_or_start(SearchState(strategy, space, _settings(cfg, latency), _fingerprint(rng),
+                                       fingerprint=fingerprint), state_path)
+    if state_path and not state.history and not state.pending:
+        remove_outputs(Path(state_path).parent, outputs)
     if state.rng:
         rng.setstate(_restore_rng(state.rng).getstate())
     for stats in state.generations:
@@ -364,7 +390,8 @@ def run_search(
     while not state.done:
         if state.pending is None:
             archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
-                             cfg.crossovers, cfg.population, cfg.topk)
+                             cfg.crossovers, cfg.population, cfg.topk,
+                             getattr(cfg, "operator_tries", "all"))
             state.pending = [str(a) for a in archs]
             state.rng = list(rng.getstate())
             save()
@@ -409,20 +436,23 @@ def _generation_stats(state: SearchState) -> dict:
             "evaluations": len(state.history)}
 
 
-def _load_or_start(strategy: str, space: str, settings: dict, rng: random.Random,
-                   state_path: str | Path | None) -> SearchState:
-    fresh = SearchState(strategy, space, settings, _fingerprint(rng))
+def _load_or_start(fresh: SearchState, state_path: str | Path | None) -> SearchState:
+    """The saved state at ``state_path`` when it is the same search as ``fresh`` (strategy,
+    space, settings, seed and fingerprint); else ``fresh``, the other state set aside."""
     if not state_path or not Path(state_path).exists():
         return fresh
     state = SearchState.from_json(load_json(state_path), state_path)
-    for key in ("strategy", "space", "settings", "rng_origin"):
-        ours, theirs = getattr(fresh, key), getattr(state, key)
-        if ours != theirs:
-            name = "seed" if key == "rng_origin" else key
-            raise ValueError(
-                f"{state_path}: the saved search has another {name} ({theirs!r}, this run "
-                f"{ours!r}); delete the state file or choose another output folder"
-            )
-    log.info("resuming %s search from %s: generation %d, %d evaluations", strategy, state_path,
-             state.generation, len(state.history))
+    keys = ("strategy", "space", "settings", "rng_origin", "fingerprint")
+    if any(getattr(fresh, key) != getattr(state, key) for key in keys):
+        set_aside(state_path, state.fingerprint or _state_digest(state), fresh.fingerprint
+                  or _state_digest(fresh))
+        return fresh
+    log.info("resuming %s search from %s: generation %d, %d evaluations", state.strategy,
+             state_path, state.generation, len(state.history))
     return state
+
+
+def _state_digest(state: SearchState) -> str:
+    """A search's identity without a fingerprint (strategy, space, settings, seed)."""
+    text = repr((state.strategy, state.space, sorted(state.settings.items()), state.rng_origin))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -57,6 +57,8 @@ class FitnessSpec:
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
     prepare: str = "none"  # detection: none | decoded | resized, kept per process (prepared.py)
     coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
+    recalib_augment: tuple[float, float] | None = None  # classification: (crop_scale,
+    # color_jitter) of training-augmented recalibration images; None: evaluation preprocessing
 
 
 def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
@@ -79,6 +81,8 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
         threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
         recalib_momentum=0.1 if s.recalib == "momentum" else None,
         holdout=0 if detection else cfg.classification.search_images,
+        recalib_augment=(cfg.classification.crop_scale, cfg.classification.color_jitter)
+        if s.recalib_augment and not detection else None,
     )
 
 
@@ -236,16 +240,21 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
             spec.metric, batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
         )
     # the held-out images of the training set score; the rest (what the supernet trained on)
-    # recalibrates, with evaluation preprocessing: the statistics of what evaluation sees
+    # recalibrates, with evaluation preprocessing (the statistics of what evaluation sees) or,
+    # as SPOS, with the training augmentation
     held = dict(holdout=spec.holdout, seed=spec.seed)
     val = data.ImageFolderClassification(spec.data, spec.image_size, False, cache=spec.cache,
-                                         held_out=True, **held)
-    train = data.ImageFolderClassification(spec.recalib_data, spec.image_size, False,
-                                           cache=spec.cache, **held)
+                                         held_out=True, classes_of=spec.recalib_data, **held)
+    augment = spec.recalib_augment
+    train = data.ImageFolderClassification(
+        spec.recalib_data, spec.image_size, augment is not None, cache=spec.cache,
+        **(dict(crop_scale=augment[0], color_jitter=augment[1]) if augment else {}), **held)
     val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
                                              seed=spec.seed)
 
     def batches():
+        if augment is not None:
+            torch.manual_seed(spec.seed)  # the same augmented images for every candidate
         loader = data.classification_loader(train, batch_size=spec.recalib_batch_size,
                                                 shuffle=True, seed=spec.seed)
         return (images.to(device) for images, _labels in loader)

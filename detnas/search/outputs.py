@@ -90,9 +90,18 @@ def plot_front(state: SearchState, data: dict, path: Path, metric: str) -> Path:
            title=f"{state.strategy} search, Pareto front")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig, path: Path) -> Path:
+    """Write figure ``fig`` to ``path`` as a PNG, atomically, and close it."""
+    from matplotlib import pyplot as plt
+
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
@@ -110,9 +119,7 @@ def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
     ax.set(xlabel="generation", ylabel=metric, title=f"{state.strategy} search ({state.space})")
     ax.legend()
     fig.tight_layout()
-    paths = [out_dir / "fitness.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    paths = [_save(fig, out_dir / "fitness.png")]
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     points = ax.scatter([r["backbone_flops"] / 1e6 for r in state.history],
@@ -125,9 +132,7 @@ def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
     ax.set(xlabel=f"backbone MFLOPs at {int(state.settings['flops_input_size'])}px",
            ylabel=metric, title="candidates")
     fig.tight_layout()
-    paths.append(out_dir / "flops_fitness.png")
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "flops_fitness.png"))
     return paths
 
 

@@ -21,8 +21,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from detnas import flops, tracking
 from detnas.config import StudyConfig, config_hash, to_dict
 from detnas.io import load_json, save_json
@@ -83,16 +81,19 @@ def rank_correlation(x: list[float], y: list[float]) -> dict:
             "spearman_rho": _finite(rho.statistic), "spearman_p": _finite(rho.pvalue)}
 
 
-def _finished(folder: Path, cfg: StudyConfig) -> dict | None:
-    """The metrics of a standalone run that finished under this very config (before an
-    interruption), else None: a run of another config is trained again."""
+def _finished(folder: Path, expected: str) -> dict | None:
+    """The metrics of a standalone run that finished made from ``expected`` (its fingerprint:
+    this very config and these very inputs, `detnas.train.run_fingerprint`), else None: a run
+    of another config or data is trained again."""
     try:
-        done = yaml.safe_load((folder / "config.yaml").read_text())
-    except (FileNotFoundError, yaml.YAMLError):
+        metrics = load_json(folder / "metrics.json")
+    except ValueError:
         return None
-    if not (folder / "metrics.json").exists() or done.get("config") != to_dict(cfg):
+    found = metrics.get("provenance", {}).get("fingerprint")
+    if found != expected:
+        log.info("%s: made from %s, not %s: trained again", folder, found, expected)
         return None
-    return load_json(folder / "metrics.json")
+    return metrics
 
 
 def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[str, Path],
@@ -114,7 +115,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     from detnas.backbones import shufflenet_spec
     from detnas.search.evolution import search_limits
     from detnas.search.fitness import build_fitness, fitness_spec
-    from detnas.train import train_detector
+    from detnas.train import detector_run, run_fingerprint, train_detector
 
     if dataset not in cfg.datasets:
         raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
@@ -129,12 +130,14 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     standalone = []
     for arch in archs:
         folder = out / "standalone" / str(arch)
-        metrics = _finished(folder, cfg)
+        run = {"train_split": (images, train_annotations),
+               "test_split": (images, search_annotations), "stage_name": "rank-standalone"}
+        spec = shufflenet_spec(arch)
+        metrics = _finished(folder, run_fingerprint(cfg, detector_run(
+            cfg, spec, "rank", dataset, detector, None, folder, **run)))
         if metrics is None:
-            metrics = train_detector(cfg, shufflenet_spec(arch), "rank", dataset, detector, None,
-                                     folder, train_split=(images, train_annotations),
-                                     test_split=(images, search_annotations),
-                                     tcfg=cfg.rank.train, stage_name="rank-standalone")
+            metrics = train_detector(cfg, spec, "rank", dataset, detector, None, folder,
+                                     tcfg=cfg.rank.train, **run)
         standalone.append(float(metrics[metric]))
     flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
     result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
@@ -157,7 +160,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     tags = {"stage": "rank", "ablation": "rank", "dataset": dataset, "detector": detector,
             "space": cfg.space, "seed": cfg.seed, "config_hash": config_hash(cfg),
             "git_commit": prov["git_commit"]}
-    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags) as tracker:
+    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags, out=out) as tracker:
         tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
                             cfg.rank.train.for_detector(detector).steps, "metric": metric})
         tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()

@@ -21,7 +21,7 @@ from detnas import tracking
 from detnas.config import StudyConfig, config_hash, to_dict
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
-from detnas.provenance import git_commit, provenance
+from detnas.provenance import fingerprint, git_commit, provenance
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
@@ -31,6 +31,21 @@ from detnas.space import Arch
 log = logging.getLogger(__name__)
 
 FitnessFactory = Callable[[], Callable[[Arch], float]]
+
+OUTPUTS = ("arch.json", "history.csv", "metrics.json", "fitness.png", "flops_fitness.png",
+           "front.json", "front.png", tracking.PENDING)
+"""The files of a finished search beside ``state.json`` (removed when a fresh search starts)."""
+
+
+def search_fingerprint(cfg: StudyConfig, strategy: str, spec: FitnessSpec | None,
+                       **facts) -> str:
+    """What a search is made from: the config, the supernet and the data its fitness reads (a
+    state of another, e.g. of a supernet trained again, is set aside: `run_search`)."""
+    paths = ("checkpoint", "data", "recalib_data", "images", "recalib_image_dir")
+    fields = {} if spec is None else dataclasses.asdict(spec)
+    inputs = [fields.pop(name) or None for name in paths if name in fields]  # by content
+    extra = {"fitness": fields} if fields else {}
+    return fingerprint(to_dict(cfg), inputs, stage="search", strategy=strategy, **facts, **extra)
 
 
 def worker_fitness(spec: FitnessSpec) -> Callable[[Arch], float]:
@@ -79,7 +94,8 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
     Args:
         cfg: the study config (``cfg.search`` holds the settings, ``cfg.space`` the space).
         strategy: ``evolution`` or ``random`` (same budget: `evaluation_budget`).
-        out_dir: output folder; a ``state.json`` there is resumed.
+        out_dir: output folder; a ``state.json`` there made from the same config and inputs
+            (`search_fingerprint`) is resumed, another is set aside.
         spec: the supernet fitness; its checkpoint is checked before anything runs.
         factory: builds the fitness in each process instead of `worker_fitness` (tests,
             benchmarks); must be picklable when there are several workers.
@@ -123,7 +139,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
 
         gpus = min(workers, torch.cuda.device_count())  # worker i on cuda:(i mod GPUs)
     with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags,
-                        gpus) as tracker:
+                        gpus, out=out_dir) as tracker:
         tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
                            | {"budget": budget, "metric": metric})
 
@@ -133,13 +149,16 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
 
         rng = random.Random(cfg.seed)
         state_path = out_dir / "state.json"
+        bound = {"fingerprint": search_fingerprint(cfg, strategy, spec, ablation=ablation,
+                                                   dataset=dataset, detector=detector),
+                 "outputs": OUTPUTS, "on_generation": on_generation}
         if workers == 1:
             state = run_search(strategy, cfg.space, cfg.search, serial(factory()), rng,
-                               state_path, latency, on_generation=on_generation)
+                               state_path, latency, **bound)
         else:
             with WorkerPool(factory, workers) as pool:
                 state = run_search(strategy, cfg.space, cfg.search, pool, rng, state_path,
-                                   latency, on_generation=on_generation)
+                                   latency, **bound)
         if not state.history:
             raise ValueError(f"{state_path}: the search evaluated no candidate")
         prov = provenance(to_dict(cfg), cfg.seed, stage="search", strategy=strategy,

@@ -66,6 +66,8 @@ def test_a_second_dataset_multiplies_the_dataset_stages(study):
         ("search", "population", "many", ["population", "many"]),
         ("supernet_pretrain", "schedule", "cosine", ["schedule", "cosine"]),
         ("nats", "depth", 51, ["depth", "51"]),
+        ("search", "generations", 0, ["generations", "0"]),  # refused before the DAG is planned
+        ("supernet_pretrain", "lr", -0.1, ["lr", "-0.1"]),
     ],
 )
 def test_config_errors_name_the_key_and_value(study, section, key, value, words):
@@ -92,13 +94,43 @@ def test_bad_detector_and_synthetic_root_are_rejected(study):
     assert proc.returncode != 0 and "datasets.synth.root" in proc.stderr + proc.stdout
 
 
-def test_a_configfile_replaces_the_default_and_config_overrides_apply(study):
+def test_a_configfile_replaces_the_default_and_config_overrides_apply(stub_study):
     import yaml
 
-    study.planned(*TEST, "--config", "seed=7")
-    written = yaml.safe_load((study.root / "results" / "config.yaml").read_text())
+    stub_study.snakemake("results/tracking.json", "--cores", "1", *TEST, "--config", "seed=7")
+    written = yaml.safe_load((stub_study.root / "results" / "config.yaml").read_text())
     assert written["seed"] == 7 and written["space"] == "test"
     assert list(written["datasets"]) == ["synth"] and written["detectors"] == ["fpn"]
+
+
+@pytest.mark.slow
+def test_only_the_run_holding_the_lock_writes_the_study_config(stub_study):
+    """A second invocation with another config, dry or refused by the lock, leaves the running
+    study's config (the one its jobs read) as it was; a dry run alone writes nothing."""
+    root, config = stub_study.root, stub_study.root / "results" / "config.yaml"
+    stub_study.snakemake("-n", *TEST)
+    assert not (root / "results").exists()  # a dry run writes nothing
+    env = dict(stub_study.env, STUB_HANG="results/supernet/cls", STUB_HANG_FLAG=str(root / "hang"))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", *TEST]  # it takes the lock
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (root / "hang").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        written = config.read_text()
+        assert "seed: 0\n" in written
+        other = ("--config", "seed=7")
+        subprocess.run([*cmd, "-n", *other], cwd=root, env=stub_study.env, capture_output=True,
+                       timeout=300)  # (it plans, and stops at the running job's output)
+        refused = subprocess.run([*cmd, "--rerun-incomplete", *other], cwd=root,
+                                 env=stub_study.env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and "cannot be locked" in refused.stdout + refused.stderr
+        assert config.read_text() == written
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture

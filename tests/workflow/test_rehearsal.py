@@ -44,6 +44,9 @@ SHRINK = {  # sizes only; what is not named here is the paper config's
     # the reset statistics, and every candidate would score alike
     "search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1, "crossovers": 1,
                "recalib_images": 4, "recalib_batch_size": 2, "recalib": "exact"},
+    "clsnas_search": {"population": 4, "topk": 2, "generations": 2, "mutations": 1,
+                      "crossovers": 1, "recalib_images": 4, "recalib_batch_size": 2,
+                      "eval_batch_size": 4, "recalib": "exact"},
     "nats": {"width": 8, "search": DETECTION_TRAIN},
 }
 DATASET = {"kind": "synthetic", "root": "", "num_train": 24, "num_test": 8, "image_size": 64,
@@ -74,6 +77,8 @@ def rehearsal_config(paper: dict) -> dict:
         small["detector_lr"] = {d: lr * scale for d, lr in big.get("detector_lr", {}).items()}
     cfg["datasets"] = {name: {**DATASET, **{k: d[k] for k in ("metric", "flip_prob") if k in d}}
                        for name, d in paper["datasets"].items()}
+    if paper["nats"].get("arch_images"):  # coco.yaml: the alphas' own split, 35k -> 8 images
+        cfg["nats"]["arch_images"] = 8
     return cfg
 
 

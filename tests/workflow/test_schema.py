@@ -80,6 +80,13 @@ def test_schema_is_a_valid_json_schema_with_the_field_comments():
     ({"supernet_pretrain": {"detector_lr": {"ssd": 0.1}}}, ["ssd"]),
     ({"classification": {"dropout": 1.0}}, ["dropout", "1.0"]),
     ({"latency": {"clock": "gpu"}}, ["clock", "gpu"]),
+    ({"search": {"generations": 0}}, ["generations", "0"]),  # bounds that used to fail only
+    ({"search": {"max_flops": -1}}, ["max_flops", "-1"]),  # inside a later job
+    ({"supernet_pretrain": {"lr": -0.1}}, ["lr", "-0.1"]),
+    ({"retrain_finetune": {"steps": 0}}, ["steps", "0"]),
+    ({"supernet_finetune": {"detector_lr": {"fpn": 0}}}, ["fpn", "0"]),
+    ({"nats": {"arch_lr": 0}}, ["arch_lr", "0"]),
+    ({"detector": {"min_size": 0}}, ["min_size", "0"]),
 ])
 def test_schema_and_loader_reject_the_same_values(data, words):
     """Choices and bounds live in the dataclasses' types: the schema and the loader agree."""

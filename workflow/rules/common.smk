@@ -2,9 +2,13 @@
 
 Each job runs one `detnas` command (`detnas()` below) with `--config STUDY_CONFIG`: the validated
 config as Snakemake sees it (config/config.yaml, or a --configfile, plus --config overrides),
-resolved (every key, data roots filled in) and written to `<results>/config.yaml`. That file is
-not an input of any rule, so editing the config reruns only the rules whose `params.cfg` (their
-slice of the resolved config) changed, through Snakemake's params trigger.
+resolved (every key, data roots filled in) and written to `<results>/config.yaml` once per run,
+by the `onstart` handler (workflow/rules/tracking.smk): under the working directory's lock, after
+the DAG is planned. A dry run, an invocation the lock refuses, and the jobs a cluster executor
+spawns (which parse this file again) write nothing, so a running study's jobs read the config it
+started with. That file is not an input of any rule, so editing the config reruns only the rules
+whose `params.cfg` (their slice of the resolved config) changed, through Snakemake's params
+trigger.
 
 The config is checked twice from the one definition, detnas/config.py's dataclasses: against the
 JSON schema generated from them (`json_schema()`, in memory: no schema file to fall out of date),
@@ -22,6 +26,7 @@ from snakemake.exceptions import WorkflowError
 
 from detnas import config as detnas_config
 from detnas import layout
+from detnas.io import save_text
 
 # A --configfile is a whole study: it replaces config/config.yaml instead of being merged into it
 # (merging would add the default's synthetic dataset to e.g. config/coco.yaml's datasets).
@@ -65,21 +70,16 @@ def rpath(*parts):
 STUDY_CONFIG = rpath(layout.CONFIG)
 
 
-def _write_study_config(path, data):
-    """Write the resolved config (every key, data roots filled in) for the CLI; untouched when
-    unchanged (parallel jobs re-parse)."""
+def write_study_config():
+    """Write the resolved config (every key, data roots filled in) for the CLI, atomically;
+    untouched when unchanged. Called by the `onstart` handler only: under the lock, once per run.
+    """
     text = "# written by workflow/rules/common.smk: the config of this results folder\n"
-    text += yaml.safe_dump(data, sort_keys=False)
-    path = Path(path)
+    text += yaml.safe_dump(RESOLVED, sort_keys=False)
+    path = Path(STUDY_CONFIG)
     if path.exists() and path.read_text() == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-_write_study_config(STUDY_CONFIG, RESOLVED)
+    save_text(path, text)
 
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]

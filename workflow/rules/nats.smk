@@ -2,8 +2,9 @@ rule nats_search:
     """NATS: channel-level dilation search on the pre-trained ResNet, then derive the network."""
     input:
         pretrained=f"{classifier_dir('resnet50')}/checkpoint.pt",
-        weights=split("supernet"),
-        arch=split("search"),
+        # nats.arch_images: the command holds the alphas' images out of the whole training set
+        weights=train_annotations if STUDY.nats.arch_images else split("supernet"),
+        arch=[] if STUDY.nats.arch_images else split("search"),
         tracking=TRACKING,
     output:
         arch=rpath(layout.nats_dir(), "arch.json"),
@@ -23,7 +24,8 @@ rule nats_search:
         detnas(
             "nats search",
             "--pretrained {input.pretrained} --weights-annotations {input.weights}"
-            " --arch-annotations {input.arch} --images {params.images}"
+            + ("" if STUDY.nats.arch_images else " --arch-annotations {input.arch}")
+            + " --images {params.images}"
             " --detector {wildcards.detector} --dataset {wildcards.dataset} --out {params.out}",
             launch=True,
         )

@@ -75,8 +75,9 @@ rule search_detection:
 
 
 rule search_classification:
-    """ClsNASNet (ablation): the same evolution with classification fitness, on the pre-trained
-    supernet, scored on `classification.search_images` held out of the training set (SPOS)."""
+    """ClsNASNet (ablation): the evolution with classification fitness (settings: `clsnas_search`,
+    else `search`), on the pre-trained supernet, scored on `classification.search_images` held out
+    of the training set (SPOS)."""
     input:
         supernet=CLS_SUPERNET,
         train=CLS_TRAIN,
@@ -94,7 +95,7 @@ rule search_classification:
     log:
         "logs/search/cls/clsnas.log",
     params:
-        cfg=part("seed", "space", "classification", "search"),
+        cfg=part("seed", "space", "classification", "search", "clsnas_search"),
         out=out_dir,
     threads: 1
     resources:

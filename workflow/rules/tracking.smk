@@ -17,6 +17,12 @@ rule tracking_init:
         )
 
 
+# The study's resolved config, written once per run, under the working directory's lock (no dry
+# run, no invocation the lock refuses, no job a cluster executor spawns runs this handler).
+onstart:
+    write_study_config()
+
+
 # The parent run ends with the invocation: FINISHED when every job succeeded, FAILED otherwise
 # (a later invocation's stages still log under it, and its end sets the status again). Not run
 # by dry runs, nor by the jobs Snakemake spawns on a cluster (they run with --no-hooks).
