@@ -78,6 +78,16 @@ def test_config_errors_name_the_key_and_value(study, section, key, value, words)
         assert word in proc.stderr + proc.stdout
 
 
+def test_a_config_override_error_is_said_of_the_override_not_of_the_file(study):
+    proc = study.snakemake("-n", *TEST, "--config", "seed=-1", check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "--config seed: seed: -1" in out, out
+    assert "test.yaml: seed" not in out
+    study.edit_config("test.yaml", "search", "generations", 0)  # the file's own error
+    proc = study.snakemake("-n", *TEST, "--config", "seed=1", check=False)
+    assert "test.yaml: search.generations: 0" in proc.stderr + proc.stdout
+
+
 def test_bad_detector_and_synthetic_root_are_rejected(study):
     import yaml
 
