@@ -484,6 +484,22 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
+def _blame_override(message: str, where: str, overrides: list[str]) -> str:
+    """``message`` (``<where>[.<field>]: ...``) said of the ``--set`` that gave the field, where
+    one did: the value came from the command line, not from the file ``where``."""
+    head = message.split(": ", 1)[0]
+    field = "" if head == where else head.removeprefix(f"{where}.")
+    for item in reversed(overrides):  # the last --set of a key wins
+        key = item.partition("=")[0]
+        below = key.removeprefix(f"{field}.") if field else key  # the key under the field
+        unknown = below != key or not field
+        if field == key or field.startswith(f"{key}.") or (
+                unknown and f"unknown key {below.split('.')[0]!r}" in message):
+            detail = message[len(head) + 2:]
+            return f"--set {item}: {f'{field}: ' if field else ''}{detail}"
+    return message
+
+
 def read_file(path: str | Path) -> dict:
     """The settings of a config file: a YAML mapping (an empty file, or one that is not a
     mapping, is an error: it would silently run the built-in defaults).
@@ -519,9 +535,12 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
         if not sep:
             raise ValueError(f"override {item!r}: expected key=value")
         _set(data, key, yaml.safe_load(value))
-    cfg = from_dict(StudyConfig, data, where)
-    resolve_data_roots(cfg, where)
-    check(cfg, where)
+    try:
+        cfg = from_dict(StudyConfig, data, where)
+        resolve_data_roots(cfg, where)
+        check(cfg, where)
+    except ValueError as e:
+        raise ValueError(_blame_override(str(e), where, overrides)) from None
     return cfg
 
 

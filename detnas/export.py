@@ -7,7 +7,8 @@ torchvision detector (eval mode: a list of ``(3, H, W)`` images in, ``(losses, d
 
 In the output folder: ``<part>.torchscript.pt`` (``torch.jit.load``), ``<part>.onnx`` (opset
 `OPSET`, dynamic batch and image size) and ``<part>.json``, the sidecar: source checkpoint and its
-sha256, the arch spec, the checkpoint's provenance (seed, git commit, config hash, MLflow run) and
+sha256, the arch spec, the input contract (`input_contract`: channel order, value range,
+normalisation, sizes), the checkpoint's provenance (seed, git commit, config hash, MLflow run) and
 the check of each file against the PyTorch model on an input of another size than the traced one.
 Every file is written atomically. TorchScript must equal PyTorch exactly; ONNX (onnxruntime, CPU)
 within `ONNX_RTOL` of the largest output.
@@ -153,7 +154,8 @@ def export(checkpoint: str | Path, out: str | Path, arch: str | Path | None = No
                          "export its backbone")
     net = torchvision_backbone(backbone_of(model)) if part == "backbone" else model
     files, check = _write(net, part, formats, input_size, out)
-    sidecar = _sidecar(checkpoint, ckpt, part, spec, net, files, check)
+    sidecar = _sidecar(checkpoint, ckpt, part, spec, net, files, check,
+                       input_contract(model, ckpt, part))
     study = ckpt.get("provenance", {}).get("config")
     sidecar_path = save_json(out / f"{part}.json", sidecar)
     if tracking and study and study.get("tracking", {}).get("enabled"):
@@ -201,13 +203,12 @@ def _checked(path: Path, check, net: nn.Module, inputs) -> float:
 
 
 def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module, files: dict,
-             check: dict) -> dict:
-    """What ``<part>.json`` says: the files, their source and provenance, the check."""
+             check: dict, inputs: dict) -> dict:
+    """What ``<part>.json`` says: the files, their inputs (`input_contract`), their source and
+    provenance, the check."""
     study = ckpt.get("provenance", {}).get("config")
     return {
-        "part": part, "arch": spec, "files": files,
-        "inputs": ("images: list of (3, H, W) float tensors in [0, 1]" if part == "detector"
-                   else "images: (N, 3, H, W) float, normalised as the training images"),
+        "part": part, "arch": spec, "files": files, "inputs": inputs,
         "outputs": ("(losses, detections): detections a list of {boxes, labels, scores}"
                     if part == "detector"
                     else dict(zip(OUTPUT_NAMES, net.stage_channels, strict=True))),
@@ -220,6 +221,35 @@ def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module
         "torch_version": torch.__version__, "onnx_opset": OPSET if "onnx" in files else None,
         "git_commit": git_commit(),
     }
+
+
+def input_contract(model: nn.Module, ckpt: dict, part: str) -> dict:
+    """What the exported ``part`` of ``model`` (loaded from ``ckpt``) expects, as it was trained:
+    RGB images, values in [0, 1], normalised per channel by ``(x - mean) / std``, at the sizes
+    of training. The detector normalises and resizes inside (torchvision's transform); the
+    backbone takes images normalised and sized by the caller.
+    """
+    if ckpt["task"] == "detection":  # torchvision's GeneralizedRCNNTransform, inside the model
+        t = model.transform
+        mean, std = list(t.image_mean), list(t.image_std)
+        sizes = {"min_size": t.min_size[0], "max_size": t.max_size,
+                 "resize": "shorter side to min_size, longer side at most max_size"}
+    else:
+        from detnas.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        study = ckpt.get("provenance", {}).get("config") or {}
+        size = study.get("classification", {}).get("image_size")
+        sizes = {"image_size": size, "resize": "shorter side to image_size * 8 / 7, centre "
+                 "crop image_size x image_size (evaluation)"}
+    contract = {"channel_order": "RGB", "dtype": "float32", "value_range": [0.0, 1.0],
+                "mean": mean, "std": std, **sizes}
+    if part == "detector":
+        return {**contract, "layout": "a list of (3, H, W) tensors, any H and W",
+                "normalisation": "inside the detector: give images in [0, 1], not normalised",
+                "resize": f"inside the detector: {sizes['resize']}"}
+    return {**contract, "layout": "(N, 3, H, W), H and W >= 32",
+            "normalisation": "by the caller: (x - mean) / std per channel, x in [0, 1]"}
 
 
 def _log(study: dict, prov: dict, part: str, spec: dict, files: list[Path]) -> str:

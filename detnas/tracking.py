@@ -9,6 +9,11 @@ study config (``config.yaml``) and, where it has one, its architecture (``arch.j
 artifacts, and its cost (`detnas.cost`, ``cost.*`` metrics). Metrics are buffered and sent in
 batches. With tracking disabled every call goes to a `NullTracker`, which still meters the cost.
 
+A local store (``sqlite:``) keeps its artifacts in `ARTIFACTS` under the results, at a location
+relative to the working directory as the store's own URI is (``sqlite:///results/mlflow.db``):
+the store finds them wherever the study's folder is copied or DVC-pulled, and no run writes
+outside the results folder it was given (`relocate` converts a store that holds absolute paths).
+
 Tracking records the work and never costs it: a store that cannot be written fails as the stage
 starts, before any training (one line naming the URI); a store that fails later (a full disk, a
 lost server) is warned about once, the stage finishes and keeps its outputs, and what could not
@@ -118,8 +123,10 @@ class MlflowTracker(NullTracker):
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, Any],
                  parent_run_id: str | None = None, flush_every: int = 50,
-                 meter: cost.Meter | None = None, artifacts: str | None = None,
+                 meter: cost.Meter | None = None, results: str | Path | None = None,
                  out: str | Path | None = None):
+        """``results``: the study's results folder, where a local store keeps the run's artifacts
+        (`ARTIFACTS`); the run is refused where they would land outside it."""
         from mlflow.tracking import MlflowClient
 
         super().__init__(meter)
@@ -129,10 +136,10 @@ class MlflowTracker(NullTracker):
             all_tags["mlflow.parentRunId"] = parent_run_id
         with _store(uri):
             self.client = MlflowClient(tracking_uri=uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment,
-                                                                                 artifacts)
-            self.run_id = self.client.create_run(exp_id, run_name=run_name,
+            exp = _experiment(self.client, uri, experiment, results)
+            if results is not None:  # a run's artifacts go under its experiment's location
+                _check_inside(uri, exp.artifact_location, results)
+            self.run_id = self.client.create_run(exp.experiment_id, run_name=run_name,
                                                  tags=all_tags).info.run_id
         self.flush_every = flush_every
         self._buffer: list = []
@@ -273,10 +280,84 @@ ARTIFACTS = "mlartifacts"
 outputs: readers of the results skip it)."""
 
 
+def _is_local(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
 def _artifact_root(uri: str, results: str | Path) -> str | None:
     """Where a new experiment keeps its artifacts: `ARTIFACTS` under the results for a local
-    store (versioned with the results by DVC, not ``./mlruns``); a tracking server's own root."""
-    return str(Path(results, ARTIFACTS).resolve()) if uri.startswith("sqlite:") else None
+    store (versioned with the results by DVC, not ``./mlruns``), relative to the working
+    directory where the results lie under it; a tracking server's own root (None)."""
+    if not _is_local(uri):
+        return None
+    root, cwd = Path(results, ARTIFACTS), Path.cwd()
+    if root.is_absolute() and root.is_relative_to(cwd):
+        root = root.relative_to(cwd)
+    return root.as_posix()
+
+
+def _experiment(client, uri: str, experiment: str, results: str | Path | None):
+    """The MLflow experiment ``experiment``, created where missing with its artifacts at
+    `_artifact_root` (MLflow makes a relative location absolute on creation: the relative one is
+    written back)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp:
+        return exp
+    root = _artifact_root(uri, results) if results is not None else None
+    exp = client.get_experiment(client.create_experiment(experiment, root))
+    if root is not None and exp.artifact_location != root:
+        _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
+        exp = client.get_experiment(exp.experiment_id)
+    return exp
+
+
+def _rewrite_locations(uri: str, exp_id: str, old: str, new: str) -> None:
+    """Replace the prefix ``old`` by ``new`` in the artifact locations of experiment ``exp_id``
+    and of its runs, in the SQL store at ``uri`` (MLflow has no API to move them)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    params = {"id": exp_id, "old": old, "new": new}
+    try:
+        with engine.begin() as db:
+            db.execute(sqlalchemy.text("UPDATE experiments SET artifact_location = :new "
+                                       "WHERE experiment_id = :id"), params)
+            db.execute(sqlalchemy.text(
+                "UPDATE runs SET artifact_uri = :new || substr(artifact_uri, length(:old) + 1) "
+                "WHERE experiment_id = :id AND substr(artifact_uri, 1, length(:old)) = :old"),
+                params)
+    finally:
+        engine.dispose()
+
+
+def _check_inside(uri: str, artifact_uri: str, results: str | Path) -> None:
+    """Refuse artifacts of a local store that would land outside the results folder
+    ``results`` (a store recorded elsewhere, before its locations were relative)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    if not _is_local(uri):
+        return
+    where = Path(local_file_uri_to_path(artifact_uri)).resolve()
+    if not where.is_relative_to(Path(results).resolve()):
+        raise ValueError(f"MLflow store {uri}: artifacts would go to {where}, outside "
+                         f"the results folder {results} (a store recorded in another folder): "
+                         "run `detnas tracking relocate --config CONFIG` in the study's folder")
+
+
+def relocate(uri: str, experiment: str, results: str | Path) -> tuple[str, str] | None:
+    """Point the artifact locations of ``experiment`` and its runs in the local store at ``uri``
+    to `ARTIFACTS` under ``results`` (relative, as a new experiment has them): for a store that
+    holds the absolute paths of the folder it was recorded in. Returns ``(old, new)`` root, None
+    where there is nothing to change (a tracking server, no such experiment, already there).
+    """
+    from mlflow.tracking import MlflowClient
+
+    root = _artifact_root(uri, results)
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment) if root else None
+    if exp is None or exp.artifact_location == root:
+        return None
+    _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
+    return exp.artifact_location, root
 
 
 def _ablation_view() -> str:
@@ -304,7 +385,7 @@ def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
     if path.exists():
         return load_json(path)["parent_run_id"]
     tracker = MlflowTracker(uri, experiment, run_name, {**tags, "stage": "pipeline"},
-                            artifacts=_artifact_root(uri, results))
+                            results=results)
     with _store(uri):
         exp_id = tracker.client.get_experiment_by_name(experiment).experiment_id
         tracker.client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{ABLATION_VIEW}",
@@ -353,8 +434,7 @@ def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
         return NullTracker(meter)
     uri = cfg.tracking.uri
     tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name, tags,
-                            _parent_id(cfg.results), meter=meter,
-                            artifacts=_artifact_root(uri, cfg.results), out=out)
+                            _parent_id(cfg.results), meter=meter, results=cfg.results, out=out)
     with _store(uri):  # the artifact store too, before the work
         tracker.client.log_dict(tracker.run_id, to_dict(cfg), "config.yaml")
         if arch is not None:
@@ -369,11 +449,12 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
     study's parent run. Returns the run's id.
 
     Raises:
-        ValueError: ``run_id`` is not in the store at ``uri``.
+        ValueError: ``run_id`` is not in the store at ``uri``, or its artifacts lie outside
+            ``results`` (a local store recorded in another folder).
     """
     if run_id is None:
         tracker = MlflowTracker(uri, experiment, run_name, tags, _parent_id(results),
-                                artifacts=_artifact_root(uri, results))
+                                results=results)
         with _store(uri):
             for path in files:
                 tracker.client.log_artifact(tracker.run_id, str(path), artifact_path)
@@ -384,10 +465,11 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
 
     client = MlflowClient(tracking_uri=uri)
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise ValueError(f"MLflow run {run_id} is not in the tracking store {uri} (run from the "
                          "study's folder, or turn tracking off)") from None
+    _check_inside(uri, run.info.artifact_uri, results)
     with _store(uri):
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path)

@@ -2,11 +2,14 @@
 
     python scripts/collect_metrics.py [RESULTS]
 
-writes RESULTS/metrics.json ({row: {dataset: {detector: {mmap, ..., "seed1": {mmap, ...}}},
-"cls": {top1, ...}}, "rank": {dataset: {detector: {supernet: {kendall_tau, ...}}}}}, what
-`dvc metrics show/diff` compare) and RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one
-per search history, what `dvc plots show/diff` draw), for the datasets and detectors of
-RESULTS/config.yaml (the config the workflow wrote). Run by scripts/dvc_push.sh.
+writes RESULTS/headline/<dataset>-<detector>-<row>.json (one small file per row of the study: AP50,
+mmAP, top-1, FLOPs, GPU-hours, `detnas.report.headline`; what `dvc metrics show/diff` compare, one
+line per row), RESULTS/metrics.json (every number: {row: {dataset: {detector: {mmap, ...,
+"seed1": {mmap, ...}}}, "cls": {top1, ...}}, "rank": {dataset: {detector: {supernet:
+{kendall_tau, ...}}}}}; `dvc metrics show results/metrics.json`) and
+RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one per search history, what `dvc plots
+show/diff` draw), for the datasets and detectors of RESULTS/config.yaml (the config the workflow
+wrote). Run by scripts/dvc_push.sh.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import yaml
 from detnas import layout
 from detnas.config import StudyConfig, from_dict
 from detnas.io import atomic_write, save_text
+from detnas.report.headline import FIELDS, file_name, study_headline
 
 
 def numbers(path: Path) -> dict:
@@ -88,6 +92,20 @@ def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:
     return copied
 
 
+def write_headline(results: Path, cfg: StudyConfig) -> list[Path]:
+    """One file per row of the study under RESULTS/headline (its numbers; absent ones left out)."""
+    folder = results / "headline"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    written = []
+    for record in study_headline(cfg, results):
+        numbers = {k: record[k] for k in FIELDS if record[k] is not None}
+        if numbers:
+            written.append(save_text(folder / file_name(record),
+                                     json.dumps(numbers, indent=2) + "\n"))
+    return written
+
+
 def main(argv: list[str]) -> int:
     results = Path(argv[0] if argv else "results")
     if not results.is_dir():
@@ -96,8 +114,10 @@ def main(argv: list[str]) -> int:
     cfg = study_config(results)
     table = collect(results, cfg)
     save_text(results / "metrics.json", json.dumps(table, indent=2, sort_keys=True) + "\n")
+    headline = write_headline(results, cfg)
     copied = copy_histories(results, cfg)
-    print(f"collect_metrics: {len(table)} rows -> {results}/metrics.json, "
+    print(f"collect_metrics: {len(headline)} rows of the study -> {results}/headline/, "
+          f"{len(table)} rows -> {results}/metrics.json, "
           f"{len(copied)} search histories -> {results}/plots/")
     return 0
 

@@ -59,6 +59,7 @@ def test_supernet_path_exports_to_torchscript_and_onnx_equal_to_pytorch(files, t
     assert json.loads((out / "backbone.json").read_text()) == sidecar
     assert sidecar["arch"] == ARCH and sidecar["source"]["task"] == "classification"
     assert sidecar["outputs"] == {"c2": 16, "c3": 32, "c4": 48, "c5": 64}
+    assert sidecar["inputs"]["channel_order"] == "RGB" and sidecar["inputs"]["std"]
     assert sidecar["check"]["torchscript_max_abs_diff"] == 0.0
     assert sidecar["check"]["onnx_max_rel_diff"] <= 1e-5
 
@@ -79,6 +80,27 @@ def test_supernet_path_exports_to_torchscript_and_onnx_equal_to_pytorch(files, t
     assert [o.name for o in session.get_outputs()] == ["c2", "c3", "c4", "c5"]
     for a, b in zip(expected, session.run(None, {"images": x.numpy()}), strict=True):
         torch.testing.assert_close(torch.from_numpy(b), a, rtol=1e-5, atol=1e-5 * a.abs().max())
+
+
+def test_the_sidecar_states_the_input_contract(files):
+    from detnas.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+    from detnas.models import load_fixed_model
+
+    model, _, ckpt = load_fixed_model(files["detector"])
+    for part in ("backbone", "detector"):
+        contract = export.input_contract(model, ckpt, part)
+        assert contract["channel_order"] == "RGB" and contract["value_range"] == [0.0, 1.0]
+        assert contract["mean"] == pytest.approx(IMAGENET_MEAN)
+        assert contract["std"] == pytest.approx(IMAGENET_STD)
+        assert (contract["min_size"], contract["max_size"]) == (64, 64)  # DETECTOR's sizes
+    assert contract["normalisation"].startswith("inside the detector")
+    assert export.input_contract(model, ckpt, "backbone")["normalisation"].startswith("by the "
+                                                                                      "caller")
+    cls = _save(files["arch"].parent / "cls.pt", "classification", ARCH)
+    ckpt = {**load_checkpoint(cls), "provenance": {"config": {"classification":
+                                                              {"image_size": 32}}}}
+    contract = export.input_contract(None, ckpt, "backbone")
+    assert contract["image_size"] == 32 and contract["mean"] == pytest.approx(IMAGENET_MEAN)
 
 
 @pytest.mark.parametrize("detector", ["fpn", "retinanet"])

@@ -6,6 +6,7 @@ Only synth / FPN has a second seed (``seed1/``), bootstrap values and a ranking 
 """
 
 import json
+import shutil
 import statistics
 from itertools import pairwise
 from pathlib import Path
@@ -119,7 +120,8 @@ def test_paper_reference_columns(built):
     assert "ShuffleNetV2 (hand-crafted)" in md and "DetNAS (random search)" in md
     # synthetic row: FPN 12.3 ± 0.3 (2 seeds) [its bootstrap interval], RetinaNet 11.1 (one
     # seed, no bootstrap), beside 36.4 (paper)
-    line = next(x for x in md.splitlines() if x.startswith("| DetNAS |"))
+    main_results = md[md.index("## Main results"):]
+    line = next(x for x in main_results.splitlines() if x.startswith("| DetNAS |"))
     assert "| 12.3 ± 0.3 [" in line and "| 11.1 |" in line and "36.4" in line
 
 
@@ -281,3 +283,39 @@ def test_every_row_of_the_layout_has_a_printed_name():
 
     assert set(report.ROWS) == set(layout.ROWS)
     assert report.SEARCH_METHODS == layout.SEARCHED_ROWS
+
+
+def test_the_report_opens_with_a_summary_of_its_findings(built):
+    md = (built / "report.md").read_text()
+    assert md.index("## Summary") < md.index("### Findings") < md.index("## Main results")
+    summary = md[md.index("## Summary"):md.index("## Main results")]
+    assert "| model | dataset / detector | AP50 % | mmAP % | top-1 % | backbone FLOPs | " \
+           "GPU-hours |" in summary
+    assert "| DetNAS | synth / FPN | 30.2 | 12.3 | 43.0 | 46.86M | — |" in summary
+    assert "voc / RetinaNet" not in summary  # a cell the study did not run
+    findings = summary[summary.index("### Findings"):]
+    assert "synth / FPN: DetNAS +0.7 mmAP over DetNAS (random search)" in findings
+    assert "one seed per row" not in findings  # only what lies outside the noise
+    headline = json.loads((built / "tables.json").read_text())["headline"]
+    assert {"row": "detnas", "dataset": "synth", "detector": "fpn", "top1": 0.43} .items() <= \
+        next(r for r in headline if (r["row"], r["dataset"], r["detector"]) == (
+            "detnas", "synth", "fpn")).items()
+
+
+def test_two_rows_that_found_one_network_are_named_the_same_network(study, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE, results, ignore=shutil.ignore_patterns("*.py"))
+    detnas = results / "retrain/detnas/synth/retinanet/metrics.json"
+    shutil.copy(detnas, results / "retrain/random/synth/retinanet/metrics.json")
+    shutil.copy(results / "search/synth/retinanet/detnas/arch.json",
+                results / "search/synth/retinanet/random/arch.json")
+    assert main(["report", "--config", str(study), "--results", str(results),
+                 "--out", str(tmp_path / "report")]) == 0
+    notes = json.loads((tmp_path / "report/tables.json").read_text())["observations"]
+    arch = json.loads(detnas.read_text())["arch"]
+    same = [n for n in notes if n.startswith("synth / RetinaNet: DetNAS and DetNAS (random")]
+    assert same == [f"synth / RetinaNet: DetNAS and DetNAS (random search) found the same "
+                    f"network, `{arch}` (mmAP 11.1 and 11.1: its retrainings)."]
+    assert not any(n.startswith("synth / RetinaNet: DetNAS +0.0") for n in notes)
+    md = (tmp_path / "report/report.md").read_text()
+    assert same[0] in md[md.index("### Findings"):md.index("## Main results")]

@@ -87,3 +87,72 @@ def test_the_meter_counts_cpu_time_and_memory_and_no_gpu_on_the_cpu():
     assert after["stage"] == "search" and "other" not in after  # the ledger's tags only
     with pytest.raises(ValueError, match="gpus: -1"):
         cost.Meter(-1)
+
+
+def _store(root: Path) -> str:
+    """The store of the study in ``root``, by absolute path: MLflow caches a store per URI in a
+    process, so the tests do not reuse the relative ``sqlite:///results/mlflow.db`` across
+    folders as separate processes do."""
+    return f"sqlite:///{root}/results/mlflow.db"
+
+
+def _relative_study(tmp_path: Path, monkeypatch) -> Path:
+    """A study in the working directory ``tmp_path/a``, its results given as ``results``."""
+    root = tmp_path / "a"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    (root / "study.yaml").write_text(yaml.safe_dump(
+        {"space": "test", "device": "cpu", "results": "results",
+         "tracking": {"uri": _store(root), "experiment": "t"}}))
+    return root
+
+
+def test_a_copied_store_finds_its_artifacts_in_the_copy(tmp_path, monkeypatch):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    root = _relative_study(tmp_path, monkeypatch)
+    assert main(["tracking", "init", "--config", "study.yaml"]) == 0
+    cfg = config.load("study.yaml")
+    with tracking.start(cfg, "retrain", TAGS) as tracker:
+        pass
+    run_id = tracker.run_id
+    assert MlflowClient(cfg.tracking.uri).get_run(run_id).info.artifact_uri.startswith(
+        "results/mlartifacts/")
+
+    copy = tmp_path / "b"
+    shutil.copytree(root, copy)
+    shutil.rmtree(root)
+    monkeypatch.chdir(copy)
+    client = MlflowClient(_store(copy))
+    assert {a.path for a in client.list_artifacts(run_id)} == {"config.yaml"}
+    data = tmp_path / "f.txt"
+    data.write_text("x")
+    tracking.log_files(_store(copy), "t", "results", run_id, "x", {}, [data], "export")
+    assert (copy / "results/mlartifacts" / run_id / "artifacts/export/f.txt").exists()
+    assert not root.exists()
+
+
+def test_a_store_with_absolute_locations_is_refused_until_relocated(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = _store(_relative_study(tmp_path, monkeypatch))
+    elsewhere = tmp_path / "original" / "results" / tracking.ARTIFACTS
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("t", str(elsewhere))  # as a store recorded elsewhere
+    run_id = client.create_run(exp_id).info.run_id
+    data = tmp_path / "f.txt"
+    data.write_text("x")
+    with pytest.raises(ValueError, match="outside the results folder results.*relocate"):
+        tracking.log_files(uri, "t", "results", run_id, "x", {}, [data], "export")
+    with pytest.raises(ValueError, match="outside the results folder"):  # before any run
+        tracking.start(config.load("study.yaml"), "retrain", TAGS)
+    assert len(client.search_runs([exp_id])) == 1
+    assert not elsewhere.exists()
+
+    assert main(["tracking", "relocate", "--config", "study.yaml"]) == 0
+    assert client.get_run(run_id).info.artifact_uri == f"results/mlartifacts/{run_id}/artifacts"
+    assert tracking.relocate(uri, "t", "results") is None  # done
+    tracking.log_files(uri, "t", "results", run_id, "x", {}, [data], "export")
+    assert [a.path for a in client.list_artifacts(run_id, "export")] == ["export/f.txt"]

@@ -1,6 +1,7 @@
 """``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job;
 ``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror);
-``detnas tracking replay FOLDER``: log what a stage could not (its ``tracking_pending.json``)."""
+``detnas tracking replay FOLDER``: log what a stage could not (its ``tracking_pending.json``);
+``detnas tracking relocate``: point a copied store's artifact locations at this results folder."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def register(sub) -> None:
                              "tracking_pending.json its folder keeps when the store failed)")
     replay.add_argument("folders", nargs="+", metavar="FOLDER", help="a stage's output folder")
     replay.set_defaults(func=_replay)
+    relocate = cmds.add_parser("relocate", help="point the artifact locations of a store "
+                               "recorded in another folder at this study's results folder")
+    add_config_args(relocate)
+    relocate.set_defaults(func=_relocate)
 
 
 def _init(args) -> int:
@@ -57,4 +62,14 @@ def _replay(args) -> int:
 
     for folder in args.folders:
         print(f"{folder}: {tracking.replay(folder)} calls logged")
+    return 0
+
+
+def _relocate(args) -> int:
+    from detnas import tracking
+
+    cfg = load_config(args)
+    moved = (tracking.relocate(cfg.tracking.uri, cfg.tracking.experiment, cfg.results)
+             if cfg.tracking.enabled else None)
+    print(f"artifacts: {moved[0]} -> {moved[1]}" if moved else "artifacts: nothing to relocate")
     return 0

@@ -17,8 +17,9 @@ them as ``report()`` outputs; a figure without data is drawn as a labelled place
 Modules, each importing only those above it: `detnas.report.paper` (row names, reference figures,
 names), `detnas.report.results` (loading), `detnas.report.tables` (main table, searches,
 architectures, observations), `detnas.report.ledger` (the Cost section: every stage's ``cost``
-record, found by tag anywhere under the results folder), `detnas.report.figures` (matplotlib,
-Agg) and `detnas.report.document` (Markdown / HTML and `build_report`).
+record, found by tag anywhere under the results folder), `detnas.report.headline` (one record
+per row of the study: the report's summary, DVC's headline metrics), `detnas.report.figures`
+(matplotlib, Agg) and `detnas.report.document` (Markdown / HTML and `build_report`).
 """
 
 from detnas.report.document import build_report, render_html, render_markdown

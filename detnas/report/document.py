@@ -12,6 +12,7 @@ from detnas.config import StudyConfig, config_hash
 from detnas.io import atomic_write, save_json
 from detnas.provenance import environment_key, git_commit
 from detnas.report.figures import expected_figures, write_figures
+from detnas.report.headline import format_headline, headline
 from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
 from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
 from detnas.report.results import Results, collect
@@ -19,6 +20,7 @@ from detnas.report.tables import (
     format_main_table,
     format_rank_table,
     kernel_table,
+    key_observations,
     main_table,
     observations,
     rank_table,
@@ -179,6 +181,26 @@ def _arch_blocks(cfg: StudyConfig, kernels: list[dict]) -> list[tuple]:
     return blocks
 
 
+def _summary_blocks(records: list[dict], notes: list[str]) -> list[tuple]:
+    """What the study found, first: the headline table and the observations outside the noise
+    (or of rows that are the same network); the details follow."""
+    key = key_observations(notes) or [
+        "No difference between two rows is outside the noise of training or of the test split "
+        "(every observation is under Observations)."]
+    return [("h", 2, "Summary"),
+            ("p", "Each row of the study: AP50 and mmAP (the mean over its seeds), top-1 of its "
+                  "classification training, backbone FLOPs and the GPU-hours it cost (its stages "
+                  "and those it builds on). The tables, figures and every observation follow."),
+            ("table", *format_headline([r for r in records if _measured(r)])),
+            ("h", 3, "Findings"), ("ul", key)]
+
+
+def _measured(record: dict) -> bool:
+    """A headline row with a detection number (a row the study did not run stays out of the
+    summary; the main tables show it blank)."""
+    return any(record[k] is not None for k in ("ap50", "mmap", "flops"))
+
+
 def _cost_blocks(costs: dict) -> list[tuple]:
     (stage_header, stage_rows), (row_header, row_rows) = format_cost_tables(costs)
     return [("h", 2, "Cost"),
@@ -208,6 +230,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     ranking = rank_table(res)
     notes = observations(cfg, res, tables, kernels, ranking)
     costs = cost_tables(cfg, collect_costs(res.root))
+    records = headline(res, tables, costs)
     write_figures(cfg, res, archs, out / "figures")
     prov = {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
             "report_git_commit": git_commit(),
@@ -223,6 +246,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                            ("p", f"Results folder `{res.root}`, space `{cfg.space}`, datasets "
                                  f"{', '.join(cfg.datasets)}, detectors "
                                  f"{', '.join(cfg.detectors)}.")]
+    blocks += _summary_blocks(records, notes)
     blocks += _tables_blocks(tables, sources)
     blocks += _search_blocks(cfg, searches)
     blocks += _rank_blocks(cfg, ranking)
@@ -240,8 +264,8 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                      "figures are bit-identical only where it is the same: README, Results "
                      "of the embedded default)."),
                ("table", *provenance_table(res))]
-    data = {"tables": tables, "searches": searches, "ranking": ranking, "kernels": kernels,
-            "cost": costs,
+    data = {"headline": records, "tables": tables, "searches": searches, "ranking": ranking,
+            "kernels": kernels, "cost": costs,
             "observations": notes,
             "missing": res.missing, "figures": list(expected_figures(cfg)),
             "paper_sources": {str(n): s for s, n in sources.items()}, "provenance": prov}

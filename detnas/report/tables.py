@@ -409,8 +409,29 @@ def _bootstrap(res: Results, row: str, ds: str, det: str, metric: str) -> list[f
     return ((res.det.get((row, ds, det)) or {}).get("bootstrap") or {}).get(metric)
 
 
+SAME_NETWORK = "the same network"
+"""What an observation says of two rows that found one architecture (nothing to compare)."""
+OUTSIDE_NOISE = "outside the noise"
+"""What an observation says of a difference beyond the noise (`noise_verdict`,
+`bootstrap_verdict`)."""
+
+
+def key_observations(notes: list[str]) -> list[str]:
+    """The observations a summary leads with: differences outside the noise, and rows that are
+    the same network."""
+    return [n for n in notes if OUTSIDE_NOISE in n or SAME_NETWORK in n]
+
+
+def _same_network(where: str, a: str, b: str, arch: str, runs: dict, metric: str) -> str:
+    """Two rows that found one architecture: named as such, not as a difference of +0.0."""
+    values = " and ".join(f"{100 * statistics.fmean(runs[r]):.1f}" for r in (a, b) if runs.get(r))
+    scores = f" ({metric} {values}: its retrainings)" if values else ""
+    return f"{where}: {ROWS[a]} and {ROWS[b]} found {SAME_NETWORK}, `{arch}`{scores}."
+
+
 def _map_observations(res: Results, table: dict, det: str) -> list[str]:
     runs = {r["row"]: list(r["map_seeds"][det].values()) for r in table["rows"]}
+    archs = {r["row"]: r["arch"][det] for r in table["rows"]}
     metric = METRIC_NAMES[table["metric"]]
     ds = table["dataset"]
     where = f"{ds} / {DETECTOR_NAMES.get(det, det)}"
@@ -420,6 +441,10 @@ def _map_observations(res: Results, table: dict, det: str) -> list[str]:
              ("nats", "resnet50", " (paper: +2.0 on COCO FPN)")]
     out = []
     for a, b, claim in pairs:
+        if "nats" not in (a, b) and archs.get(a) and archs.get(a) == archs.get(b):  # (NATS's
+            # arch names its ResNet, not the dilations that make it another network)
+            out.append(_same_network(where, a, b, archs[a], runs, metric))
+            continue
         if not runs.get(a) or not runs.get(b):
             continue
         diff = 100 * (statistics.fmean(runs[a]) - statistics.fmean(runs[b]))

@@ -8,6 +8,7 @@ writes. Environment:
     STUB_LOG     append one line per call: the command words and --out (or --status)
     STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
     STUB_FAIL    a substring of --out: exit 1 without writing
+    STUB_TRACKING  set: the `tracking` commands run for real (the MLflow store and parent run)
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def main(argv: list[str]) -> int:
             f.write(f"{command} {out or getattr(args, 'status', '')}\n")
     results = Path(cfg.get("results", "results"))
     metrics = json.dumps({"mmap": 0.1, "ap50": 0.2, "top1": 0.3, "top5": 0.6, "arch": "0-00-00-0"})
+    if command.startswith("tracking") and os.environ.get("STUB_TRACKING"):
+        from detnas.cli import main as real
+
+        return real(argv)
     if command == "tracking init":
         write(results / layout.TRACKING, json.dumps({"parent_run_id": "stub"}))
     elif command == "tracking finish":

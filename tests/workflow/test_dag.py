@@ -78,6 +78,16 @@ def test_config_errors_name_the_key_and_value(study, section, key, value, words)
         assert word in proc.stderr + proc.stdout
 
 
+def test_a_config_override_error_is_said_of_the_override_not_of_the_file(study):
+    proc = study.snakemake("-n", *TEST, "--config", "seed=-1", check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "--config seed: seed: -1" in out, out
+    assert "test.yaml: seed" not in out
+    study.edit_config("test.yaml", "search", "generations", 0)  # the file's own error
+    proc = study.snakemake("-n", *TEST, "--config", "seed=1", check=False)
+    assert "test.yaml: search.generations: 0" in proc.stderr + proc.stdout
+
+
 def test_bad_detector_and_synthetic_root_are_rejected(study):
     import yaml
 
@@ -155,6 +165,15 @@ def test_nothing_to_do_after_a_run_and_the_parent_run_ends_with_it(finished):
                           cwd=finished.root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert _last_call(finished) == "tracking finish FAILED"  # onerror
+
+
+@pytest.mark.slow
+def test_the_snakemake_report_builds_without_docutils_warnings(finished):
+    """Its captions are reStructuredText with a link target per category: a category name with
+    a colon ("Retrain: ...") made two targets "retrain", a docutils warning per caption."""
+    proc = finished.snakemake("--report", "results/report/snakemake.html", *TEST)
+    out = proc.stdout + proc.stderr
+    assert "Report created" in out and "WARNING" not in out, out
 
 
 RERUNS = {  # a config change -> the jobs that rerun (every other job stays)

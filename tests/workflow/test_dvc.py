@@ -1,12 +1,18 @@
-"""DVC round trip: run (stub CLI), scripts/dvc_push.sh (`make dvc-push`) to a local remote,
-clone, scripts/dvc_pull.sh (`make dvc-pull`), and Snakemake has nothing to do. DVC commands run
-one at a time (repository-wide lock)."""
+"""DVC round trip as the README's "Results with DVC and MLflow" section tells it: run (stub CLI,
+real MLflow tracking), `make dvc-push` refused without a remote, the remote set, pushed and
+recorded; clone into another folder, `make dvc-pull`, and the study is there as it was pushed
+(`dvc status` clean, the MLflow parent run's times unchanged, Snakemake has nothing to do). The
+first folder is then deleted: every MLflow run's artifacts open in the clone, and `detnas export`
+writes into the clone only. DVC commands run one at a time (repository-wide lock)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,55 +20,171 @@ import pytest
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TEST = ["--configfile", "config/test.yaml"]
+LOCAL_REMOTE = "/srv/dvc/detnas"  # the README's example remote, replaced by a scratch folder
+
+STAGE = """
+import torch
+from detnas import config, tracking
+from detnas.config import DetectorConfig
+from detnas.io import save_checkpoint
+from detnas.models import build_model, model_meta
+from detnas.provenance import provenance
+
+cfg = config.load("config/config.yaml")
+spec = {"kind": "shufflenet", "space": "test", "arch": "1-23-01-3"}
+tags = {"stage": "retrain-detection", "ablation": "detnas", "dataset": "synth",
+        "detector": "fpn", "arch": spec["arch"]}
+det = DetectorConfig(min_size=64, max_size=64)
+with tracking.start(cfg, "retrain-detection:detnas", tags, arch=spec) as tracker:
+    torch.manual_seed(0)
+    model = build_model("detection", spec, 3, "fpn", det)
+    prov = provenance(config.to_dict(cfg), cfg.seed, tags=tags, mlflow_run_id=tracker.run_id)
+    save_checkpoint("results/retrain/detnas/synth/fpn/checkpoint.pt",
+                    {**model_meta("detection", spec, 3, "fpn", det),
+                     "model": model.state_dict(), "provenance": prov})
+"""
+"""A real stage's MLflow run and checkpoint in place of the stub's: an untrained `test`-space
+Faster R-CNN whose provenance names its run, as `detnas train detector` writes it."""
 
 
-def sh(cmd: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+def run(cmd: str | list[str], cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          shell=isinstance(cmd, str))
+    if ok:
+        assert proc.returncode == 0, f"{cmd}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
 
 
-def test_push_clone_pull_and_nothing_to_do(stub_study, tmp_path):
-    repo, env = stub_study.root, stub_study.env
+def readme_commands(section: str) -> list[list[str]]:
+    """The command lines of each bash block of a README section, comments stripped."""
+    text = (REPO / "README.md").read_text()
+    body = text[text.index(f"## {section}"):]
+    body = body[:body.index("\n## ", 1)]
+    blocks = re.findall(r"```bash\n(.*?)```", body, re.S)
+    return [[line.split("  #")[0].strip() for line in block.splitlines()
+             if line.strip() and not line.startswith("#")] for block in blocks]
+
+
+def use_this_venv(root: Path) -> None:
+    """The environment running the tests as ``root``'s .venv, up to date for `make setup`
+    (pyproject.toml older than .venv/.installed: make never reinstalls into it)."""
+    installed = Path(sys.prefix, ".installed")
+    if not installed.exists():
+        pytest.skip("make needs the venv `make setup` builds (.venv/.installed)")
+    (root / ".venv").symlink_to(sys.prefix)
+    stamp = installed.stat().st_mtime - 1
+    os.utime(root / "pyproject.toml", (stamp, stamp))
+
+
+def make_study_repo(repo: Path, env: dict) -> dict:
+    """The recipe as a git repository with the test config as its default, the Makefile and the
+    environment running the tests as its venv (`make` runs as written)."""
     for name in ("scripts", "detnas"):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "Makefile", "pyproject.toml"):
         shutil.copy(REPO / name, repo / name)
-    (repo / ".gitignore").write_text("/results/\n/logs/\n.snakemake/\n/.stub-bin/\n"
-                                     "/stub-calls.log\n__pycache__/\n")
+    shutil.copy(repo / "config/test.yaml", repo / "config/config.yaml")
+    use_this_venv(repo)
+    (repo / ".gitignore").write_text((REPO / ".gitignore").read_text()
+                                     + "/.stub-bin/\n/stub-calls.log\n")
+    env = {**env, "STUB_TRACKING": "1", "OMP_NUM_THREADS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "init", "-q"], repo, env)
+    run(["dvc", "init", "-q"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "study"], repo, env)
+    return env
+
+
+def parent_run(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    parent = json.loads((root / "results/tracking.json").read_text())["parent_run_id"]
+    return MlflowClient(f"sqlite:///{root}/results/mlflow.db").get_run(parent).info
+
+
+def push_without_a_remote_writes_nothing(repo: Path, env: dict) -> None:
+    proc = run(["make", "dvc-push"], repo, env, ok=False)
+    assert proc.returncode != 0 and "no default DVC remote" in proc.stderr, proc.stderr
+    assert "dvc remote add -d storage" in proc.stderr
+    assert not (repo / "dvc.lock").exists() and not (repo / "results/metrics.json").exists()
+    assert run(["git", "status", "--porcelain"], repo, env).stdout == ""
+
+
+def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_path,
+                                                              monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    repo = stub_study.root
+    env = make_study_repo(repo, stub_study.env)
+    stub_study.env = env
+    stub_study.snakemake("--cores", "2")
+    run([sys.executable, "-c", STAGE], repo, env)
+    push_without_a_remote_writes_nothing(repo, env)
+
+    record, in_clone = readme_commands("Results with DVC and MLflow")
     remote = tmp_path.parent / f"{tmp_path.name}-remote"
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    sh(["git", "init", "-q"], repo, env)
-    sh(["dvc", "init", "-q"], repo, env)
-    sh(["dvc", "remote", "add", "-d", "storage", str(remote)], repo, env)
-    sh([*git, "add", "-A"], repo, env)
-    sh([*git, "commit", "-qm", "study"], repo, env)
-
-    stub_study.snakemake("--cores", "2", *TEST)
-    sh(["scripts/dvc_push.sh"], repo, env)
-    sh([*git, "add", "dvc.lock"], repo, env)
-    sh([*git, "commit", "-qm", "record the study"], repo, env)
-
-    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo, env))
-    table = metrics[""]["data"]["results/metrics.json"]["data"]
-    assert table["detnas"]["synth"]["fpn"]["mmap"] == 0.1
-    assert table["shufflenetv2"]["cls"]["top1"] == 0.3
-    plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env))["data"]
-    assert "results/plots/search-synth-fpn-detnas.csv" in plots
-    assert any(name.startswith("results/report/figures/") for name in plots)
+    for line in record:
+        run(line.replace(LOCAL_REMOTE, str(remote)), repo, env)
+    pushed = parent_run(repo)
+    assert pushed.status == "FINISHED" and pushed.end_time
 
     clone = tmp_path.parent / f"{tmp_path.name}-clone"
-    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    shutil.copytree(repo / ".stub-bin", clone / ".stub-bin")
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    use_this_venv(clone)
     assert not (clone / "results").exists()
-    sh(["scripts/dvc_pull.sh", *TEST], clone, env)
-    ckpt = clone / "results/retrain/detnas/synth/fpn/checkpoint.pt"
-    assert ckpt.read_text() == (repo / ckpt.relative_to(clone)).read_text()
-    assert (clone / "results/mlflow.db").exists() or (clone / "results/tracking.json").exists()
-    dry = subprocess.run(["snakemake", "-n", *TEST], cwd=clone, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert dry.returncode == 0, dry.stderr
-    assert "Nothing to be done" in dry.stdout, dry.stdout
-    shutil.rmtree(remote)
-    shutil.rmtree(clone)
+    shutil.rmtree(repo)  # the first folder is gone: nothing may read or write it
+    out = {}
+    for line in in_clone:
+        if line.startswith("mlflow ui"):  # a server: the store is opened below instead
+            continue
+        proc = run(line, clone, env)
+        out[line] = proc
+        assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, (line, proc.stderr)
+        if line.startswith("dvc "):  # e.g. "DVC failed to load some plots" (.snakemake_timestamp)
+            assert proc.stderr == "", (line, proc.stderr)
+    assert "up to date" in out["dvc status"].stdout, out["dvc status"].stdout
+    assert run(["git", "status", "--porcelain"], clone, env).stdout == ""  # dvc_plots/ ignored
+    assert "Nothing to be done" in out["snakemake -n"].stdout
+    header = out["dvc metrics show"].stdout.splitlines()[0].split()  # the stub's metrics have
+    assert header[0] == "Path" and {"ap50", "mmap", "top1"} <= set(header[1:]) <= {  # no cost
+        "ap50", "mmap", "top1", "flops", "gpu_hours"}
+    assert "results/headline/synth-fpn-detnas.json" in out["dvc metrics show"].stdout
+    assert '"mmap": 0.1' in run(["dvc", "metrics", "show", "--json", "results/metrics.json"],
+                                clone, env).stdout
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], clone, env).stdout)["data"]
+    assert "results/plots/search-synth-fpn-detnas.csv" in plots
+    assert sorted(n for n in plots if n.startswith("results/report/figures/")) == [
+        "results/report/figures/search.png"]
+    pulled = parent_run(clone)
+    assert (pulled.status, pulled.start_time, pulled.end_time) == (
+        pushed.status, pushed.start_time, pushed.end_time)
+
+    monkeypatch.chdir(clone)  # where a user opens the store: `mlflow ui` in the study's folder
+    client = MlflowClient(f"sqlite:///{clone}/results/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("detnas-test").experiment_id])
+    stage = next(r for r in runs if r.data.tags.get("stage") == "retrain-detection")
+    assert {a.path for a in client.list_artifacts(stage.info.run_id)} == {"config.yaml",
+                                                                           "arch.json"}
+    for r in runs:
+        dest = tmp_path.parent / f"{tmp_path.name}-download" / r.info.run_id
+        dest.mkdir(parents=True)
+        for artifact in client.list_artifacts(r.info.run_id):
+            assert Path(client.download_artifacts(r.info.run_id, artifact.path, str(dest))
+                        ).exists()
+
+    real = {**env, "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
+                                             if ".stub-bin" not in p)}
+    export = next(line for line in readme_commands("Use the found network")[0]
+                  if line.startswith("detnas export") and "--part" not in line
+                  and "--arch" not in line)
+    sidecar = json.loads(run(export, clone, real).stdout)
+    assert sidecar["out"] == "results/export/detnas-fpn"
+    assert (clone / "results/export/detnas-fpn/backbone.json").exists()
+    logged = {a.path for a in client.list_artifacts(stage.info.run_id, "export/backbone")}
+    assert "export/backbone/backbone.json" in logged
+    assert (clone / "results/mlartifacts" / stage.info.run_id / "artifacts/export").is_dir()
+    assert not repo.exists()  # nothing written where the study came from
+    for folder in (remote, clone, dest.parent):
+        shutil.rmtree(folder)

@@ -5,12 +5,16 @@ config/coco.yaml's structure at toy size, every stage tracked by detnas.tracking
 DETNAS_UI_STUDY=DIR checks the study in DIR instead (a folder where a study ran, holding
 results/config.yaml, results/tracking.json and the store, e.g. this repository after `make run`).
 
+The server runs in the study's folder, as the README's `mlflow ui` does: the store's artifact
+locations are relative to it (`detnas.tracking`).
+
 Screenshots are kept in test-artifacts/: mlflow-ui-ablation.png (the runs grouped by ablation,
 with the AP columns) and mlflow-ui-run.png (a retraining run: metrics, tags, parent run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -65,11 +69,12 @@ def store(request):
     return uri, experiment.experiment_id, parent, root
 
 
-def test_the_study_is_tracked_whole(store):
+def test_the_study_is_tracked_whole(store, monkeypatch):
     """The parent run ended with the study; a child per stage, each with config, arch, cost."""
     from mlflow.tracking import MlflowClient
 
-    uri, exp_id, parent, _ = store
+    uri, exp_id, parent, root = store
+    monkeypatch.chdir(root)  # artifact locations are relative to the study's folder
     client = MlflowClient(uri)
     assert client.get_run(parent).info.status == "FINISHED"  # onsuccess: detnas tracking finish
     children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'",
@@ -86,17 +91,15 @@ def test_the_study_is_tracked_whole(store):
         assert "arch.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-@pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    uri, exp_id, _, _ = store
+@contextlib.contextmanager
+def serve(uri: str, cwd: Path, log: Path):
+    """``mlflow server`` on the store ``uri``, run in folder ``cwd``; yields its base URL."""
     port = free_port()
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    log = tmp / "mlflow-server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp,
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -109,10 +112,19 @@ def server(store, tmp_path_factory):
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        yield base, tmp
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    """The study's store served from the study's folder: ``(base URL, scratch folder)``."""
+    uri, _, _, root = store
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    with serve(uri, root, tmp / "mlflow-server.log") as base:
+        yield base, tmp
 
 
 def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
@@ -158,3 +170,30 @@ def test_ui_shows_a_retraining_run_with_its_metrics_and_parent(store, server, ar
     assert shown and float(shown[1]) == pytest.approx(run.data.metrics["mmap"], rel=1e-3)
     assert "cost.gpu_hours" in page  # the cost ledger's metrics
     assert "Parent run study" in page and "ablation : detnas" in page
+
+
+def test_ui_serves_a_copied_studys_artifacts_from_the_copy(store, tmp_path):
+    """The run page's artifact tab (the UI's own REST calls) on a copy of the study's store in
+    another folder: the server there lists and serves the copy's artifacts (the copy's arch.json
+    is marked to tell it from the original's)."""
+    import json
+    import urllib.parse
+
+    from mlflow.tracking import MlflowClient
+
+    uri, exp_id, _, root = store
+    (run,) = MlflowClient(uri).search_runs([exp_id], "tags.stage = 'retrain-detection'",
+                                           max_results=1)
+    shutil.copytree(root / "results" / "mlartifacts", tmp_path / "results" / "mlartifacts")
+    shutil.copy(root / "results" / "mlflow.db", tmp_path / "results" / "mlflow.db")
+    stored = tmp_path / "results/mlartifacts" / run.info.run_id / "artifacts/arch.json"
+    copied = {**json.loads(stored.read_text()), "copy": True}
+    stored.write_text(json.dumps(copied))
+    with serve(f"sqlite:///{tmp_path}/results/mlflow.db", tmp_path, tmp_path / "log") as base:
+        query = urllib.parse.urlencode({"run_uuid": run.info.run_id})
+        with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/artifacts/list?{query}") as r:
+            listed = {f["path"] for f in json.load(r).get("files", [])}
+        assert {"config.yaml", "arch.json"} <= listed
+        query = urllib.parse.urlencode({"run_uuid": run.info.run_id, "path": "arch.json"})
+        with urllib.request.urlopen(f"{base}/get-artifact?{query}") as r:
+            assert json.loads(r.read()) == copied

@@ -134,3 +134,23 @@ def test_data_roots_one_rule_for_the_workflow_and_the_cli():
     with pytest.raises(ValueError, match=r"config.datasets.s.train_images: 'img'"):
         detnas_config.resolve_data_roots(study(s={"train_images": "img"}), "config",
                                          generated=True)
+
+
+@pytest.mark.parametrize("override, says", [
+    ("search.generations=abc", "--set search.generations=abc: search.generations: expected int"),
+    ("search.population=0", "--set search.population=0: search.population: 0 (must be >= 1)"),
+    ("search.nope=1", "--set search.nope=1: search: unknown key 'nope'"),
+    ("nope.x=1", "--set nope.x=1: unknown key 'nope'"),
+])
+def test_an_error_in_a_set_value_is_said_of_the_set_not_of_the_file(override, says, tmp_path):
+    path = REPO / "config" / "config.yaml"
+    with pytest.raises(ValueError) as e:
+        detnas_config.load(path, ["search.topk=2", override])
+    assert str(e.value).startswith(says) and str(path) not in str(e.value)
+    key, value = override.split("=")  # the same value in a file: said of the file
+    data: dict = {}
+    detnas_config._set(data, key, yaml.safe_load(value))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=f"^{study}"):
+        detnas_config.load(study, ["search.topk=2"])

@@ -38,14 +38,29 @@ if workflow.overwrite_configfiles:
 CONFIG_FILES = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles))
 
 
+def _source(field):
+    """Where the value of config field ``field`` (dotted) came from: a --config override, else
+    the config file(s)."""
+    if not field:
+        return f"config {CONFIG_FILES}"
+    node = workflow.config_settings.config
+    for key in field.split("."):
+        if not hasattr(node, "keys"):
+            break  # the override set the whole value above this key
+        if key not in node:
+            return f"config {CONFIG_FILES}"
+        node = node[key]
+    return f"--config {field.split('.')[0]}"
+
+
 def _validate(data):
     """Validate against the JSON schema generated from detnas/config.py's dataclasses; on error,
-    one line naming the file, the key and the value."""
+    one line naming the file (or the --config override), the key and the value."""
     validator = jsonschema.Draft202012Validator(detnas_config.json_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise WorkflowError(f"config {CONFIG_FILES}: {where}: {error.message}")
+        where = ".".join(map(str, error.absolute_path))
+        raise WorkflowError(f"{_source(where)}: {where or '(top level)'}: {error.message}")
 
 
 _validate(config)
@@ -55,7 +70,8 @@ try:  # cross-field checks, the data roots, the resolved values (dataclass defau
     detnas_config.resolve_data_roots(STUDY, "config", generated=True)
     detnas_config.check(STUDY, "config")
 except ValueError as e:
-    raise WorkflowError(f"config {CONFIG_FILES}: {e}") from None
+    field = str(e).split(": ", 1)[0].removeprefix("config").removeprefix(".")
+    raise WorkflowError(f"{_source(field)}: {e}") from None
 RESOLVED = detnas_config.to_dict(STUDY)
 R = STUDY.results
 

@@ -10,7 +10,7 @@ rule retrain_classifier:
         metrics=report(
             rpath(layout.shared_classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
-            category="Retrain: classification",
+            category="Retrain classification",
             labels={"row": "{row}", "dataset": "-", "detector": "-"},
         ),
     log:
@@ -42,7 +42,7 @@ use rule retrain_classifier as retrain_classifier_searched with:
         metrics=report(
             rpath(layout.classifier_dir(), "metrics.json"),
             caption="../report/retrain_classifier.rst",
-            category="Retrain: classification",
+            category="Retrain classification",
             labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
         ),
     log:
@@ -64,7 +64,7 @@ rule retrain_detector:
         metrics=report(
             rpath(layout.detection_dir(), "metrics.json"),
             caption="../report/retrain_detector.rst",
-            category="Retrain: detection",
+            category="Retrain detection",
             subcategory="{dataset}",
             labels={"row": "{row}", "detector": "{detector}", "seed": "-"},
         ),
@@ -95,7 +95,7 @@ use rule retrain_detector as retrain_detector_seed with:
         metrics=report(
             rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
             caption="../report/retrain_detector.rst",
-            category="Retrain: detection",
+            category="Retrain detection",
             subcategory="{dataset}",
             labels={"row": "{row}", "detector": "{detector}", "seed": "{seed}"},
         ),
