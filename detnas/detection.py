@@ -15,13 +15,13 @@ from functools import partial
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
-from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import (
     FastRCNNConvFCHead,
     FastRCNNPredictor,
     TwoMLPHead,
 )
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import (
     FeaturePyramidNetwork,
     LastLevelMaxPool,

@@ -118,7 +118,8 @@ def plot(numbers: dict, out: Path) -> None:
     ax = axes[0]
     ax.plot(c["steps"], [100 * v for v in c["top1"]], "o-", label="top-1 (val)")
     ax.axhline(25, color="grey", ls=":", label="chance (4 classes)")
-    ax.set(xlabel="steps (batch 32)", ylabel="%", title="ShuffleNetV2, classification", ylim=(0, 100))
+    ax.set(xlabel="steps (batch 32)", ylabel="%", title="ShuffleNetV2, classification",
+           ylim=(0, 100))
     if c.get("loss"):
         twin = ax.twinx()
         twin.plot(*zip(*c["loss"], strict=True), color="tab:red", alpha=0.5, label="loss")
