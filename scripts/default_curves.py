@@ -1,19 +1,21 @@
-"""The learning curves that chose the embedded default's recipes (`docs/embedded_default.md`).
+"""The learning curves of the embedded default's recipes (`docs/embedded_default.md`).
 
-Runs the default's stages through the functions the CLI calls, on the default's own data, with
-tracking off and one thread, for a range of step counts (each count is a whole schedule: warm-up
-and decay fitted to it, as the study would run it), and writes the figures and their numbers:
+Two modes:
 
-- classification: ShuffleNetV2 top-1 on the validation split against steps, and its loss curve;
-- Faster R-CNN + FPN: AP50 on the test split against steps, from the retrained classifier and
-  from scratch;
-- RetinaNet: the same, with the GroupNorm head the default uses and with the reference's plain
-  head.
+- ``--study FOLDER`` (a finished `make run`: its ``logs/`` and ``results/``): the training loss of
+  every stage against its steps, from the logs, and each row's top-1 and AP50, from the
+  metrics (``study.png``, ``study.json``). Free: it reads what the study wrote.
+- ``--sweep``: runs the default's stages through the functions the CLI calls, on the default's
+  own data, tracking off, one thread, for a range of step counts (each a whole schedule: warm-up
+  and decay fitted to it): ShuffleNetV2's top-1 against steps; Faster R-CNN + FPN's AP50 against
+  steps from the retrained classifier and from scratch; RetinaNet's with the GroupNorm head and
+  with the reference's plain head (``curves.png``, ``numbers.json``). About 15 minutes on one
+  core (``--quick``: two points per curve).
 
-    python scripts/default_curves.py [--out docs/embedded_default] [--quick]
+    python scripts/default_curves.py --study . [--out docs/embedded_default]
+    python scripts/default_curves.py --sweep [--quick] [--out docs/embedded_default]
 
-About 15 minutes on one core (--quick: two points per curve). The figures are of this machine
-(`numbers.json` records its numeric environment).
+The figures are of the machine that ran them (the JSON records its numeric environment).
 """
 
 from __future__ import annotations
@@ -136,11 +138,63 @@ def plot(numbers: dict, out: Path) -> None:
     fig.savefig(out / "curves.png", dpi=110)
 
 
+LOSS_LINE = re.compile(r"step (\d+)/\d+ loss ([\d.]+)")
+PANELS = (("classification", ("supernet/cls.log", "retrain/*/cls.log", "retrain/*/*/*/cls.log")),
+          ("Faster R-CNN + FPN", ("supernet/*/fpn/*.log", "retrain/*/*/fpn/det.log")),
+          ("RetinaNet", ("supernet/*/retinanet/*.log", "retrain/*/*/retinanet/det.log")))
+
+
+def study_curves(study: Path, out: Path) -> None:
+    """The loss curves of a finished study's stages and its rows' figures."""
+    numbers: dict = {}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, (title, patterns) in zip(axes, PANELS, strict=False):
+        numbers[title] = {}
+        for pattern in patterns:
+            for log in sorted((study / "logs").glob(pattern)):
+                points = [(int(m[1]), float(m[2])) for m in LOSS_LINE.finditer(log.read_text())]
+                name = str(log.relative_to(study / "logs").with_suffix(""))
+                numbers[title][name] = points
+                if points:
+                    supernet = name.startswith("supernet")
+                    ax.plot(*zip(*points, strict=True), lw=1.6 if supernet else 0.8,
+                            alpha=0.9 if supernet else 0.5,
+                            label=name if supernet else None)
+        ax.set(title=f"{title}: training loss", xlabel="step", ylabel="loss")
+        ax.legend(fontsize=6)
+    rows = {}
+    for path in sorted((study / "results" / "retrain").glob("*/**/metrics.json")):
+        m = json.loads(path.read_text())
+        rel = path.parent.relative_to(study / "results" / "retrain")
+        for key in ("top1", "ap50"):
+            if key in m:
+                rows[f"{rel} {key}"] = m[key]
+    numbers["figures"] = rows
+    ax = axes[3]
+    names = sorted(rows)
+    ax.barh(range(len(names)), [100 * rows[n] for n in names],
+            color=["tab:blue" if n.endswith("top1") else "tab:orange" for n in names])
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set(title="retrained rows: top-1 (blue), AP50 (orange)", xlabel="%", xlim=(0, 100))
+    ax.axvline(25, color="grey", ls=":")
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "study.png", dpi=110)
+    (out / "study.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    print(f"wrote {out / 'study.png'} and {out / 'study.json'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "docs" / "embedded_default"))
-    p.add_argument("--quick", action="store_true", help="two points per curve")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--study", type=Path, help="a finished study's folder (logs/, results/)")
+    mode.add_argument("--sweep", action="store_true", help="train the step sweep")
+    p.add_argument("--quick", action="store_true", help="--sweep: two points per curve")
     args = p.parse_args()
+    if args.study:
+        study_curves(args.study, Path(args.out))
+        return
     torch.set_num_threads(1)
     losses = _Losses()
     logging.getLogger("detnas.engine").setLevel(logging.INFO)

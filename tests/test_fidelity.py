@@ -412,6 +412,8 @@ def test_paper_faster_rcnn_at_the_references_widths_sizes_sampling_and_postproce
         (256, 0.5)
     assert rpn._pre_nms_top_n == rpn._post_nms_top_n == {"training": 2000, "testing": 1000}
     assert rpn.nms_thresh == 0.7
+    assert rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))  # RPN.ANCHOR_SIZES
+    assert rpn.anchor_generator.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
     assert (roi.score_thresh, roi.nms_thresh, roi.detections_per_img) == (0.05, 0.5, 100)
 
 
@@ -426,6 +428,7 @@ def test_paper_retinanet_at_the_references_widths_sizes_and_postprocessing(cfg):
     assert model.backbone.out_channels == 256
     assert model.anchor_generator.sizes[0] == (32, 40, 51)  # 32 * 2 ** (k / 3)
     assert model.anchor_generator.num_anchors_per_location() == [9] * 5
+    assert not any(isinstance(m, nn.GroupNorm | nn.BatchNorm2d) for m in model.head.modules())
     matcher = model.proposal_matcher
     assert (matcher.high_threshold, matcher.low_threshold) == (0.5, 0.4)
     assert (model.score_thresh, model.topk_candidates) == (0.05, 1000)

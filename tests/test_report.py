@@ -320,3 +320,16 @@ def test_two_rows_that_found_one_network_are_named_the_same_network(study, tmp_p
     assert not any(n.startswith("synth / RetinaNet: DetNAS +0.0") for n in notes)
     md = (tmp_path / "report/report.md").read_text()
     assert same[0] in md[md.index("### Findings"):md.index("## Main results")]
+
+
+def test_the_report_records_the_numeric_environment(built):
+    """The report and the README block name the numeric environment the figures were made in:
+    the same figures bit for bit need the same one."""
+    from detnas.report.readme import readme_block
+
+    tables = json.loads((built / "tables.json").read_text())
+    assert tables["provenance"]["numeric_environments"] == [
+        "torch 2.14.1, numpy 2.4.6, AVX512"]
+    assert "numeric environment torch 2.14.1, numpy 2.4.6, AVX512" in (
+        built / "report.md").read_text()
+    assert "numeric environment torch 2.14.1, numpy 2.4.6, AVX512" in readme_block(tables)

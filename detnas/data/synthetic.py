@@ -4,16 +4,21 @@ Detection goes to COCO's layout (``train/*.png``, ``test/*.png``,
 ``annotations/instances_{train,test}.json``), classification to ImageNet's ImageFolder layout
 (``train/<class>/*.png``, ``val/<class>/*.png``), so the same readers serve real and embedded data.
 
-The images are built so that the backbone matters:
+The images are built to be learned in minutes on a CPU while the backbone still matters
+(`docs/embedded_default.md` has the measurements that chose each point):
 
-- a class is a (shape, texture) pair, and the classes share shapes and textures with each other,
-  so neither alone tells them apart; colours are drawn at random per object, so colour never does;
-- objects are rotated, with sizes log-uniform from a few pixels to most of the image (COCO's
-  small, medium and large all occur, so every FPN level and receptive field has work to do);
+- a class is an object with its own shape and its own texture (an ellipse with stripes, a
+  rectangle with a checker, ...): either cue tells it, as shape and surface tell an ImageNet
+  class; the classification set's classes are the detection set's objects, so pre-training
+  teaches what detection needs;
+- a texture is a dark-on-light luminance pattern, upright within 15 degrees, three to five
+  periods across its object; hues are drawn at random per object, so colour never tells a class;
+- objects are rotated, with sizes log-uniform from 1/6 to 0.7 of the image (COCO's small and
+  medium, so several FPN levels and receptive fields have work to do);
 - several objects per image, later ones occluding earlier ones (at most half of an object is
   hidden; the annotated ``area`` is the visible pixel count, the box is the full object);
-- textured backgrounds with clutter: lines, blobs and *distractors*, shapes with a (shape,
-  texture) pair that is not a class, which the detector must learn to ignore.
+- mid-tone gradient backgrounds crossed by thin lines, and optionally *distractors*: a class's
+  shape with another class's texture, which the detector must learn to ignore.
 
 Every image is drawn from its own generator seeded with ``(seed, split, index)``, so image ``i``
 is the same whatever the number of images, and the written files are byte-identical across runs.
@@ -127,9 +132,10 @@ def _object(shape: int, texture: int, size: float, cx: float, cy: float, h: int,
 
 
 def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth colour gradient under a faint random texture, crossed by a few thin lines."""
+    """A smooth mid-tone colour gradient crossed by a few thin lines."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    c1, c2 = 64 + _colour(rng) * 0.5, 64 + _colour(rng) * 0.5  # mid tones, below the objects'
+    c1, c2 = 64 + _colour(rng) * 0.5, 64 + _colour(rng) * 0.5  # mid tones: between the dark
+    # and the light of an object's texture
     t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) / max(h, w)
     img = c1 + (c2 - c1) * ((t - t.min()) / (np.ptp(t) + 1e-6))[..., None]
     for _ in range(int(rng.integers(0, 3))):
