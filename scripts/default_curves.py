@@ -180,7 +180,7 @@ def study_curves(study: Path, out: Path) -> None:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "study.png", dpi=110)
-    (out / "study.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    (out / "study.json").write_text(json.dumps(numbers) + "\n")
     print(f"wrote {out / 'study.png'} and {out / 'study.json'}")
 
 
