@@ -12,7 +12,9 @@ and asserts that each learned well clear of chance:
   same with the checkpoint's BN statistics reset, as the reference resets them (here, where each
   choice has its own BN, the trained statistics are close enough that a skipped recalibration
   would go unseen without the reset);
-- ShuffleNetV2 retrained on classification, on the validation split;
+- ShuffleNetV2 retrained on classification, on the validation split, also with its images
+  normalised as the detector normalises its own (the weights it hands over must read the same
+  inputs);
 - Faster R-CNN + FPN from that classifier, AP50 on the test split, and from scratch: the
   classifier's weights must be what makes the difference.
 
@@ -27,10 +29,17 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from detnas import config, train
-from detnas.data import make_synthetic_classification, make_synthetic_detection
+from detnas.data import (
+    ImageFolderClassification,
+    make_synthetic_classification,
+    make_synthetic_detection,
+)
+from detnas.data.images import read_image
 from detnas.io import load_checkpoint, save_checkpoint
+from detnas.models import build_model, load_model
 from detnas.search.fitness import build_fitness, fitness_spec
 from detnas.space import Arch, get_space, sample
 
@@ -41,6 +50,7 @@ pytestmark = pytest.mark.slow
 MIN_SUPERNET_TOP1 = 0.35  # every path scored; measured 0.435-0.54
 MIN_CLASSIFIER_TOP1 = 0.6  # measured 0.935
 MIN_FPN_AP50 = 0.35  # measured 0.68 at 200 steps on 160 images
+MAX_NORMALISATION_GAP = 0.02  # top-1 on the detector's normalisation against its own: 0 here
 MIN_PRETRAINING_GAIN = 0.12  # AP50 from the classifier minus from scratch: measured 0.23
 
 
@@ -115,10 +125,28 @@ def test_supernet_paths_learn(study):
     assert reset == trained
 
 
-def test_classifier_learns(classifier):
-    metrics, _ = classifier
-    print("ShuffleNetV2 top-1:", metrics["top1"])
+def test_classifier_learns_and_speaks_the_detectors_input(study, classifier):
+    """ShuffleNetV2 retrained on classification is accurate on the validation split, also when
+    its images are normalised as the detector normalises its own (torchvision's transform): the
+    classifier's weights start the detector, so the two must agree on what an input is."""
+    cfg, _ = study
+    metrics, checkpoint = classifier
+    model = load_model(checkpoint)[0].eval()
+    detector = build_model("detection", train.baseline_spec(cfg, "shufflenetv2"), 3, "fpn",
+                           cfg.detector)
+    val = ImageFolderClassification(Path(cfg.classification.root) / "val",
+                                    cfg.classification.image_size, train=False)
+    right = 0
+    with torch.no_grad():
+        for path, label in val.samples:
+            image = val.transform(read_image(path)).float().div(255)  # (3, S, S) in [0, 1]
+            logits = model(detector.transform.normalize(image)[None])
+            right += int(logits.argmax(1).item() == label)
+    as_detector = right / len(val.samples)
+    print(f"ShuffleNetV2 top-1: {metrics['top1']:.3f}, {as_detector:.3f} on the detector's "
+          "normalisation")
     assert metrics["top1"] >= MIN_CLASSIFIER_TOP1, metrics
+    assert abs(as_detector - metrics["top1"]) <= MAX_NORMALISATION_GAP  # the same inputs
 
 
 def test_detector_learns_from_the_classifier(study, classifier):

@@ -83,6 +83,15 @@ def test_rank_stage_end_to_end(ranked):
     assert result["standalone"] == [json.loads((root / "out" / "standalone" / a /
                                                 "metrics.json").read_text())["mmap"]
                                     for a in result["archs"]]
+    # the middle net trained again with the next seed: the training noise beside the span
+    middle = result["archs"][1]
+    again = json.loads((root / "out" / "standalone" / f"{middle}-seed1" /
+                        "metrics.json").read_text())
+    assert again["arch"] == middle and again["provenance"]["seed"] == 1
+    assert result["seed_spread"] == {"arch": middle, "seeds": [0, 1],
+                                     "scores": [result["standalone"][1], again["mmap"]],
+                                     "spread": abs(result["standalone"][1] - again["mmap"])}
+    assert result["standalone_span"] == max(result["standalone"]) - min(result["standalone"])
     assert set(result["supernets"]) == {"pretrained", "scratch"}
     for s in result["supernets"].values():
         assert len(s["fitness"]) == 3

@@ -147,21 +147,20 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
         return float(metrics[metric])
 
     standalone = [trained(arch, cfg, out / "standalone" / str(arch)) for arch in archs]
-    middle, other_seed = archs[len(archs) // 2], cfg.seed + 1
-    again = trained(middle, dataclasses.replace(cfg, seed=other_seed),
-                    out / "standalone" / f"{middle}-seed{other_seed}")
+    middle, other_seed = len(archs) // 2, cfg.seed + 1
+    again = trained(archs[middle], dataclasses.replace(cfg, seed=other_seed),
+                    out / "standalone" / f"{archs[middle]}-seed{other_seed}")
+    span, spread = max(standalone) - min(standalone), abs(standalone[middle] - again)
     log.info("standalone %s: span %.4f over the %d architectures, seed spread %.4f (%s)",
-             metric, max(standalone) - min(standalone), len(archs),
-             abs(standalone[len(archs) // 2] - again), middle)
+             metric, span, len(archs), spread, archs[middle])
     flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
     result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
                     "archs": [str(a) for a in archs],
                     "backbone_flops": [flops_of(a) for a in archs],
                     "standalone": standalone,
-                    "standalone_span": max(standalone) - min(standalone),
-                    "seed_spread": {"arch": str(middle), "seeds": [cfg.seed, other_seed],
-                                    "scores": [standalone[len(archs) // 2], again],
-                                    "spread": abs(standalone[len(archs) // 2] - again)},
+                    "standalone_span": span,
+                    "seed_spread": {"arch": str(archs[middle]), "seeds": [cfg.seed, other_seed],
+                                    "scores": [standalone[middle], again], "spread": spread},
                     "supernets": {}}
     for init, checkpoint in supernets.items():
         fitness = build_fitness(fitness_spec(
