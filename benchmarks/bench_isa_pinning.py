@@ -27,6 +27,7 @@ CAPPED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR
 
 STAGE = r"""
 import sys, torch
+from pathlib import Path
 torch.set_num_threads(1)
 from detnas import config, train
 from detnas.data import make_synthetic_classification, make_synthetic_detection
@@ -41,13 +42,13 @@ if task == "classification":
     c = cfg.classification
     make_synthetic_classification(c.root, seed=0, num_classes=c.num_classes,
         num_train=c.num_train, num_val=c.num_val, image_size=c.image_size)
-    train.train_classifier(cfg, spec, "bench", f"{root}/out")
+    train.train_classifier(cfg, spec, "bench", Path(root) / "out")
 else:
     d = cfg.datasets["synth"]
     make_synthetic_detection(d.root, seed=0, num_train=d.num_train, num_test=d.num_test,
         image_size=d.image_size, num_classes=d.num_classes, max_objects=d.max_objects,
         max_distractors=d.max_distractors)
-    train.train_detector(cfg, spec, "bench", "synth", "fpn", None, f"{root}/out")
+    train.train_detector(cfg, spec, "bench", "synth", "fpn", None, Path(root) / "out")
 print(torch.backends.cpu.get_cpu_capability())
 """
 
