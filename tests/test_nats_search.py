@@ -217,9 +217,9 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
 
 
 def test_bad_config_names_the_field():
-    with pytest.raises(ValueError, match=r"config.nats.candidates"):
+    with pytest.raises(ValueError, match=r"nats\.candidates"):
         check_nats(_cfg("nats.candidates=[[0, 1]]").nats)
-    with pytest.raises(ValueError, match=r"config.nats.searched_stages"):
+    with pytest.raises(ValueError, match=r"nats\.searched_stages"):
         check_nats(_cfg("nats.searched_stages=[5]").nats)
 
 
