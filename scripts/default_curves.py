@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from detnas import config, train  # noqa: E402
-from detnas.data import make_synthetic_classification, make_synthetic_detection  # noqa: E402
+from detnas.data.synthetic import synthesize_classification, synthesize_detection  # noqa: E402
 from detnas.provenance import numeric_environment  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,13 +63,8 @@ def _study(root: Path) -> config.StudyConfig:
         f"results={root}", "device=cpu", "tracking.enabled=false",
         f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
     ])
-    c, d = cfg.classification, cfg.datasets["synth"]
-    make_synthetic_classification(c.root, seed=cfg.seed, num_classes=c.num_classes,
-                                  num_train=c.num_train, num_val=c.num_val,
-                                  image_size=c.image_size)
-    make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
-                             image_size=d.image_size, num_classes=d.num_classes,
-                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+    synthesize_classification(cfg.classification, cfg.seed)
+    synthesize_detection(cfg.datasets["synth"], cfg.seed)
     return cfg
 
 

@@ -32,12 +32,9 @@ import pytest
 import torch
 
 from detnas import config, train
-from detnas.data import (
-    ImageFolderClassification,
-    make_synthetic_classification,
-    make_synthetic_detection,
-)
+from detnas.data import ImageFolderClassification
 from detnas.data.images import read_image
+from detnas.data.synthetic import synthesize_classification, synthesize_detection
 from detnas.io import load_checkpoint, save_checkpoint
 from detnas.models import build_model, load_model
 from detnas.search.fitness import build_fitness, fitness_spec
@@ -63,13 +60,8 @@ def study(tmp_path_factory) -> tuple[config.StudyConfig, Path]:
         f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
         "datasets.synth.num_test=40",
     ])
-    c, d = cfg.classification, cfg.datasets["synth"]
-    make_synthetic_classification(c.root, seed=cfg.seed, num_classes=c.num_classes,
-                                  num_train=c.num_train, num_val=c.num_val,
-                                  image_size=c.image_size)
-    make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
-                             image_size=d.image_size, num_classes=d.num_classes,
-                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+    synthesize_classification(cfg.classification, cfg.seed)
+    synthesize_detection(cfg.datasets["synth"], cfg.seed)
     return cfg, root
 
 

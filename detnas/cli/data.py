@@ -57,19 +57,17 @@ def _dataset(cfg: config.StudyConfig, name: str, synthetic: bool = False) -> con
 
 
 def _synth_detection(args) -> int:
-    from detnas.data import make_synthetic_detection
+    from detnas.data.synthetic import synthesize_detection
 
     cfg = load_config(args)
     d = _dataset(cfg, args.dataset, synthetic=True)
-    make_synthetic_detection(d.root, seed=cfg.seed, num_train=d.num_train, num_test=d.num_test,
-                             image_size=d.image_size, num_classes=d.num_classes,
-                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+    synthesize_detection(d, cfg.seed)
     print(f"wrote {d.num_train} train and {d.num_test} test images to {d.root}")
     return 0
 
 
 def _synth_classification(args) -> int:
-    from detnas.data import make_synthetic_classification
+    from detnas.data.synthetic import synthesize_classification
 
     cfg = load_config(args)
     c = cfg.classification
@@ -77,9 +75,7 @@ def _synth_classification(args) -> int:
         raise ValueError("classification.root: empty; set it to the dataset folder")
     if c.kind != "synthetic":
         raise ValueError(f"classification.kind: {c.kind!r}; only synthetic sets are generated")
-    make_synthetic_classification(c.root, seed=cfg.seed, num_classes=c.num_classes,
-                                  num_train=c.num_train, num_val=c.num_val,
-                                  image_size=c.image_size)
+    synthesize_classification(c, cfg.seed)
     print(f"wrote {c.num_train} train and {c.num_val} val images of {c.num_classes} classes "
           f"to {c.root}")
     return 0

@@ -291,3 +291,19 @@ def make_synthetic_classification(root: str | Path, *, seed: int, num_classes: i
             img = render_classification(_rng(seed, split, i), image_size, label, num_classes)
             _write_png(root / split / folders[label] / f"{i:06d}.png", img)
         log.info("synthetic classification %s: %d images, %d classes", split, count, num_classes)
+
+
+def synthesize_detection(d, seed: int) -> None:
+    """Write the synthetic detection set a dataset section of the config (`DatasetConfig`)
+    describes, under its ``root``."""
+    make_synthetic_detection(d.root, seed=seed, num_train=d.num_train, num_test=d.num_test,
+                             image_size=d.image_size, num_classes=d.num_classes,
+                             max_objects=d.max_objects, max_distractors=d.max_distractors)
+
+
+def synthesize_classification(c, seed: int) -> None:
+    """Write the synthetic classification set the ``classification`` section of the config
+    (`ClassificationConfig`) describes, under its ``root``."""
+    make_synthetic_classification(c.root, seed=seed, num_classes=c.num_classes,
+                                  num_train=c.num_train, num_val=c.num_val,
+                                  image_size=c.image_size)
