@@ -30,7 +30,7 @@ import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
 from detnas import config, train
-from detnas.data import make_synthetic_classification, make_synthetic_detection
+from detnas.data.synthetic import synthesize_classification, synthesize_detection
 root, steps, task = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cfg = config.load("config/config.yaml", [f"results={root}", "device=cpu",
     "tracking.enabled=false", f"classification.root={root}/cls", f"datasets.synth.root={root}/det",
@@ -39,15 +39,10 @@ cfg = config.load("config/config.yaml", [f"results={root}", "device=cpu",
     "datasets.synth.num_test=8"])
 spec = train.baseline_spec(cfg, "shufflenetv2")
 if task == "classification":
-    c = cfg.classification
-    make_synthetic_classification(c.root, seed=0, num_classes=c.num_classes,
-        num_train=c.num_train, num_val=c.num_val, image_size=c.image_size)
+    synthesize_classification(cfg.classification, cfg.seed)
     train.train_classifier(cfg, spec, "bench", Path(root) / "out")
 else:
-    d = cfg.datasets["synth"]
-    make_synthetic_detection(d.root, seed=0, num_train=d.num_train, num_test=d.num_test,
-        image_size=d.image_size, num_classes=d.num_classes, max_objects=d.max_objects,
-        max_distractors=d.max_distractors)
+    synthesize_detection(cfg.datasets["synth"], cfg.seed)
     train.train_detector(cfg, spec, "bench", "synth", "fpn", None, Path(root) / "out")
 print(torch.backends.cpu.get_cpu_capability())
 """
