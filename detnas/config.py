@@ -296,6 +296,10 @@ class StudyConfig:
     results: str = "results"
     workers: Annotated[int, MIN0] = 0  # DataLoader worker processes per training process
     # (cluster: 4-8)
+    cpu_isa: Literal["avx2", "native"] = "avx2"  # the instruction set CPU numerics are pinned
+    # to (ATen, oneDNN, MKL: provenance.pin_cpu_isa): avx2 gives the same bits on every x86-64
+    # CPU with AVX2, AVX-512 ones included, at the cost benchmarks/bench_isa_pinning.py measures;
+    # native: the CPU's best, whose float summation order differs between CPUs. No effect on GPUs
     datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {"synth": DatasetConfig()})
     detectors: Annotated[list[Detector], {"minItems": 1}] = field(
         default_factory=lambda: ["fpn", "retinanet"])

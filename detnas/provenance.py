@@ -46,6 +46,33 @@ def git_commit() -> str:
 # of MKL, or make MKL's results reproducible: each changes the floating-point summation order.
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR",
                  "MKL_ENABLE_INSTRUCTIONS")
+# What config `cpu_isa: avx2` sets them to: AVX2 kernels in ATen and oneDNN, MKL's AVX2 code path.
+AVX2_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def _has_avx2() -> bool:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return "avx2" in flags.split()
+
+
+def pin_cpu_isa(isa: str) -> None:
+    """Pin the CPU numerics of this process, and of the processes it starts, to ``isa`` (config
+    ``cpu_isa``): an AVX-512 machine then sums in the order an AVX2 one does, and the two give the
+    same bits. Each library reads its variable at its first operation, so this runs before torch
+    computes anything (importing it is fine); later, it raises rather than pin half the process.
+    ``native``, a CPU without AVX2 and another architecture leave the environment as it is: the
+    recorded ``cpu_capability`` says what ran."""
+    if isa == "native" or not _has_avx2():
+        return
+    os.environ.update(AVX2_PIN)
+    torch = sys.modules.get("torch")
+    if torch is not None and (found := torch.backends.cpu.get_cpu_capability()) != "AVX2":
+        raise RuntimeError(f"cpu_isa: {isa}: torch already dispatches to {found} in this process "
+                           "(pin_cpu_isa must run before its first operation)")
 
 
 def _cpu_model() -> str:

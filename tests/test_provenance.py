@@ -1,11 +1,14 @@
 """What every output records of where it came from: the numeric environment."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
-from detnas.provenance import environment_key, numeric_environment, provenance
+from detnas.provenance import AVX2_PIN, environment_key, numeric_environment, provenance
 
 
 def test_numeric_environment_names_what_decides_the_bits(monkeypatch):
@@ -27,3 +30,64 @@ def test_numeric_environment_without_torch_does_not_import_it():
             "assert 'torch' not in e and 'torch' not in sys.modules, e; print(e['numpy'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip()
+
+
+def _has_avx2() -> bool:
+    from detnas.provenance import _has_avx2 as has
+    return has()
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the pin applies to x86-64 CPUs with AVX2")
+def test_cpu_isa_pin_gives_the_bits_of_an_avx2_machine(tmp_path):
+    """`cpu_isa: avx2` (the default): a stage run by the CLI on this machine gives the bits a
+    machine without AVX-512 gives (emulated here by capping ATen, oneDNN and MKL at AVX2 from the
+    outside, with the pin off). Above AVX2, `cpu_isa: native` gives other bits: the pin is what
+    makes the two machines agree."""
+    import hashlib
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in AVX2_PIN}
+    base.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    common = ["--config", "config/test.yaml", "--set", f"classification.root={tmp_path}/cls",
+              "--set", "retrain_pretrain.steps=3", "--set", "tracking.enabled=false",
+              "--set", "device=cpu"]
+    cwd = Path(__file__).resolve().parents[1]
+
+    def detnas(*args, isa="avx2", env=()):
+        subprocess.run([sys.executable, "-m", "detnas", *args, *common, "--set", f"cpu_isa={isa}"],
+                       env={**base, **dict(env)}, cwd=cwd, check=True, capture_output=True)
+
+    def trained(name, **kw):
+        out = tmp_path / name
+        detnas("train", "classifier", "--arch", str(tmp_path / "arch.json"), "--out", str(out),
+               **kw)
+        state = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+        capability = json.loads((out / "metrics.json").read_text())["provenance"][
+            "numeric_environment"]["cpu_capability"]
+        return hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest(), \
+            capability
+
+    detnas("data", "synth-classification")
+    detnas("arch", "spec", "shufflenetv2", "--out", str(tmp_path / "arch.json"))
+    pinned, pinned_capability = trained("pinned")
+    emulated, emulated_capability = trained("avx2-machine", isa="native", env=AVX2_PIN)
+    assert pinned_capability == emulated_capability == "AVX2"
+    assert pinned == emulated
+    native, native_capability = trained("native", isa="native")
+    if native_capability != "AVX2":  # an AVX-512 CPU: its own kernels sum in another order
+        assert native != pinned
+
+
+def test_pin_after_torch_computed_refuses(monkeypatch):
+    """Pinning a process whose torch already dispatches above AVX2 would pin half of it."""
+    from detnas import provenance as prov
+
+    monkeypatch.setattr(prov, "_has_avx2", lambda: True)
+    for k in AVX2_PIN:
+        monkeypatch.delenv(k, raising=False)
+    torch.ones(2).sum()
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("this process already dispatches to AVX2")
+    with pytest.raises(RuntimeError, match="before its first operation"):
+        prov.pin_cpu_isa("avx2")
+    prov.pin_cpu_isa("native")  # leaves the environment alone

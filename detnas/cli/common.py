@@ -7,6 +7,7 @@ import json
 import sys
 
 from detnas import config
+from detnas.provenance import pin_cpu_isa
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,10 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace) -> config.StudyConfig:
-    return config.load(args.config, args.overrides)
+    """The study config of a command, with the CPU numerics pinned as it says (``cpu_isa``)."""
+    cfg = config.load(args.config, args.overrides)
+    pin_cpu_isa(cfg.cpu_isa)
+    return cfg
 
 
 def print_json(obj) -> None:

@@ -128,9 +128,10 @@ def _get(dotted):
 def part(*keys, dataset=None):
     """The slice of the resolved config a rule depends on, as a canonical string (params.cfg).
 
-    Keys may be dotted (``nats.depth``); ``dataset`` adds that dataset's section.
+    Keys may be dotted (``nats.depth``); ``dataset`` adds that dataset's section. Every slice
+    holds ``cpu_isa``: the numerics of every stage depend on it.
     """
-    data = {k: _get(k) for k in keys}
+    data = {k: _get(k) for k in ("cpu_isa", *keys)}
     if dataset is not None:
         data["dataset"] = RESOLVED["datasets"][dataset]
     return json.dumps(data, sort_keys=True)
