@@ -1,12 +1,11 @@
-"""What pinning the instruction set costs, and what it changes: native CPU kernels against kernels
-capped at AVX2 (ATen, oneDNN and MKL), side by side in one run.
+"""What pinning the instruction set costs, and what it changes: the study's `cpu_isa: avx2` (the
+default: ATen, oneDNN and MKL at AVX2) against `cpu_isa: native`, side by side in one run.
 
 Each round trains the same stage twice in fresh one-thread subprocesses, once natively and once
-with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2`` (what a machine without
-AVX-512 runs), interleaved; prints the median time ratio capped / native and whether the two
-trained weights are bit-identical (they are not where the native capability is above AVX2: the
-summation order differs, so the same config and seed give other bits on another CPU; the README
-says what agrees then).
+with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2`` (what `cpu_isa: avx2` sets,
+and what a machine without AVX-512 runs), interleaved; prints the median time ratio capped /
+native and whether the two trained weights are bit-identical (they are not where the native
+capability is above AVX2: the summation order differs; that is why the default pins it).
 
     python benchmarks/bench_isa_pinning.py [--rounds 3] [--steps 60]
 """
@@ -36,7 +35,7 @@ cfg = config.load("config/config.yaml", [f"results={root}", "device=cpu",
     "tracking.enabled=false", f"classification.root={root}/cls", f"datasets.synth.root={root}/det",
     f"retrain_pretrain.steps={steps}", f"retrain_finetune.steps={steps}",
     "classification.num_train=200", "classification.num_val=40", "datasets.synth.num_train=40",
-    "datasets.synth.num_test=8"])
+    "datasets.synth.num_test=8", "cpu_isa=native"])
 spec = train.baseline_spec(cfg, "shufflenetv2")
 if task == "classification":
     synthesize_classification(cfg.classification, cfg.seed)

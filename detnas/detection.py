@@ -29,6 +29,7 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from detnas.config import DETECTORS, DetectorConfig  # noqa: F401 (DETECTORS: re-exported)
+from detnas.roi_pool import RoIPooler
 
 
 class BackboneWithFPN(nn.Module):
@@ -111,6 +112,7 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
         resolution = 7  # MultiScaleRoIAlign output of torchvision's Faster R-CNN
         return FasterRCNN(
             body, rpn_anchor_generator=anchors,
+            box_roi_pool=RoIPooler(["0", "1", "2", "3"], resolution, 2),  # torchvision's default
             box_head=_box_head(cfg, resolution),
             box_predictor=FastRCNNPredictor(cfg.box_head_channels, num_classes + 1),
             box_batch_size_per_image=cfg.box_batch_size_per_image,

@@ -34,6 +34,7 @@ from detnas.detection import replace_detector_backbone
 from detnas.io import atomic_write, save_json
 from detnas.models import backbone_of, load_fixed_model
 from detnas.provenance import git_commit
+from detnas.roi_pool import RoIPooler
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ def _torchscript(model: nn.Module, part: str, example: torch.Tensor) -> torch.ji
     if part == "backbone":
         return torch.jit.trace(model, example, strict=False)
     model = copy.deepcopy(model)
+    heads = getattr(model, "roi_heads", None)
+    if isinstance(getattr(heads, "box_roi_pool", None), RoIPooler):
+        heads.box_roi_pool = heads.box_roi_pool.as_torchvision()
     traced = torch.jit.trace(backbone_of(model), example[None], strict=False)
     return torch.jit.script(replace_detector_backbone(model, traced))
 

@@ -5,6 +5,12 @@ Two modes:
 - ``--study FOLDER`` (a finished `make run`: its ``logs/`` and ``results/``): the training loss of
   every stage against its steps, from the logs, and each row's top-1 and AP50, from the
   metrics (``study.png``, ``study.json``). Free: it reads what the study wrote.
+- ``--rank-sweep``: the ranking check's budget: the lightest and the heaviest of the check's
+  architectures trained alone (Faster R-CNN + FPN from scratch, as the check trains them) with 3
+  seeds each, for a range of step counts, scored on the test split: the span between the two
+  architectures' mean AP50 against the seed spread (the mean |difference| of two seeds of one
+  net), the check's bar being span > 2 x spread (``rank.png``, ``rank.json``). About 25 minutes
+  on one core.
 - ``--sweep``: runs the default's stages through the functions the CLI calls, on the default's
   own data, tracking off, one thread, for a range of step counts (each a whole schedule: warm-up
   and decay fitted to it): ShuffleNetV2's top-1 against steps; Faster R-CNN + FPN's AP50 against
@@ -14,6 +20,7 @@ Two modes:
 
     python scripts/default_curves.py --study . [--out docs/embedded_default]
     python scripts/default_curves.py --sweep [--quick] [--out docs/embedded_default]
+    python scripts/default_curves.py --rank-sweep [--out docs/embedded_default]
 
 The figures are of the machine that ran them (the JSON records its numeric environment).
 """
@@ -37,12 +44,14 @@ import torch  # noqa: E402
 
 from detnas import config, train  # noqa: E402
 from detnas.data.synthetic import synthesize_classification, synthesize_detection  # noqa: E402
-from detnas.provenance import numeric_environment  # noqa: E402
+from detnas.provenance import numeric_environment, pin_cpu_isa  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLS_STEPS = (100, 200, 300, 400)
 FPN_STEPS = (100, 200, 300, 400)
 RETINANET_STEPS = (200, 400, 800)
+RANK_STEPS = (200, 400, 800)
+RANK_SEEDS = (0, 1, 2)
 
 
 class _Losses(logging.Handler):
@@ -63,6 +72,7 @@ def _study(root: Path) -> config.StudyConfig:
         f"results={root}", "device=cpu", "tracking.enabled=false",
         f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
     ])
+    pin_cpu_isa(cfg.cpu_isa)
     synthesize_classification(cfg.classification, cfg.seed)
     synthesize_detection(cfg.datasets["synth"], cfg.seed)
     return cfg
@@ -179,18 +189,90 @@ def study_curves(study: Path, out: Path) -> None:
     print(f"wrote {out / 'study.png'} and {out / 'study.json'}")
 
 
+def rank_sweep(out: Path) -> None:
+    """The ranking check's standalone training against its budget: does a larger one separate
+    the architectures by more than the seeds do?"""
+    from detnas.backbones import shufflenet_spec
+    from detnas.data import make_search_split
+    from detnas.search.evolution import search_limits
+    from detnas.search.rank import spread_archs
+
+    numbers: dict = {"steps": list(RANK_STEPS), "seeds": list(RANK_SEEDS), "archs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = _study(root)
+        d = cfg.datasets["synth"]
+        images = Path(d.root) / d.train_images
+        supernet_split, _ = make_search_split(Path(d.root) / d.train_annotations,
+                                              d.search_images, cfg.seed, root / "splits")
+        test = (Path(d.root) / d.test_images, Path(d.root) / d.test_annotations)
+        limits = search_limits(cfg.search, cfg.space)
+        archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
+                             cfg.search.flops_input_size, cfg.rank.pool)
+        for arch in (archs[0], archs[-1]):  # the lightest and the heaviest
+            scores = numbers["archs"][str(arch)] = {}
+            for steps in RANK_STEPS:
+                tcfg = dataclasses.replace(cfg.rank.train, steps=steps, checkpoint_every=steps)
+                scores[steps] = []
+                for seed in RANK_SEEDS:
+                    run = dataclasses.replace(cfg, seed=seed)
+                    metrics, seconds = _timed(
+                        train.train_detector, run, shufflenet_spec(arch), "rank", "synth", "fpn",
+                        None, root / f"rank-{arch}-{steps}-{seed}", tcfg=tcfg,
+                        train_split=(images, supernet_split), test_split=test,
+                        stage_name="rank-standalone")
+                    scores[steps].append(metrics["ap50"])
+                    print(f"rank {arch} {steps} steps seed {seed}: AP50 {metrics['ap50']:.3f} "
+                          f"({seconds:.0f} s)", flush=True)
+    a, b = numbers["archs"].values()
+    numbers["span"], numbers["seed_spread"] = [], []
+    for steps in RANK_STEPS:
+        mean = [sum(x[steps]) / len(x[steps]) for x in (a, b)]
+        pairs = [abs(x[steps][i] - x[steps][j]) for x in (a, b)
+                 for i in range(len(RANK_SEEDS)) for j in range(i + 1, len(RANK_SEEDS))]
+        numbers["span"].append(abs(mean[0] - mean[1]))
+        numbers["seed_spread"].append(sum(pairs) / len(pairs))
+    numbers["numeric_environment"] = numeric_environment()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rank.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for (name, scores), colour in zip(numbers["archs"].items(), ("tab:blue", "tab:orange"),
+                                      strict=True):
+        for steps in RANK_STEPS:
+            axes[0].plot([steps] * len(scores[steps]), [100 * v for v in scores[steps]], "o",
+                         color=colour, alpha=0.6)
+        axes[0].plot(RANK_STEPS, [100 * sum(scores[s]) / len(scores[s]) for s in RANK_STEPS],
+                     "-", color=colour, label=name)
+    axes[0].set(xlabel="steps (batch 4), from scratch", ylabel="AP50 on the test split, %",
+                title="standalone FPN, 3 seeds each")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(RANK_STEPS, [100 * v for v in numbers["span"]], "o-", label="span of the means")
+    axes[1].plot(RANK_STEPS, [200 * v for v in numbers["seed_spread"]], "o--",
+                 label="2 x seed spread")
+    axes[1].set(xlabel="steps", ylabel="AP50 points", title="the ranking check's bar")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "rank.png", dpi=110)
+    print(f"wrote {out / 'rank.png'} and {out / 'rank.json'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "docs" / "embedded_default"))
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--study", type=Path, help="a finished study's folder (logs/, results/)")
     mode.add_argument("--sweep", action="store_true", help="train the step sweep")
+    mode.add_argument("--rank-sweep", action="store_true",
+                      help="the ranking check's standalone span and seed spread against steps")
     p.add_argument("--quick", action="store_true", help="--sweep: two points per curve")
     args = p.parse_args()
     if args.study:
         study_curves(args.study, Path(args.out))
         return
     torch.set_num_threads(1)
+    if args.rank_sweep:
+        rank_sweep(Path(args.out))
+        return
     losses = _Losses()
     logging.getLogger("detnas.engine").setLevel(logging.INFO)
     logging.getLogger("detnas.engine").addHandler(losses)

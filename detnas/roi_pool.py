@@ -1,0 +1,106 @@
+"""Faster R-CNN's RoI pooler with a fast CPU backward.
+
+torchvision's `MultiScaleRoIAlign` (the reference's pooler: 7x7 bins, 2x2 samples per bin,
+``aligned=False``) has a CPU backward that walks every sample of every output element one by
+one: on the embedded default it costs four times the forward and a quarter of a Faster R-CNN
+training step. RoIAlign is linear in the feature map: the output is a sparse matrix S (one row
+per output bin, a few bilinear weights per row, the same for every channel) times the feature map
+(one row per pixel, one column per channel), so its gradient is Sᵀ times the output's gradient:
+one sparse product. `RoIPooler` keeps torchvision's forward (same kernel, same bits) and level
+mapping, and computes that product in the backward (the same gradient, summed in another order).
+`benchmarks/bench_roi_pool.py` measures it; on a GPU, and for adaptive sampling
+(``sampling_ratio <= 0``, a grid that varies per RoI), torchvision's own backward runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _setup_scales
+
+
+def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int
+                  ) -> tuple[Tensor, Tensor]:
+    """Along one axis, for each RoI and bin, the pixels its samples read and their weights:
+    ``(N, bins, 2 * grid)`` indices and weights (each sample's lower and upper neighbour), as
+    torchvision's bilinear interpolation reads them (a sample more than one pixel outside the map
+    reads nothing; one inside the last pixel reads only it)."""
+    offsets = torch.arange(bins, dtype=start.dtype, device=start.device)[:, None] + (
+        torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5) / grid
+    pos = start[:, None, None] + offsets * (length / bins)[:, None, None]
+    inside = ((pos >= -1.0) & (pos <= size)).to(pos.dtype)
+    pos = pos.clamp(min=0)
+    low = pos.floor().long()
+    last = low >= size - 1
+    low = torch.where(last, torch.full_like(low, size - 1), low)
+    pos = torch.where(last, low.to(pos.dtype), pos)
+    high = torch.where(last, low, low + 1)
+    frac = pos - low
+    index = torch.stack([low, high], -1).flatten(2)
+    weight = torch.stack([(1 - frac) * inside, frac * inside], -1).flatten(2)
+    return index, weight
+
+
+class _RoIAlign(torch.autograd.Function):
+    """torchvision's RoIAlign forward (``aligned=False``), the sparse product's backward."""
+
+    @staticmethod
+    def forward(ctx, features: Tensor, rois: Tensor, bins: int, scale: float, grid: int) -> Tensor:
+        ctx.save_for_backward(rois)
+        ctx.shape, ctx.bins, ctx.scale, ctx.grid = features.shape, bins, scale, grid
+        return roi_align(features, rois, bins, scale, grid, False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (rois,) = ctx.saved_tensors
+        (batch, channels, height, width), bins, grid = ctx.shape, ctx.bins, ctx.grid
+        boxes = rois[:, 1:] * ctx.scale
+        x0, y0 = boxes[:, 0], boxes[:, 1]
+        rows, row_w = _axis_samples(y0, (boxes[:, 3] - y0).clamp(min=1.0), bins, grid, height)
+        cols, col_w = _axis_samples(x0, (boxes[:, 2] - x0).clamp(min=1.0), bins, grid, width)
+        image = rois[:, 0].long()
+        # S's entries, indexed (roi, bin row, bin column, sample row, sample column)
+        pixel = ((image[:, None, None, None, None] * height + rows[:, :, None, :, None]) * width
+                 + cols[:, None, :, None, :])
+        weight = row_w[:, :, None, :, None] * col_w[:, None, :, None, :] / (grid * grid)
+        out_bin = torch.arange(rois.shape[0] * bins * bins, device=rois.device)
+        out_bin = out_bin.repeat_interleave(pixel.shape[3] * pixel.shape[4])
+        s_t = torch.sparse_coo_tensor(torch.stack([pixel.flatten(), out_bin]), weight.flatten(),
+                                      (batch * height * width, rois.shape[0] * bins * bins),
+                                      check_invariants=False)
+        g = torch.sparse.mm(s_t, grad.permute(0, 2, 3, 1).reshape(-1, channels))
+        return g.view(batch, height, width, channels).permute(0, 3, 1, 2), None, None, None, None
+
+
+class RoIPooler(MultiScaleRoIAlign):
+    """`MultiScaleRoIAlign` (same levels, bins, samples and forward bits) with the sparse-product
+    backward on CPU."""
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor],
+                image_shapes: list[tuple[int, int]]) -> Tensor:
+        features = [x[name] for name in self.featmap_names]
+        square = self.output_size[0] == self.output_size[1]
+        if features[0].is_cuda or self.sampling_ratio <= 0 or not square:
+            return super().forward(x, boxes, image_shapes)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(
+                features, image_shapes, self.canonical_scale, self.canonical_level)
+        bins = self.output_size[0]
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1)
+                          for i, b in enumerate(boxes)])
+        levels = self.map_levels(boxes)
+        out = features[0].new_zeros((rois.shape[0], features[0].shape[1], bins, bins))
+        for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
+            idx = torch.where(levels == level)[0]
+            out[idx] = _RoIAlign.apply(feature, rois[idx], bins, scale, self.sampling_ratio)
+        return out
+
+    def as_torchvision(self) -> MultiScaleRoIAlign:
+        """torchvision's pooler with the same settings and state (TorchScript, which cannot
+        compile an autograd Function, exports it: the forward is the same)."""
+        plain = MultiScaleRoIAlign(self.featmap_names, self.output_size, self.sampling_ratio,
+                                   canonical_scale=self.canonical_scale,
+                                   canonical_level=self.canonical_level)
+        plain.scales, plain.map_levels = self.scales, self.map_levels
+        return plain
