@@ -44,3 +44,11 @@ def test_imagenet_loader_benchmark_prints_its_ratios():
                "--image-size", "32")
     assert re.search(r"CPU path +[\d.]+ images/s per core +ratio loader/step +\d+\.\d\d", out)
     assert re.search(r"device path +[\d.]+ images/s +ratio loader/step +\d+\.\d\d", out)
+
+
+@pytest.mark.slow
+def test_roi_pool_benchmark_prints_its_ratios():
+    out = _run("bench_roi_pool.py", "--rounds", "1", "--iters", "1")
+    assert re.search(r"training step .* ratio \d+\.\d\d", out)
+    assert re.search(r"pooler forward \+ backward .* ratio \d+\.\d\d", out)
+    assert "forward bit-identical to torchvision's: True" in out
