@@ -48,7 +48,8 @@ class _RoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: Tensor, rois: Tensor, bins: int, scale: float, grid: int) -> Tensor:
         ctx.save_for_backward(rois)
-        ctx.shape, ctx.bins, ctx.scale, ctx.grid = features.shape, bins, scale, grid
+        ctx.shape, ctx.dtype = features.shape, features.dtype
+        ctx.bins, ctx.scale, ctx.grid = bins, scale, grid
         return roi_align(features, rois, bins, scale, grid, False)
 
     @staticmethod
@@ -66,11 +67,13 @@ class _RoIAlign(torch.autograd.Function):
         weight = row_w[:, :, None, :, None] * col_w[:, None, :, None, :] / (grid * grid)
         out_bin = torch.arange(rois.shape[0] * bins * bins, device=rois.device)
         out_bin = out_bin.repeat_interleave(pixel.shape[3] * pixel.shape[4])
-        s_t = torch.sparse_coo_tensor(torch.stack([pixel.flatten(), out_bin]), weight.flatten(),
+        s_t = torch.sparse_coo_tensor(torch.stack([pixel.flatten(), out_bin]),
+                                      weight.flatten().to(grad.dtype),
                                       (batch * height * width, rois.shape[0] * bins * bins),
                                       check_invariants=False)
         g = torch.sparse.mm(s_t, grad.permute(0, 2, 3, 1).reshape(-1, channels))
-        return g.view(batch, height, width, channels).permute(0, 3, 1, 2), None, None, None, None
+        g = g.view(batch, height, width, channels).permute(0, 3, 1, 2).to(ctx.dtype)
+        return g, None, None, None, None
 
 
 class RoIPooler(MultiScaleRoIAlign):
