@@ -17,7 +17,6 @@ Torch-free, and imports nothing of detnas: `detnas.layout` and `detnas.config` b
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +65,8 @@ class Row:
         spec: a baseline's spec kind (`SPECS`).
         strategy: a search's strategy: ``evolution`` or ``random`` (the same budget).
         supernet: the supernet a row searches (`SUPERNETS`; its task is the fitness).
-        overrides: ``(dotted config key, value)`` pairs of its search's settings (``--set``).
+        overrides: ``(dotted config key, value)`` pairs of its search's settings (keys of
+            ``search``; `detnas search --ablation <name>` applies them).
         classifier: the row whose retrained classifier its detector starts from ("": its own).
         compared_with: ``(row, the paper's claim)``: the rows its observations compare it
             with ("this row, +x over that one").
@@ -115,33 +115,19 @@ class Row:
         a ResNet, the reference's ShuffleNet recipe for the search-space networks."""
         return "resnet_pretrain" if self.spec == "resnet" else "retrain_pretrain"
 
-    def sets(self) -> list[str]:
-        """Its search's overrides as ``--set`` values (``search.objective=pareto``)."""
-        return [f"{key}={_yaml_scalar(value)}" for key, value in self.overrides]
-
-
-def _yaml_scalar(value: Any) -> str:
-    """``value`` as the YAML text `detnas.config.load` reads back as that value."""
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.-]*", value) and value.lower() \
-            not in ("true", "false", "yes", "no", "on", "off", "null", "none"):
-        return value
-    return json.dumps(value)
-
-
-_PAPER = ("paper: > 1 on COCO, > 3 on VOC", "paper: within 1", "paper: +2.0 on COCO FPN")
 
 ROWS: tuple[Row, ...] = (
     Row("shufflenetv2", "ShuffleNetV2 (hand-crafted)", "baseline", spec="space"),
     Row("resnet50", "ResNet-50", "baseline", spec="resnet"),
     Row("clsnas", "ClsNASNet", "searched", "#1f77b4", supernet="cls"),
-    Row("detnas", "DetNAS", "searched", "#d62728", supernet="pretrained",
-        compared_with=(("shufflenetv2", ""), ("clsnas", _PAPER[0]), ("random", _PAPER[1]),
-                       ("scratch", ""))),
+    Row("detnas", "DetNAS", "searched", "#d62728", supernet="pretrained", compared_with=(
+        ("shufflenetv2", ""), ("clsnas", "paper: > 1 on COCO, > 3 on VOC"),
+        ("random", "paper: within 1"), ("scratch", ""))),
     Row("scratch", "DetNAS-scratch", "searched", "#9467bd", supernet="scratch"),
     Row("random", "DetNAS (random search)", "searched", "#7f7f7f", strategy="random",
         supernet="pretrained"),
     Row("nats", "NATS (ResNet-50)", "nats", classifier="resnet50",
-        compared_with=(("resnet50", _PAPER[2]),)),
+        compared_with=(("resnet50", "paper: +2.0 on COCO FPN"),)),
 )
 """The rows of the DetNAS paper's table (and NATS), in the workflow's order (jobs, folders)."""
 
