@@ -15,7 +15,10 @@ JSON schema generated from them (`json_schema()`, in memory: no schema file to f
 then by the loader itself (`detnas.config.from_data`: types, data roots, the cross-field checks).
 
 The rows of the study (`detnas.study`: the paper's, and those the config's `ablations` adds) make
-the rules' wildcards, inputs and settings: each rule is one loop over the rows it runs for.
+the rules' wildcards, inputs and settings: a rule runs for each row of its kind (its wildcard's
+values), with what the row's record says. Rule names and shell commands are those of the rules
+before the rows were declared: a changed command would rerun every job of a finished study
+(Snakemake's code trigger).
 """
 
 import copy
