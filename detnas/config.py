@@ -301,8 +301,8 @@ class AblationConfig:
     supernet: DetectionSupernet = "pretrained"  # the detection supernet it searches: pretrained
     # (DetNAS's) | scratch (DetNAS-scratch's)
     overrides: dict[str, bool | int | float | str] = field(default_factory=dict)  # its search's
-    # settings, dotted keys of this config, e.g. {search.objective: pareto} (`--set` of its
-    # search command)
+    # settings, dotted keys of the search section, e.g. {search.objective: pareto} (`detnas
+    # search --ablation <name>` applies them)
     colour: str | None = None  # its colour in the figures, e.g. "#2ca02c"; null: matplotlib's next
     compared_with: list[str] = field(default_factory=list)  # rows the report's observations
     # compare it with, e.g. [detnas]
