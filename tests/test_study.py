@@ -42,6 +42,10 @@ def test_the_paper_rows_and_a_config_row():
     assert [r.name for r in ROWS if r.kind == "nats"] == ["nats"]
 
 
+def test_the_papers_figures_are_of_rows_of_the_study():
+    assert {ref.row for ref in report.PAPER} <= {r.name for r in study.ROWS}
+
+
 def test_the_report_prints_the_method_after_the_rows_it_is_compared_with():
     order = [r.name for r in study.table_order(ROWS)]
     assert order == ["shufflenetv2", "resnet50", "clsnas", "scratch", "random", "detnas", "nats",
