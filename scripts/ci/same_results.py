@@ -38,7 +38,7 @@ def _differences(a, b, path: str = "") -> list[str]:
                 out.append(f"{path}.{key} (only in one)")
             else:
                 out += _differences(a[key], b[key], f"{path}.{key}")
-        if not out and list(a) != list(b):
+        if set(a) == set(b) and list(a) != list(b):
             out.append(f"{path} (key order)")
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
