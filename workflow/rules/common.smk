@@ -199,6 +199,13 @@ def row_classifier(wildcards):
     return f"{classifier_dir(w.row, w.get('dataset'), w.get('detector'))}/{layout.CHECKPOINT}"
 
 
+def search_cfg(w):
+    """params.cfg of a row's search: its settings, and the row's own (`detnas.study.Row`
+    overrides, which the command applies by the row's name)."""
+    overrides = dict(study_row(w.ablation).overrides)
+    return part("seed", "space", "detector", "search", dataset=w.dataset, overrides=overrides)
+
+
 def supernet_init(wildcards):
     """Input function: the classification supernet a pre-trained detection supernet starts from."""
     return [CLS_SUPERNET] if study.SUPERNETS[wildcards.init].init == "cls" else []
@@ -207,6 +214,21 @@ def supernet_init(wildcards):
 def out_dir(wildcards, output):
     """params.out: the folder of the rule's first output."""
     return os.path.dirname(output[0])
+
+
+# What the report reads (detnas/layout.py `outputs`: the one list the report's collector and
+# scripts/collect_metrics.py read too), by kind; the supernets for their cost.
+OUTPUTS = layout.outputs(STUDY)
+
+
+def study_outputs(kind, shared=None, seeds=False):
+    """The study's outputs of ``kind``: of the whole study (``shared``) or per dataset and
+    detector; ``seeds``: the detection retrainings of `retrain_seeds`. Row by row (each row's
+    cells in order): the order of the report's inputs, in which Snakemake numbers the jobs."""
+    found = [o for o in OUTPUTS if o.kind == kind
+             and (shared is None or shared == (not o.dataset)) and seeds == (o.seed is not None)]
+    order = {r.name: i for i, r in enumerate(ROWS)}
+    return [rpath(o.path) for o in sorted(found, key=lambda o: order.get(o.row, -1))]
 
 
 # Every GPU rule's command goes through `detnas launch`, which decides once, per command, how the

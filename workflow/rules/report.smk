@@ -1,18 +1,3 @@
-# What the report reads (detnas/layout.py `outputs`: the one list the report's collector and
-# scripts/collect_metrics.py read too), by kind; the supernets for their cost.
-OUTPUTS = layout.outputs(STUDY)
-
-
-def study_outputs(kind, shared=None, seeds=False):
-    """The study's outputs of ``kind``: of the whole study (``shared``) or per dataset and
-    detector; ``seeds``: the detection retrainings of `retrain_seeds`. Row by row (each row's
-    cells in order): the order of the report's inputs, in which Snakemake numbers the jobs."""
-    found = [o for o in OUTPUTS if o.kind == kind
-             and (shared is None or shared == (not o.dataset)) and seeds == (o.seed is not None)]
-    order = {r.name: i for i, r in enumerate(ROWS)}
-    return [rpath(o.path) for o in sorted(found, key=lambda o: order.get(o.row, -1))]
-
-
 rule report:
     """The results tables and plots of the whole study."""
     input:

@@ -27,13 +27,6 @@ rule latency_table:
         )
 
 
-def search_cfg(w):
-    """params.cfg of a row's search: its settings, and the row's own (`detnas.study.Row`
-    overrides, which the command applies by the row's name)."""
-    overrides = dict(study_row(w.ablation).overrides)
-    return part("seed", "space", "detector", "search", dataset=w.dataset, overrides=overrides)
-
-
 rule search_detection:
     """Step 3, for each row searched per dataset and detector (`CELL_SEARCHES`): evolutionary
     search with detection fitness (DetNAS, DetNAS-scratch), or random search with the same
