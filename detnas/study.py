@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("baseline", "searched", "nats")
-STRATEGIES = ("evolution", "random")  # detnas.search.evolution.STRATEGIES
+STRATEGIES = ("evolution", "random")  # a search's: the evolution, or random search with its budget
 
 
 @dataclass(frozen=True)
