@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from detnas import evaluation
-from detnas.config import StudyConfig
+from detnas.config import SearchConfig, StudyConfig
 from detnas.data import make_synthetic_detection
 from detnas.io import save_checkpoint
 from detnas.models import build_model, model_meta
@@ -68,9 +68,11 @@ def write_study(root: Path, args) -> FitnessSpec:
                        data=str(ann / "instances_test.json"), images=str(root / "test"),
                        recalib_data=str(ann / "instances_train.json"),
                        recalib_image_dir=str(root / "train"), detector="fpn",
-                       recalib_num_images=args.recalib, recalib_batch_size=args.batch,
-                       eval_batch_size=args.batch, device=args.device, cache=False,
-                       threads=args.threads, coco_backend="pycocotools")
+                       search=SearchConfig(recalib_images=args.recalib,
+                                           recalib_batch_size=args.batch,
+                                           eval_batch_size=args.batch, threads=args.threads,
+                                           coco_backend="pycocotools"),
+                       device=args.device, cache=False)
 
 
 def forward_only(fitness, arch, device: str) -> tuple[float, list[dict]]:
@@ -107,7 +109,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = write_study(Path(tmp), args)
         old = build_fitness(spec)
-        new = build_fitness(dataclasses.replace(spec, prepare="resized", coco_backend="auto"))
+        new = build_fitness(dataclasses.replace(spec, search=dataclasses.replace(
+            spec.search, prepare="resized", coco_backend="auto")))
         search = new.search
         archs = [sample(spec.space, random.Random(i)) for i in range(args.candidates)]
         old(archs[0]), new(archs[0])  # warm-up

@@ -1,8 +1,8 @@
 """detnas: backbone search for object detection (DetNAS and NATS)."""
 
-__version__ = "0.1.0"
+from detnas.version import __version__
 
-__all__ = ["backbone"]
+__all__ = ["__version__", "backbone"]
 
 
 def __getattr__(name: str):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from detnas import layout, study
 from detnas.dilations import DEPTHS, check_candidates
 
 # A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
@@ -32,6 +33,8 @@ DROP = {"minimum": 0, "exclusiveMaximum": 1}
 POSITIVE = {"exclusiveMinimum": 0}
 Detector = Literal["fpn", "retinanet"]
 DETECTORS = typing.get_args(Detector)
+Strategy = Literal[study.STRATEGIES]
+DetectionSupernet = Literal[study.DETECTION_SUPERNETS]
 
 
 @dataclass
@@ -289,6 +292,23 @@ class RankConfig:
 
 
 @dataclass
+class AblationConfig:
+    """A row of the study beyond the paper's (detnas/study.py): a detection search of a DetNAS
+    supernet with settings of its own, retrained and reported like the paper's rows."""
+
+    title: str = ""  # its name in the report; "": its key
+    strategy: Strategy = "evolution"  # evolution | random (the evolution's evaluation budget)
+    supernet: DetectionSupernet = "pretrained"  # the detection supernet it searches: pretrained
+    # (DetNAS's) | scratch (DetNAS-scratch's)
+    overrides: dict[str, bool | int | float | str] = field(default_factory=dict)  # its search's
+    # settings, dotted keys of the search section, e.g. {search.objective: pareto} (`detnas
+    # search --ablation <name>` applies them)
+    colour: str | None = None  # its colour in the figures, e.g. "#2ca02c"; null: matplotlib's next
+    compared_with: list[str] = field(default_factory=list)  # rows the report's observations
+    # compare it with, e.g. [detnas]
+
+
+@dataclass
 class StudyConfig:
     seed: Annotated[int, MIN0] = 0
     space: str = "tiny"
@@ -324,6 +344,9 @@ class StudyConfig:
     rank: RankConfig = field(default_factory=RankConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ablations: dict[str, AblationConfig] = field(default_factory=dict)  # rows of the study beyond
+    # the paper's (detnas/study.py), by name, e.g. {pareto: {overrides: {search.objective:
+    # pareto}, compared_with: [detnas]}}; left out of the resolved config when empty
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -427,6 +450,47 @@ def check(cfg: StudyConfig, where: str) -> None:
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "
                          f"{cfg.latency.threads})")
     check_nats(cfg.nats, f"{where}.nats")
+    check_ablations(cfg, where)
+
+
+def check_ablations(cfg: StudyConfig, where: str) -> None:
+    """The rows the config adds (``ablations``): named apart from the paper's (detnas/study.py),
+    compared with rows of the study, their overrides valid keys and values of ``search``.
+
+    Raises:
+        ValueError: naming the row, the field and the value.
+    """
+    for name, ablation in cfg.ablations.items():
+        at = f"{where}.ablations.{name}"
+        if any(r.name == name for r in study.ROWS):
+            raise ValueError(f"{at}: {name!r} is a row of the paper's table (detnas/study.py); "
+                             "name the new row otherwise")
+        for key in ablation.overrides:
+            if not key.startswith("search."):
+                raise ValueError(f"{at}.overrides.{key}: a row overrides its search's settings "
+                                 "only (search.KEY)")
+        with_overrides(cfg, ablation.overrides, f"{at}.overrides")
+    study.check(study.rows(cfg), f"{where}.ablations")
+
+
+def with_overrides(cfg: StudyConfig, overrides: dict[str, Any], where: str) -> StudyConfig:
+    """``cfg`` with ``overrides`` (dotted key -> value) set, checked; e.g. a row's search
+    settings (`detnas.study.Row.overrides`).
+
+    Raises:
+        ValueError: an unknown key or a bad value, said of ``where``.
+    """
+    data = to_dict(cfg)
+    rows = data.pop("ablations", {})  # checked once, by the caller
+    for key, value in overrides.items():
+        _set(data, key, value)
+    try:
+        result = from_dict(StudyConfig, data, "config")
+        check(result, "config")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    result.ablations = from_dict(StudyConfig, {"ablations": rows}).ablations
+    return result
 
 
 def check_nats(nats: NatsConfig, where: str = "config.nats") -> None:
@@ -457,8 +521,6 @@ def resolve_data_roots(cfg: StudyConfig, where: str, generated: bool = False) ->
     ``generated`` (the workflow, which writes the synthetic sets itself): a synthetic set's root,
     when given, and its file layout must be those; every other kind needs a root.
     """
-    from detnas import layout
-
     layout_keys = {k: getattr(DatasetConfig, k) for k in
                    ("train_images", "train_annotations", "test_images", "test_annotations")}
     sets = [(f"datasets.{name}", d, layout.data_dir(name)) for name, d in cfg.datasets.items()]
@@ -540,12 +602,50 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
             raise ValueError(f"override {item!r}: expected key=value")
         _set(data, key, yaml.safe_load(value))
     try:
-        cfg = from_dict(StudyConfig, data, where)
-        resolve_data_roots(cfg, where)
-        check(cfg, where)
+        return from_data(data, where)
     except ValueError as e:
         raise ValueError(_blame_override(str(e), where, overrides)) from None
+
+
+def from_data(data: dict, where: str, generated: bool = False) -> StudyConfig:
+    """The checked study config of the settings ``data`` (read from ``where``): types, choices
+    and bounds, the data roots filled in (`resolve_data_roots`), the cross-field checks. `load`
+    reads a file with it, the workflow its config (workflow/rules/common.smk, ``generated``).
+
+    Raises:
+        ValueError: naming ``where``, the field and the value.
+    """
+    cfg = from_dict(StudyConfig, data, where)
+    resolve_data_roots(cfg, where, generated)
+    check(cfg, where)
     return cfg
+
+
+def write_resolved(cfg: StudyConfig, path: str | Path, header: str = "") -> bool:
+    """Write the resolved config (every key, data roots filled in) to ``path`` as YAML, after the
+    comment ``header``, atomically; a file with that very content is left untouched. Returns
+    whether it was written."""
+    from detnas.io import save_text
+
+    text = "".join(f"# {line}\n" for line in header.splitlines())
+    text += yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    save_text(path, text)
+    return True
+
+
+def dataset_of(cfg: StudyConfig, name: str) -> DatasetConfig:
+    """The detection dataset ``name`` of the config (a command's ``--dataset``).
+
+    Raises:
+        ValueError: the config has no dataset of that name (naming those it has).
+    """
+    if name not in cfg.datasets:
+        raise ValueError(f"--dataset {name!r}: not in the config's datasets "
+                         f"({', '.join(cfg.datasets)})")
+    return cfg.datasets[name]
 
 
 def clsnas_search(cfg: StudyConfig) -> SearchConfig:
@@ -555,8 +655,6 @@ def clsnas_search(cfg: StudyConfig) -> SearchConfig:
 
 def latency_table_path(cfg: StudyConfig) -> str:
     """The latency table of the study: ``latency.table``, or the workflow's default path."""
-    from detnas import layout
-
     return cfg.latency.table or f"{cfg.results}/{layout.LATENCY_TABLE}"
 
 
@@ -567,7 +665,13 @@ def search_uses_latency(cfg: StudyConfig) -> bool:
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """A config as plain data; a study's ``ablations`` is left out when empty, so that a study of
+    the paper's rows keeps the resolved config, hash and fingerprints it had before the section
+    existed (its finished stages stay valid)."""
+    data = dataclasses.asdict(cfg)
+    if isinstance(cfg, StudyConfig) and not cfg.ablations:
+        del data["ablations"]
+    return data
 
 
 def config_hash(cfg: Any) -> str:

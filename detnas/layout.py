@@ -1,39 +1,45 @@
-"""The results layout: the rows of the study, and where each stage writes in the results folder.
+"""The results layout: where each stage writes in the results folder, and what a study writes.
 
 Every path here is relative to the results folder (``config.results``). The workflow's rules build
-their outputs and inputs from these functions, the report reads through them, and so do
-scripts/collect_metrics.py and the test stub. A function's arguments default to Snakemake
-wildcards (``"{dataset}"``), so ``search_dir()`` is a rule's output pattern and
-``search_dir("synth", "fpn", "detnas")`` one concrete folder. Torch-free.
+their outputs and inputs from these functions and the file names below, the stages write through
+them, and `outputs` lists what a study writes for its report: the report rule, the report's
+collector (`detnas.report.results`) and scripts/collect_metrics.py read that one list. A
+function's arguments default to Snakemake wildcards (``"{dataset}"``), so ``search_dir()`` is a
+rule's output pattern and ``search_dir("synth", "fpn", "detnas")`` one concrete folder. Which
+folders a row has follows from its record (`detnas.study`). Torch-free.
 """
 
 from __future__ import annotations
 
-BASELINES = ("shufflenetv2", "resnet50")
-"""Hand-crafted rows: their arch.json is written by `detnas arch spec`, not searched."""
-SHARED_ROWS = (*BASELINES, "clsnas")
-"""Rows with one architecture (and one retrained classifier) for every dataset and detector."""
-SEARCHED_ROWS = ("detnas", "scratch", "random")
-"""Rows searched per dataset and detector, on the pre-trained (detnas, random) or the scratch
-supernet."""
-ROWS = (*SHARED_ROWS, *SEARCHED_ROWS, "nats")
-"""Every row of the results table (NATS: one dilated ResNet-50 per dataset and detector)."""
-SEARCH_SUPERNET = {"detnas": "pretrained", "scratch": "scratch", "random": "pretrained"}
-"""The detection supernet each searched row is searched on."""
-SUPERNET_INITS = ("pretrained", "scratch")
+from dataclasses import dataclass
 
-# The files a command writes into its --out folder.
-TRAIN_FILES = ("checkpoint.pt", "metrics.json")  # train supernet | classifier | detector
-SEARCH_FILES = ("arch.json", "history.csv", "metrics.json")  # search evolution | random
+from detnas import study
+
+# The files a command writes into its --out folder (writers and readers name them from here).
+CHECKPOINT = "checkpoint.pt"  # a trained model (detnas.models.load_model)
+METRICS = "metrics.json"  # a stage's numbers, tags, cost and provenance
+ARCH = "arch.json"  # an architecture: a search's winner, a baseline's or NATS's backbone spec
+HISTORY = "history.csv"  # every candidate a search evaluated
+RANK = "rank.json"  # the ranking check
+STAGE_CONFIG = "config.yaml"  # a training stage's resolved config with its provenance
+TRAIN_FILES = (CHECKPOINT, METRICS)  # train supernet | classifier | detector
+SEARCH_FILES = (ARCH, HISTORY, METRICS)  # search evolution | random
 SPLIT_FILES = ("instances_supernet.json", "instances_search.json")  # data split
-REPORT_FILES = ("report.md", "report.html", "tables.json")  # report (and its figures/ folder)
-RANK_FILES = ("rank.json",)  # rank
+REPORT_MD, REPORT_HTML, TABLES, FIGURES = "report.md", "report.html", "tables.json", "figures"
+REPORT_FILES = (REPORT_MD, REPORT_HTML, TABLES)  # report (and its FIGURES folder)
+RANK_FILES = (RANK,)  # rank
 
 CONFIG = "config.yaml"  # the config of this results folder, as the workflow resolved it
 TRACKING = "tracking.json"  # the MLflow parent run of the study
 LATENCY_TABLE = "latency/table.json"
 REPORT_DIR = "report"
 CLASSIFICATION_DATA = "data/classification"
+
+
+def _row(name: str) -> study.Row | None:
+    """The paper's row ``name`` (a row a config adds, or a wildcard, is searched per dataset and
+    detector: None)."""
+    return next((r for r in study.ROWS if r.name == name), None)
 
 
 def data_dir(dataset: str = "{dataset}") -> str:
@@ -59,9 +65,11 @@ def classification_supernet_dir() -> str:
 
 def search_name(dataset: str = "{dataset}", detector: str = "{detector}",
                 method: str = "{ablation}") -> str:
-    """A search's name, ``dataset/detector/method``; ClsNASNet's (method clsnas) is
-    ``cls/clsnas``. The report's tables and the DVC plots are keyed by it."""
-    return "cls/clsnas" if method == "clsnas" else f"{dataset}/{detector}/{method}"
+    """A search's name, ``dataset/detector/method``; a search of one architecture for the whole
+    study (ClsNASNet's, method clsnas) is ``cls/<method>``. The report's tables and the DVC
+    plots are keyed by it."""
+    row = _row(method)
+    return f"cls/{method}" if row and row.shared else f"{dataset}/{detector}/{method}"
 
 
 def search_dir(dataset: str = "{dataset}", detector: str = "{detector}",
@@ -71,32 +79,32 @@ def search_dir(dataset: str = "{dataset}", detector: str = "{detector}",
 
 
 def baseline_arch(row: str = "{baseline}") -> str:
-    return f"archs/{row}/arch.json"
+    return f"archs/{row}/{ARCH}"
 
 
 def nats_dir(dataset: str = "{dataset}", detector: str = "{detector}") -> str:
-    """The NATS search of a dataset and detector; its derived network is ``arch.json``."""
+    """The NATS search of a dataset and detector; its derived network is `ARCH`."""
     return f"nats/{dataset}/{detector}"
 
 
 def arch_json(row: str, dataset: str = "{dataset}", detector: str = "{detector}") -> str:
     """Where the architecture of a row of the results table comes from."""
-    if row in BASELINES:
+    kind = _row(row).kind if _row(row) else "searched"
+    if kind == "baseline":
         return baseline_arch(row)
-    if row == "nats":
-        return f"{nats_dir(dataset, detector)}/arch.json"
-    return f"{search_dir(dataset, detector, row)}/arch.json"
+    if kind == "nats":
+        return f"{nats_dir(dataset, detector)}/{ARCH}"
+    return f"{search_dir(dataset, detector, row)}/{ARCH}"
 
 
 def classifier_dir(row: str = "{row}", dataset: str = "{dataset}",
                    detector: str = "{detector}") -> str:
-    """The ImageNet-style retraining of a row (TRAIN_FILES). NATS reuses ResNet-50's (it keeps
-    its weights); the searched rows, one arch per dataset and detector, keep theirs in the
-    ``cls/`` of their detection folder."""
-    if row == "nats":
-        row = "resnet50"
-    if row in SHARED_ROWS:
-        return shared_classifier_dir(row)
+    """The ImageNet-style retraining a row's detector starts from (TRAIN_FILES): its classifier
+    row's (NATS reuses ResNet-50's: it keeps its weights); the rows of one arch per dataset and
+    detector keep theirs in the ``cls/`` of their detection folder."""
+    source = _row(_row(row).classifier_row) if _row(row) else None
+    if source and source.shared:
+        return shared_classifier_dir(source.name)
     return f"{detection_dir(row, dataset, detector)}/cls"
 
 
@@ -114,5 +122,61 @@ def detection_dir(row: str = "{row}", dataset: str = "{dataset}",
 
 
 def rank_dir(dataset: str = "{dataset}", detector: str = "{detector}") -> str:
-    """The ranking check of a dataset and detector: its ``rank.json``."""
+    """The ranking check of a dataset and detector: its `RANK`."""
     return f"rank/{dataset}/{detector}"
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a study writes for its report (`outputs`)."""
+
+    kind: str  # classifier | detection | search | search_arch | rank | nats | supernet
+    path: str  # relative to the results folder
+    row: str = ""
+    dataset: str = ""  # "" for a file of the whole study (a shared classifier, ClsNASNet)
+    detector: str = ""
+    seed: int | None = None  # detection: one of retrain_seeds (None: the study's seed)
+    init: str = ""  # supernet: pretrained | scratch
+
+
+def outputs(cfg) -> list[Output]:
+    """Every file of study ``cfg`` (a `detnas.config.StudyConfig`) that its report reads, in
+    the order the report reads them: the shared rows' classifiers; per dataset and detector each
+    row's detection retrainings (its seeds after it), each searched row's classifier, history
+    and winner, the ranking check, NATS's network and the detection supernets; then the searches
+    of one architecture for the whole study.
+
+    ``kind``: ``classifier`` and ``detection`` (their `METRICS`), ``search`` (`HISTORY`) and
+    ``search_arch`` (its `ARCH`), ``rank`` (`RANK`), ``nats`` (the row's `ARCH`),
+    ``supernet`` (`METRICS`: only its cost is read, found by the ledger under the results).
+    """
+    rows = study.rows(cfg)
+    ranked = cfg.rank.checked_detectors(list(cfg.detectors)) if cfg.rank.enabled else []
+    out = [Output("classifier", f"{shared_classifier_dir(r.name)}/{METRICS}", r.name)
+           for r in rows if r.shared]
+    for ds in cfg.datasets:
+        for det in cfg.detectors:
+            cell = {"dataset": ds, "detector": det}
+            for r in rows:
+                for seed in (None, *cfg.retrain_seeds):
+                    path = f"{detection_dir(r.name, ds, det, seed)}/{METRICS}"
+                    out.append(Output("detection", path, r.name, **cell, seed=seed))
+            for r in rows:
+                if r.cell_search:
+                    folder = search_dir(ds, det, r.name)
+                    out += [Output("classifier", f"{classifier_dir(r.name, ds, det)}/{METRICS}",
+                                   r.name, **cell),
+                            Output("search", f"{folder}/{HISTORY}", r.name, **cell),
+                            Output("search_arch", f"{folder}/{ARCH}", r.name, **cell)]
+            if det in ranked:
+                out.append(Output("rank", f"{rank_dir(ds, det)}/{RANK}", **cell))
+            out += [Output("nats", arch_json(r.name, ds, det), r.name, **cell)
+                    for r in rows if r.kind == "nats"]
+            out += [Output("supernet", f"{supernet_dir(ds, det, init)}/{METRICS}", **cell,
+                           init=init) for init in study.DETECTION_SUPERNETS]
+    for r in rows:
+        if r.kind == "searched" and r.shared:
+            folder = search_dir("", "", r.name)
+            out += [Output("search", f"{folder}/{HISTORY}", r.name),
+                    Output("search_arch", f"{folder}/{ARCH}", r.name)]
+    return out

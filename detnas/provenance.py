@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from detnas.version import __version__
+
 log = logging.getLogger(__name__)
 
 
@@ -128,8 +130,6 @@ def environment_key(env: dict) -> str:
 def provenance(config: dict, seed: int, **extra: Any) -> dict:
     """What every output carries: the resolved config, the seed, the git commit and the numeric
     environment."""
-    from detnas import __version__
-
     return {"seed": seed, "git_commit": git_commit(), "detnas_version": __version__,
             "numeric_environment": numeric_environment(), **extra, "config": config}
 

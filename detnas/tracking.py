@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed", "config_hash",
             "git_commit")
+"""The tags of every stage run (`stage_tags`): ``ablation`` is the row of the study it belongs to
+(`detnas.study`), the tag `ABLATION_VIEW` groups by."""
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 ABLATION_VIEW = "ablation"
@@ -418,6 +420,37 @@ def finish_parent(results: str | Path, status: str) -> str | None:
     return parent["parent_run_id"]
 
 
+def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
+    """The tags of a run of stage ``stage`` of study config ``cfg``: `TAG_KEYS` (the given ones:
+    ablation, dataset, detector, space, arch; and the seed, the config's hash, the code's
+    commit), then the stage's own (e.g. a search's ``strategy``)."""
+    from detnas.config import config_hash
+    from detnas.provenance import git_commit
+
+    given = {"stage": stage, **tags, "seed": cfg.seed, "config_hash": config_hash(cfg),
+             "git_commit": git_commit()}
+    return {k: given[k] for k in TAG_KEYS if k in given} | {
+        k: v for k, v in given.items() if k not in TAG_KEYS}
+
+
+def start_stage(cfg, stage: str, tags: dict[str, Any], *, name: str | None = None,
+                gpus: int = 0, arch: dict | None = None, out: str | Path | None = None,
+                main: bool = True) -> NullTracker:
+    """The tracker of one run of stage ``stage`` (every stage starts its tracking here): tagged
+    with `stage_tags` (``tags``: the stage's ablation, dataset, detector, ...), named ``name``
+    (default ``<stage>:<ablation>``), the rest as `start`; a `NullTracker` on the processes of a
+    multi-process stage other than the ``main`` one (which alone writes and tracks).
+
+    Raises:
+        ValueError: the store cannot be written (checked here, before the stage's work).
+    """
+    if not main:
+        return NullTracker()
+    tags = stage_tags(cfg, stage, **tags)
+    return start(cfg, name or f"{stage}:{tags.get('ablation', '')}", tags, gpus, arch=arch,
+                 out=out)
+
+
 def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
           arch: dict | None = None, out: str | Path | None = None) -> NullTracker:
     """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`), on
@@ -438,7 +471,7 @@ def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
     with _store(uri):  # the artifact store too, before the work
         tracker.client.log_dict(tracker.run_id, to_dict(cfg), "config.yaml")
         if arch is not None:
-            tracker.client.log_dict(tracker.run_id, arch, "arch.json")
+            tracker.client.log_dict(tracker.run_id, arch, layout.ARCH)
     return tracker
 
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import default_collate
 
 from detnas import config as config_mod
-from detnas import engine, flops, tracking
+from detnas import engine, flops, layout, study, tracking
 from detnas.config import StudyConfig, TrainConfig
 from detnas.data.coco import collate_detection
 from detnas.data.imagefolder import check_same_classes, class_folders
@@ -44,7 +44,7 @@ class Run:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out / "checkpoint.pt"
+        return self.out / layout.CHECKPOINT
 
     @property
     def resume(self) -> Path:
@@ -70,7 +70,7 @@ def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
     return lambda rng: sample_binned(cfg.space, rng, cost, bins)
 
 
-OUTPUTS = ("checkpoint.pt", "metrics.json", "config.yaml", tracking.PENDING)
+OUTPUTS = (layout.CHECKPOINT, layout.METRICS, layout.STAGE_CONFIG, tracking.PENDING)
 """The files of a finished training run, beside ``resume.pt`` while it runs."""
 
 
@@ -86,16 +86,11 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     """Train, evaluate, and write checkpoint, metrics and resolved config (main process only)."""
     ddp = engine.setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
-    resolved = config_mod.to_dict(cfg)
-    prov = provenance(resolved, cfg.seed, stage=run.stage, tags=run.tags,
+    prov = provenance(config_mod.to_dict(cfg), cfg.seed, stage=run.stage, tags=run.tags,
                       fingerprint=run_fingerprint(cfg, run))
-    tags = {**run.tags, "stage": run.stage, "seed": cfg.seed,
-            "config_hash": config_mod.config_hash(cfg), "git_commit": prov["git_commit"]}
     gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = tracking.NullTracker()
-    if ddp.main:
-        tracker = tracking.start(cfg, f"{run.stage}:{run.tags.get('ablation', '')}", tags, gpus,
-                                 arch=run.arch, out=run.out)
+    tracker = tracking.start_stage(cfg, run.stage, run.tags, gpus=gpus, arch=run.arch,
+                                   out=run.out, main=ddp.main)
     prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
@@ -107,10 +102,10 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
             tracker.log_metrics({k: v for k, v in metrics.items()
                                  if isinstance(v, int | float)}, step=result["step"])
             save_checkpoint(run.checkpoint, result)
-            save_json(run.out / "metrics.json", {**metrics, **run.tags, "cost": tracker.cost(),
+            save_json(run.out / layout.METRICS, {**metrics, **run.tags, "cost": tracker.cost(),
                                                  "provenance": {k: v for k, v in prov.items()
                                                                 if k != "config"}})
-            save_text(run.out / "config.yaml", yaml.safe_dump(prov, sort_keys=False))
+            save_text(run.out / layout.STAGE_CONFIG, yaml.safe_dump(prov, sort_keys=False))
             run.resume.unlink(missing_ok=True)
     return metrics
 
@@ -181,8 +176,8 @@ def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
         model_meta("classification", backbone, data.num_classes),
         path_sampler(cfg, tcfg), backbone_of(model),
     )
-    run = Run(out, "supernet-pretrain", {"ablation": "supernet", "space": cfg.space},
-              inputs=(data.root,))
+    net = study.SUPERNETS["cls"]
+    run = Run(out, net.stage, {"ablation": net.tag, "space": cfg.space}, inputs=(data.root,))
     return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
 
 
@@ -230,9 +225,9 @@ def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Pa
         model_meta("detection", backbone, data.num_classes, detector, cfg.detector),
         path_sampler(cfg, tcfg), backbone_of(model), sync_bn=True,
     )
-    tags = {"ablation": "detnas" if init else "scratch", "space": cfg.space,
-            "dataset": dataset, "detector": detector}
-    run = Run(out, "supernet-finetune", tags, inputs=(images, annotations, init))
+    net = study.SUPERNETS["pretrained" if init else "scratch"]  # DetNAS's, DetNAS-scratch's
+    tags = {"ablation": net.tag, "space": cfg.space, "dataset": dataset, "detector": detector}
+    run = Run(out, net.stage, tags, inputs=(images, annotations, init))
     return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
 
 
@@ -316,14 +311,21 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
 
 
 def baseline_spec(cfg: StudyConfig, name: str) -> dict:
-    """The arch spec of a hand-crafted baseline: ``shufflenetv2`` (all 3x3 blocks in the config's
-    space) or ``resnet50`` (torchvision ResNet-50 at the config's NATS width)."""
-    if name == "shufflenetv2":
+    """The arch spec of a hand-crafted baseline row (`detnas.study.SPECS`): of spec ``space``
+    (ShuffleNetV2: all 3x3 blocks in the config's space), or ``resnet`` (ResNet-50: torchvision
+    ResNet at the config's NATS depth and width).
+
+    Raises:
+        ValueError: ``name`` is not a baseline of the study.
+    """
+    row = study.find(cfg, name)
+    if row is None or row.kind != "baseline":
+        baselines = [r.name for r in study.rows(cfg) if r.kind == "baseline"]
+        raise ValueError(f"unknown baseline {name!r} ({', '.join(baselines)})")
+    if row.spec == "space":
         from detnas.backbones import shufflenet_spec
         from detnas.space import Arch
 
         return shufflenet_spec(Arch(cfg.space, (0,) * get_space(cfg.space).num_blocks))
-    if name == "resnet50":
-        return {"kind": "resnet", "depth": cfg.nats.depth, "width": cfg.nats.width}
-    raise ValueError(f"unknown baseline {name!r} (shufflenetv2, resnet50)")
+    return {"kind": "resnet", "depth": cfg.nats.depth, "width": cfg.nats.width}
 

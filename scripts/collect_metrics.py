@@ -48,35 +48,28 @@ def _put(table: dict, keys: tuple[str, ...], path: Path) -> None:
 
 
 def collect(results: Path, cfg: StudyConfig) -> dict:
-    """Every retrained model's numbers, where detnas.layout puts them; absent ones are left out."""
+    """Every retrained model's numbers, where detnas.layout puts them (`detnas.layout.outputs`);
+    absent ones are left out."""
     table: dict = {}
-    for row in layout.SHARED_ROWS:
-        _put(table, (row, "cls"), results / layout.shared_classifier_dir(row) / "metrics.json")
-    for ds in cfg.datasets:
-        for det in cfg.detectors:
-            for row in layout.ROWS:
-                _put(table, (row, ds, det),
-                     results / layout.detection_dir(row, ds, det) / "metrics.json")
-                for seed in cfg.retrain_seeds:
-                    _put(table, (row, ds, det, f"seed{seed}"),
-                         results / layout.detection_dir(row, ds, det, seed) / "metrics.json")
-            for row in layout.SEARCHED_ROWS:
-                _put(table, (row, ds, det, "cls"),
-                     results / layout.classifier_dir(row, ds, det) / "metrics.json")
-            rank = results / layout.rank_dir(ds, det) / "rank.json"
-            if rank.exists():  # the ranking check
-                supernets = json.loads(rank.read_text())["supernets"]
-                table.setdefault("rank", {}).setdefault(ds, {})[det] = {
-                    init: {k: v for k, v in s.items() if isinstance(v, float)}
-                    for init, s in supernets.items()}
+    for out in layout.outputs(cfg):
+        cell = (out.row, out.dataset, out.detector)
+        if out.kind == "classifier":
+            _put(table, (*cell, "cls") if out.dataset else (out.row, "cls"), results / out.path)
+        elif out.kind == "detection":
+            seed = () if out.seed is None else (f"seed{out.seed}",)
+            _put(table, (*cell, *seed), results / out.path)
+        elif out.kind == "rank" and (results / out.path).exists():  # the ranking check
+            supernets = json.loads((results / out.path).read_text())["supernets"]
+            table.setdefault("rank", {}).setdefault(out.dataset, {})[out.detector] = {
+                init: {k: v for k, v in s.items() if isinstance(v, float)}
+                for init, s in supernets.items()}
     return table
 
 
 def search_histories(cfg: StudyConfig) -> list[tuple[str, str]]:
     """(name, history.csv relative to the results folder) of every search of the study."""
-    searches = [(ds, det, m) for ds in cfg.datasets for det in cfg.detectors
-                for m in layout.SEARCHED_ROWS] + [("", "", "clsnas")]
-    return [(layout.search_name(*s), f"{layout.search_dir(*s)}/history.csv") for s in searches]
+    return [(layout.search_name(o.dataset, o.detector, o.row), o.path)
+            for o in layout.outputs(cfg) if o.kind == "search"]
 
 
 def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:

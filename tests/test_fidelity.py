@@ -485,8 +485,8 @@ def test_paper_ea_settings_run_the_references_search(cfg):
     assert all(r["backbone_flops"] <= s.max_flops for r in state.history)
     spec = fitness_spec(dataclasses.replace(cfg, device="cpu"), "detection", "s.pt", "a.json",
                         "b.json", dataset=next(iter(cfg.datasets)))
-    assert (spec.recalib_num_images, spec.recalib_batch_size, spec.recalib_momentum) == \
-        (4000, 8, 0.1)
+    assert (spec.search.recalib_images, spec.search.recalib_batch_size,
+            spec.recalib_momentum) == (4000, 8, 0.1)
 
 
 def test_clsnas_is_one_spos_search_whatever_the_detection_set(tmp_path, monkeypatch):
@@ -512,8 +512,8 @@ def test_clsnas_is_one_spos_search_whatever_the_detection_set(tmp_path, monkeypa
     assert s == s_voc and spec == spec_voc
     assert (s.population, s.topk, s.generations, s.mutations, s.crossovers, s.mutation_prob) == \
         (50, 10, 20, 25, 25, 0.1)
-    assert (spec.recalib_num_images, spec.recalib_batch_size, spec.recalib_momentum,
-            spec.eval_batch_size, spec.holdout) == (25_600, 128, 0.1, 200, 50_000)
+    assert (spec.search.recalib_images, spec.search.recalib_batch_size, spec.recalib_momentum,
+            spec.search.eval_batch_size, spec.holdout) == (25_600, 128, 0.1, 200, 50_000)
     assert spec.recalib_augment == (0.08, 0.4)  # imagenet_dataset.py:64-72
     limits = search_limits(s, COCO.space)
     assert limits.limits == {"classifier_flops": 330e6}

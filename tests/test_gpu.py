@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from detnas import config, engine
-from detnas.config import DetectorConfig, TrainConfig
+from detnas.config import DetectorConfig, SearchConfig, TrainConfig
 from detnas.data import make_search_split, make_synthetic_detection
 from detnas.data.coco import collate_detection
 from detnas.detection import detection_loss
@@ -140,8 +140,8 @@ def search_inputs(tmp_path_factory):
     return FitnessSpec(checkpoint=str(ckpt), kind="detection", space="test", data=str(search_ann),
                        recalib_data=str(supernet_ann), images=str(root / "data/train"),
                        recalib_image_dir=str(root / "data/train"), detector="fpn", metric="ap50",
-                       recalib_num_images=8, recalib_batch_size=4, eval_batch_size=4,
-                       device="cuda", threads=1)
+                       search=SearchConfig(recalib_images=8, recalib_batch_size=4,
+                                           eval_batch_size=4, threads=1), device="cuda")
 
 
 def test_fitness_runs_on_the_workers_gpu(search_inputs):

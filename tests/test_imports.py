@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "detnas"
 LIGHT = ("detnas.config", "detnas.space", "detnas.flops", "detnas.report", "detnas.dilations",
-         "detnas.io", "detnas.provenance")
+         "detnas.io", "detnas.provenance", "detnas.study", "detnas.layout")
 
 
 def test_light_modules_import_without_torch():
@@ -108,9 +108,20 @@ def test_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-CORE = ("detnas.config", "detnas.space", "detnas.flops", "detnas.dilations", "detnas.io",
-        "detnas.provenance", "detnas.engine", "detnas.resnet", "detnas.supernet",
-        "detnas.detection", "detnas.models", "detnas.backbones", "detnas.data", "detnas.tracking")
+def test_the_bottom_modules_import_nothing_above_them():
+    """The rows of the study, the results layout, the version and provenance are at the bottom:
+    any module may import them (provenance reads the version from detnas.version, not from the
+    package's face, whose `backbone` reaches the models)."""
+    graph = import_graph()
+    assert graph["detnas.study"] == graph["detnas.version"] == set()
+    assert graph["detnas.layout"] == {"detnas.study"}
+    assert graph["detnas.provenance"] == {"detnas.version"}
+
+
+CORE = ("detnas.study", "detnas.layout", "detnas.version", "detnas.config", "detnas.space",
+        "detnas.flops", "detnas.dilations", "detnas.io", "detnas.provenance", "detnas.engine",
+        "detnas.resnet", "detnas.supernet", "detnas.detection", "detnas.models",
+        "detnas.backbones", "detnas.data", "detnas.tracking")
 
 
 def test_core_modules_reach_no_search_method():

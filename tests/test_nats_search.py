@@ -200,7 +200,7 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
         def log_artifact(self, path):
             seen.setdefault("artifacts", []).append(path.name)
 
-    def start(cfg, run_name, tags, gpus=0, out=None):
+    def start(cfg, run_name, tags, gpus=0, arch=None, out=None):
         seen.update(tags, run_name=run_name)
         return Recorder()
 

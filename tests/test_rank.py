@@ -121,7 +121,7 @@ def test_rank_stage_resumes_and_reproduces(ranked, monkeypatch):
         def log_artifact(self, path):
             logged["artifact"] = Path(path).name
 
-    def start(cfg, name, tags, out=None):
+    def start(cfg, name, tags, gpus=0, arch=None, out=None):
         logged.update(name=name, stage=tags["stage"])
         return Tracker()
 

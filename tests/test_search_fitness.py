@@ -1,10 +1,11 @@
+import dataclasses
 import types
 
 import pytest
 import torch
 
 import detnas
-from detnas.config import DetectorConfig
+from detnas.config import DetectorConfig, SearchConfig
 from detnas.io import save_checkpoint
 from detnas.models import backbone_of, build_model, model_meta
 from detnas.search.fitness import (
@@ -93,10 +94,14 @@ def _fake_modules(monkeypatch, calls):
         monkeypatch.setattr(detnas, name, module, raising=False)
 
 
-def _spec(path=None, **changes):
+def _spec(path=None, search=None, **changes):
+    """A fitness spec; ``search``: settings of the `search` section (4 recalibration images in
+    batches of 2, evaluation batches of 3 here)."""
+    settings = SearchConfig(**{"recalib_images": 4, "recalib_batch_size": 2,
+                               "eval_batch_size": 3, **(search or {})})
     values = dict(checkpoint=str(path), kind="detection", space="test", data="search.json",
                   images="search/", recalib_data="train.json", recalib_image_dir="train/",
-                  detector="fpn", recalib_num_images=4, recalib_batch_size=2, eval_batch_size=3)
+                  detector="fpn", search=settings)
     return FitnessSpec(**{**values, **changes})
 
 
@@ -174,10 +179,10 @@ def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector
     ann = tmp_path / "annotations"
     spec = _spec(path, data=str(ann / "instances_test.json"), images=str(tmp_path / "test"),
                  recalib_data=str(ann / "instances_train.json"),
-                 recalib_image_dir=str(tmp_path / "train"), detector=detector,
-                 recalib_num_images=5, recalib_batch_size=2, eval_batch_size=2, device=device)
-    loader_path, prepared = build_fitness(spec), build_fitness(
-        _spec(**{**spec.__dict__, "checkpoint": path, "prepare": mode}))
+                 recalib_image_dir=str(tmp_path / "train"), detector=detector, device=device,
+                 search={"recalib_images": 5, "recalib_batch_size": 2, "eval_batch_size": 2})
+    loader_path, prepared = build_fitness(spec), build_fitness(dataclasses.replace(
+        spec, search=dataclasses.replace(spec.search, prepare=mode)))
     for arch in (A, B, A):
         assert loader_path(arch) == prepared(arch)
         old, new = seen[-2:]

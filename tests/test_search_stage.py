@@ -48,7 +48,7 @@ def test_outputs_and_tracking(tmp_path, monkeypatch, strategy):
     recorder = Recorder()
     started = {}
 
-    def start(cfg, name, tags, gpus=0, out=None):
+    def start(cfg, name, tags, gpus=0, arch=None, out=None):
         started.update(name=name, tags=tags, gpus=gpus)
         recorder.meter = cost_module.Meter(gpus, tags)  # as tracking.start does
         return recorder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from detnas import flops, space
+from detnas import flops, space, study
 from detnas.cli.common import add_config_args, load_config, print_json
 
 
@@ -33,7 +33,8 @@ def register(sub) -> None:
     smp.set_defaults(func=_sample)
 
     spec = cmds.add_parser("spec", help="write the arch.json of a baseline or a named arch")
-    spec.add_argument("arch", help="shufflenetv2 | resnet50 | a registered name | an encoding")
+    baselines = " | ".join(r.name for r in study.ROWS if r.kind == "baseline")
+    spec.add_argument("arch", help=f"{baselines} | a registered name | an encoding")
     add_config_args(spec)
     spec.add_argument("--out", required=True, help="arch.json to write")
     spec.set_defaults(func=_spec)
@@ -101,7 +102,8 @@ def _spec(args) -> int:
     from detnas.train import baseline_spec
 
     cfg = load_config(args)
-    if args.arch in ("shufflenetv2", "resnet50"):
+    row = study.find(cfg, args.arch)
+    if row is not None and row.kind == "baseline":
         spec = baseline_spec(cfg, args.arch)
     else:
         spec = shufflenet_spec(space.resolve(args.arch, cfg.space))

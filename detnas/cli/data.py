@@ -45,10 +45,7 @@ def register(sub) -> None:
 
 
 def _dataset(cfg: config.StudyConfig, name: str, synthetic: bool = False) -> config.DatasetConfig:
-    if name not in cfg.datasets:
-        raise ValueError(f"--dataset {name!r}: not in the config's datasets "
-                         f"({', '.join(cfg.datasets)})")
-    d = cfg.datasets[name]
+    d = config.dataset_of(cfg, name)
     if not d.root:
         raise ValueError(f"datasets.{name}.root: empty; set it to the dataset folder")
     if synthetic and d.kind != "synthetic":

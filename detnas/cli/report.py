@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detnas import layout
 from detnas.cli.common import add_config_args, load_config
 
 
@@ -22,5 +23,5 @@ def _report(args) -> int:
 
     cfg = load_config(args)
     data = build_report(cfg, args.results or Path(cfg.results), args.out)
-    print(f"report: {args.out / 'report.html'} ({len(data['missing'])} missing inputs)")
+    print(f"report: {args.out / layout.REPORT_HTML} ({len(data['missing'])} missing inputs)")
     return 0

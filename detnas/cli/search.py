@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from detnas import study
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.config import DETECTORS, clsnas_search
+from detnas.config import DETECTORS, clsnas_search, dataset_of, with_overrides
 
 _EPILOG = """\
 detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
@@ -19,7 +20,8 @@ classification fitness (ClsNASNet ablation; top-1):
       (classification.search_images: 0 reads --data whole, e.g. a separate val split)
 
 Settings come from the config's `search` section (the classification fitness: its
-`clsnas_search` section when set) (population, generations, max_flops,
+`clsnas_search` section when set), with the overrides of the --ablation's row of the study
+(detnas/study.py, the config's `ablations`) (population, generations, max_flops,
 max_params, max_latency (needs the latency table, `detnas latency-table`), objective, workers,
 recalib_images (a count), ...); override with --set search.KEY=VALUE. Both strategies evaluate
 population * generations candidates. An existing OUT/state.json is resumed.
@@ -50,7 +52,9 @@ def register(sub) -> None:
                        help="classification: ImageFolder train dir for BN recalibration")
         c.add_argument("--out", required=True, metavar="DIR", help="output folder")
         c.add_argument("--ablation", default=None,
-                       help="ablation tag (default: detnas, or clsnasnet for classification)")
+                       help="the row of the study searched: its tag, and its settings "
+                            f"(default: {_default_row('detection')}, or "
+                            f"{_default_row('classification')} for classification)")
         c.add_argument("--dataset", default=None,
                        help="detection dataset name in the config (metric, tags); default: first")
         c.add_argument("--detector", default=None, choices=DETECTORS,
@@ -59,6 +63,11 @@ def register(sub) -> None:
                        help="evaluation processes, worker i on cuda:i (`detnas launch --gpus K` "
                             "sets it); default: config search.workers, 0 = one per visible GPU")
         c.set_defaults(func=_run, strategy=strategy)
+
+
+def _default_row(fitness: str) -> str:
+    """The paper's first row searched with ``fitness`` (DetNAS, ClsNASNet)."""
+    return next(r.name for r in study.ROWS if r.fitness == fitness)
 
 
 def _need(args, *names: str) -> None:
@@ -73,13 +82,15 @@ def _run(args) -> int:
     from detnas.search.stage import search_stage
 
     cfg = load_config(args)
+    ablation = args.ablation or _default_row(args.fitness)
+    row = study.find(cfg, ablation)
+    if row is not None and row.overrides:  # the row's own search settings
+        cfg = with_overrides(cfg, dict(row.overrides), f"ablations.{row.name}.overrides")
     if args.fitness == "classification":  # ClsNASNet: its own settings, one per study
         cfg = dataclasses.replace(cfg, search=clsnas_search(cfg))
     dataset = args.dataset or next(iter(cfg.datasets))
     if args.fitness == "detection":
-        if dataset not in cfg.datasets:
-            raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
-                             f"({', '.join(cfg.datasets)})")
+        dataset_of(cfg, dataset)
         _need(args, "images", "recalib_annotations", "recalib_image_dir")
         recalib_data = args.recalib_annotations
     else:
@@ -88,7 +99,6 @@ def _run(args) -> int:
     spec = fitness_spec(cfg, args.fitness, args.supernet, args.data, recalib_data,
                         dataset=dataset, images=args.images or "",
                         recalib_image_dir=args.recalib_image_dir or "", detector=args.detector)
-    ablation = args.ablation or ("detnas" if args.fitness == "detection" else "clsnasnet")
     metrics = search_stage(cfg, args.strategy, args.out, spec=spec, ablation=ablation,
                            dataset=dataset if args.fitness == "detection" else "imagenet",
                            detector=args.detector or "", workers=args.workers)

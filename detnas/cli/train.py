@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, load_spec
-from detnas.config import DETECTORS
+from detnas.config import DETECTORS, dataset_of
 
 
 def register(sub) -> None:
@@ -51,12 +51,6 @@ def _require(args, *names) -> None:
         raise ValueError(f"train supernet --task {args.task} needs {', '.join(missing)}")
 
 
-def _dataset(cfg, name: str) -> None:
-    if name not in cfg.datasets:
-        raise ValueError(f"--dataset {name!r} is not in the config's datasets "
-                         f"({', '.join(cfg.datasets)})")
-
-
 def _supernet(args) -> int:
     from detnas import train
 
@@ -65,7 +59,7 @@ def _supernet(args) -> int:
         train.supernet_classification(cfg, args.out)
     else:
         _require(args, "dataset", "detector", "images", "annotations")
-        _dataset(cfg, args.dataset)
+        dataset_of(cfg, args.dataset)
         train.supernet_detection(cfg, args.dataset, args.detector, args.images,
                                  args.annotations, args.init, args.out)
     return 0
@@ -83,7 +77,7 @@ def _detector(args) -> int:
     from detnas import train
 
     cfg = load_config(args)
-    _dataset(cfg, args.dataset)
+    dataset_of(cfg, args.dataset)
     train.train_detector(cfg, load_spec(args.arch, cfg), args.ablation, args.dataset,
                          args.detector, args.init, args.out)
     return 0

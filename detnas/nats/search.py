@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas import tracking
+from detnas import layout, study, tracking
 from detnas.config import (
     DETECTORS,
     NatsConfig,
@@ -45,7 +45,9 @@ from detnas.resnet import ResNetBackbone
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("alphas.json", "metrics.json", "arch.json", tracking.PENDING)
+ROW = next(r for r in study.ROWS if r.kind == "nats")
+"""The study's NATS row (the runs' ``ablation`` tag)."""
+OUTPUTS = ("alphas.json", layout.METRICS, layout.ARCH, tracking.PENDING)
 """The files of a finished search beside ``search.pt`` (removed when a fresh search starts)."""
 
 
@@ -196,13 +198,11 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                                 cfg.nats.arch_warmup_steps),
                   on_step=on_step, save_state=save_state, load_state=load_state,
                   keep_last=True, outputs=OUTPUTS)
-    tags = {"stage": "nats-search", "ablation": "nats", "detector": detector, "dataset": dataset,
-            "space": f"resnet{cfg.nats.depth}", "arch": "pending", "seed": seed,
-            "config_hash": chash, "git_commit": prov["git_commit"]}
+    tags = {"ablation": ROW.name, "detector": detector, "dataset": dataset,
+            "space": f"resnet{cfg.nats.depth}", "arch": "pending"}
     gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = (tracking.start(cfg, f"nats-search-{detector}-{dataset}", tags, gpus,
-                              out=out_dir) if ddp.main
-               else tracking.NullTracker())
+    tracker = tracking.start_stage(cfg, "nats-search", tags, gpus=gpus, out=out_dir,
+                                   name=f"nats-search-{detector}-{dataset}", main=ddp.main)
     with tracker:
         tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
                            | {"processes": ddp.world})
@@ -227,12 +227,12 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                    "groups": sum(m.num_groups for m in searched_layers(backbone).values()),
                    "arch": arch_tag(dilations)}
         save_json(out_dir / "alphas.json", alphas_json(current, candidates))
-        save_json(out_dir / "metrics.json", {**metrics, "cost": tracker.cost(),
+        save_json(out_dir / layout.METRICS, {**metrics, "cost": tracker.cost(),
                                              "history": history})
-        save_json(out_dir / "arch.json", spec)
+        save_json(out_dir / layout.ARCH, spec)
         tracker.set_tags({"arch": metrics["arch"]})
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step)
-        for name in ("arch.json", "alphas.json", "metrics.json"):
+        for name in (layout.ARCH, "alphas.json", layout.METRICS):
             tracker.log_artifact(out_dir / name)
     log.info("nats search done: %s", metrics["arch"])
     return metrics

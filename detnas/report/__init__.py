@@ -4,8 +4,8 @@
 ``report.html`` (figures embedded, self-contained), ``tables.json`` and ``figures/*.png``. A
 missing input never stops the report: its cells stay blank and the file is named in the report.
 
-Inputs: where each stage writes is `detnas.layout` (`detnas.report.results.collect` reads
-through it): the retrained classifiers' and detectors' metrics.json (top1; mmap, ap50, voc07,
+Inputs: what a study writes, and where, is `detnas.layout.outputs` (`detnas.report.results.collect`
+reads that list): the retrained classifiers' and detectors' metrics.json (top1; mmap, ap50, voc07,
 backbone FLOPs and params, arch, bootstrap: mmap and ap50 on test resamples), those of the
 `retrain_seeds`, each search's history.csv (order, generation, arch, fitness, flops) and arch.json
 (its winner), each NATS search's arch.json (dilations per layer) and each ranking check's
@@ -14,7 +14,8 @@ rank.json (`rank.enabled`).
 Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
 them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.
 
-Modules, each importing only those above it: `detnas.report.paper` (row names, reference figures,
+The rows of the report, their names, colours and comparisons are the study's (`detnas.study`).
+Modules, each importing only those above it: `detnas.report.paper` (reference figures, claims,
 names), `detnas.report.results` (loading), `detnas.report.tables` (main table, searches,
 architectures, observations), `detnas.report.ledger` (the Cost section: every stage's ``cost``
 record, found by tag anywhere under the results folder), `detnas.report.headline` (one record
@@ -24,7 +25,7 @@ per row of the study: the report's summary, DVC's headline metrics), `detnas.rep
 
 from detnas.report.document import build_report, render_html, render_markdown
 from detnas.report.figures import arch_cells, dilation_matrix, expected_figures, write_figures
-from detnas.report.paper import PAPER, PAPER_CLAIMS, ROWS, SEARCH_METHODS, Ref
+from detnas.report.paper import PAPER, PAPER_CLAIMS, Ref
 from detnas.report.results import Results, collect, read_history, search_key
 from detnas.report.tables import (
     RECEPTIVE_FIELDS,
@@ -45,8 +46,6 @@ __all__ = [
     "PAPER",
     "PAPER_CLAIMS",
     "RECEPTIVE_FIELDS",
-    "ROWS",
-    "SEARCH_METHODS",
     "Ref",
     "Results",
     "arch_cells",

@@ -8,6 +8,7 @@ import logging
 import re
 from pathlib import Path
 
+from detnas import layout
 from detnas.config import StudyConfig, config_hash
 from detnas.io import atomic_write, save_json
 from detnas.provenance import environment_key, git_commit
@@ -231,7 +232,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     notes = observations(cfg, res, tables, kernels, ranking)
     costs = cost_tables(cfg, collect_costs(res.root))
     records = headline(res, tables, costs)
-    write_figures(cfg, res, archs, out / "figures")
+    write_figures(cfg, res, archs, out / layout.FIGURES)
     prov = {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
             "report_git_commit": git_commit(),
             "input_git_commits": sorted({str(p.get("git_commit")) for p in res.inputs.values()
@@ -269,10 +270,10 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
             "observations": notes,
             "missing": res.missing, "figures": list(expected_figures(cfg)),
             "paper_sources": {str(n): s for s, n in sources.items()}, "provenance": prov}
-    save_json(out / "tables.json", data)
+    save_json(out / layout.TABLES, data)
     md = render_markdown(blocks).encode()
-    atomic_write(out / "report.md", lambda f: f.write(md))
+    atomic_write(out / layout.REPORT_MD, lambda f: f.write(md))
     page = render_html(blocks, out, "DetNAS / NATS results").encode()
-    atomic_write(out / "report.html", lambda f: f.write(page))
+    atomic_write(out / layout.REPORT_HTML, lambda f: f.write(page))
     log.info("report written to %s (%d missing inputs)", out, len(res.missing))
     return data

@@ -6,17 +6,11 @@ import re
 import statistics
 from pathlib import Path
 
+from detnas import study
 from detnas.config import StudyConfig
 from detnas.dilations import parse_dilations
 from detnas.io import atomic_write
-from detnas.report.paper import (
-    CHOICE_COLOURS,
-    CHOICE_LABELS,
-    DETECTOR_NAMES,
-    METHOD_COLOURS,
-    ROWS,
-    SEARCH_METHODS,
-)
+from detnas.report.paper import CHOICE_COLOURS, CHOICE_LABELS, DETECTOR_NAMES
 from detnas.report.results import Results, search_key
 from detnas.report.tables import search_curve
 from detnas.search.evolution import pareto_front
@@ -60,6 +54,12 @@ def _save(fig, path: Path) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
+def _style(method: str, rows: tuple[study.Row, ...]) -> tuple[str, str | None]:
+    """The label and colour of a row's series (a name that is no row: itself, the next)."""
+    row = next((r for r in rows if r.name == method), None)
+    return (row.title, row.colour) if row else (method, None)
+
+
 def plot_placeholder(path: Path, text: str) -> Path:
     """A small figure that says why there is nothing to plot."""
     fig = _figure(5, 1.2)
@@ -67,8 +67,10 @@ def plot_placeholder(path: Path, text: str) -> Path:
     return _save(fig, path)
 
 
-def plot_search(histories: dict[str, list[dict]], path: Path, title: str) -> Path:
-    """Best-so-far fitness against evaluations, and best / mean fitness per generation."""
+def plot_search(histories: dict[str, list[dict]], path: Path, title: str,
+                rows: tuple[study.Row, ...] = study.ROWS) -> Path:
+    """Best-so-far fitness against evaluations, and best / mean fitness per generation, of each
+    row's search (``histories``: row name -> history; labels and colours: ``rows``)."""
     if not histories:
         return plot_placeholder(path, f"{title}: no search history")
     from matplotlib.ticker import MaxNLocator
@@ -77,8 +79,7 @@ def plot_search(histories: dict[str, list[dict]], path: Path, title: str) -> Pat
     ax1, ax2 = fig.subplots(1, 2)
     for method, history in histories.items():
         c = search_curve(history)
-        colour = METHOD_COLOURS.get(method)
-        label = ROWS.get(method, method)
+        label, colour = _style(method, rows)
         ax1.step(c["evaluations"], c["best_so_far"], where="post", color=colour, label=label)
         ax2.plot(c["generations"], c["generation_best"], "-o", ms=3, color=colour,
                  label=f"{label}: best")
@@ -96,7 +97,8 @@ def plot_search(histories: dict[str, list[dict]], path: Path, title: str) -> Pat
 
 
 def plot_flops_fitness(histories: dict[str, list[dict]], path: Path, title: str,
-                       max_flops: float = 0.0, front: bool = False) -> Path:
+                       max_flops: float = 0.0, front: bool = False,
+                       rows: tuple[study.Row, ...] = study.ROWS) -> Path:
     """Scatter of backbone FLOPs against fitness of every evaluated candidate, with the search's
     FLOPs limit (if any) as a vertical line; ``front``: each method's FLOPs x fitness
     non-dominated front as a step line (the Pareto search, ``search.objective: pareto``)."""
@@ -109,14 +111,13 @@ def plot_flops_fitness(histories: dict[str, list[dict]], path: Path, title: str,
     ax = fig.subplots()
     for method, p in points.items():
         xs, ys = zip(*p, strict=True)
-        ax.scatter(xs, ys, s=12, alpha=0.6, color=METHOD_COLOURS.get(method),
-                   label=ROWS.get(method, method))
+        label, colour = _style(method, rows)
+        ax.scatter(xs, ys, s=12, alpha=0.6, color=colour, label=label)
         if front:
-            rows = [{"order": i, "flops": x, "fitness": y} for i, (x, y) in enumerate(p)]
-            line = pareto_front(rows, "flops")
+            candidates = [{"order": i, "flops": x, "fitness": y} for i, (x, y) in enumerate(p)]
+            line = pareto_front(candidates, "flops")
             ax.step([r["flops"] for r in line], [r["fitness"] for r in line], where="post",
-                    color=METHOD_COLOURS.get(method), lw=1.2,
-                    label=f"{ROWS.get(method, method)}: front")
+                    color=colour, lw=1.2, label=f"{label}: front")
     if max_flops > 0:
         ax.axvline(max_flops / 1e6, color="black", ls=":", label="FLOPs limit")
     ax.set(xlabel="backbone MFLOPs (224x224)", ylabel="fitness", title=title)
@@ -134,7 +135,7 @@ def plot_rank(rank: dict | None, path: Path, title: str) -> Path:
 
     fig = _figure(6, 4)
     ax = fig.subplots()
-    colours = {"pretrained": METHOD_COLOURS.get("detnas"), "scratch": METHOD_COLOURS.get("scratch")}
+    colours = {init: _style(s.tag, study.ROWS)[1] for init, s in study.SUPERNETS.items()}
     y = [100 * v for v in rank["standalone"]]
     for init, s in rank["supernets"].items():
         stats = ", ".join(f"{name} {'—' if s[k] is None else format(s[k], '+.2f')}"
@@ -242,16 +243,18 @@ def plot_nats(specs: dict[str, dict], path: Path) -> Path:
 def write_figures(cfg: StudyConfig, res: Results, archs: list[dict], figures: Path) -> list[Path]:
     """Draw every figure of `expected_figures` into ``figures``."""
     names = expected_figures(cfg)
+    rows = study.rows(cfg)
     written = []
     for ds in cfg.datasets:
         for det in cfg.detectors:
             name, where = f"{_safe(ds)}_{_safe(det)}", f"{ds} / {DETECTOR_NAMES.get(det, det)}"
-            hist = {m: res.histories[search_key(ds, det, m)] for m in SEARCH_METHODS
-                    if search_key(ds, det, m) in res.histories}
-            written.append(plot_search(hist, figures / f"search_{name}.png", where))
+            hist = {r.name: res.histories[search_key(ds, det, r.name)] for r in rows
+                    if r.cell_search and search_key(ds, det, r.name) in res.histories}
+            written.append(plot_search(hist, figures / f"search_{name}.png", where, rows))
             written.append(plot_flops_fitness(hist, figures / f"flops_fitness_{name}.png", where,
                                               cfg.search.max_flops,
-                                              front=cfg.search.objective == "pareto"))
+                                              front=cfg.search.objective == "pareto",
+                                              rows=rows))
             if f"rank_{name}.png" in names:
                 written.append(plot_rank(res.rank.get((ds, det)), figures / f"rank_{name}.png",
                                          f"Ranking check, {where}"))

@@ -3,8 +3,9 @@
 Every stage's ``metrics.json`` carries a ``cost`` record (`detnas.cost`) with the stage's tags
 (stage, ablation, dataset, detector, arch), so the ledger finds them anywhere under the results
 folder and places them by tag, not by path. A row of the main table (per dataset and detector)
-costs its own stages (tagged with its ablation) plus the ones it builds on (`UPSTREAM`): shared
-stages count in every row that uses them; the study's total counts each stage once.
+costs its own stages (tagged with its name) plus the ones it builds on (`detnas.study.upstream`:
+its supernets, a classifier it borrows): shared stages count in every row that uses them; the
+study's total counts each stage once.
 """
 
 from __future__ import annotations
@@ -12,19 +13,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from detnas import layout, study
 from detnas.config import StudyConfig
 from detnas.io import load_json
-from detnas.report.paper import ROWS
 from detnas.tracking import ARTIFACTS
 
 log = logging.getLogger(__name__)
 
-UPSTREAM = {  # (stage, ablation) a row builds on besides its own stages
-    "clsnas": [("supernet-pretrain", "supernet")],
-    "detnas": [("supernet-pretrain", "supernet")],
-    "random": [("supernet-pretrain", "supernet"), ("supernet-finetune", "detnas")],
-    "nats": [("retrain-classification", "resnet50")],  # NATS searches ResNet-50's weights
-}
 MEASURED = ("wall_s", "gpus", "gpu_hours", "peak_rss_mb")  # what a record needs to be tabulated
 STAGE_ORDER = ("supernet-pretrain", "supernet-finetune", "search", "nats-search",
                "retrain-classification", "retrain-detection")
@@ -35,7 +30,7 @@ def collect_costs(root: str | Path) -> list[dict]:
     each with its folder (``path``, relative to ``root``)."""
     root = Path(root)
     records = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in sorted(root.rglob(layout.METRICS)):
         if ARTIFACTS in path.relative_to(root).parts:  # MLflow's copy of a stage's output
             continue
         try:
@@ -69,10 +64,12 @@ def _in_cell(record: dict, dataset: str, detector: str, datasets) -> bool:
     return (ds not in datasets or ds == dataset) and det in ("", detector)
 
 
-def row_stages(records: list[dict], row: str, dataset: str, detector: str,
-               datasets) -> list[dict]:
-    """The records of the stages that row ``row`` of cell (``dataset``, ``detector``) used."""
-    wanted = {(None, row), *UPSTREAM.get(row, [])}
+def row_stages(records: list[dict], row: str, dataset: str, detector: str, datasets,
+               upstream: tuple[tuple[str, str], ...] = ()) -> list[dict]:
+    """The records of the stages that row ``row`` of cell (``dataset``, ``detector``) used: its
+    own (tagged with its name) and the ``upstream`` ones, ``(stage, ablation tag)``
+    (`detnas.study.upstream`)."""
+    wanted = {(None, row), *upstream}
     found = [r for r in records if _in_cell(r, dataset, detector, datasets)
              and ((None, r.get("ablation")) in wanted or (r.get("stage"), r.get("ablation"))
                   in wanted)]
@@ -98,12 +95,15 @@ def cost_tables(cfg: StudyConfig, records: list[dict]) -> dict:
     """``{"stages": [...], "rows": [...], "total": {...}}``: every record, the totals of each row
     per dataset and detector, and the study's total (each stage once)."""
     rows = []
+    study_rows = study.rows(cfg)
     for ds in cfg.datasets:
         for det in cfg.detectors:
-            for row, name in ROWS.items():
-                stages = row_stages(records, row, ds, det, cfg.datasets)
+            for row in study.table_order(study_rows):
+                stages = row_stages(records, row.name, ds, det, cfg.datasets,
+                                    study.upstream(row, study_rows))
                 if stages:
-                    rows.append({"row": row, "name": name, "dataset": ds, "detector": det,
+                    rows.append({"row": row.name, "name": row.title, "dataset": ds,
+                                 "detector": det,
                                  **_total(stages), "paths": [r["path"] for r in stages]})
     return {"stages": sorted(records, key=_stage_rank), "rows": rows, "total": _total(records)}
 

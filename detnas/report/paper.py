@@ -1,38 +1,24 @@
-"""The paper's side of the report: the table rows, reference figures, names and colours."""
+"""The paper's side of the report: reference figures, claims, and the names of things.
+
+The rows of the study, their printed names and colours, and the comparisons between them are
+`detnas.study`'s.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detnas import layout
-
-ROWS = {
-    "shufflenetv2": "ShuffleNetV2 (hand-crafted)",
-    "resnet50": "ResNet-50",
-    "clsnas": "ClsNASNet",
-    "scratch": "DetNAS-scratch",
-    "random": "DetNAS (random search)",
-    "detnas": "DetNAS",
-    "nats": "NATS (ResNet-50)",
-}
-"""The rows of the main table (detnas.layout.ROWS), in printed order, with their printed names."""
-
-SEARCH_METHODS = layout.SEARCHED_ROWS
-"""Searches run per dataset and detector (ClsNASNet's search is ``search/cls/clsnas``)."""
-
 DETECTOR_NAMES = {"fpn": "FPN", "retinanet": "RetinaNet"}
 METRIC_NAMES = {"mmap": "mmAP", "ap50": "AP50", "voc07": "VOC07 mAP"}
 CHOICE_LABELS = ("3x3", "5x5", "7x7", "Xception")
 CHOICE_COLOURS = ("#9ecae1", "#fdae6b", "#e6550d", "#74c476")
-METHOD_COLOURS = {"detnas": "#d62728", "scratch": "#9467bd", "random": "#7f7f7f",
-                  "clsnas": "#1f77b4"}
 
 
 @dataclass(frozen=True)
 class Ref:
     """One figure from the papers (percent), for the ``paper`` columns of the main table."""
 
-    row: str  # a key of ROWS
+    row: str  # a row of the study (detnas.study)
     dataset: str  # coco | voc (the paper's dataset); "" for any
     detector: str  # fpn | retinanet; "" for any
     field: str  # top1 | map | flops

@@ -77,47 +77,31 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 def collect(cfg: StudyConfig, root: str | Path) -> Results:
-    """Read every input the config implies under ``root``; absent ones go to ``missing``."""
+    """Read every input the config implies under ``root`` (`detnas.layout.outputs`); absent ones
+    go to ``missing``."""
     res = Results(Path(root))
-    for row in layout.SHARED_ROWS:
-        cls = _read(res, f"{layout.shared_classifier_dir(row)}/metrics.json")
-        if cls is not None:
-            res.cls[row] = cls
-    for ds in cfg.datasets:
-        for det in cfg.detectors:
-            for row in layout.ROWS:
-                m = _read(res, f"{layout.detection_dir(row, ds, det)}/metrics.json")
-                if m is not None:
-                    res.det[(row, ds, det)] = m
-                    res.det_seeds[(row, ds, det)] = {cfg.seed: m}
-                for seed in cfg.retrain_seeds:
-                    m = _read(res, f"{layout.detection_dir(row, ds, det, seed)}/metrics.json")
-                    if m is not None:
-                        res.det_seeds.setdefault((row, ds, det), {})[seed] = m
-            for row in layout.SEARCHED_ROWS:  # searched per dataset and detector
-                cls = _read(res, f"{layout.classifier_dir(row, ds, det)}/metrics.json")
-                if cls is not None:
-                    res.cls[(row, ds, det)] = cls
-                _collect_search(res, ds, det, row)
-            if cfg.rank.enabled and det in cfg.rank.checked_detectors(cfg.detectors):
-                rank = _read(res, f"{layout.rank_dir(ds, det)}/rank.json")
-                if rank is not None:
-                    res.rank[(ds, det)] = rank
-            nats = _read(res, f"{layout.nats_dir(ds, det)}/arch.json")
-            if nats is not None:
-                res.nats[(ds, det)] = nats
-    _collect_search(res, "", "", "clsnas")
+    for out in layout.outputs(cfg):
+        if out.kind == "supernet":  # its cost only: the ledger finds it
+            continue
+        data = _read(res, out.path, read_history if out.kind == "search" else load_json)
+        cell = (out.row, out.dataset, out.detector)
+        if data is None or (out.kind == "search" and not data):
+            continue
+        if out.kind == "classifier":
+            res.cls[cell if out.dataset else out.row] = data
+        elif out.kind == "detection" and out.seed is None:
+            res.det[cell] = data
+            res.det_seeds[cell] = {cfg.seed: data}
+        elif out.kind == "detection":
+            res.det_seeds.setdefault(cell, {})[out.seed] = data
+        elif out.kind == "search":
+            res.histories[search_key(out.dataset, out.detector, out.row)] = data
+        elif out.kind == "search_arch":
+            res.search_archs[search_key(out.dataset, out.detector, out.row)] = data
+        elif out.kind == "rank":
+            res.rank[(out.dataset, out.detector)] = data
+        elif out.kind == "nats":
+            res.nats[(out.dataset, out.detector)] = data
     log.info("report inputs: %d read, %d missing", len(res.inputs) + len(res.histories),
              len(res.missing))
     return res
-
-
-def _collect_search(res: Results, dataset: str, detector: str, method: str) -> None:
-    key = search_key(dataset, detector, method)
-    folder = layout.search_dir(dataset, detector, method)
-    history = _read(res, f"{folder}/history.csv", reader=read_history)
-    if history:
-        res.histories[key] = history
-    arch = _read(res, f"{folder}/arch.json")
-    if arch is not None:
-        res.search_archs[key] = arch

@@ -6,15 +6,9 @@ import logging
 import statistics
 from typing import Any
 
+from detnas import study
 from detnas.config import StudyConfig
-from detnas.report.paper import (
-    DETECTOR_NAMES,
-    METRIC_NAMES,
-    ROWS,
-    SEARCH_METHODS,
-    paper_dataset,
-    paper_refs,
-)
+from detnas.report.paper import DETECTOR_NAMES, METRIC_NAMES, paper_dataset, paper_refs
 from detnas.report.results import Results, search_key
 from detnas.space import KERNEL_SIZES, Arch
 
@@ -24,27 +18,29 @@ log = logging.getLogger(__name__)
 # --- the main table ---------------------------------------------------------------------------
 
 
-def _row_arch(res: Results, row: str, ds: str, det: str) -> str | None:
+def _row_arch(res: Results, row: study.Row, ds: str, det: str) -> str | None:
     """The backbone of a cell: from its metrics, else the search's winner, else (for the rows
     that do not depend on the dataset) the classification run's arch."""
-    m = res.det.get((row, ds, det)) or {}
+    m = res.det.get((row.name, ds, det)) or {}
     if m.get("arch"):
         return m["arch"]
-    if row in SEARCH_METHODS or row == "clsnas":
-        spec = res.search_archs.get(search_key(ds, det, row)) or {}
-        if spec.get("arch") or row in SEARCH_METHODS:
+    if row.kind == "searched":
+        spec = res.search_archs.get(search_key(ds, det, row.name)) or {}
+        if spec.get("arch") or row.cell_search:
             return spec.get("arch")
-    cls_row = "resnet50" if row == "nats" else row
-    return (res.cls.get(row) or res.cls.get(cls_row) or {}).get("arch")
+    return (res.cls.get(row.name) or res.cls.get(row.classifier_row) or {}).get("arch")
 
 
-def _top1(res: Results, row: str, ds: str, det: str) -> tuple[float | None, str]:
-    """Top-1 of a row and a note; NATS falls back to ResNet-50's (the same weights)."""
-    for key in ((row, ds, det), row):
+def _top1(res: Results, row: study.Row, ds: str, det: str,
+          rows: tuple[study.Row, ...]) -> tuple[float | None, str]:
+    """Top-1 of a row and a note; a row that borrows a classifier (NATS: ResNet-50's) falls
+    back to its top-1 (the same weights)."""
+    for key in ((row.name, ds, det), row.name):
         if "top1" in res.cls.get(key, {}):
             return res.cls[key]["top1"], ""
-    if row == "nats" and "top1" in res.cls.get("resnet50", {}):
-        return res.cls["resnet50"]["top1"], "ResNet-50's, weights reused"
+    source = next(r for r in rows if r.name == row.classifier_row)
+    if source.name != row.name and "top1" in res.cls.get(source.name, {}):
+        return res.cls[source.name]["top1"], f"{source.title}'s, weights reused"
     return None, ""
 
 
@@ -68,31 +64,33 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     """
     d = cfg.datasets[dataset]
     pds = paper_dataset(d.kind)
+    study_rows = study.rows(cfg)
     rows = []
-    for row, name in ROWS.items():
-        top1 = {det: _top1(res, row, dataset, det) for det in cfg.detectors}
+    for row in study.table_order(study_rows):
+        top1 = {det: _top1(res, row, dataset, det, study_rows) for det in cfg.detectors}
         notes = {note for _, note in top1.values() if note}
-        entry: dict[str, Any] = {"row": row, "name": name,
+        entry: dict[str, Any] = {"row": row.name, "name": row.title,
                                  "top1": {det: t for det, (t, _) in top1.items()},
                                  "top1_note": notes.pop() if notes else "",
                                  "arch": {}, "backbone_flops": {}, "backbone_params": {},
                                  "map": {}, "map_std": {}, "map_seeds": {}, "map_interval": {},
                                  "paper": {"top1": {}, "map": {}, "flops": {}}}
         for det in cfg.detectors:
-            m = res.det.get((row, dataset, det), {})
+            m = res.det.get((row.name, dataset, det), {})
             entry["arch"][det] = _row_arch(res, row, dataset, det)
             entry["backbone_flops"][det] = m.get("backbone_flops")
             entry["backbone_params"][det] = m.get("backbone_params")
             runs = {seed: r[d.metric] for seed, r in
-                    sorted(res.det_seeds.get((row, dataset, det), {}).items())
+                    sorted(res.det_seeds.get((row.name, dataset, det), {}).items())
                     if r.get(d.metric) is not None}
             entry["map_seeds"][det] = {str(seed): v for seed, v in runs.items()}
             entry["map"][det], entry["map_std"][det] = spread(list(runs.values()))
-            boot = _bootstrap(res, row, dataset, det, d.metric)
+            boot = _bootstrap(res, row.name, dataset, det, d.metric)
             entry["map_interval"][det] = list(percentile_interval(boot)) if boot else None
             for f in ("top1", "map", "flops"):
                 entry["paper"][f][det] = [
-                    {"value": r.value, "source": r.source} for r in paper_refs(row, pds, det, f)
+                    {"value": r.value, "source": r.source}
+                    for r in paper_refs(row.name, pds, det, f)
                 ]
         rows.append(entry)
     return {"dataset": dataset, "kind": d.kind, "metric": d.metric, "paper_dataset": pds,
@@ -223,22 +221,25 @@ def shallow_minus_deep(arch: Arch, sizes: tuple[int, ...] = KERNEL_SIZES) -> flo
 
 
 def searched_archs(cfg: StudyConfig, res: Results) -> list[dict]:
-    """Every architecture to draw: the hand-crafted baseline, ClsNASNet, and each search's winner.
+    """Every architecture to draw: the hand-crafted baseline of the space (ShuffleNetV2), the
+    searches of the whole study (ClsNASNet), and each search's winner.
 
     Returns:
         Dicts with ``label``, ``method``, ``dataset``, ``detector`` and ``arch`` (an `Arch`).
     """
-    out = [{"label": ROWS["shufflenetv2"], "method": "shufflenetv2", "dataset": None,
-            "detector": None, "arch": _zero_arch(cfg)}]
-    keys = [("", "", "clsnas")] + [(ds, det, m) for ds in cfg.datasets for det in cfg.detectors
-                                   for m in SEARCH_METHODS]
-    for ds, det, method in keys:
-        spec = res.search_archs.get(search_key(ds, det, method))
+    rows = study.rows(cfg)
+    out = [{"label": r.title, "method": r.name, "dataset": None, "detector": None,
+            "arch": _zero_arch(cfg)} for r in rows if r.kind == "baseline" and r.spec == "space"]
+    keys = [("", "", r) for r in rows if r.kind == "searched" and r.shared]
+    keys += [(ds, det, r) for ds in cfg.datasets for det in cfg.detectors for r in rows
+             if r.cell_search]
+    for ds, det, row in keys:
+        spec = res.search_archs.get(search_key(ds, det, row.name))
         arch = _parse(spec, cfg.space)
         if arch is None:
             continue
         where = f" {ds} {DETECTOR_NAMES.get(det, det)}" if ds else ""
-        out.append({"label": ROWS[method] + where, "method": method, "dataset": ds or None,
+        out.append({"label": row.title + where, "method": row.name, "dataset": ds or None,
                     "detector": det or None, "arch": arch})
     return out
 
@@ -340,14 +341,24 @@ def _rank_observation(row: dict) -> str:
 
 def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dict],
                  ranking: list[dict] = ()) -> list[str]:
-    """Short statements computed from the data, each beside the paper's claim where there is one."""
+    """Short statements computed from the data, each beside the paper's claim where there is one:
+    per comparison of two rows (`detnas.study.comparisons`) their scores and, for an
+    evolution against a random search, their fitness; the kernel sizes of the detection
+    searches' winners against the classification search's."""
+    rows = study.rows(cfg)
+    pairs = study.comparisons(rows)
     out = [_rank_observation(r) for r in ranking]
     for ds in cfg.datasets:
         for det in cfg.detectors:
-            out += _search_observation(res, ds, det)
-            out += _map_observations(res, tables[ds], det)
-    det_nets = [k for k in kernels if k["method"] in ("detnas", "scratch")]
-    cls_net = [k for k in kernels if k["method"] == "clsnas"]
+            for a, b, _ in pairs:
+                if a.cell_search and b.cell_search and (a.strategy, b.strategy) == (
+                        "evolution", "random"):
+                    out += _search_observation(res, ds, det, a.name, b.name)
+            out += _map_observations(res, tables[ds], det, pairs)
+    evolved = {r.name for r in rows if r.cell_search and r.strategy == "evolution"}
+    det_nets = [k for k in kernels if k["method"] in evolved]
+    cls_net = [k for k in kernels if k["method"] in
+               {r.name for r in rows if r.fitness == "classification"}]
     if det_nets and cls_net:
         d = statistics.fmean(k["shallow_minus_deep"] for k in det_nets)
         c = cls_net[0]["shallow_minus_deep"]
@@ -360,9 +371,10 @@ def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dic
     return out
 
 
-def _search_observation(res: Results, ds: str, det: str) -> list[str]:
-    ea = res.histories.get(search_key(ds, det, "detnas"))
-    rnd = res.histories.get(search_key(ds, det, "random"))
+def _search_observation(res: Results, ds: str, det: str, evolution: str,
+                        random: str) -> list[str]:
+    ea = res.histories.get(search_key(ds, det, evolution))
+    rnd = res.histories.get(search_key(ds, det, random))
     if not ea or not rnd:
         return []
     e, r = search_summary(ea), search_summary(rnd)
@@ -422,28 +434,29 @@ def key_observations(notes: list[str]) -> list[str]:
     return [n for n in notes if OUTSIDE_NOISE in n or SAME_NETWORK in n]
 
 
-def _same_network(where: str, a: str, b: str, arch: str, runs: dict, metric: str) -> str:
+def _same_network(where: str, a: study.Row, b: study.Row, arch: str, runs: dict,
+                  metric: str) -> str:
     """Two rows that found one architecture: named as such, not as a difference of +0.0."""
-    values = " and ".join(f"{100 * statistics.fmean(runs[r]):.1f}" for r in (a, b) if runs.get(r))
+    values = " and ".join(f"{100 * statistics.fmean(runs[r.name]):.1f}" for r in (a, b)
+                          if runs.get(r.name))
     scores = f" ({metric} {values}: its retrainings)" if values else ""
-    return f"{where}: {ROWS[a]} and {ROWS[b]} found {SAME_NETWORK}, `{arch}`{scores}."
+    return f"{where}: {a.title} and {b.title} found {SAME_NETWORK}, `{arch}`{scores}."
 
 
-def _map_observations(res: Results, table: dict, det: str) -> list[str]:
+def _map_observations(res: Results, table: dict, det: str,
+                      pairs: list[tuple[study.Row, study.Row, str]]) -> list[str]:
+    """Per comparison ``(a, b, the paper's claim)``: a's score over b's, against the noise."""
     runs = {r["row"]: list(r["map_seeds"][det].values()) for r in table["rows"]}
     archs = {r["row"]: r["arch"][det] for r in table["rows"]}
     metric = METRIC_NAMES[table["metric"]]
     ds = table["dataset"]
     where = f"{ds} / {DETECTOR_NAMES.get(det, det)}"
-    pairs = [("detnas", "shufflenetv2", ""), ("detnas", "clsnas",
-              " (paper: > 1 on COCO, > 3 on VOC)"),
-             ("detnas", "random", " (paper: within 1)"), ("detnas", "scratch", ""),
-             ("nats", "resnet50", " (paper: +2.0 on COCO FPN)")]
     out = []
-    for a, b, claim in pairs:
-        if "nats" not in (a, b) and archs.get(a) and archs.get(a) == archs.get(b):  # (NATS's
-            # arch names its ResNet, not the dilations that make it another network)
-            out.append(_same_network(where, a, b, archs[a], runs, metric))
+    for row_a, row_b, paper in pairs:
+        a, b, claim = row_a.name, row_b.name, f" ({paper})" if paper else ""
+        if "nats" not in (row_a.kind, row_b.kind) and archs.get(a) and archs.get(a) == archs.get(
+                b):  # (NATS's arch names its ResNet, not the dilations that make it another net)
+            out.append(_same_network(where, row_a, row_b, archs[a], runs, metric))
             continue
         if not runs.get(a) or not runs.get(b):
             continue
@@ -456,6 +469,6 @@ def _map_observations(res: Results, table: dict, det: str) -> list[str]:
         if not verdicts:
             verdicts.append(noise_verdict(runs[a], runs[b]))
         mean = f" (means of {n} seeds)" if n > 1 else ""
-        out.append(f"{where}: {ROWS[a]} {diff:+.1f} {metric} over {ROWS[b]}{mean}; "
+        out.append(f"{where}: {row_a.title} {diff:+.1f} {metric} over {row_b.title}{mean}; "
                    f"{'; '.join(verdicts)}{claim}.")
     return out

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detnas import study
 from detnas.flops import cost_table
 from detnas.io import load_json, save_json
 from detnas.provenance import remove_outputs, set_aside
@@ -39,7 +40,7 @@ from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("evolution", "random")
+STRATEGIES = study.STRATEGIES
 OBJECTIVES = ("fitness", "pareto")
 STATE_VERSION = 1
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from detnas.bn import recalibrated
+from detnas.config import SearchConfig
 from detnas.io import load_checkpoint
 from detnas.models import backbone_of, model_from_meta
 from detnas.space import Arch
@@ -33,32 +34,34 @@ PREPARE_MODES = ("none", "decoded", "resized")
 
 @dataclass(frozen=True)
 class FitnessSpec:
-    """What a process needs to build the fitness (picklable: each worker builds its own)."""
+    """What a process needs to build the fitness (picklable: each worker builds its own): the
+    supernet and the data, and the search's settings (`detnas.config.SearchConfig`: BN
+    recalibration, batch sizes, threads, preparation, COCO backend)."""
 
     checkpoint: str  # the supernet model checkpoint
     kind: str  # detection | classification
     space: str  # the space the config searches; the checkpoint must be a supernet of it
     data: str  # detection: search-split annotation JSON; classification: ImageFolder val dir
     recalib_data: str  # detection: training-split annotation JSON; classification: train dir
+    search: SearchConfig = field(default_factory=SearchConfig)  # the search's settings
     images: str = ""  # detection: image folder of the search split
     recalib_image_dir: str = ""  # detection: image folder of the training split
     detector: str | None = None  # expected detector (fpn | retinanet); None accepts any
     metric: str = "mmap"  # detection: mmap | ap50; classification: top1 | top5
-    recalib_num_images: int = 4000
-    recalib_batch_size: int = 8
-    eval_batch_size: int = 8
     image_size: int = 64  # classification input size
     seed: int = 0  # order of the recalibration images (the same for every candidate)
     device: str = "cpu"
-    threads: int = 0  # torch threads in this process; 0 leaves torch's default
     cache: bool = True  # decode the images once into memory (small sets only)
-    recalib_momentum: float | None = None  # None: exact statistics; 0.1: the reference's average
     holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
-    prepare: str = "none"  # detection: none | decoded | resized, kept per process (prepared.py)
-    coco_backend: str = "auto"  # pycocotools | faster | auto (faster-coco-eval when installed)
-    recalib_augment: tuple[float, float] | None = None  # classification: (crop_scale,
-    # color_jitter) of training-augmented recalibration images; None: evaluation preprocessing
+    recalib_augment: tuple[float, float] | None = None  # classification with
+    # search.recalib_augment: (crop_scale, color_jitter) of the training-augmented
+    # recalibration images; None: evaluation preprocessing
+
+    @property
+    def recalib_momentum(self) -> float | None:
+        """None: exact BN statistics; 0.1: the reference's running average (search.recalib)."""
+        return 0.1 if self.search.recalib == "momentum" else None
 
 
 def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
@@ -67,22 +70,18 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
     """The search's fitness of study ``cfg`` (its `search` section, the dataset's metric)."""
     from detnas.engine import resolve_device
 
-    s = cfg.search
     detection = kind == "detection"
     return FitnessSpec(
         checkpoint=str(supernet), kind=kind, space=cfg.space, data=str(data),
-        recalib_data=str(recalib_data), images=str(images),
+        recalib_data=str(recalib_data), search=cfg.search, images=str(images),
         recalib_image_dir=str(recalib_image_dir),
         detector=detector, metric=cfg.datasets[dataset].metric if detection else "top1",
-        recalib_num_images=s.recalib_images, recalib_batch_size=s.recalib_batch_size,
-        eval_batch_size=s.eval_batch_size, image_size=cfg.classification.image_size,
+        image_size=cfg.classification.image_size,
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=cfg.datasets[dataset].cache if detection else cfg.classification.cache,
-        threads=s.threads, prepare=s.prepare, coco_backend=s.coco_backend,
-        recalib_momentum=0.1 if s.recalib == "momentum" else None,
         holdout=0 if detection else cfg.classification.search_images,
         recalib_augment=(cfg.classification.crop_scale, cfg.classification.color_jitter)
-        if s.recalib_augment and not detection else None,
+        if cfg.search.recalib_augment and not detection else None,
     )
 
 
@@ -213,8 +212,7 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     """The fitness ``spec`` describes (loads the checkpoint and the data once)."""
     if spec.kind not in FITNESS_KINDS:
         raise ValueError(f"unknown fitness {spec.kind!r} ({', '.join(FITNESS_KINDS)})")
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    torch.set_num_threads(spec.search.threads)
     from detnas import data, evaluation
 
     model = load_supernet_model(spec)
@@ -222,22 +220,24 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_image_dir, spec.recalib_data, cache=spec.cache)
-        if spec.prepare not in PREPARE_MODES:
-            raise ValueError(f"search.prepare: {spec.prepare!r} ({', '.join(PREPARE_MODES)})")
+        if spec.search.prepare not in PREPARE_MODES:
+            raise ValueError(f"search.prepare: {spec.search.prepare!r} "
+                             f"({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)
-        if spec.prepare != "none":
+        if spec.search.prepare != "none":
             return _prepared_detection_fitness(spec, model, search, train, device, with_targets)
 
         def batches():
-            loader = data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
-                                           seed=spec.seed)
+            loader = data.detection_loader(train, batch_size=spec.search.recalib_batch_size,
+                                           shuffle=True, seed=spec.seed)
             return (list(zip(images, targets, strict=True)) if with_targets else images
                     for images, targets in loader)
 
         return SupernetFitness(
-            model, lambda m: evaluation.evaluate_detector(m, search, spec.eval_batch_size, device,
-                                                          spec.coco_backend),
-            spec.metric, batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
+            model, lambda m: evaluation.evaluate_detector(m, search, spec.search.eval_batch_size,
+                                                          device, spec.search.coco_backend),
+            spec.metric, batches, spec.search.recalib_images,
+            recalib_momentum=spec.recalib_momentum,
         )
     # the held-out images of the training set score; the rest (what the supernet trained on)
     # recalibrates, with evaluation preprocessing (the statistics of what evaluation sees) or,
@@ -249,19 +249,19 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     train = data.ImageFolderClassification(
         spec.recalib_data, spec.image_size, augment is not None, cache=spec.cache,
         **(dict(crop_scale=augment[0], color_jitter=augment[1]) if augment else {}), **held)
-    val_loader = data.classification_loader(val, batch_size=spec.eval_batch_size, shuffle=False,
-                                             seed=spec.seed)
+    val_loader = data.classification_loader(val, batch_size=spec.search.eval_batch_size,
+                                             shuffle=False, seed=spec.seed)
 
     def batches():
         if augment is not None:
             torch.manual_seed(spec.seed)  # the same augmented images for every candidate
-        loader = data.classification_loader(train, batch_size=spec.recalib_batch_size,
+        loader = data.classification_loader(train, batch_size=spec.search.recalib_batch_size,
                                                 shuffle=True, seed=spec.seed)
         return (images.to(device) for images, _labels in loader)
 
     return SupernetFitness(
         model, lambda m: evaluation.evaluate_classifier(m, val_loader, device), spec.metric,
-        batches, spec.recalib_num_images, recalib_momentum=spec.recalib_momentum,
+        batches, spec.search.recalib_images, recalib_momentum=spec.recalib_momentum,
     )
 
 
@@ -277,18 +277,19 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
 
     if getattr(search, "flip_prob", 0.0):
         raise ValueError(f"{spec.data}: the search split must not be augmented (flip_prob)")
-    resize = spec.prepare == "resized"
+    s = spec.search
+    resize = s.prepare == "resized"
     recalib = prepared.prepare_batches(
-        model, data.detection_loader(train, batch_size=spec.recalib_batch_size, shuffle=True,
-                                     seed=spec.seed), device, spec.recalib_num_images,
+        model, data.detection_loader(train, batch_size=s.recalib_batch_size, shuffle=True,
+                                     seed=spec.seed), device, s.recalib_images,
         resize and not with_targets, with_targets)
     evaluated = prepared.prepare_batches(
-        model, data.detection_loader(search, batch_size=spec.eval_batch_size, shuffle=False,
+        model, data.detection_loader(search, batch_size=s.eval_batch_size, shuffle=False,
                                      seed=0), device, resize=resize)
 
     def evaluate(m: nn.Module) -> dict:
         predictions = prepared.predict_prepared(m, evaluated, device)
-        return evaluation.detection_metrics(search, predictions, spec.coco_backend)
+        return evaluation.detection_metrics(search, predictions, s.coco_backend)
 
     if with_targets:
         batches, module = (lambda: (b.pairs(device) for b in recalib)), model
@@ -298,7 +299,7 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
         forward = (prepared.prepared_recalib_forward(model, device) if resize
                    else detector_recalib_forward(model, device))
     fitness = SupernetFitness(
-        model, evaluate, spec.metric, batches, spec.recalib_num_images, recalib_module=module,
+        model, evaluate, spec.metric, batches, s.recalib_images, recalib_module=module,
         recalib_forward=forward, recalib_momentum=spec.recalib_momentum,
     )
     fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks

@@ -12,6 +12,7 @@ import io
 import math
 from pathlib import Path
 
+from detnas import layout
 from detnas.flops import cost_table
 from detnas.io import atomic_write, save_json
 from detnas.search.evolution import SearchState, pareto_front, top_k
@@ -143,9 +144,9 @@ def write_outputs(state: SearchState, out_dir: str | Path, metric: str, provenan
     ``cost``: the stage's cost record (`detnas.cost`), kept in ``metrics.json``."""
     out_dir = Path(out_dir)
     metrics = search_metrics(state, latency_check) | ({"cost": cost} if cost is not None else {})
-    paths = {"arch": save_json(out_dir / "arch.json", best_arch(state, metric, provenance)),
-             "history": write_history(out_dir / "history.csv", state),
-             "metrics": save_json(out_dir / "metrics.json", metrics)}
+    paths = {"arch": save_json(out_dir / layout.ARCH, best_arch(state, metric, provenance)),
+             "history": write_history(out_dir / layout.HISTORY, state),
+             "metrics": save_json(out_dir / layout.METRICS, metrics)}
     fitness_png, flops_png = plot(state, out_dir, metric)
     paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
     data = front(state)

@@ -28,8 +28,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from detnas import flops, tracking
-from detnas.config import StudyConfig, config_hash, to_dict
+from detnas import flops, layout, tracking
+from detnas.config import StudyConfig, dataset_of, to_dict
 from detnas.io import load_json, save_json
 from detnas.provenance import provenance
 from detnas.space import Arch, sample
@@ -93,7 +93,7 @@ def _finished(folder: Path, expected: str) -> dict | None:
     this very config and these very inputs, `detnas.train.run_fingerprint`), else None: a run
     of another config or data is trained again."""
     try:
-        metrics = load_json(folder / "metrics.json")
+        metrics = load_json(folder / layout.METRICS)
     except ValueError:
         return None
     found = metrics.get("provenance", {}).get("fingerprint")
@@ -124,10 +124,7 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     from detnas.search.fitness import build_fitness, fitness_spec
     from detnas.train import detector_run, run_fingerprint, train_detector
 
-    if dataset not in cfg.datasets:
-        raise ValueError(f"--dataset {dataset!r} is not in the config's datasets "
-                         f"({', '.join(cfg.datasets)})")
-    metric = cfg.datasets[dataset].metric
+    metric = dataset_of(cfg, dataset).metric
     out = Path(out)
     limits = search_limits(cfg.search, cfg.space)  # FLOPs and params (latency: its own device)
     archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
@@ -174,15 +171,13 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
                  result["supernets"][init]["spearman_rho"])
     result["provenance"] = provenance(to_dict(cfg), cfg.seed, stage="rank", dataset=dataset,
                                       detector=detector)
-    prov = {k: v for k, v in result["provenance"].items() if k != "config"}
-    tags = {"stage": "rank", "ablation": "rank", "dataset": dataset, "detector": detector,
-            "space": cfg.space, "seed": cfg.seed, "config_hash": config_hash(cfg),
-            "git_commit": prov["git_commit"]}
-    with tracking.start(cfg, f"rank-{dataset}-{detector}", tags, out=out) as tracker:
+    tags = {"ablation": "rank", "dataset": dataset, "detector": detector, "space": cfg.space}
+    with tracking.start_stage(cfg, "rank", tags, name=f"rank-{dataset}-{detector}",
+                              out=out) as tracker:
         tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
                             cfg.rank.train.for_detector(detector).steps, "metric": metric})
         tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()
                              for k in ("kendall_tau", "spearman_rho") if (v := s[k]) is not None})
-        save_json(out / "rank.json", result)
-        tracker.log_artifact(out / "rank.json")
+        save_json(out / layout.RANK, result)
+        tracker.log_artifact(out / layout.RANK)
     return result

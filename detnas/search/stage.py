@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from detnas import config as study_config
-from detnas import tracking
-from detnas.config import StudyConfig, config_hash, to_dict
+from detnas import layout, tracking
+from detnas.config import StudyConfig, to_dict
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
-from detnas.provenance import fingerprint, git_commit, provenance
+from detnas.provenance import fingerprint, provenance
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 FitnessFactory = Callable[[], Callable[[Arch], float]]
 
-OUTPUTS = ("arch.json", "history.csv", "metrics.json", "fitness.png", "flops_fitness.png",
+OUTPUTS = (*layout.SEARCH_FILES, "fitness.png", "flops_fitness.png",
            "front.json", "front.png", tracking.PENDING)
 """The files of a finished search beside ``state.json`` (removed when a fresh search starts)."""
 
@@ -128,9 +128,6 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = evaluation_budget(cfg.search)
-    tags = {"stage": "search", "strategy": strategy, "ablation": ablation, "detector": detector,
-            "dataset": dataset, "space": cfg.space, "seed": cfg.seed,
-            "config_hash": config_hash(cfg), "git_commit": git_commit()}
     log.info("%s search of space %s: %d evaluations, %d worker(s), output %s", strategy,
              cfg.space, budget, workers, out_dir)
     gpus = 0
@@ -138,8 +135,10 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
         import torch
 
         gpus = min(workers, torch.cuda.device_count())  # worker i on cuda:(i mod GPUs)
-    with tracking.start(cfg, f"search-{strategy}-{ablation}-{dataset}-{detector}", tags,
-                        gpus, out=out_dir) as tracker:
+    tags = {"ablation": ablation, "detector": detector, "dataset": dataset, "space": cfg.space,
+            "strategy": strategy}
+    with tracking.start_stage(cfg, "search", tags, gpus=gpus, out=out_dir,
+                              name=f"search-{strategy}-{ablation}-{dataset}-{detector}") as tracker:
         tracker.log_params({f"search.{k}": v for k, v in to_dict(cfg.search).items()}
                            | {"budget": budget, "metric": metric})
 

@@ -36,9 +36,9 @@ OUTPUTS = {  # command -> files written under --out (a folder)
     "train detector": layout.TRAIN_FILES,
     "search evolution": layout.SEARCH_FILES,
     "search random": layout.SEARCH_FILES,
-    "nats search": ("arch.json",),
+    "nats search": (layout.ARCH,),
     "rank": layout.RANK_FILES,
-    "report": (*layout.REPORT_FILES, "figures/search.png"),
+    "report": (*layout.REPORT_FILES, f"{layout.FIGURES}/search.png"),
 }
 
 
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
             Path(os.environ["STUB_HANG_FLAG"]).touch()
             time.sleep(600)
         for name in files:
-            write(Path(out) / name, RANK if name == "rank.json" else
+            write(Path(out) / name, RANK if name == layout.RANK else
                   metrics if name.endswith(".json") else HISTORY)
     else:
         print(f"stub detnas: no outputs known for {command!r}", file=sys.stderr)

@@ -1,7 +1,3 @@
-# The config keys each baseline's arch.json depends on.
-BASELINE_KEYS = {"shufflenetv2": ["space"], "resnet50": ["nats.depth", "nats.width"]}
-
-
 rule arch_spec:
     """A hand-crafted baseline's arch.json: ShuffleNetV2 of the config's space, or ResNet-50."""
     output:
@@ -9,9 +5,9 @@ rule arch_spec:
     log:
         "logs/archs/{baseline}.log",
     wildcard_constraints:
-        baseline=_alt(layout.BASELINES),
+        baseline=_alt(BASELINES),
     params:
-        cfg=lambda w: part(*BASELINE_KEYS[w.baseline]),
+        cfg=lambda w: part(*study_row(w.baseline).spec_keys),
     threads: 1
     resources:
         gpu=0,

@@ -12,21 +12,24 @@ trigger.
 
 The config is checked twice from the one definition, detnas/config.py's dataclasses: against the
 JSON schema generated from them (`json_schema()`, in memory: no schema file to fall out of date),
-then by the loader itself (`from_dict`, the cross-field `check`, `resolve_data_roots`).
+then by the loader itself (`detnas.config.from_data`: types, data roots, the cross-field checks).
+
+The rows of the study (`detnas.study`: the paper's, and those the config's `ablations` adds) make
+the rules' wildcards, inputs and settings: a rule runs for each row of its kind (its wildcard's
+values), with what the row's record says. Rule names and shell commands are those of the rules
+before the rows were declared: a changed command would rerun every job of a finished study
+(Snakemake's code trigger).
 """
 
 import copy
 import json
 import os
-from pathlib import Path
 
 import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 
 from detnas import config as detnas_config
-from detnas import layout
-from detnas.io import save_text
+from detnas import layout, study
 
 # A --configfile is a whole study: it replaces config/config.yaml instead of being merged into it
 # (merging would add the default's synthetic dataset to e.g. config/coco.yaml's datasets).
@@ -66,9 +69,7 @@ def _validate(data):
 _validate(config)
 
 try:  # cross-field checks, the data roots, the resolved values (dataclass defaults filled in)
-    STUDY = detnas_config.from_dict(detnas_config.StudyConfig, config, "config")
-    detnas_config.resolve_data_roots(STUDY, "config", generated=True)
-    detnas_config.check(STUDY, "config")
+    STUDY = detnas_config.from_data(config, "config", generated=True)
 except ValueError as e:
     field = str(e).split(": ", 1)[0].removeprefix("config").removeprefix(".")
     raise WorkflowError(f"{_source(field)}: {e}") from None
@@ -90,31 +91,41 @@ def write_study_config():
     """Write the resolved config (every key, data roots filled in) for the CLI, atomically;
     untouched when unchanged. Called by the `onstart` handler only: under the lock, once per run.
     """
-    text = "# written by workflow/rules/common.smk: the config of this results folder\n"
-    text += yaml.safe_dump(RESOLVED, sort_keys=False)
-    path = Path(STUDY_CONFIG)
-    if path.exists() and path.read_text() == text:
-        return
-    save_text(path, text)
+    detnas_config.write_resolved(
+        STUDY, STUDY_CONFIG, "written by workflow/rules/common.smk: the config of this results "
+        "folder")
 
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]
 DETECTORS = list(STUDY.detectors)
-# The detectors of the ranking check (none when rank.enabled is false).
-RANKED_DETECTORS = STUDY.rank.checked_detectors(DETECTORS) if STUDY.rank.enabled else []
+# The rows of the study, and those of each kind the rules loop over (detnas/study.py).
+ROWS = study.rows(STUDY)
+BASELINES = [r for r in ROWS if r.kind == "baseline"]
+SHARED = [r for r in ROWS if r.shared]  # one architecture and classifier for the whole study
+CELL_SEARCHES = [r for r in ROWS if r.cell_search]  # one search per dataset and detector
+(CLS_SEARCH,) = [r for r in ROWS if r.kind == "searched" and r.shared]  # ClsNASNet
+(NATS,) = [r for r in ROWS if r.kind == "nats"]
+
+
+def study_row(name):
+    """The study's row ``name`` (a wildcard's value)."""
+    return study.row(STUDY, name)
+
+
 # The parent run must exist before the jobs start; ancient: a new parent run (e.g. another
 # experiment name) does not make the finished stages out of date.
 TRACKING = [ancient(rpath(layout.TRACKING))] if STUDY.tracking.enabled else []
 
 def _alt(names):
-    return "|".join(names)
+    """A wildcard's alternatives: names, or rows (their names)."""
+    return "|".join(getattr(n, "name", n) for n in names)
 
 
 wildcard_constraints:
     dataset=_alt(DATASETS),
     detector=_alt(DETECTORS),
-    row=_alt(layout.ROWS),
-    init=_alt(layout.SUPERNET_INITS),
+    row=_alt(ROWS),
+    init=_alt(study.DETECTION_SUPERNETS),
     seed=r"\d+",
 
 
@@ -125,15 +136,18 @@ def _get(dotted):
     return value
 
 
-def part(*keys, dataset=None):
+def part(*keys, dataset=None, overrides=None):
     """The slice of the resolved config a rule depends on, as a canonical string (params.cfg).
 
-    Keys may be dotted (``nats.depth``); ``dataset`` adds that dataset's section. Every slice
-    holds ``cpu_isa``: the numerics of every stage depend on it.
+    Keys may be dotted (``nats.depth``); ``dataset`` adds that dataset's section, ``overrides``
+    a row's own settings (only where it has any). Every slice holds ``cpu_isa``: the numerics of
+    every stage depend on it.
     """
     data = {k: _get(k) for k in ("cpu_isa", *keys)}
     if dataset is not None:
         data["dataset"] = RESOLVED["datasets"][dataset]
+    if overrides:
+        data["overrides"] = overrides
     return json.dumps(data, sort_keys=True)
 
 
@@ -158,7 +172,7 @@ def test_annotations(wildcards):
 
 CLS_TRAIN = f"{STUDY.classification.root}/train"
 CLS_VAL = f"{STUDY.classification.root}/val"
-CLS_SUPERNET = rpath(layout.classification_supernet_dir(), "checkpoint.pt")
+CLS_SUPERNET = rpath(layout.classification_supernet_dir(), layout.CHECKPOINT)
 
 
 def split(name):
@@ -183,17 +197,39 @@ def row_arch(wildcards):
 def row_classifier(wildcards):
     """Input function: the retrained classifier the job's row starts detection training from."""
     w = wildcards
-    return f"{classifier_dir(w.row, w.get('dataset'), w.get('detector'))}/checkpoint.pt"
+    return f"{classifier_dir(w.row, w.get('dataset'), w.get('detector'))}/{layout.CHECKPOINT}"
+
+
+def search_cfg(w):
+    """params.cfg of a row's search: its settings, and the row's own (`detnas.study.Row`
+    overrides, which the command applies by the row's name)."""
+    overrides = dict(study_row(w.ablation).overrides)
+    return part("seed", "space", "detector", "search", dataset=w.dataset, overrides=overrides)
 
 
 def supernet_init(wildcards):
     """Input function: the classification supernet a pre-trained detection supernet starts from."""
-    return [CLS_SUPERNET] if wildcards.init == "pretrained" else []
+    return [CLS_SUPERNET] if study.SUPERNETS[wildcards.init].init == "cls" else []
 
 
 def out_dir(wildcards, output):
     """params.out: the folder of the rule's first output."""
     return os.path.dirname(output[0])
+
+
+# What the report reads (detnas/layout.py `outputs`: the one list the report's collector and
+# scripts/collect_metrics.py read too), by kind; the supernets for their cost.
+OUTPUTS = layout.outputs(STUDY)
+
+
+def study_outputs(kind, shared=None, seeds=False):
+    """The study's outputs of ``kind``: of the whole study (``shared``) or per dataset and
+    detector; ``seeds``: the detection retrainings of `retrain_seeds`. Row by row (each row's
+    cells in order): the order of the report's inputs, in which Snakemake numbers the jobs."""
+    found = [o for o in OUTPUTS if o.kind == kind
+             and (shared is None or shared == (not o.dataset)) and seeds == (o.seed is not None)]
+    order = {r.name: i for i, r in enumerate(ROWS)}
+    return [rpath(o.path) for o in sorted(found, key=lambda o: order.get(o.row, -1))]
 
 
 # Every GPU rule's command goes through `detnas launch`, which decides once, per command, how the

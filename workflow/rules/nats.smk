@@ -1,13 +1,13 @@
 rule nats_search:
     """NATS: channel-level dilation search on the pre-trained ResNet, then derive the network."""
     input:
-        pretrained=f"{classifier_dir('resnet50')}/checkpoint.pt",
+        pretrained=f"{classifier_dir(NATS.name)}/{layout.CHECKPOINT}",  # ResNet-50's
         # nats.arch_images: the command holds the alphas' images out of the whole training set
         weights=train_annotations if STUDY.nats.arch_images else split("supernet"),
         arch=[] if STUDY.nats.arch_images else split("search"),
         tracking=TRACKING,
     output:
-        arch=rpath(layout.nats_dir(), "arch.json"),
+        arch=rpath(layout.nats_dir(), layout.ARCH),
     log:
         "logs/nats/{dataset}/{detector}.log",
     params:

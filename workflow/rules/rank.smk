@@ -3,14 +3,14 @@ rule rank:
     FLOPs range, each trained alone on the supernet's split, scored on the search split, against
     their fitness on the pre-trained and the scratch supernet (Kendall's tau, Spearman's rho)."""
     input:
-        pretrained=rpath(layout.supernet_dir(init="pretrained"), "checkpoint.pt"),
-        scratch=rpath(layout.supernet_dir(init="scratch"), "checkpoint.pt"),
+        **{init: rpath(layout.supernet_dir(init=init), layout.CHECKPOINT)
+           for init in study.DETECTION_SUPERNETS},
         annotations=split("supernet"),
         search=split("search"),
         tracking=TRACKING,
     output:
         rank=report(
-            rpath(layout.rank_dir(), "rank.json"),
+            rpath(layout.rank_dir(), layout.RANK),
             caption="../report/rank.rst",
             category="Ranking check",
             labels={"dataset": "{dataset}", "detector": "{detector}"},

@@ -1,46 +1,25 @@
 rule report:
     """The results tables and plots of the whole study."""
     input:
-        detection=expand(
-            rpath(layout.detection_dir(), "metrics.json"),
-            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS,
-        ),
-        classification=expand(
-            rpath(layout.shared_classifier_dir(), "metrics.json"), row=layout.SHARED_ROWS
-        ),
-        detection_seeds=expand(
-            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
-            row=layout.ROWS, dataset=DATASETS, detector=DETECTORS, seed=STUDY.retrain_seeds,
-        ),
-        rank=expand(
-            rpath(layout.rank_dir(), "rank.json"), dataset=DATASETS, detector=RANKED_DETECTORS
-        ),
-        classification_searched=expand(
-            rpath(layout.classifier_dir(), "metrics.json"),
-            row=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
-        ),
-        search=expand(
-            rpath(layout.search_dir(), "history.csv"),
-            ablation=layout.SEARCHED_ROWS, dataset=DATASETS, detector=DETECTORS,
-        ),
-        search_classification=rpath(layout.search_dir(method='clsnas'), "history.csv"),
-        supernet=expand(
-            rpath(layout.supernet_dir(), "metrics.json"),
-            dataset=DATASETS, detector=DETECTORS, init=layout.SUPERNET_INITS,
-        ),
-        nats=expand(
-            rpath(layout.nats_dir(), "arch.json"), dataset=DATASETS, detector=DETECTORS
-        ),
+        detection=study_outputs("detection"),
+        classification=study_outputs("classifier", shared=True),
+        detection_seeds=study_outputs("detection", seeds=True),
+        rank=study_outputs("rank"),
+        classification_searched=study_outputs("classifier", shared=False),
+        search=study_outputs("search", shared=False),
+        search_classification=study_outputs("search", shared=True),
+        supernet=study_outputs("supernet"),
+        nats=study_outputs("nats"),
     output:
-        md=rpath(layout.REPORT_DIR, "report.md"),
-        tables=rpath(layout.REPORT_DIR, "tables.json"),
+        md=rpath(layout.REPORT_DIR, layout.REPORT_MD),
+        tables=rpath(layout.REPORT_DIR, layout.TABLES),
         html=report(
-            rpath(layout.REPORT_DIR, "report.html"),
+            rpath(layout.REPORT_DIR, layout.REPORT_HTML),
             caption="../report/report.rst",
             category="Report",
         ),
         figures=report(
-            directory(rpath(layout.REPORT_DIR, "figures")),
+            directory(rpath(layout.REPORT_DIR, layout.FIGURES)),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Report",
@@ -48,7 +27,8 @@ rule report:
     log:
         "logs/report.log",
     params:
-        cfg=part("datasets", "detectors", "retrain_seeds", "rank"),
+        cfg=part("datasets", "detectors", "retrain_seeds", "rank",
+                 *(["ablations"] if STUDY.ablations else [])),  # the rows a config adds
         out=out_dir,
     threads: 1
     resources:

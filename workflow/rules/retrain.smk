@@ -1,14 +1,16 @@
 rule retrain_classifier:
-    """Retrain a row's architecture from scratch on classification (ImageNet pre-training)."""
+    """Retrain a row's architecture from scratch on classification (ImageNet pre-training): the
+    rows of one architecture for the whole study (`SHARED`) here, those searched per dataset and
+    detector (`CELL_SEARCHES`) in `retrain_classifier_searched`; NATS reuses ResNet-50's."""
     input:
         arch=row_arch,
         train=CLS_TRAIN,
         val=CLS_VAL,
         tracking=TRACKING,
     output:
-        checkpoint=rpath(layout.shared_classifier_dir(), "checkpoint.pt"),
+        checkpoint=rpath(layout.shared_classifier_dir(), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.shared_classifier_dir(), "metrics.json"),
+            rpath(layout.shared_classifier_dir(), layout.METRICS),
             caption="../report/retrain_classifier.rst",
             category="Retrain classification",
             labels={"row": "{row}", "dataset": "-", "detector": "-"},
@@ -16,11 +18,9 @@ rule retrain_classifier:
     log:
         "logs/retrain/{row}/cls.log",
     wildcard_constraints:
-        row=_alt(layout.SHARED_ROWS),
+        row=_alt(SHARED),
     params:
-        cfg=lambda w: part(
-            "seed", "classification", "resnet_pretrain" if w.row == "resnet50" else "retrain_pretrain"
-        ),
+        cfg=lambda w: part("seed", "classification", study_row(w.row).pretrain),
         out=out_dir,
     threads: 1
     resources:
@@ -38,9 +38,9 @@ rule retrain_classifier:
 
 use rule retrain_classifier as retrain_classifier_searched with:
     output:
-        checkpoint=rpath(layout.classifier_dir(), "checkpoint.pt"),
+        checkpoint=rpath(layout.classifier_dir(), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.classifier_dir(), "metrics.json"),
+            rpath(layout.classifier_dir(), layout.METRICS),
             caption="../report/retrain_classifier.rst",
             category="Retrain classification",
             labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
@@ -48,11 +48,12 @@ use rule retrain_classifier as retrain_classifier_searched with:
     log:
         "logs/retrain/{row}/{dataset}/{detector}/cls.log",
     wildcard_constraints:
-        row=_alt(layout.SEARCHED_ROWS),
+        row=_alt(CELL_SEARCHES),
 
 
 rule retrain_detector:
-    """Train the detector on the row's retrained backbone, evaluate on the test split."""
+    """Train the detector on the row's retrained backbone, evaluate on the test split (every row
+    of the study, per dataset and detector)."""
     input:
         arch=row_arch,
         init=row_classifier,
@@ -60,9 +61,9 @@ rule retrain_detector:
         test=test_annotations,
         tracking=TRACKING,
     output:
-        checkpoint=rpath(layout.detection_dir(), "checkpoint.pt"),
+        checkpoint=rpath(layout.detection_dir(), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.detection_dir(), "metrics.json"),
+            rpath(layout.detection_dir(), layout.METRICS),
             caption="../report/retrain_detector.rst",
             category="Retrain detection",
             subcategory="{dataset}",
@@ -91,9 +92,9 @@ rule retrain_detector:
 
 use rule retrain_detector as retrain_detector_seed with:
     output:
-        checkpoint=rpath(layout.detection_dir(seed="{seed}"), "checkpoint.pt"),
+        checkpoint=rpath(layout.detection_dir(seed="{seed}"), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.detection_dir(seed="{seed}"), "metrics.json"),
+            rpath(layout.detection_dir(seed="{seed}"), layout.METRICS),
             caption="../report/retrain_detector.rst",
             category="Retrain detection",
             subcategory="{dataset}",

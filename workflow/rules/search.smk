@@ -28,33 +28,34 @@ rule latency_table:
 
 
 rule search_detection:
-    """Step 3: evolutionary search with detection fitness (DetNAS, DetNAS-scratch), or random
-    search with the same evaluation budget (ablation), on the fine-tuned supernet."""
+    """Step 3, for each row searched per dataset and detector (`CELL_SEARCHES`): evolutionary
+    search with detection fitness (DetNAS, DetNAS-scratch), or random search with the same
+    evaluation budget (ablation), on the row's fine-tuned supernet."""
     input:
         supernet=lambda w: rpath(
-            layout.supernet_dir(w.dataset, w.detector, layout.SEARCH_SUPERNET[w.ablation]),
-            "checkpoint.pt",
+            layout.supernet_dir(w.dataset, w.detector, study_row(w.ablation).supernet),
+            layout.CHECKPOINT,
         ),
         search=split("search"),
         recalib=split("supernet"),
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=rpath(layout.search_dir(), "arch.json"),
+        arch=rpath(layout.search_dir(), layout.ARCH),
         history=report(
-            rpath(layout.search_dir(), "history.csv"),
+            rpath(layout.search_dir(), layout.HISTORY),
             caption="../report/search.rst",
             category="Search",
             labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}"},
         ),
-        metrics=rpath(layout.search_dir(), "metrics.json"),
+        metrics=rpath(layout.search_dir(), layout.METRICS),
     log:
         "logs/search/{dataset}/{detector}/{ablation}.log",
     wildcard_constraints:
-        ablation=_alt(layout.SEARCHED_ROWS),
+        ablation=_alt(CELL_SEARCHES),
     params:
-        cfg=lambda w: part("seed", "space", "detector", "search", dataset=w.dataset),
-        method=lambda w: "random" if w.ablation == "random" else "evolution",
+        cfg=search_cfg,
+        method=lambda w: study_row(w.ablation).strategy,
         images=train_images,
         out=out_dir,
     threads: 1
@@ -75,25 +76,26 @@ rule search_detection:
 
 
 rule search_classification:
-    """ClsNASNet (ablation): the evolution with classification fitness (settings: `clsnas_search`,
-    else `search`), on the pre-trained supernet, scored on `classification.search_images` held out
-    of the training set (SPOS)."""
+    """ClsNASNet (ablation; `CLS_SEARCH`, the row searched with classification fitness): the
+    evolution with classification fitness (settings: `clsnas_search`, else `search`), on the
+    pre-trained supernet, scored on `classification.search_images` held out of the training set
+    (SPOS)."""
     input:
         supernet=CLS_SUPERNET,
         train=CLS_TRAIN,
         latency=LATENCY_TABLE,
         tracking=TRACKING,
     output:
-        arch=rpath(layout.search_dir(method='clsnas'), "arch.json"),
+        arch=rpath(layout.search_dir(method=CLS_SEARCH.name), layout.ARCH),
         history=report(
-            rpath(layout.search_dir(method='clsnas'), "history.csv"),
+            rpath(layout.search_dir(method=CLS_SEARCH.name), layout.HISTORY),
             caption="../report/search.rst",
             category="Search",
-            labels={"ablation": "clsnas", "dataset": "classification", "detector": "-"},
+            labels={"ablation": CLS_SEARCH.name, "dataset": "classification", "detector": "-"},
         ),
-        metrics=rpath(layout.search_dir(method='clsnas'), "metrics.json"),
+        metrics=rpath(layout.search_dir(method=CLS_SEARCH.name), layout.METRICS),
     log:
-        "logs/search/cls/clsnas.log",
+        f"logs/search/cls/{CLS_SEARCH.name}.log",
     params:
         cfg=part("seed", "space", "classification", "search", "clsnas_search"),
         out=out_dir,
@@ -105,8 +107,8 @@ rule search_classification:
         runtime=120,
     shell:
         detnas(
-            "search evolution",
+            f"search {CLS_SEARCH.strategy}",
             "--supernet {input.supernet} --fitness classification --data {input.train}"
-            " --recalib-data {input.train} --ablation clsnas --out {params.out}",
+            f" --recalib-data {{input.train}} --ablation {CLS_SEARCH.name} --out {{params.out}}",
             launch=True,
         )

@@ -7,7 +7,7 @@ rule supernet_classification:
     output:
         checkpoint=CLS_SUPERNET,
         metrics=report(
-            rpath(layout.classification_supernet_dir(), "metrics.json"),
+            rpath(layout.classification_supernet_dir(), layout.METRICS),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={"task": "classification", "dataset": "-", "detector": "-", "init": "-"},
@@ -38,9 +38,9 @@ rule supernet_detection:
         init=supernet_init,
         tracking=TRACKING,
     output:
-        checkpoint=rpath(layout.supernet_dir(), "checkpoint.pt"),
+        checkpoint=rpath(layout.supernet_dir(), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.supernet_dir(), "metrics.json"),
+            rpath(layout.supernet_dir(), layout.METRICS),
             caption="../report/supernet.rst",
             category="Supernet",
             labels={
@@ -55,7 +55,7 @@ rule supernet_detection:
     params:
         cfg=lambda w: part(
             "seed", "space", "detector", "supernet_finetune",
-            *(["scratch_schedule"] if w.init == "scratch" else []),
+            *(["scratch_schedule"] if study.SUPERNETS[w.init].init is None else []),
             dataset=w.dataset,
         ),
         images=train_images,
