@@ -64,17 +64,19 @@ def _has_avx2() -> bool:
 def pin_cpu_isa(isa: str) -> None:
     """Pin the CPU numerics of this process, and of the processes it starts, to ``isa`` (config
     ``cpu_isa``): an AVX-512 machine then sums in the order an AVX2 one does, and the two give the
-    same bits. Each library reads its variable at its first operation, so this runs before torch
-    computes anything (importing it is fine); later, it raises rather than pin half the process.
-    ``native``, a CPU without AVX2 and another architecture leave the environment as it is: the
-    recorded ``cpu_capability`` says what ran."""
+    same bits. Each library reads its variable at its first operation, so this works before torch
+    computes anything (importing it is fine), as in every ``detnas`` command. In a process where
+    torch already computed (a notebook, a test calling the CLI in-process), it is too late for
+    that process: a warning says so, and the outputs record the capability that ran.
+    ``native``, a CPU without AVX2 and another architecture leave the environment as it is."""
     if isa == "native" or not _has_avx2():
         return
     os.environ.update(AVX2_PIN)
     torch = sys.modules.get("torch")
     if torch is not None and (found := torch.backends.cpu.get_cpu_capability()) != "AVX2":
-        raise RuntimeError(f"cpu_isa: {isa}: torch already dispatches to {found} in this process "
-                           "(pin_cpu_isa must run before its first operation)")
+        logging.getLogger(__name__).warning(
+            "cpu_isa: %s: torch already dispatches to %s in this process, which keeps it (the "
+            "outputs record it); start a new process to pin it", isa, found)
 
 
 def _cpu_model() -> str:
