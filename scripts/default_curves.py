@@ -9,7 +9,7 @@ Two modes:
   architectures trained alone (Faster R-CNN + FPN from scratch, as the check trains them) with 3
   seeds each, for a range of step counts, scored on the test split: the span between the two
   architectures' mean AP50 against the seed spread (the mean |difference| of two seeds of one
-  net), the check's bar being span > 2 x spread (``rank.png``, ``rank.json``). About 25 minutes
+  net), the check's bar being span > 2 x spread (``rank.png``, ``rank.json``). About 20 minutes
   on one core.
 - ``--sweep``: runs the default's stages through the functions the CLI calls, on the default's
   own data, tracking off, one thread, for a range of step counts (each a whole schedule: warm-up
