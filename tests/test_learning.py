@@ -45,10 +45,11 @@ pytestmark = pytest.mark.slow
 
 # chance: top-1 0.25 (4 classes), AP50 about 0
 MIN_SUPERNET_TOP1 = 0.35  # every path scored; measured 0.435-0.54
-MIN_CLASSIFIER_TOP1 = 0.6  # measured 0.935
-MIN_FPN_AP50 = 0.35  # measured 0.68 at 200 steps on 160 images
+MIN_CLASSIFIER_TOP1 = 0.6  # measured 0.96
+MIN_FPN_AP50 = 0.35  # measured 0.71 (300 steps, the default's, on 160 images)
 MAX_NORMALISATION_GAP = 0.02  # top-1 on the detector's normalisation against its own: 0 here
-MIN_PRETRAINING_GAIN = 0.12  # AP50 from the classifier minus from scratch: measured 0.23
+MIN_PRETRAINING_GAIN = 0.08  # AP50 from the classifier minus from scratch: measured 0.19 (the
+# classifier's weights not loaded: 0.00); at 200 steps scored on 40 images it ranged 0.10-0.23
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,6 @@ def study(tmp_path_factory) -> tuple[config.StudyConfig, Path]:
     cfg = config.load(REPO / "config" / "config.yaml", [
         f"results={root}", "device=cpu", "tracking.enabled=false",
         f"classification.root={root}/classification", f"datasets.synth.root={root}/synth",
-        "datasets.synth.num_test=40",
     ])
     synthesize_classification(cfg.classification, cfg.seed)
     synthesize_detection(cfg.datasets["synth"], cfg.seed)
@@ -74,7 +74,8 @@ def classifier(study) -> tuple[dict, Path]:
 
 
 def _detector_ap50(cfg: config.StudyConfig, init: Path | None, out: Path) -> float:
-    schedule = dataclasses.replace(cfg.retrain_finetune, steps=200, checkpoint_every=200)
+    steps = cfg.retrain_finetune.steps  # the default's FPN schedule, scored on its 80 test images
+    schedule = dataclasses.replace(cfg.retrain_finetune, steps=steps, checkpoint_every=steps)
     metrics = train.train_detector(cfg, train.baseline_spec(cfg, "shufflenetv2"), "check",
                                    "synth", "fpn", init, out, tcfg=schedule)
     return metrics["ap50"]
