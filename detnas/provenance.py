@@ -74,7 +74,7 @@ def pin_cpu_isa(isa: str) -> None:
     os.environ.update(AVX2_PIN)
     torch = sys.modules.get("torch")
     if torch is not None and (found := torch.backends.cpu.get_cpu_capability()) != "AVX2":
-        logging.getLogger(__name__).warning(
+        log.warning(
             "cpu_isa: %s: torch already dispatches to %s in this process, which keeps it (the "
             "outputs record it); start a new process to pin it", isa, found)
 
