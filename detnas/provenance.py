@@ -71,9 +71,15 @@ def pin_cpu_isa(isa: str) -> None:
     ``native``, a CPU without AVX2 and another architecture leave the environment as it is."""
     if isa == "native" or not _has_avx2():
         return
+    before = {k: os.environ.get(k) for k in AVX2_PIN}
     os.environ.update(AVX2_PIN)
     torch = sys.modules.get("torch")
     if torch is not None and (found := torch.backends.cpu.get_cpu_capability()) != "AVX2":
+        for k, v in before.items():  # unpinned, as it runs: the provenance must not say AVX2
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
         log.warning(
             "cpu_isa: %s: torch already dispatches to %s in this process, which keeps it (the "
             "outputs record it); start a new process to pin it", isa, found)

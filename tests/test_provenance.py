@@ -1,6 +1,7 @@
 """What every output records of where it came from: the numeric environment."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,6 @@ def test_cpu_isa_pin_gives_the_bits_of_an_avx2_machine(tmp_path):
     outside, with the pin off). Above AVX2, `cpu_isa: native` gives other bits: the pin is what
     makes the two machines agree."""
     import hashlib
-    import os
 
     base = {k: v for k, v in os.environ.items() if k not in AVX2_PIN}
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -91,6 +91,7 @@ def test_pin_after_torch_computed_warns(monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         prov.pin_cpu_isa("avx2")
     assert "already dispatches to" in caplog.text
+    assert not any(k in os.environ for k in AVX2_PIN)  # the provenance says what runs
     caplog.clear()
     prov.pin_cpu_isa("native")  # leaves the environment alone, says nothing
     assert not caplog.text
