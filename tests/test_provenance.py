@@ -9,12 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnas.provenance import AVX2_PIN, environment_key, numeric_environment, provenance
+from detnas.provenance import (
+    AVX2_PIN,
+    ISA_VARIABLES,
+    environment_key,
+    numeric_environment,
+    provenance,
+)
 
 
 def test_numeric_environment_names_what_decides_the_bits(monkeypatch):
+    for k in ISA_VARIABLES:  # a CLI test earlier in this process may have pinned it
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    monkeypatch.delenv("MKL_CBWR", raising=False)
     env = numeric_environment()
     assert env["torch"] == str(torch.__version__)
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -78,20 +85,25 @@ def test_cpu_isa_pin_gives_the_bits_of_an_avx2_machine(tmp_path):
         assert native != pinned
 
 
-def test_pin_after_torch_computed_warns(monkeypatch, caplog):
-    """A process whose torch already dispatches above AVX2 keeps it: the pin says so."""
-    from detnas import provenance as prov
+@pytest.mark.skipif(not _has_avx2(), reason="the pin applies to x86-64 CPUs with AVX2")
+def test_pin_after_torch_computed_warns():
+    """A process whose torch already computed (natively) keeps its capability: the pin says so
+    and leaves the environment as it was, so that the provenance names no pin that did not
+    apply. In a fresh process (a CLI command) the same call pins."""
+    code = ("import os, sys, torch; {first}from detnas.provenance import AVX2_PIN, pin_cpu_isa; "
+            "pin_cpu_isa('avx2'); torch.ones(2).sum(); print(torch.backends.cpu."
+            "get_cpu_capability(), any(k in os.environ for k in AVX2_PIN))")
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_PIN}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
 
-    monkeypatch.setattr(prov, "_has_avx2", lambda: True)
-    for k in AVX2_PIN:
-        monkeypatch.delenv(k, raising=False)
-    torch.ones(2).sum()
-    if torch.backends.cpu.get_cpu_capability() == "AVX2":
-        pytest.skip("this process already dispatches to AVX2")
-    with caplog.at_level("WARNING"):
-        prov.pin_cpu_isa("avx2")
-    assert "already dispatches to" in caplog.text
-    assert not any(k in os.environ for k in AVX2_PIN)  # the provenance says what runs
-    caplog.clear()
-    prov.pin_cpu_isa("native")  # leaves the environment alone, says nothing
-    assert not caplog.text
+    def run(first):
+        return subprocess.run([sys.executable, "-c", code.format(first=first)], env=env,
+                              capture_output=True, text=True, check=True)
+
+    fresh = run("")
+    assert fresh.stdout.split() == ["AVX2", "True"]
+    late = run("torch.ones(2).sum(); native = torch.backends.cpu.get_cpu_capability(); ")
+    if late.stdout.split()[0] == "AVX2":
+        pytest.skip("this CPU's best is AVX2: nothing to tell apart")
+    assert late.stdout.split()[1] == "False"
+    assert "already dispatches to" in late.stderr
