@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from bench_train_step import _time  # the same timer (benchmarks/ is the script's path)
 from torchvision.ops import MultiScaleRoIAlign
 
 from detnas import config
@@ -32,17 +32,6 @@ def _batch(device, size: int):
         targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
                         "labels": torch.randint(1, 4, (3,), generator=g).to(device)})
     return images, targets
-
-
-def _timed(fn, device, iters: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters
 
 
 def main() -> None:
@@ -96,7 +85,7 @@ def main() -> None:
         times = {k: [] for k in fns}
         for _ in range(args.rounds):
             for k, fn in fns.items():
-                times[k].append(_timed(fn, device, args.iters))
+                times[k].append(_time(fn, device, args.iters))
         med = {k: statistics.median(v) for k, v in times.items()}
         ratio = med["RoIPooler"] / med["torchvision"]
         print(f"{label:26} RoIPooler {med['RoIPooler'] * 1e3:7.1f} ms  torchvision "
