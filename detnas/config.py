@@ -34,6 +34,14 @@ POSITIVE = {"exclusiveMinimum": 0}
 Detector = Literal["fpn", "retinanet"]
 DETECTORS = typing.get_args(Detector)
 Strategy = Literal[study.STRATEGIES]
+
+
+def late(default_factory) -> Any:
+    """A field added after studies were run: left out of the resolved config (`to_dict`) while it
+    holds its default, so that those studies keep the config hash and fingerprints their
+    finished stages carry."""
+    return field(default_factory=default_factory, metadata={"late": True})
+
 DetectionSupernet = Literal[study.DETECTION_SUPERNETS]
 
 
@@ -135,6 +143,9 @@ class TrainConfig:
     detector_steps: dict[Detector, Annotated[int, MIN1]] = field(default_factory=dict)  # steps of
     # one detector
     # instead of steps (the embedded default: RetinaNet's steps are cheap, it needs many of them)
+    detector_batch_size: dict[Detector, Annotated[int, MIN1]] = late(dict)  # batch size of one
+    # detector instead of batch_size (the embedded default: on CPU a RetinaNet step of 8 images
+    # costs little more than one of 4)
     amp: Literal["bf16", "fp16", "off"] | bool = "bf16"  # mixed precision on GPU: bf16 | fp16
     # (autocast + GradScaler; V100 / RTX 20xx, where bf16 falls back to it) | off (the reference
     # trains in fp32); CPU: off. YAML reads a bare `off` / `false` as a boolean: both mean off
@@ -144,9 +155,12 @@ class TrainConfig:
     log_every: Annotated[int, MIN1] = 10
 
     def for_detector(self, detector: str) -> TrainConfig:
-        """This schedule with the detector's own learning rate and steps, where it has them."""
-        return dataclasses.replace(self, lr=self.detector_lr.get(detector, self.lr),
-                                   steps=self.detector_steps.get(detector, self.steps))
+        """This schedule with the detector's own learning rate, steps and batch size, where it has
+        them."""
+        return dataclasses.replace(
+            self, lr=self.detector_lr.get(detector, self.lr),
+            steps=self.detector_steps.get(detector, self.steps),
+            batch_size=self.detector_batch_size.get(detector, self.batch_size))
 
 
 @dataclass
@@ -344,9 +358,9 @@ class StudyConfig:
     rank: RankConfig = field(default_factory=RankConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    ablations: dict[str, AblationConfig] = field(default_factory=dict)  # rows of the study beyond
-    # the paper's (detnas/study.py), by name, e.g. {pareto: {overrides: {search.objective:
-    # pareto}, compared_with: [detnas]}}; left out of the resolved config when empty
+    ablations: dict[str, AblationConfig] = late(dict)  # rows of the study beyond the paper's
+    # (detnas/study.py), by name, e.g. {pareto: {overrides: {search.objective: pareto},
+    # compared_with: [detnas]}}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -665,13 +679,29 @@ def search_uses_latency(cfg: StudyConfig) -> bool:
 
 
 def to_dict(cfg: Any) -> dict:
-    """A config as plain data; a study's ``ablations`` is left out when empty, so that a study of
-    the paper's rows keeps the resolved config, hash and fingerprints it had before the section
-    existed (its finished stages stay valid)."""
+    """A config as plain data, without the `late` fields that hold their default: a study keeps
+    the resolved config, hash and fingerprints it had before those fields existed (its finished
+    stages stay valid)."""
     data = dataclasses.asdict(cfg)
-    if isinstance(cfg, StudyConfig) and not cfg.ablations:
-        del data["ablations"]
+    _drop_late_defaults(cfg, data)
     return data
+
+
+def _drop_late_defaults(obj: Any, data: Any) -> None:
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if f.metadata.get("late") and value == default:
+                del data[f.name]
+            else:
+                _drop_late_defaults(value, data[f.name])
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _drop_late_defaults(value, data[key])
+    elif isinstance(obj, (list, tuple)):
+        for value, item in zip(obj, data, strict=True):
+            _drop_late_defaults(value, item)
 
 
 def config_hash(cfg: Any) -> str:

@@ -100,12 +100,15 @@ def test_retinanet_trains_at_its_own_learning_rate(cfg):
 
 
 def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
+    """And the detector's own steps and batch size (``detector_steps``, ``detector_batch_size``)."""
     make_synthetic_detection(tmp_path, seed=0, num_train=4, num_test=2, image_size=32,
                              num_classes=2, max_objects=1, max_distractors=0)
     cfg = config.load(REPO / "config" / "test.yaml", [
         f"datasets.synth.root={tmp_path}", "supernet_finetune.detector_lr={retinanet: 0.001}",
+        "supernet_finetune.detector_batch_size={retinanet: 3}",
         "retrain_finetune.detector_lr={retinanet: 0.002}",
-        "retrain_finetune.detector_steps={retinanet: 5}"])
+        "retrain_finetune.detector_steps={retinanet: 5}",
+        "retrain_finetune.detector_batch_size={retinanet: 1}"])
     seen = _capture_stage(monkeypatch)
     ann = tmp_path / "annotations/instances_train.json"
     train.supernet_detection(cfg, "synth", "retinanet", tmp_path / "train", ann, None, tmp_path)
@@ -115,6 +118,7 @@ def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
     assert [tcfg.lr for _stage, tcfg in seen] == [0.001, 0.002, cfg.retrain_finetune.lr]
     assert [tcfg.steps for _stage, tcfg in seen] == [cfg.supernet_finetune.steps, 5,
                                                      cfg.retrain_finetune.steps]
+    assert [tcfg.batch_size for _stage, tcfg in seen] == [3, 1, cfg.retrain_finetune.batch_size]
 
 
 # --- 4. the reference's Faster R-CNN head and FPN ---------------------------------------------

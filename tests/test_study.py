@@ -17,6 +17,7 @@ import yaml
 from detnas import config, layout, report, study, tracking
 from detnas.report.ledger import collect_costs, cost_tables
 
+REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 PARETO = {"title": "DetNAS (Pareto front)", "overrides": {"search.objective": "pareto"},
           "colour": "#2ca02c", "compared_with": ["detnas"]}
@@ -88,6 +89,22 @@ def test_a_study_without_config_rows_keeps_its_resolved_config():
     assert "ablations" not in config.to_dict(cfg)
     assert config.to_dict(CFG)["ablations"]["pareto"]["overrides"] == PARETO["overrides"]
     assert config.from_data(config.to_dict(CFG), "resolved").ablations == CFG.ablations
+
+
+def test_a_late_field_is_left_out_only_at_its_default():
+    """Every `config.late` field (``ablations``, ``detector_batch_size``) at its default leaves
+    the resolved config as it was before the field existed; set, it is kept and read back."""
+    cfg = config.load(None, ["retrain_finetune.detector_batch_size={}"])
+    assert "detector_batch_size" not in config.to_dict(cfg)["retrain_finetune"]
+    default = config.to_dict(config.load(REPO / "config" / "config.yaml"))
+    assert default["retrain_finetune"]["detector_batch_size"] == {"retinanet": 8}
+    set_ = config.load(None, ["supernet_pretrain.detector_batch_size={fpn: 2}"])
+    data = config.to_dict(set_)
+    assert data["supernet_pretrain"]["detector_batch_size"] == {"fpn": 2}
+    assert "detector_batch_size" not in data["resnet_pretrain"]
+    assert config.from_data(data, "resolved") == set_
+    assert config.config_hash(set_) != config.config_hash(config.load(
+        None, ["supernet_pretrain.detector_batch_size={}"]))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
