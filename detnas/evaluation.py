@@ -133,37 +133,58 @@ def bootstrap_draws(num_images: int, samples: int = BOOTSTRAP_SAMPLES, seed: int
     return np.random.default_rng(seed).integers(0, num_images, size=(samples, num_images))
 
 
-def resampled_ap(per_category: list[list[dict | None]], draw, params) -> dict[str, float]:
-    """AP@[.5:.95] and AP50 over the images ``draw`` indexes (repeats count again), from
-    COCOeval's per-image matches (``evalImgs`` of area ``all``, one list per category), as
-    COCOeval's ``accumulate`` and ``summarize`` compute them (100 detections per image)."""
-    max_det = params.maxDets[-1]
-    ap = []  # per category with ground truth: AP per IoU threshold
-    for images in per_category:
-        found = [images[i] for i in draw if images[i] is not None]
+class CategoryMatches:
+    """One category's detections over the test images, from COCOeval's per-image matches
+    (``evalImgs`` of area ``all``; the first 100 of each image, as ``accumulate`` takes them), by
+    falling score (stable: image order, then the image's own)."""
+
+    def __init__(self, images: list[dict | None], max_det: int):
+        self.positives = np.array([0 if e is None else np.count_nonzero(e["gtIgnore"] == 0)
+                                   for e in images])
+        found = [(i, e) for i, e in enumerate(images) if e is not None]
         if not found:
-            continue
-        gt_ignore = np.concatenate([e["gtIgnore"] for e in found])
-        positives = np.count_nonzero(gt_ignore == 0)
-        if positives == 0:
-            continue
-        scores = np.concatenate([e["dtScores"][:max_det] for e in found])
+            self.image = np.zeros(0, dtype=int)
+            self.tp = self.fp = np.zeros((0, 0), dtype=bool)
+            return
+        scores = np.concatenate([e["dtScores"][:max_det] for _, e in found])
         order = np.argsort(-scores, kind="mergesort")
-        matched = np.concatenate([e["dtMatches"][:, :max_det] for e in found], axis=1)[:, order]
-        ignored = np.concatenate([e["dtIgnore"][:, :max_det] for e in found], axis=1)[:, order]
-        kept = np.logical_not(ignored)
-        tp = np.cumsum(np.logical_and(matched, kept), axis=1, dtype=float)
-        fp = np.cumsum(np.logical_and(np.logical_not(matched), kept), axis=1, dtype=float)
-        per_iou = []
-        for t in range(len(params.iouThrs)):
-            recall = tp[t] / positives
-            precision = tp[t] / (tp[t] + fp[t] + np.spacing(1))
-            precision = np.maximum.accumulate(precision[::-1])[::-1]  # COCO's envelope
-            at = np.searchsorted(recall, params.recThrs, side="left")
-            q = np.zeros(len(params.recThrs))  # 0 beyond the highest recall reached
-            q[at < len(precision)] = precision[at[at < len(precision)]]
-            per_iou.append(float(np.mean(q)))
-        ap.append(per_iou)
+        self.image = np.concatenate([np.full(len(e["dtScores"][:max_det]), i)
+                                     for i, e in found])[order]
+        matched = np.concatenate([e["dtMatches"][:, :max_det] for _, e in found], axis=1)[:, order]
+        kept = np.logical_not(np.concatenate([e["dtIgnore"][:, :max_det] for _, e in found],
+                                             axis=1)[:, order])
+        self.tp = np.logical_and(matched, kept)
+        self.fp = np.logical_and(np.logical_not(matched), kept)
+
+    def ap(self, counts: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray | None:
+        """AP per IoU threshold over the images drawn ``counts`` times each (a repeated image's
+        detections count again, next to each other in the score order, as COCOeval would rank
+        the copies); None where the draw holds no ground truth of the category."""
+        positives = int(counts @ self.positives)
+        if positives == 0:
+            return None
+        weight = counts[self.image]
+        drawn = weight > 0
+        weight = weight[drawn].astype(float)
+        # a run of one detection's copies moves recall and precision one way: only its last
+        # point can be where a recall threshold is first reached with the envelope's precision
+        tp = np.cumsum(self.tp[:, drawn] * weight, axis=1)
+        fp = np.cumsum(self.fp[:, drawn] * weight, axis=1)
+        if not tp.shape[1]:
+            return np.zeros(len(tp))
+        recall = tp / positives
+        precision = tp / (tp + fp + np.spacing(1))
+        precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # COCO's envelope
+        at = np.stack([np.searchsorted(r, rec_thrs, side="left") for r in recall])
+        q = np.take_along_axis(precision, np.minimum(at, tp.shape[1] - 1), axis=1)
+        return np.where(at < tp.shape[1], q, 0.0).mean(axis=1)  # 0 beyond the highest recall
+
+
+def resampled_ap(categories: list[CategoryMatches], draw, params) -> dict[str, float]:
+    """AP@[.5:.95] and AP50 over the images ``draw`` indexes (repeats count again), as COCOeval's
+    ``accumulate`` and ``summarize`` compute them from its per-image matches (`CategoryMatches`)."""
+    counts = np.bincount(draw, minlength=len(categories[0].positives)) if categories else None
+    ap = [a for c in categories if (a := c.ap(counts, params.recThrs)) is not None]
     if not ap:
         return {"mmap": 0.0, "ap50": 0.0}
     ap = np.asarray(ap)
@@ -185,11 +206,11 @@ def bootstrap_coco(dataset: CocoDetection, predictions: list[dict],
         evaluator.evaluate()
     p, n = evaluator.params, len(ids)
     area_all = p.areaRng.index([0**2, 1e5**2])
-    per_category = [evaluator.evalImgs[(k * len(p.areaRng) + area_all) * n:][:n]
-                    for k in range(len(p.catIds))]
+    categories = [CategoryMatches(evaluator.evalImgs[(k * len(p.areaRng) + area_all) * n:][:n],
+                                  p.maxDets[-1]) for k in range(len(p.catIds))]
     out: dict[str, list[float]] = {"mmap": [], "ap50": []}
     for draw in bootstrap_draws(n, samples):
-        for k, v in resampled_ap(per_category, draw, p).items():
+        for k, v in resampled_ap(categories, draw, p).items():
             out[k].append(v)
     return out
 

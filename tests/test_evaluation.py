@@ -215,19 +215,40 @@ def test_voc07_map_on_a_hand_computed_case(tmp_path):
 
 
 def _eval_images(ds, preds):
-    from detnas.evaluation import to_coco_results
+    from detnas.evaluation import CategoryMatches, to_coco_results
 
     with contextlib.redirect_stdout(io.StringIO()):
         e = COCOeval(ds.coco, ds.coco.loadRes(to_coco_results(ds, preds)), "bbox")
         e.params.imgIds = sorted(ds.ids)
         e.evaluate()
     n, areas = len(ds.ids), len(e.params.areaRng)
-    return [e.evalImgs[k * areas * n:][:n] for k in range(len(e.params.catIds))], e.params
+    return [CategoryMatches(e.evalImgs[k * areas * n:][:n], e.params.maxDets[-1])
+            for k in range(len(e.params.catIds))], e.params
+
+
+def _copies(ann, preds, draw, tmp_path):
+    """pycocotools on a file holding the images ``draw`` indexes (sorted ids), each copy its own
+    image, in the draw's order: what a resample means."""
+    data = json.loads(ann.read_text())
+    ids = sorted(i["id"] for i in data["images"])
+    images = {i["id"]: i for i in data["images"]}
+    copy = {**data, "images": [], "annotations": []}
+    dup_preds = []
+    for n, i in enumerate(draw):
+        new = 10**6 + n
+        copy["images"].append({**images[ids[i]], "id": new})
+        copy["annotations"] += [{**a, "id": 10**6 * (n + 2) + a["id"], "image_id": new}
+                                for a in data["annotations"] if a["image_id"] == ids[i]]
+        dup_preds += [{**p, "image_id": new} for p in preds if p["image_id"] == ids[i]]
+    (tmp_path / "copies.json").write_text(json.dumps(copy))
+    categories = [c["id"] for c in data["categories"]]
+    stats = _pycocotools_directly(tmp_path / "copies.json", dup_preds, categories, tmp_path)
+    return {"mmap": max(stats[0], 0), "ap50": max(stats[1], 0)}
 
 
 def test_resampled_ap_of_every_image_once_is_cocoeval(tmp_path):
-    """The bootstrap's accumulation equals COCOeval's on the identity draw, and on a draw that
-    repeats images it equals COCOeval on a dataset holding those copies."""
+    """The bootstrap's accumulation equals COCOeval's on the identity draw, and on draws that
+    repeat images it equals COCOeval on a dataset holding those copies."""
     from detnas.evaluation import bootstrap_coco, bootstrap_draws, resampled_ap
 
     make_synthetic_detection(tmp_path, seed=0, num_train=1, num_test=12, image_size=128,
@@ -235,25 +256,13 @@ def test_resampled_ap_of_every_image_once_is_cocoeval(tmp_path):
     ann = tmp_path / "annotations" / "instances_test.json"
     ds = CocoDetection(tmp_path / "test", ann)
     preds = _noisy(ds, 1)
-    per_category, params = _eval_images(ds, preds)
-    ours = resampled_ap(per_category, np.arange(len(ds.ids)), params)
+    categories, params = _eval_images(ds, preds)
+    ours = resampled_ap(categories, np.arange(len(ds.ids)), params)
     ref = coco_evaluate(ds, preds, "pycocotools")
     assert ours == pytest.approx({"mmap": ref["mmap"], "ap50": ref["ap50"]}, abs=1e-12)
-    # images 0, 0, 1 (sorted ids): COCOeval on a file holding image 0 twice
-    data = json.loads(ann.read_text())
-    ids = sorted(ds.ids)
-    copy = {**data, "images": [i for i in data["images"] if i["id"] in ids[:2]],
-            "annotations": [a for a in data["annotations"] if a["image_id"] in ids[:2]]}
-    dup = {**copy["images"][[i["id"] for i in copy["images"]].index(ids[0])], "id": 10**6}
-    copy["images"].append(dup)
-    copy["annotations"] += [{**a, "id": 10**6 + a["id"], "image_id": 10**6}
-                            for a in data["annotations"] if a["image_id"] == ids[0]]
-    (tmp_path / "dup.json").write_text(json.dumps(copy))
-    dup_preds = [p for p in preds if p["image_id"] in ids[:2]]
-    dup_preds += [{**p, "image_id": 10**6} for p in preds if p["image_id"] == ids[0]]
-    stats = _pycocotools_directly(tmp_path / "dup.json", dup_preds, [1, 2, 3], tmp_path)
-    assert resampled_ap(per_category, np.array([0, 0, 1]), params) == pytest.approx(
-        {"mmap": max(stats[0], 0), "ap50": max(stats[1], 0)}, abs=1e-12)
+    for draw in [np.array([0, 0, 1]), *bootstrap_draws(len(ds.ids), 4, seed=3)]:
+        assert resampled_ap(categories, draw, params) == pytest.approx(
+            _copies(ann, preds, draw, tmp_path), abs=1e-12), draw
     # the draws depend on the number of images only: the same for every row
     assert (bootstrap_draws(12, 5) == bootstrap_draws(12, 5)).all()
     boot = bootstrap_coco(ds, preds, samples=50)
