@@ -22,16 +22,16 @@ from detnas.models import build_model
 from detnas.roi_pool import RoIPooler
 
 
-def _batch(device, size: int):
+def _batch(device, size: int, images: int = 4):
     g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, size, size, generator=g).to(device) for _ in range(4)]
+    pixels = [torch.rand(3, size, size, generator=g).to(device) for _ in range(images)]
     targets = []
-    for _ in range(4):
+    for _ in range(images):
         xy = torch.rand(3, 2, generator=g) * size * 0.6
         wh = torch.rand(3, 2, generator=g) * size * 0.4 + size / 6
         targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
                         "labels": torch.randint(1, 4, (3,), generator=g).to(device)})
-    return images, targets
+    return pixels, targets
 
 
 def main() -> None:

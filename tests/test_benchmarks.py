@@ -52,3 +52,10 @@ def test_roi_pool_benchmark_prints_its_ratios():
     assert re.search(r"training step .* ratio \d+\.\d\d", out)
     assert re.search(r"pooler forward \+ backward .* ratio \d+\.\d\d", out)
     assert "forward bit-identical to torchvision's: True" in out
+
+
+@pytest.mark.slow
+def test_detector_batch_benchmark_prints_its_ratios():
+    out = _run("bench_detector_batch.py", "--rounds", "1", "--iters", "1")
+    for detector in ("fpn", "retinanet"):
+        assert re.search(rf"{detector} +step at 4: .* ratio per image 8/4 \d+\.\d\d", out)
