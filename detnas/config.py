@@ -34,6 +34,7 @@ POSITIVE = {"exclusiveMinimum": 0}
 Detector = Literal["fpn", "retinanet"]
 DETECTORS = typing.get_args(Detector)
 Strategy = Literal[study.STRATEGIES]
+DetectionSupernet = Literal[study.DETECTION_SUPERNETS]
 
 
 def late(default_factory) -> Any:
@@ -41,8 +42,6 @@ def late(default_factory) -> Any:
     holds its default, so that those studies keep the config hash and fingerprints their
     finished stages carry."""
     return field(default_factory=default_factory, metadata={"late": True})
-
-DetectionSupernet = Literal[study.DETECTION_SUPERNETS]
 
 
 @dataclass
