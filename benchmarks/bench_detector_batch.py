@@ -11,14 +11,12 @@ Prints, per detector, the time of a step at each batch and the ratio of the time
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from bench_roi_pool import _batch  # the default's images and boxes (benchmarks/ is the path)
+from bench_roi_pool import _batch, default_detector  # benchmarks/ is the script's path
 from bench_train_step import _time
 
-from detnas import config
 from detnas.engine import make_optimizer
 from detnas.models import build_model
 
@@ -26,15 +24,7 @@ BATCHES = (4, 8)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--iters", type=int, default=5)
-    args = p.parse_args()
-    device = torch.device(args.device)
-    cfg = config.load("config/config.yaml")
-    torch.set_num_threads(1)
-    spec = {"kind": "shufflenet", "space": cfg.space, "arch": "00-00-0000-00"}
+    args, device, cfg, spec = default_detector(__doc__)
     print(f"device {device}, torch {torch.__version__}, 1 thread, "
           f"{cfg.detector.min_size}-px images")
     for detector in cfg.detectors:

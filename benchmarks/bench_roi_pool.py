@@ -34,16 +34,22 @@ def _batch(device, size: int, images: int = 4):
     return pixels, targets
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def default_detector(doc: str):
+    """A benchmark of the default's detector: its arguments (``--device``, ``--rounds``,
+    ``--iters``), device, config (`config/config.yaml`, one thread) and ShuffleNetV2's spec."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=5)
     args = p.parse_args()
-    device = torch.device(args.device)
     cfg = config.load("config/config.yaml")
     torch.set_num_threads(1)
-    spec = {"kind": "shufflenet", "space": cfg.space, "arch": "00-00-0000-00"}
+    return args, torch.device(args.device), cfg, {"kind": "shufflenet", "space": cfg.space,
+                                                  "arch": "00-00-0000-00"}
+
+
+def main() -> None:
+    args, device, cfg, spec = default_detector(__doc__)
     images, targets = _batch(device, cfg.detector.min_size)
     steps, poolers = {}, {}
     for name in ("RoIPooler", "torchvision"):
