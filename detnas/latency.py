@@ -16,7 +16,6 @@ Reading a table and predicting is pure Python; measuring imports torch.
 from __future__ import annotations
 
 import math
-import platform
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from detnas.io import load_json, save_json
+from detnas.provenance import cpu_model
 from detnas.space import CHOICES, Arch, get_space
 
 TABLE_VERSION = 1
@@ -146,13 +146,7 @@ def device_name(device) -> str:
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def _clock(device, clock: str):

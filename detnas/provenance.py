@@ -52,13 +52,19 @@ ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"
 AVX2_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
 
 
-def _has_avx2() -> bool:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` of /proc/cpuinfo (Linux), None where there is none."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return False
-    return "avx2" in flags.split()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _has_avx2() -> bool:
+    return "avx2" in (_cpuinfo("flags") or "").split()
 
 
 def pin_cpu_isa(isa: str) -> None:
@@ -85,14 +91,9 @@ def pin_cpu_isa(isa: str) -> None:
             "outputs record it); start a new process to pin it", isa, found)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def numeric_environment() -> dict:
@@ -106,7 +107,7 @@ def numeric_environment() -> dict:
     import numpy
 
     env = {"python": platform.python_version(), "numpy": numpy.__version__,
-           "machine": platform.machine(), "cpu": _cpu_model(),
+           "machine": platform.machine(), "cpu": cpu_model(),
            "isa_variables": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}}
     torch = sys.modules.get("torch")
     if torch is None:
