@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops._utils import convert_boxes_to_roi_format
 from torchvision.ops.poolers import _setup_scales
 
 
@@ -90,8 +91,7 @@ class RoIPooler(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level)
         bins = self.output_size[0]
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1)
-                          for i, b in enumerate(boxes)])
+        rois = convert_boxes_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         out = features[0].new_zeros((rois.shape[0], features[0].shape[1], bins, bins))
         for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
