@@ -15,8 +15,12 @@ command            model     G GPUs (G processes on a CPU machine)
                              evaluation workers, worker i on ``cuda:i``; one node
 =================  ========  ==========================================================
 
-G <= 1 runs the plain command. On a CPU machine the same G processes run with gloo instead of
-NCCL, and the search's workers run on the CPU: this is how CI rehearses the cluster.
+G <= 1 runs the plain command, in the ``detnas launch`` process itself. On a CPU machine the same
+G processes run with gloo instead of NCCL, and the search's workers run on the CPU: this is how CI
+rehearses the cluster.
+
+A local Snakemake run starts each command warm: a fork of a process that has torch, torchvision,
+MLflow and detnas imported (`detnas.warm`), not a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 # The process model of each command (its first words); the only place that decides it.
 COMMANDS = {("train",): "ddp", ("nats", "search"): "ddp", ("search",): "workers"}
@@ -104,8 +108,13 @@ def launch_command(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: b
             f"--rdzv_id=detnas-{job}", "-m", "detnas", *argv]
 
 
-def run(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: bool = False) -> None:
-    """Replace this process by ``detnas argv`` under its process model (signals reach it)."""
+def run(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: bool = False,
+        command: Callable[[list[str]], int] | None = None) -> int:
+    """Run ``detnas argv`` under its process model: a command that runs as one process by
+    ``command(argv)`` (`detnas.cli.main`) in this process, which a warm start (`detnas.warm`)
+    keeps warm; torchrun and srun by replacing this process (signals reach them)."""
     cmd = launch_command(argv, gpus, nodes, rendezvous)
     print("detnas launch:", " ".join(cmd), file=sys.stderr, flush=True)
+    if command is not None and cmd[:3] == [sys.executable, "-m", "detnas"]:
+        return command(cmd[3:])
     os.execvp(cmd[0], cmd)

@@ -59,3 +59,10 @@ def test_detector_batch_benchmark_prints_its_ratios():
     out = _run("bench_detector_batch.py", "--rounds", "1", "--iters", "1")
     for detector in ("fpn", "retinanet"):
         assert re.search(rf"{detector} +step at 4: .* ratio per image 8/4 \d+\.\d\d", out)
+
+
+@pytest.mark.slow
+def test_channels_last_benchmark_prints_its_ratios():
+    out = _run("bench_channels_last.py", "--rounds", "1", "--iters", "1")
+    for workload in ("classifier 32 x 48 px", "fpn 4 x 96 px", "retinanet 8 x 96 px"):
+        assert re.search(rf"{workload} +contiguous .* ratio \d+\.\d\d", out)

@@ -14,7 +14,7 @@ import os
 import sys
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
-                  "report", "launch", "export")
+                  "report", "launch", "export", "warm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``detnas argv`` (default: the command line), in a fork of the warm server where a
+    local Snakemake run has one (`detnas.warm`)."""
+    if argv is None:
+        from detnas import warm
+
+        code = warm.run(sys.argv[1:])
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -23,10 +23,10 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from detnas.cli import main
     from detnas.launch import run
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise ValueError("detnas launch: no command given (detnas launch --gpus 8 -- train ...)")
-    run(argv, args.gpus, args.nodes, args.rendezvous)
-    return 0
+    return run(argv, args.gpus, args.nodes, args.rendezvous, command=main)

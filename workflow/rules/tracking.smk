@@ -18,9 +18,11 @@ rule tracking_init:
 
 
 # The study's resolved config, written once per run, under the working directory's lock (no dry
-# run, no invocation the lock refuses, no job a cluster executor spawns runs this handler).
+# run, no invocation the lock refuses, no job a cluster executor spawns runs this handler); and,
+# on a local run, the warm server its jobs fork from.
 onstart:
     write_study_config()
+    start_warm_server()
 
 
 # The parent run ends with the invocation: FINISHED when every job succeeded, FAILED otherwise
