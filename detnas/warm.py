@@ -6,13 +6,14 @@ took 5 to 7 more in every one of the study's 46 jobs (torch and torchvision abou
 SQL store about 3): an eighth of the study. A fork of a process that has them imported starts in
 milliseconds (`benchmarks/bench_warm.py`).
 
-How: Snakemake's ``onstart`` handler starts `serve` for a local run (workflow/rules/common.smk)
-and sets `ADDRESS_VARIABLE` in the jobs' environment. ``detnas`` (`detnas.cli.main`) then hands
-its command to the server (`run`): a fork takes the command's stdin, stdout and stderr (passed
-over the socket), working directory, environment and arguments, and the command's exit status
-comes back to ``detnas``, which exits with it. A signal ``detnas`` gets (Snakemake cancelling the
-job, Ctrl-C) is passed on to the fork; a ``detnas`` killed outright closes the socket, and the
-fork ends too. The server ends with the Snakemake process that started it.
+How: Snakemake's ``onstart`` handler `start`s a server for a local run
+(workflow/rules/common.smk) and sets `ADDRESS_VARIABLE` in the jobs' environment. ``detnas``
+(`detnas.cli.main`) then hands its command to the server (`run`): a fork takes the command's
+stdin, stdout and stderr (passed over the socket), working directory, environment and arguments,
+and the command's exit status comes back to ``detnas``, which exits with it. A signal ``detnas``
+gets (Snakemake cancelling the job, Ctrl-C) is passed on to the fork; a ``detnas`` killed
+outright closes the socket, and the fork ends too. The server ends with the Snakemake process
+that started it.
 
 Each command is still its own process, and nothing computes before the fork: the CPU ISA pin
 (`detnas.provenance.pin_cpu_isa`) and the job's ``OMP_NUM_THREADS`` apply in the fork as in a
@@ -28,12 +29,16 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ADDRESS_VARIABLE = "DETNAS_WARM"
@@ -64,6 +69,33 @@ def _key() -> list[str]:
     return [sys.executable, os.path.dirname(os.path.abspath(detnas.__file__))]
 
 
+def start(log: str | Path, parent: int,
+          detnas: Sequence[str] = ("detnas",)) -> tuple[str, subprocess.Popen] | None:
+    """Start a server for the process ``parent`` (Snakemake's onstart handler: its own pid) by
+    ``detnas warm serve`` (``detnas``: the command the jobs run), its output in ``log``.
+
+    Returns:
+        Its address, once it listens (a command started before that would run cold), for the
+        jobs' `ADDRESS_VARIABLE`, and its process; None where none can start (not Linux,
+        ``detnas`` not found, the server failing within 30 s): the jobs then run as fresh
+        processes.
+    """
+    if not available() or shutil.which(detnas[0]) is None:
+        return None
+    address = f"detnas-warm-{parent}-{uuid.uuid4().hex[:8]}"
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        server = subprocess.Popen([*detnas, "warm", "serve", address, "--parent", str(parent)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    deadline = time.monotonic() + 30
+    while "listening" not in Path(log).read_text():
+        if server.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    return address, server
+
+
 def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> None:
     """Serve ``address`` until the process ``parent`` (Snakemake) ends: each request runs
     ``command(argv)`` (`detnas.cli.main`) in a fork.
@@ -74,12 +106,13 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(_sockaddr(address))
     server.listen(128)
+    print(f"detnas warm: listening on {address} for process {parent}", flush=True)
     for name in PRELOAD:
         importlib.import_module(name)
     key = _key()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forks
     server.settimeout(1.0)
-    print(f"detnas warm: serving {address} for process {parent}", flush=True)
+    print("detnas warm: serving (torch, torchvision, MLflow and detnas imported)", flush=True)
     while os.getppid() == parent:
         try:
             conn, _ = server.accept()

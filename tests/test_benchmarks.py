@@ -66,3 +66,10 @@ def test_channels_last_benchmark_prints_its_ratios():
     out = _run("bench_channels_last.py", "--rounds", "1", "--iters", "1")
     for workload in ("classifier 32 x 48 px", "fpn 4 x 96 px", "retinanet 8 x 96 px"):
         assert re.search(rf"{workload} +contiguous .* ratio \d+\.\d\d", out)
+
+
+@pytest.mark.slow
+def test_warm_benchmark_prints_its_ratio():
+    out = _run("bench_warm.py", "--rounds", "1", "--steps", "1")
+    assert "1 rounds, 1 steps a job, 1 warm jobs" in out
+    assert re.search(r"job cold +[\d.]+ s +warm +[\d.]+ s +ratio warm/cold \d+\.\d\d", out)

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,13 @@ pytestmark = [pytest.mark.slow,
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A warm server of this test process: its address and its log."""
-    address = f"detnas-test-{uuid.uuid4().hex}"
     log = tmp_path_factory.mktemp("warm") / "warm.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "detnas", "warm", "serve", address,
-                                 "--parent", str(os.getpid())], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    started = warm.start(log, os.getpid(), (sys.executable, "-m", "detnas"))
+    assert started is not None, log.read_text()
+    address, proc = started
     deadline = time.monotonic() + 120
     while "serving" not in log.read_text():  # its imports done
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
     yield address, log
     proc.terminate()

@@ -24,9 +24,6 @@ before the rows were declared: a changed command would rerun every job of a fini
 import copy
 import json
 import os
-import shutil
-import subprocess
-import uuid
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
@@ -95,16 +92,11 @@ def start_warm_server():
     once, and each job's `detnas` a fork of it instead of a fresh process (5 to 7 s of imports a
     job). Called by the `onstart` handler; the server ends with this Snakemake process. Not for
     jobs on cluster nodes, nor where DETNAS_WARM=off."""
-    if (not workflow.local_exec or not warm.available() or shutil.which("detnas") is None
-            or os.environ.get(warm.ADDRESS_VARIABLE) == "off"):
+    if not workflow.local_exec or os.environ.get(warm.ADDRESS_VARIABLE) == "off":
         return
-    address = f"detnas-warm-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.makedirs("logs", exist_ok=True)
-    with open("logs/warm.log", "w") as log:
-        subprocess.Popen(["detnas", "warm", "serve", address, "--parent", str(os.getpid())],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    os.environ[warm.ADDRESS_VARIABLE] = address  # the jobs' environment
+    server = warm.start("logs/warm.log", os.getpid())
+    if server is not None:
+        os.environ[warm.ADDRESS_VARIABLE] = server[0]  # the jobs' environment
 
 
 def write_study_config():
