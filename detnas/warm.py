@@ -3,8 +3,9 @@
 
 On the embedded default a stage's own work takes 10 to 100 s of CPU, and importing what it needs
 took 5 to 7 more in every one of the study's 46 jobs (torch and torchvision about 4, MLflow and its
-SQL store about 3): an eighth of the study. A fork of a process that has them imported starts in
-milliseconds (`benchmarks/bench_warm.py`).
+SQL store about 3): a sixth of the study's job time. A fork of a process that has them imported
+starts at once (`benchmarks/bench_warm.py`: a job of two training steps, 5.5 s fresh, 0.34 s
+forked).
 
 How: Snakemake's ``onstart`` handler `start`s a server for a local run
 (workflow/rules/common.smk) and sets `ADDRESS_VARIABLE` in the jobs' environment. ``detnas``
@@ -199,7 +200,7 @@ def _fork(conn: socket.socket, key: list[str], command: Callable[[list[str]], in
 def run(argv: list[str]) -> int | None:
     """Run ``detnas argv`` in a fork of the server `ADDRESS_VARIABLE` names, and return its exit
     status; None where there is no server to run it (none set or answering, another Python or
-    detnas, a closed standard stream): the caller runs it itself."""
+    detnas checkout, a standard stream that cannot be passed): the caller runs it itself."""
     address = os.environ.get(ADDRESS_VARIABLE, "")
     if address in ("", "off") or not available() or argv[:1] == ["warm"]:
         return None

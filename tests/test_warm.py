@@ -96,7 +96,7 @@ def test_a_training_in_a_fork_is_bit_identical_to_a_fresh_process(server, tmp_pa
         assert environment["cpu_capability"] == "AVX2"  # pinned after the server's imports
 
 
-def test_no_server_another_checkout_or_a_closed_stream_run_the_command_here(server, tmp_path):
+def test_without_a_server_or_with_another_checkout_the_command_runs_here(server, tmp_path):
     address, log = server
     env = {**os.environ, warm.ADDRESS_VARIABLE: "detnas-test-nobody-serves-this"}
     args = ["arch", "show", "00-00-0000-00", "--space", "tiny"]
