@@ -290,7 +290,7 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     if stage.sync_bn and ddp.world > 1 and ddp.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps BN children in place
     # channels_last on every device: cuDNN's and oneDNN's convolutions are fastest in it (on
-    # the default's CPU a training step takes 0.73-0.94 of the contiguous one's time,
+    # the default's CPU a training step takes 0.80 to 0.96 of the contiguous one's time,
     # benchmarks/bench_channels_last.py)
     model = model.to(ddp.device, memory_format=torch.channels_last)
     set_bn(model, tcfg)

@@ -31,6 +31,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from detnas.warm import replace_process
+
 # The process model of each command (its first words); the only place that decides it.
 COMMANDS = {("train",): "ddp", ("nats", "search"): "ddp", ("search",): "workers"}
 
@@ -112,9 +114,10 @@ def run(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: bool = False
         command: Callable[[list[str]], int] | None = None) -> int:
     """Run ``detnas argv`` under its process model: a command that runs as one process by
     ``command(argv)`` (`detnas.cli.main`) in this process, which a warm start (`detnas.warm`)
-    keeps warm; torchrun and srun by replacing this process (signals reach them)."""
+    keeps warm; torchrun and srun by replacing this process (signals reach them;
+    `detnas.warm.replace_process`)."""
     cmd = launch_command(argv, gpus, nodes, rendezvous)
     print("detnas launch:", " ".join(cmd), file=sys.stderr, flush=True)
     if command is not None and cmd[:3] == [sys.executable, "-m", "detnas"]:
         return command(cmd[3:])
-    os.execvp(cmd[0], cmd)
+    return replace_process(cmd)

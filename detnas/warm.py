@@ -53,6 +53,8 @@ PRELOAD = ("torch", "torchvision.models.detection", "mlflow.tracking",
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+_in_fork = False  # this process runs a command for a client (`_fork`)
+
 
 def available() -> bool:
     """Whether this platform can serve (abstract Unix sockets and fd passing: Linux)."""
@@ -126,6 +128,20 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
     print("detnas warm: Snakemake ended; stopping", flush=True)
 
 
+def replace_process(cmd: Sequence[str]) -> int:
+    """Replace this process by ``cmd`` (``detnas launch``'s torchrun or srun): ``exec``, so that
+    signals reach it. In a fork, whose exit status goes back over a socket an ``exec`` would
+    close, run ``cmd`` as a child instead, pass the forwarded signals on, and return its exit
+    status."""
+    if not _in_fork:
+        os.execvp(cmd[0], cmd)
+    child = subprocess.Popen(cmd)
+    for sig in FORWARDED:
+        signal.signal(sig, lambda sig, _frame: child.send_signal(sig))
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     """The request (8-byte length, JSON) and the three file descriptors sent with it."""
     head, fds, _, _ = socket.recv_fds(conn, 8, 3)
@@ -153,6 +169,8 @@ def _end_with(conn: socket.socket) -> None:
 def _fork(conn: socket.socket, key: list[str], command: Callable[[list[str]], int]) -> None:
     """Run one command in this fork, as a fresh ``detnas`` process would, and report its exit
     status to the client."""
+    global _in_fork
+    _in_fork = True
     code = 1
     try:
         conn.setblocking(True)

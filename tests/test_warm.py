@@ -144,3 +144,25 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
     except (OSError, IndexError):
         return "zombie"
+
+
+def test_torchrun_ranks_run_in_forks_with_the_bits_of_fresh_ranks(server, tmp_path,
+                                                                  classification_study):
+    """``detnas launch --gpus 2`` in a fork execs torchrun; its two ranks (``python -m
+    detnas``) are forks too, each with its rank's environment: the same weights as the cold
+    2-process run, and the ranks still checked identical."""
+    address, log = server
+    cfg_path, env = classification_study(num_train=24, steps=3)
+    runs = {}
+    for name, job_env in (("cold", env), ("warm", {**env, warm.ADDRESS_VARIABLE: address})):
+        runs[name] = _detnas(["launch", "--gpus", "2", "--", "train", "supernet", "--task",
+                              "classification", "--config", str(cfg_path), "--out",
+                              str(tmp_path / name)], job_env)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+        assert "weights identical on the 2 ranks" in runs[name].stderr
+    ranks = [line for line in _forks(log) if line.endswith(f"--out {tmp_path / 'warm'}")]
+    assert len(ranks) == 3, ranks  # detnas launch, then rank 0 and rank 1
+    a = torch.load(tmp_path / "cold" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "warm" / "checkpoint.pt", weights_only=True)
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=0, atol=0, msg=k)
