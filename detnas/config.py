@@ -351,15 +351,44 @@ class StudyConfig:
     resnet_pretrain: TrainConfig = field(default_factory=TrainConfig)  # ResNet's own ImageNet
     # recipe (baseline and NATS start): lr 0.1 per 256 images, wd 1e-4, steps at 30/60 epochs
     retrain_finetune: TrainConfig = field(default_factory=TrainConfig)
-    retrain_seeds: list[Annotated[int, MIN0]] = field(default_factory=list)  # more seeds of every
-    # detection retraining, beside `seed` (each from the same retrained classifier): mean and std
-    # per row
+    replicates: Annotated[int, MIN1] = 1  # independent retrainings of every row (classifier and
+    # detector; a searched row's search too, see search_seeds), replicate k seeded
+    # `replicate_seed(seed, k)`: the report's training noise is their spread, pooled over the rows
+    # (detnas/report/noise.py); 1 leaves it unknown and every comparison undetermined
+    search_seeds: Annotated[int, MIN1] = 1  # runs of every search, run k seeded as replicate k:
+    # 1 = every replicate retrains the one winner (verdicts about the architecture found); else
+    # >= replicates, replicate k retrains search k's winner (verdicts about the method), and the
+    # report shows how stable the winner is
+    replicate: Annotated[int, MIN0] = late(int)  # which replicate a job runs (set per job by the
+    # workflow: `--set replicate=K`); its seeds are `run_seed`, its data and splits the study's
     rank: RankConfig = field(default_factory=RankConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ablations: dict[str, AblationConfig] = late(dict)  # rows of the study beyond the paper's
     # (detnas/study.py), by name, e.g. {pareto: {overrides: {search.objective: pareto},
     # compared_with: [detnas]}}
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of this job's replicate (`replicate_seed`): a training's initial weights and
+        image order, a search's proposals. The study's ``seed`` alone makes the data, the splits
+        and the supernets, which every replicate shares."""
+        return replicate_seed(self.seed, self.replicate)
+
+    def search_replicate(self, replicate: int) -> int:
+        """The search whose winner replicate ``replicate`` of a searched row retrains."""
+        return replicate if self.search_seeds > 1 else 0
+
+
+REPLICATE_STRIDE = 1000
+"""Replicate k of a study of seed s is seeded s + 1000 k: distinct from every replicate of the
+studies of seeds 0 to 999, so that studies run at seeds 0, 1, 2 (two machines' stand-ins) share
+no run."""
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The seed of replicate ``replicate`` (0: the study's own seed)."""
+    return seed + REPLICATE_STRIDE * replicate
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -454,10 +483,12 @@ def check(cfg: StudyConfig, where: str) -> None:
     if cfg.rank.pool < cfg.rank.archs:
         raise ValueError(f"{where}.rank: pool ({cfg.rank.pool}) must be >= archs "
                          f"({cfg.rank.archs})")
-    seeds = [cfg.seed, *cfg.retrain_seeds]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{where}.retrain_seeds: {cfg.retrain_seeds} must be distinct seeds, "
-                         f"other than seed ({cfg.seed})")
+    if 1 < cfg.search_seeds < cfg.replicates:
+        raise ValueError(f"{where}.search_seeds: {cfg.search_seeds} must be 1 (every replicate "
+                         f"retrains the one winner) or >= replicates ({cfg.replicates})")
+    if cfg.replicate >= max(cfg.replicates, cfg.search_seeds):
+        raise ValueError(f"{where}.replicate: {cfg.replicate} must be < replicates "
+                         f"({cfg.replicates}) or search_seeds ({cfg.search_seeds})")
     if cfg.latency.clock == "cpu" and (cfg.latency.device == "cuda" or cfg.latency.threads != 1):
         raise ValueError(f"{where}.latency.clock: cpu times one CPU thread: it needs "
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "

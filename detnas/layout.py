@@ -42,6 +42,13 @@ def _row(name: str) -> study.Row | None:
     return next((r for r in study.ROWS if r.name == name), None)
 
 
+def replicate_dir(folder: str, rep: int | str | None = None) -> str:
+    """The folder of replicate ``rep`` of a stage whose first replicate writes to ``folder``:
+    ``folder/rep{K}`` (None or 0: ``folder`` itself). A stage's replicates share its data,
+    splits and supernets; `detnas.config.StudyConfig.run_seed` seeds each."""
+    return folder if rep in (None, 0, "0") else f"{folder}/rep{rep}"
+
+
 def data_dir(dataset: str = "{dataset}") -> str:
     """Where the workflow generates a synthetic detection set (in COCO layout)."""
     return f"data/{dataset}"
@@ -73,52 +80,56 @@ def search_name(dataset: str = "{dataset}", detector: str = "{detector}",
 
 
 def search_dir(dataset: str = "{dataset}", detector: str = "{detector}",
-               method: str = "{ablation}") -> str:
-    """A search's folder (SEARCH_FILES)."""
-    return f"search/{search_name(dataset, detector, method)}"
+               method: str = "{ablation}", rep: int | str | None = None) -> str:
+    """A search's folder (SEARCH_FILES); ``rep``: its run of that search seed."""
+    return replicate_dir(f"search/{search_name(dataset, detector, method)}", rep)
 
 
 def baseline_arch(row: str = "{baseline}") -> str:
     return f"archs/{row}/{ARCH}"
 
 
-def nats_dir(dataset: str = "{dataset}", detector: str = "{detector}") -> str:
-    """The NATS search of a dataset and detector; its derived network is `ARCH`."""
-    return f"nats/{dataset}/{detector}"
+def nats_dir(dataset: str = "{dataset}", detector: str = "{detector}",
+             rep: int | str | None = None) -> str:
+    """The NATS search of a dataset and detector (of replicate ``rep``); its derived network is
+    `ARCH`."""
+    return replicate_dir(f"nats/{dataset}/{detector}", rep)
 
 
-def arch_json(row: str, dataset: str = "{dataset}", detector: str = "{detector}") -> str:
-    """Where the architecture of a row of the results table comes from."""
+def arch_json(row: str, dataset: str = "{dataset}", detector: str = "{detector}",
+              rep: int | str | None = None) -> str:
+    """Where the architecture of a row of the results table comes from; ``rep``: the run of its
+    search (a searched row: the search seed, `StudyConfig.search_replicate`; NATS: the
+    replicate)."""
     kind = _row(row).kind if _row(row) else "searched"
     if kind == "baseline":
         return baseline_arch(row)
     if kind == "nats":
-        return f"{nats_dir(dataset, detector)}/{ARCH}"
-    return f"{search_dir(dataset, detector, row)}/{ARCH}"
+        return f"{nats_dir(dataset, detector, rep)}/{ARCH}"
+    return f"{search_dir(dataset, detector, row, rep)}/{ARCH}"
 
 
 def classifier_dir(row: str = "{row}", dataset: str = "{dataset}",
-                   detector: str = "{detector}") -> str:
-    """The ImageNet-style retraining a row's detector starts from (TRAIN_FILES): its classifier
-    row's (NATS reuses ResNet-50's: it keeps its weights); the rows of one arch per dataset and
-    detector keep theirs in the ``cls/`` of their detection folder."""
+                   detector: str = "{detector}", rep: int | str | None = None) -> str:
+    """The ImageNet-style retraining a row's detector starts from (TRAIN_FILES), of replicate
+    ``rep``: its classifier row's (NATS reuses ResNet-50's: it keeps its weights); the rows of
+    one arch per dataset and detector keep theirs in the ``cls/`` of their detection folder."""
     source = _row(_row(row).classifier_row) if _row(row) else None
     if source and source.shared:
-        return shared_classifier_dir(source.name)
-    return f"{detection_dir(row, dataset, detector)}/cls"
+        return shared_classifier_dir(source.name, rep)
+    return f"{detection_dir(row, dataset, detector, rep)}/cls"
 
 
-def shared_classifier_dir(row: str = "{row}") -> str:
+def shared_classifier_dir(row: str = "{row}", rep: int | str | None = None) -> str:
     """`classifier_dir` as a pattern over the shared rows only (one wildcard, row)."""
-    return f"retrain/{row}/cls"
+    return f"{replicate_dir(f'retrain/{row}', rep)}/cls"
 
 
 def detection_dir(row: str = "{row}", dataset: str = "{dataset}",
-                  detector: str = "{detector}", seed: int | str | None = None) -> str:
-    """The detection retraining of a row on a dataset with a detector (TRAIN_FILES): with the
-    study's seed, or (``seed``) one of ``retrain_seeds``, in its ``seed{N}/``."""
-    folder = f"retrain/{row}/{dataset}/{detector}"
-    return folder if seed is None else f"{folder}/seed{seed}"
+                  detector: str = "{detector}", rep: int | str | None = None) -> str:
+    """The detection retraining of a row on a dataset with a detector (TRAIN_FILES), of
+    replicate ``rep`` (`replicate_dir`)."""
+    return replicate_dir(f"retrain/{row}/{dataset}/{detector}", rep)
 
 
 def rank_dir(dataset: str = "{dataset}", detector: str = "{detector}") -> str:
@@ -135,48 +146,49 @@ class Output:
     row: str = ""
     dataset: str = ""  # "" for a file of the whole study (a shared classifier, ClsNASNet)
     detector: str = ""
-    seed: int | None = None  # detection: one of retrain_seeds (None: the study's seed)
+    rep: int = 0  # its replicate (a search's: its search seed)
     init: str = ""  # supernet: pretrained | scratch
 
 
 def outputs(cfg) -> list[Output]:
     """Every file of study ``cfg`` (a `detnas.config.StudyConfig`) that its report reads, in
-    the order the report reads them: the shared rows' classifiers; per dataset and detector each
-    row's detection retrainings (its seeds after it), each searched row's classifier, history
-    and winner, the ranking check, NATS's network and the detection supernets; then the searches
-    of one architecture for the whole study.
+    the order the report reads them: the shared rows' classifiers (each replicate); per dataset
+    and detector each row's detection retrainings (its replicates after it), each searched
+    row's classifiers, histories and winners (one per search seed), the ranking check, NATS's
+    networks and the detection supernets; then the searches of one architecture for the whole
+    study.
 
     ``kind``: ``classifier`` and ``detection`` (their `METRICS`), ``search`` (`HISTORY`) and
     ``search_arch`` (its `ARCH`), ``rank`` (`RANK`), ``nats`` (the row's `ARCH`),
     ``supernet`` (`METRICS`: only its cost is read, found by the ledger under the results).
     """
     rows = study.rows(cfg)
+    reps, searches = range(cfg.replicates), range(cfg.search_seeds)
     ranked = cfg.rank.checked_detectors(list(cfg.detectors)) if cfg.rank.enabled else []
-    out = [Output("classifier", f"{shared_classifier_dir(r.name)}/{METRICS}", r.name)
-           for r in rows if r.shared]
+    out = [Output("classifier", f"{shared_classifier_dir(r.name, k)}/{METRICS}", r.name, rep=k)
+           for r in rows if r.shared for k in reps]
     for ds in cfg.datasets:
         for det in cfg.detectors:
             cell = {"dataset": ds, "detector": det}
-            for r in rows:
-                for seed in (None, *cfg.retrain_seeds):
-                    path = f"{detection_dir(r.name, ds, det, seed)}/{METRICS}"
-                    out.append(Output("detection", path, r.name, **cell, seed=seed))
-            for r in rows:
-                if r.cell_search:
-                    folder = search_dir(ds, det, r.name)
-                    out += [Output("classifier", f"{classifier_dir(r.name, ds, det)}/{METRICS}",
-                                   r.name, **cell),
-                            Output("search", f"{folder}/{HISTORY}", r.name, **cell),
-                            Output("search_arch", f"{folder}/{ARCH}", r.name, **cell)]
+            out += [Output("detection", f"{detection_dir(r.name, ds, det, k)}/{METRICS}",
+                           r.name, **cell, rep=k) for r in rows for k in reps]
+            for r in (r for r in rows if r.cell_search):
+                out += [Output("classifier", f"{classifier_dir(r.name, ds, det, k)}/{METRICS}",
+                               r.name, **cell, rep=k) for k in reps]
+                for k in searches:
+                    folder = search_dir(ds, det, r.name, k)
+                    out += [Output("search", f"{folder}/{HISTORY}", r.name, **cell, rep=k),
+                            Output("search_arch", f"{folder}/{ARCH}", r.name, **cell, rep=k)]
             if det in ranked:
                 out.append(Output("rank", f"{rank_dir(ds, det)}/{RANK}", **cell))
-            out += [Output("nats", arch_json(r.name, ds, det), r.name, **cell)
-                    for r in rows if r.kind == "nats"]
+            out += [Output("nats", arch_json(r.name, ds, det, k), r.name, **cell, rep=k)
+                    for r in rows if r.kind == "nats" for k in reps]
             out += [Output("supernet", f"{supernet_dir(ds, det, init)}/{METRICS}", **cell,
                            init=init) for init in study.DETECTION_SUPERNETS]
     for r in rows:
         if r.kind == "searched" and r.shared:
-            folder = search_dir("", "", r.name)
-            out += [Output("search", f"{folder}/{HISTORY}", r.name),
-                    Output("search_arch", f"{folder}/{ARCH}", r.name)]
+            for k in searches:
+                folder = search_dir("", "", r.name, k)
+                out += [Output("search", f"{folder}/{HISTORY}", r.name, rep=k),
+                        Output("search_arch", f"{folder}/{ARCH}", r.name, rep=k)]
     return out

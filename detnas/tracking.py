@@ -34,7 +34,8 @@ from detnas.io import load_json, save_json
 
 log = logging.getLogger(__name__)
 
-TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed", "config_hash",
+TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed", "replicate",
+            "config_hash",
             "git_commit")
 """The tags of every stage run (`stage_tags`): ``ablation`` is the row of the study it belongs to
 (`detnas.study`), the tag `ABLATION_VIEW` groups by."""
@@ -427,7 +428,8 @@ def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
     from detnas.config import config_hash
     from detnas.provenance import git_commit
 
-    given = {"stage": stage, **tags, "seed": cfg.seed, "config_hash": config_hash(cfg),
+    given = {"stage": stage, **tags, "seed": cfg.run_seed, "replicate": cfg.replicate,
+             "config_hash": config_hash(cfg),
              "git_commit": git_commit()}
     return {k: given[k] for k in TAG_KEYS if k in given} | {
         k: v for k, v in given.items() if k not in TAG_KEYS}

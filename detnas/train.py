@@ -85,8 +85,8 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
                evaluate) -> dict:
     """Train, evaluate, and write checkpoint, metrics and resolved config (main process only)."""
     ddp = engine.setup_distributed(cfg.device)
-    torch.manual_seed(cfg.seed)
-    prov = provenance(config_mod.to_dict(cfg), cfg.seed, stage=run.stage, tags=run.tags,
+    torch.manual_seed(cfg.run_seed)
+    prov = provenance(config_mod.to_dict(cfg), cfg.run_seed, stage=run.stage, tags=run.tags,
                       fingerprint=run_fingerprint(cfg, run))
     gpus = ddp.world if ddp.device.type == "cuda" else 0
     tracker = tracking.start_stage(cfg, run.stage, run.tags, gpus=gpus, arch=run.arch,
@@ -95,7 +95,7 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
         stage = dataclasses.replace(stage, num_workers=cfg.workers, outputs=OUTPUTS)
-        result = engine.train(stage, tcfg, cfg.seed, ddp, run.resume, tracker, prov)
+        result = engine.train(stage, tcfg, cfg.run_seed, ddp, run.resume, tracker, prov)
         metrics = {}
         if ddp.main:
             metrics = {"steps": result["step"], **evaluate(stage.model, ddp.device)}
@@ -166,7 +166,7 @@ def _no_evaluation(model, device) -> dict:
 def supernet_classification(cfg: StudyConfig, out: Path) -> dict:
     """Step 1 of DetNAS: path-wise supernet pre-training on classification, on the training set
     less the ``classification.search_images`` that the ClsNASNet search scores candidates on."""
-    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    torch.manual_seed(cfg.run_seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True, cfg.classification.search_images)
     backbone = {"kind": "supernet", "space": cfg.space}
     model = build_model("classification", backbone, data.num_classes, **classifier_options(cfg))
@@ -212,7 +212,7 @@ def finetune_schedule(cfg: StudyConfig, detector: str, scratch: bool) -> TrainCo
 def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Path,
                        annotations: Path, init: Path | None, out: Path) -> dict:
     """Step 2 of DetNAS: path-wise fine-tuning on detection; ``init=None`` is DetNAS-scratch."""
-    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    torch.manual_seed(cfg.run_seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     data = _detection_data(images, annotations, d.cache, d.flip_prob)
     backbone = {"kind": "supernet", "space": cfg.space}
@@ -244,7 +244,7 @@ def pretrain_schedule(cfg: StudyConfig, spec: dict) -> TrainConfig:
 
 def train_classifier(cfg: StudyConfig, spec: dict, ablation: str, out: Path) -> dict:
     """Retraining, part 1: classification pre-training of a fixed architecture."""
-    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    torch.manual_seed(cfg.run_seed)  # the initial weights are a function of the seed
     data = _classification_data(cfg, "train", True, resnet=spec.get("kind") == "resnet")
     val = Path(cfg.classification.root) / "val"  # scored after training: checked before it
     check_same_classes(val, class_folders(val), data.root)
@@ -283,7 +283,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
     training and test sets, ``tcfg`` the ``retrain_finetune`` schedule (the ranking check trains
     on the supernet's split and scores on the search split).
     """
-    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    torch.manual_seed(cfg.run_seed)  # the initial weights are a function of the seed
     d = cfg.datasets[dataset]
     run = detector_run(cfg, spec, ablation, dataset, detector, init, out,
                        train_split=train_split, test_split=test_split, stage_name=stage_name)

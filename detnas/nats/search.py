@@ -149,7 +149,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
     if weights_data.num_classes != arch_data.num_classes:
         raise ValueError(f"the weights split has {weights_data.num_classes} classes, the "
                          f"architecture split {arch_data.num_classes}")
-    out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.seed
+    out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.run_seed
     for name, data in (("weights", weights_data), ("architecture", arch_data)):
         if len(data) < t.batch_size:
             raise ValueError(f"nats.search.batch_size: {t.batch_size} is more than the "

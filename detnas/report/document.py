@@ -15,16 +15,18 @@ from detnas.provenance import environment_key, git_commit
 from detnas.report.figures import expected_figures, write_figures
 from detnas.report.headline import format_headline, headline
 from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
-from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
+from detnas.report.paper import DETECTOR_NAMES, METRIC_NAMES, PAPER_CLAIMS
 from detnas.report.results import Results, collect
 from detnas.report.tables import (
     format_main_table,
     format_rank_table,
+    format_stability_table,
     kernel_table,
     key_observations,
     main_table,
     observations,
     rank_table,
+    search_stability,
     search_tables,
     searched_archs,
 )
@@ -121,24 +123,50 @@ def _tables_blocks(tables: dict, sources: dict[str, int]) -> list[tuple]:
         blocks.append(("table", *format_main_table(table, sources)))
     blocks.append(("p", "Our numbers are percent on our data; the paper columns are the "
                         "paper's figures on COCO (compared with COCO and the synthetic set) or "
-                        "VOC. Top-1 is of the row's classification run (`retrain/{row}/cls`, "
-                        "one seed). With `retrain_seeds`, each detection figure is the mean ± "
-                        "sample standard deviation over the seeds: every seed retrains the "
-                        "detector from the same classifier (a seed varies the detector's "
-                        "initial weights and the order of the training images). In brackets: "
-                        "the 95% interval of the figure over 200 resamples of the test images "
-                        "(the run with `seed`; the same resamples for every row). A blank paper "
-                        "cell means the references give no figure."))
+                        "VOC. Each figure is the mean ± sample standard deviation over the "
+                        "row's replicates (`replicates`: each retrains its classifier and its "
+                        "detector from another seed, and with `search_seeds` runs its own "
+                        "search); top-1 likewise over its classifier's replicates. In "
+                        "brackets: the 95% interval of the mean with both sources of noise, "
+                        "training (the replicates' spread, pooled over the rows of the column) "
+                        "and the test images (200 resamples, the same for every row); with one "
+                        "replicate, the test images' interval alone, and the training noise is "
+                        "unknown (docs/noise.md). A blank paper cell means the references give "
+                        "no figure."))
+    blocks += _noise_blocks(tables)
     blocks.append(("ul", [f"[{n}] {s}" for s, n in sorted(sources.items(), key=lambda x: x[1])]))
     return blocks
 
 
-def _search_blocks(cfg: StudyConfig, searches: dict) -> list[tuple]:
+def _noise_blocks(tables: dict) -> list[tuple]:
+    """The training noise of each column and the smallest difference it resolves."""
+    rows = []
+    for ds, table in tables.items():
+        for det, n in table["noise"].items():
+            sigma = "unknown" if n["sigma"] is None else f"{100 * n['sigma']:.1f}"
+            test = "—" if n["test_sd_difference"] is None else \
+                f"{100 * n['test_sd_difference']:.1f}"
+            res = "—" if n["resolvable"] is None else f"{100 * n['resolvable']:.1f}"
+            rows.append([ds, DETECTOR_NAMES.get(det, det), str(n["replicates"]), sigma,
+                         str(n["df"]), test, res])
+    return [("h", 3, "The noise the figures rest on"),
+            ("table", ["dataset", "detector", "seeds per row", "training noise: std of one "
+                       "seed (points)", "its degrees of freedom",
+                       "test images: std of a difference (points)",
+                       "smallest difference called at 95% (points)"], rows)]
+
+
+def _search_blocks(cfg: StudyConfig, searches: dict, stability: dict) -> list[tuple]:
     blocks: list[tuple] = [("h", 2, "Evolutionary search against random search")]
     rows = [[f"`{k}`", str(s["evaluations"]), f"{s['best']:.4f}", f"{s['median']:.4f}",
              f"{s['mean']:.4f}", str(s["best_at"])] for k, s in searches.items()]
     blocks.append(("table", ["search", "evaluations", "best fitness", "median", "mean",
                              "best found at"], rows))
+    if cfg.search_seeds > 1:
+        blocks += [("h", 3, "Stability over search seeds"),
+                   ("p", f"Each search ran with {cfg.search_seeds} seeds (`search_seeds`); "
+                         "replicate k of a searched row retrains search seed k's winner."),
+                   ("table", *format_stability_table(stability))]
     figs = expected_figures(cfg)
     for name, caption in figs.items():
         if name.startswith(("search_", "flops_fitness_")):
@@ -186,8 +214,8 @@ def _summary_blocks(records: list[dict], notes: list[str]) -> list[tuple]:
     """What the study found, first: the headline table and the observations outside the noise
     (or of rows that are the same network); the details follow."""
     key = key_observations(notes) or [
-        "No difference between two rows is outside the noise of training or of the test split "
-        "(every observation is under Observations)."]
+        "No difference between two rows is decided beyond the noise of training and of the "
+        "test images (every observation is under Observations)."]
     return [("h", 2, "Summary"),
             ("p", "Each row of the study: AP50 and mmAP (the mean over its seeds), top-1 of its "
                   "classification training, backbone FLOPs and the GPU-hours it cost (its stages "
@@ -226,6 +254,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     res = collect(cfg, results)
     tables = {ds: main_table(cfg, res, ds) for ds in cfg.datasets}
     searches = search_tables(res)
+    stability = search_stability(cfg, res)
     archs = searched_archs(cfg, res)
     kernels = kernel_table(archs)
     ranking = rank_table(res)
@@ -249,7 +278,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                                  f"{', '.join(cfg.detectors)}.")]
     blocks += _summary_blocks(records, notes)
     blocks += _tables_blocks(tables, sources)
-    blocks += _search_blocks(cfg, searches)
+    blocks += _search_blocks(cfg, searches, stability)
     blocks += _rank_blocks(cfg, ranking)
     blocks += _arch_blocks(cfg, kernels)
     blocks += _cost_blocks(costs)
@@ -265,7 +294,8 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
                      "figures are bit-identical only where it is the same: README, Results "
                      "of the embedded default)."),
                ("table", *provenance_table(res))]
-    data = {"headline": records, "tables": tables, "searches": searches, "ranking": ranking,
+    data = {"headline": records, "tables": tables, "searches": searches,
+            "search_stability": stability, "ranking": ranking,
             "kernels": kernels, "cost": costs,
             "observations": notes,
             "missing": res.missing, "figures": list(expected_figures(cfg)),

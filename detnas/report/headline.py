@@ -1,6 +1,8 @@
 """The study's headline: one record per row of the study (ablation, dataset, detector) with the
-numbers a reader compares first: AP50, mmAP (the means over the seeds found), top-1, backbone
-FLOPs and GPU-hours (the row's stages and those it builds on, `detnas.report.ledger`).
+numbers a reader compares first: AP50, mmAP (the means over the replicates found), the seeds
+they rest on and the 95% interval of the dataset's metric with training and test noise
+(`detnas.report.noise`), top-1, backbone FLOPs and GPU-hours (the row's stages and those it
+builds on, `detnas.report.ledger`).
 
 The report opens with it (`detnas.report.document`); ``scripts/collect_metrics.py`` writes each
 record as one small file under ``<results>/headline/`` (`file_name`), DVC's metrics, so that
@@ -17,12 +19,12 @@ from detnas.report.paper import DETECTOR_NAMES
 from detnas.report.results import Results
 from detnas.report.tables import _pct, _si  # the main table's number formats
 
-FIELDS = ("ap50", "mmap", "top1", "flops", "gpu_hours")
+FIELDS = ("ap50", "mmap", "seeds", "low", "high", "top1", "flops", "gpu_hours")
 """The numbers of a headline record, in printed order."""
 
 
 def _seed_mean(res: Results, row: str, ds: str, det: str, metric: str) -> float | None:
-    values = [r[metric] for r in res.det_seeds.get((row, ds, det), {}).values()
+    values = [r[metric] for r in res.det_reps.get((row, ds, det), {}).values()
               if isinstance(r.get(metric), int | float)]
     return statistics.fmean(values) if values else None
 
@@ -36,8 +38,9 @@ def headline(res: Results, tables: dict, costs: dict) -> list[dict]:
         costs: `detnas.report.ledger.cost_tables`.
 
     Returns:
-        ``{"row", "name", "dataset", "detector", *FIELDS}`` per row, dataset and detector; a
-        number the study does not have is None.
+        ``{"row", "name", "dataset", "detector", *FIELDS}`` per row, dataset and detector
+        (``low`` / ``high``: the 95% interval of the dataset's metric, None while the training
+        noise is unknown); a number the study does not have is None.
     """
     gpu = {(r["row"], r["dataset"], r["detector"]): r["gpu_hours"] for r in costs["rows"]}
     records = []
@@ -45,10 +48,12 @@ def headline(res: Results, tables: dict, costs: dict) -> list[dict]:
         for det in table["detectors"]:
             for entry in table["rows"]:
                 row = entry["row"]
+                low, high = entry["map_interval"][det] or (None, None)
                 records.append({
                     "row": row, "name": entry["name"], "dataset": ds, "detector": det,
                     "ap50": _seed_mean(res, row, ds, det, "ap50"),
                     "mmap": _seed_mean(res, row, ds, det, "mmap"),
+                    "seeds": len(entry["map_seeds"][det]) or None, "low": low, "high": high,
                     "top1": entry["top1"][det], "flops": entry["backbone_flops"][det],
                     "gpu_hours": gpu.get((row, ds, det))})
     return records
@@ -57,10 +62,12 @@ def headline(res: Results, tables: dict, costs: dict) -> list[dict]:
 def format_headline(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells of the headline table (percent, FLOPs as the main table has
     them)."""
-    header = ["model", "dataset / detector", "AP50 %", "mmAP %", "top-1 %", "backbone FLOPs",
-              "GPU-hours"]
+    header = ["model", "dataset / detector", "AP50 %", "mmAP %", "seeds",
+              "95% interval (training + test)", "top-1 %", "backbone FLOPs", "GPU-hours"]
     rows = [[r["name"], f"{r['dataset']} / {DETECTOR_NAMES.get(r['detector'], r['detector'])}",
-             _pct(r["ap50"]), _pct(r["mmap"]), _pct(r["top1"]), _si(r["flops"]),
+             _pct(r["ap50"]), _pct(r["mmap"]), str(r["seeds"] or "—"),
+             "—" if r["low"] is None else f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}]",
+             _pct(r["top1"]), _si(r["flops"]),
              "—" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"] for r in records]
     return header, rows
 

@@ -20,13 +20,19 @@ class Results:
     """Every input found under a results folder, and the expected ones that were not."""
 
     root: Path
-    cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> cls metrics
-    det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det)
-    det_seeds: dict[tuple[str, str, str], dict[int, dict]] = field(default_factory=dict)  # the
-    # same key -> seed -> metrics, of every seed run found (the study seed's run included)
+    cls: dict = field(default_factory=dict)  # row or (row, dataset, detector) -> the first
+    # replicate's classifier metrics
+    det: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (row, ds, det) -> the
+    # first replicate's detection metrics
+    cls_reps: dict = field(default_factory=dict)  # the key of cls -> replicate -> metrics
+    det_reps: dict[tuple[str, str, str], dict[int, dict]] = field(default_factory=dict)  # the
+    # key of det -> replicate -> metrics, of every replicate found (the first included)
     rank: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> rank.json
-    histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows
+    histories: dict[str, list[dict]] = field(default_factory=dict)  # search key -> rows (the
+    # first search seed's)
     search_archs: dict[str, dict] = field(default_factory=dict)  # search key -> arch.json
+    search_runs: dict[str, dict[int, dict]] = field(default_factory=dict)  # search key -> search
+    # seed -> {"history": rows, "arch": arch.json}, of every seed found
     nats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ds, det) -> arch.json
     missing: list[str] = field(default_factory=list)  # relative paths
     inputs: dict[str, dict] = field(default_factory=dict)  # relative path -> provenance
@@ -87,21 +93,25 @@ def collect(cfg: StudyConfig, root: str | Path) -> Results:
         cell = (out.row, out.dataset, out.detector)
         if data is None or (out.kind == "search" and not data):
             continue
+        key = search_key(out.dataset, out.detector, out.row)
         if out.kind == "classifier":
-            res.cls[cell if out.dataset else out.row] = data
-        elif out.kind == "detection" and out.seed is None:
-            res.det[cell] = data
-            res.det_seeds[cell] = {cfg.seed: data}
+            res.cls_reps.setdefault(cell if out.dataset else out.row, {})[out.rep] = data
         elif out.kind == "detection":
-            res.det_seeds.setdefault(cell, {})[out.seed] = data
-        elif out.kind == "search":
-            res.histories[search_key(out.dataset, out.detector, out.row)] = data
-        elif out.kind == "search_arch":
-            res.search_archs[search_key(out.dataset, out.detector, out.row)] = data
+            res.det_reps.setdefault(cell, {})[out.rep] = data
+        elif out.kind in ("search", "search_arch"):
+            run = res.search_runs.setdefault(key, {}).setdefault(out.rep, {})
+            run["history" if out.kind == "search" else "arch"] = data
         elif out.kind == "rank":
             res.rank[(out.dataset, out.detector)] = data
-        elif out.kind == "nats":
+        elif out.kind == "nats" and out.rep == 0:
             res.nats[(out.dataset, out.detector)] = data
+    for reps, first in ((res.cls_reps, res.cls), (res.det_reps, res.det)):
+        first.update({k: runs[0] for k, runs in reps.items() if 0 in runs})
+    for key, runs in res.search_runs.items():
+        if "history" in runs.get(0, {}):
+            res.histories[key] = runs[0]["history"]
+        if "arch" in runs.get(0, {}):
+            res.search_archs[key] = runs[0]["arch"]
     log.info("report inputs: %d read, %d missing", len(res.inputs) + len(res.histories),
              len(res.missing))
     return res

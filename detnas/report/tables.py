@@ -7,7 +7,8 @@ import statistics
 from typing import Any
 
 from detnas import study
-from detnas.config import StudyConfig
+from detnas.config import StudyConfig, replicate_seed
+from detnas.report import noise
 from detnas.report.paper import DETECTOR_NAMES, METRIC_NAMES, paper_dataset, paper_refs
 from detnas.report.results import Results, search_key
 from detnas.space import KERNEL_SIZES, Arch
@@ -32,16 +33,21 @@ def _row_arch(res: Results, row: study.Row, ds: str, det: str) -> str | None:
 
 
 def _top1(res: Results, row: study.Row, ds: str, det: str,
-          rows: tuple[study.Row, ...]) -> tuple[float | None, str]:
-    """Top-1 of a row and a note; a row that borrows a classifier (NATS: ResNet-50's) falls
-    back to its top-1 (the same weights)."""
+          rows: tuple[study.Row, ...]) -> tuple[list[float], str]:
+    """Top-1 of a row's classifier replicates and a note; a row that borrows a classifier
+    (NATS: ResNet-50's) shows its top-1 (the same weights)."""
     for key in ((row.name, ds, det), row.name):
-        if "top1" in res.cls.get(key, {}):
-            return res.cls[key]["top1"], ""
+        if key in res.cls_reps:
+            return _values(res.cls_reps[key], "top1"), ""
     source = next(r for r in rows if r.name == row.classifier_row)
-    if source.name != row.name and "top1" in res.cls.get(source.name, {}):
-        return res.cls[source.name]["top1"], f"{source.title}'s, weights reused"
-    return None, ""
+    if source.name != row.name and source.name in res.cls_reps:
+        return _values(res.cls_reps[source.name], "top1"), f"{source.title}'s, weights reused"
+    return [], ""
+
+
+def _values(runs: dict[int, dict], metric: str) -> list[float]:
+    """A metric of each replicate found, in replicate order."""
+    return [runs[k][metric] for k in sorted(runs) if runs[k].get(metric) is not None]
 
 
 def spread(values: list[float]) -> tuple[float | None, float | None]:
@@ -51,50 +57,107 @@ def spread(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def figure(res: Results, row: str, ds: str, det: str, metric: str) -> noise.Figure | None:
+    """A cell's figure: its replicates' values of ``metric`` and their test-image bootstrap
+    values (`detnas.evaluation.bootstrap_coco`; None where a replicate has none)."""
+    runs = res.det_reps.get((row, ds, det), {})
+    found = [runs[k] for k in sorted(runs) if runs[k].get(metric) is not None]
+    if not found:
+        return None
+    boots = [(m.get("bootstrap") or {}).get(metric) for m in found]
+    return noise.Figure([m[metric] for m in found], boots if all(boots) else None)
+
+
+def cell_noise(figures: dict[str, noise.Figure], det: str) -> noise.TrainingNoise:
+    """The training noise of one dataset and detector: pooled over its rows' replicates."""
+    return noise.TrainingNoise.pooled([f.values for f in figures.values()],
+                                      f"rows with {DETECTOR_NAMES.get(det, det)}")
+
+
+def _sd(values: list[float] | None) -> float | None:
+    return statistics.stdev(values) if values and len(values) > 1 else None
+
+
 def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     """The paper-shaped table of one dataset: one entry per ablation row.
 
     Returns:
-        ``{"dataset", "kind", "metric", "paper_dataset", "detectors", "rows": [...]}``; each row has
-        per-detector ``arch``, ``backbone_flops``, ``backbone_params``, ``map`` (fractions, as in
-        the metrics files: the mean over the seeds found), ``map_std`` (their sample standard
-        deviation; None below two seeds), ``map_seeds`` (seed -> value), ``map_interval`` (the
-        95% bootstrap interval over test images of the study seed's run, or None), ``top1``, and
-        ``paper`` figures (percent) with their sources.
+        ``{"dataset", "kind", "metric", "paper_dataset", "detectors", "noise", "rows": [...]}``;
+        ``noise`` per detector: the training noise (``sigma``, ``df``, ``source``; noise.py) and
+        ``resolvable``, the smallest difference between two rows the study calls at 95%. Each
+        row has per-detector ``arch`` (its first replicate's; ``archs``: every replicate's),
+        ``backbone_flops``, ``backbone_params``, ``map`` (fractions, as in the metrics files:
+        the mean over the replicates), ``map_std`` (their sample standard deviation; None
+        below two), ``map_seeds`` (each replicate's seed -> value), ``map_interval`` (the 95%
+        interval of the mean with training and test noise; None while the training noise is
+        unknown), ``map_test_interval`` and ``map_test_sd`` (the test images' part alone),
+        ``top1`` (the mean over its classifier's replicates), ``top1_std``, and ``paper``
+        figures (percent) with their sources.
     """
     d = cfg.datasets[dataset]
     pds = paper_dataset(d.kind)
     study_rows = study.rows(cfg)
+    ordered = study.table_order(study_rows)
+    figures = {det: {r.name: f for r in ordered
+                     if (f := figure(res, r.name, dataset, det, d.metric))}
+               for det in cfg.detectors}
+    noises = {det: cell_noise(figures[det], det) for det in cfg.detectors}
     rows = []
-    for row in study.table_order(study_rows):
+    for row in ordered:
         top1 = {det: _top1(res, row, dataset, det, study_rows) for det in cfg.detectors}
         notes = {note for _, note in top1.values() if note}
         entry: dict[str, Any] = {"row": row.name, "name": row.title,
-                                 "top1": {det: t for det, (t, _) in top1.items()},
+                                 "top1": {det: spread(t)[0] for det, (t, _) in top1.items()},
+                                 "top1_std": {det: spread(t)[1] for det, (t, _) in top1.items()},
                                  "top1_note": notes.pop() if notes else "",
-                                 "arch": {}, "backbone_flops": {}, "backbone_params": {},
-                                 "map": {}, "map_std": {}, "map_seeds": {}, "map_interval": {},
+                                 "arch": {}, "archs": {}, "backbone_flops": {},
+                                 "backbone_params": {}, "map": {}, "map_std": {},
+                                 "map_seeds": {}, "map_interval": {}, "map_test_interval": {},
+                                 "map_test_sd": {},
                                  "paper": {"top1": {}, "map": {}, "flops": {}}}
         for det in cfg.detectors:
             m = res.det.get((row.name, dataset, det), {})
+            runs = res.det_reps.get((row.name, dataset, det), {})
             entry["arch"][det] = _row_arch(res, row, dataset, det)
+            entry["archs"][det] = [runs[k].get("arch") for k in sorted(runs)]
             entry["backbone_flops"][det] = m.get("backbone_flops")
             entry["backbone_params"][det] = m.get("backbone_params")
-            runs = {seed: r[d.metric] for seed, r in
-                    sorted(res.det_seeds.get((row.name, dataset, det), {}).items())
-                    if r.get(d.metric) is not None}
-            entry["map_seeds"][det] = {str(seed): v for seed, v in runs.items()}
-            entry["map"][det], entry["map_std"][det] = spread(list(runs.values()))
-            boot = _bootstrap(res, row.name, dataset, det, d.metric)
-            entry["map_interval"][det] = list(percentile_interval(boot)) if boot else None
+            entry["map_seeds"][det] = {
+                str(replicate_seed(cfg.seed, k)): runs[k][d.metric] for k in sorted(runs)
+                if runs[k].get(d.metric) is not None}
+            fig = figures[det].get(row.name)
+            entry["map"][det], entry["map_std"][det] = spread(fig.values if fig else [])
+            boot = fig.boot_means() if fig else None
+            entry["map_test_interval"][det] = list(percentile_interval(boot)) if boot else None
+            entry["map_test_sd"][det] = _sd(boot)
+            band = noise.interval(fig, noises[det]) if fig else None
+            entry["map_interval"][det] = list(band) if band else None
             for f in ("top1", "map", "flops"):
                 entry["paper"][f][det] = [
                     {"value": r.value, "source": r.source}
                     for r in paper_refs(row.name, pds, det, f)
                 ]
         rows.append(entry)
-    return {"dataset": dataset, "kind": d.kind, "metric": d.metric, "paper_dataset": pds,
-            "detectors": list(cfg.detectors), "rows": rows}
+    table = {"dataset": dataset, "kind": d.kind, "metric": d.metric, "paper_dataset": pds,
+             "detectors": list(cfg.detectors), "rows": rows,
+             "noise": {det: _noise_summary(noises[det], figures[det], cfg.replicates)
+                       for det in cfg.detectors}}
+    table["verdicts"] = {det: verdicts(cfg, res, table, det) for det in cfg.detectors}
+    return table
+
+
+def _noise_summary(training: noise.TrainingNoise, figures: dict[str, noise.Figure],
+                   replicates: int) -> dict:
+    """The training noise of a table's column, and the smallest difference it resolves: between
+    two rows of ``replicates`` replicates, at the median test noise of its rows' differences."""
+    names = list(figures)
+    test = [noise.paired_test_sd(figures[a], figures[b])
+            for i, a in enumerate(names) for b in names[i + 1:]]
+    test = [t for t in test if t is not None]
+    sd_diff = statistics.median(test) if test else 0.0
+    return {"sigma": training.sigma, "df": training.df, "source": training.source,
+            "replicates": replicates, "test_sd_difference": sd_diff if test else None,
+            "resolvable": noise.resolvable(training, replicates, sd_diff)}
 
 
 def _pct(x: float | None, std: float | None = None,
@@ -133,9 +196,10 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
     header = ["model", f"backbone ({order})", "backbone FLOPs", "params", "top-1 %"]
     seeds = max((len(r.get("map_seeds", {}).get(d, ())) for r in table["rows"] for d in dets),
                 default=1)
-    over = f" (mean ± std of {seeds} seeds)" if seeds > 1 else ""
-    if any(r.get("map_interval", {}).get(d) for r in table["rows"] for d in dets):
-        over += " [95% bootstrap interval over test images]"
+    combined = any(r.get("map_interval", {}).get(d) for r in table["rows"] for d in dets)
+    over = (f" (mean ± std of {seeds} seeds) [95% interval: training and test noise]"
+            if combined else " (1 seed: training noise unknown) [95% interval over test "
+            "images only]")
     header += [f"{DETECTOR_NAMES.get(d, d)} {metric} %{over}" for d in dets]
     header += ["paper FLOPs", f"paper top-1 % ({order})"]
     header += [f"paper {pds} {DETECTOR_NAMES.get(d, d)} %" for d in dets]
@@ -149,12 +213,13 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
 
     rows = []
     for r in table["rows"]:
-        top1 = _joined([_pct(r["top1"][d]) for d in dets]) + (
+        top1 = _joined([_pct(r["top1"][d], r.get("top1_std", {}).get(d)) for d in dets]) + (
             f" ({r['top1_note']})" if r["top1_note"] else "")
         cells = [r["name"], _joined([f"`{r['arch'][d]}`" if r["arch"][d] else "—" for d in dets]),
                  _joined([_si(r["backbone_flops"][d]) for d in dets]),
                  _joined([_si(r["backbone_params"][d]) for d in dets]), top1]
-        cells += [_pct(r["map"][d], r.get("map_std", {}).get(d), r.get("map_interval", {}).get(d))
+        cells += [_pct(r["map"][d], r["map_std"].get(d),
+                       r["map_interval"].get(d) if combined else r["map_test_interval"].get(d))
                   for d in dets]
         cells += [_joined([cite(r["paper"]["flops"][d]) for d in dets]),
                   _joined([cite(r["paper"]["top1"][d]) for d in dets])]
@@ -198,8 +263,62 @@ def evaluations_to_reach(history: list[dict], target: float) -> int | None:
 
 
 def search_tables(res: Results) -> dict:
-    """Summary of every search found, keyed by search key."""
+    """Summary of every search found (its first search seed's), keyed by search key."""
     return {key: search_summary(h) for key, h in sorted(res.histories.items())}
+
+
+def hamming(a: str, b: str) -> int:
+    """Blocks two architecture encodings choose differently (the same space)."""
+    return sum(x != y for x, y in zip(a.replace("-", ""), b.replace("-", ""), strict=True))
+
+
+def search_stability(cfg: StudyConfig, res: Results) -> dict:
+    """How stable each search is over its search seeds (`search_seeds`), keyed by search key:
+    ``seeds``, ``winners`` (one encoding per seed), ``distinct``, ``hamming`` (mean pairwise
+    Hamming distance of the winners' encodings, None below two), ``fitness_mean`` /
+    ``fitness_std`` of the winners' fitness, and ``retrained`` (each seed's retrained figure of
+    the dataset's metric, where that seed's winner was retrained: replicate k retrains search
+    seed k's)."""
+    out = {}
+    for key, runs in sorted(res.search_runs.items()):
+        found = {k: r for k, r in sorted(runs.items()) if r.get("history") and r.get("arch")}
+        if not found:
+            continue
+        winners = [r["arch"]["arch"] for r in found.values()]
+        best = [max(h["fitness"] for h in r["history"]) for r in found.values()]
+        pairs = [hamming(a, b) for i, a in enumerate(winners) for b in winners[i + 1:]]
+        mean, std = spread(best)
+        out[key] = {"seeds": len(found), "winners": winners, "distinct": len(set(winners)),
+                    "hamming": statistics.fmean(pairs) if pairs else None,
+                    "fitness_mean": mean, "fitness_std": std,
+                    "retrained": _retrained_per_seed(cfg, res, key, list(found))}
+    return out
+
+
+def _retrained_per_seed(cfg: StudyConfig, res: Results, key: str,
+                        seeds: list[int]) -> dict[str, float]:
+    """Search seed -> the retrained figure of its winner (a cell search whose seed is some
+    replicate's search), as a string key for JSON."""
+    ds, det, row = (key.split("/") + ["", ""])[:3]
+    if ds == "cls" or cfg.search_seeds == 1 or ds not in cfg.datasets:
+        return {}
+    runs = res.det_reps.get((row, ds, det), {})
+    metric = cfg.datasets[ds].metric
+    return {str(k): runs[k][metric] for k in seeds
+            if k in runs and runs[k].get(metric) is not None}
+
+
+def format_stability_table(stability: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the search-stability table."""
+    rows = []
+    for key, s in stability.items():
+        fit = f"{s['fitness_mean']:.4f}" + (
+            "" if s["fitness_std"] is None else f" ± {s['fitness_std']:.4f}")
+        retrained = ", ".join(f"{100 * v:.1f}" for v in s["retrained"].values()) or "—"
+        rows.append([f"`{key}`", str(s["seeds"]), str(s["distinct"]),
+                     "—" if s["hamming"] is None else f"{s['hamming']:.1f}", fit, retrained])
+    return (["search", "search seeds", "distinct winners", "mean pairwise Hamming distance",
+             "winner's fitness (mean ± std)", "retrained, per seed (%)"], rows)
 
 
 # --- architectures ----------------------------------------------------------------------------
@@ -347,6 +466,7 @@ def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dic
     searches' winners against the classification search's."""
     rows = study.rows(cfg)
     pairs = study.comparisons(rows)
+    titles = {r.name: r.title for r in rows}
     out = [_rank_observation(r) for r in ranking]
     for ds in cfg.datasets:
         for det in cfg.detectors:
@@ -354,7 +474,8 @@ def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dic
                 if a.cell_search and b.cell_search and (a.strategy, b.strategy) == (
                         "evolution", "random"):
                     out += _search_observation(res, ds, det, a.name, b.name)
-            out += _map_observations(res, tables[ds], det, pairs)
+            out += [verdict_text(v, titles, METRIC_NAMES[tables[ds]["metric"]])
+                    for v in tables[ds]["verdicts"][det]]
     evolved = {r.name for r in rows if r.cell_search and r.strategy == "evolution"}
     det_nets = [k for k in kernels if k["method"] in evolved]
     cls_net = [k for k in kernels if k["method"] in
@@ -386,17 +507,6 @@ def _search_observation(res: Results, ds: str, det: str, evolution: str,
             f"({e['best'] - r['median']:+.4f} over the median); {reach_text}."]
 
 
-def noise_verdict(a: list[float], b: list[float]) -> str:
-    """Whether two rows' seeds differ beyond their seed-to-seed spread: outside the noise when
-    the intervals mean ± one standard deviation are disjoint, within it when they overlap."""
-    (ma, sa), (mb, sb) = spread(a), spread(b)
-    if sa is None or sb is None:
-        return "one seed per row: no estimate of the training noise"
-    if ma - sa > mb + sb or mb - sb > ma + sa:
-        return "outside the noise of training: the mean ± std spreads of the seeds do not overlap"
-    return "within the noise of training: the mean ± std spreads of the seeds overlap"
-
-
 def percentile_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` interval of bootstrap values (linear interpolation)."""
     import numpy as np
@@ -406,69 +516,59 @@ def percentile_interval(values: list[float], level: float = 0.95) -> tuple[float
     return float(lo), float(hi)
 
 
-def bootstrap_verdict(a: list[float], b: list[float]) -> str:
-    """Whether two rows differ beyond the noise of the test split: the 95% interval of their
-    paired bootstrap differences (the same resamples of the test images) excludes 0 or not."""
-    lo, hi = percentile_interval([x - y for x, y in zip(a, b, strict=True)])
-    where = "outside" if lo > 0 or hi < 0 else "within"
-    word = "excludes" if where == "outside" else "contains"
-    return (f"{where} the noise of the test split: the paired bootstrap 95% interval of the "
-            f"difference, [{100 * lo:+.1f}, {100 * hi:+.1f}], {word} 0")
-
-
-def _bootstrap(res: Results, row: str, ds: str, det: str, metric: str) -> list[float] | None:
-    """The study seed's bootstrap values of ``metric`` for a cell (None without them)."""
-    return ((res.det.get((row, ds, det)) or {}).get("bootstrap") or {}).get(metric)
-
-
 SAME_NETWORK = "the same network"
 """What an observation says of two rows that found one architecture (nothing to compare)."""
-OUTSIDE_NOISE = "outside the noise"
-"""What an observation says of a difference beyond the noise (`noise_verdict`,
-`bootstrap_verdict`)."""
+DECIDED = "better beyond the noise"
+"""What an observation says of a difference whose 95% interval, with training and test noise,
+excludes 0 (`verdict_text`)."""
 
 
 def key_observations(notes: list[str]) -> list[str]:
-    """The observations a summary leads with: differences outside the noise, and rows that are
-    the same network."""
-    return [n for n in notes if OUTSIDE_NOISE in n or SAME_NETWORK in n]
+    """The observations a summary leads with: differences decided beyond the noise, and rows
+    that are the same network."""
+    return [n for n in notes if DECIDED in n or SAME_NETWORK in n]
 
 
-def _same_network(where: str, a: study.Row, b: study.Row, arch: str, runs: dict,
-                  metric: str) -> str:
-    """Two rows that found one architecture: named as such, not as a difference of +0.0."""
-    values = " and ".join(f"{100 * statistics.fmean(runs[r.name]):.1f}" for r in (a, b)
-                          if runs.get(r.name))
-    scores = f" ({metric} {values}: its retrainings)" if values else ""
-    return f"{where}: {a.title} and {b.title} found {SAME_NETWORK}, `{arch}`{scores}."
-
-
-def _map_observations(res: Results, table: dict, det: str,
-                      pairs: list[tuple[study.Row, study.Row, str]]) -> list[str]:
-    """Per comparison ``(a, b, the paper's claim)``: a's score over b's, against the noise."""
-    runs = {r["row"]: list(r["map_seeds"][det].values()) for r in table["rows"]}
+def verdicts(cfg: StudyConfig, res: Results, table: dict, det: str) -> list[dict]:
+    """Each comparison of two rows (`detnas.study.comparisons`) on one dataset and detector,
+    judged with both sources of noise (`detnas.report.noise.compare`): ``{"dataset",
+    "detector", "a", "b", "claim", "same_network", "diff", "interval", "outcome", "seeds"}``."""
+    metric, ds = table["metric"], table["dataset"]
     archs = {r["row"]: r["arch"][det] for r in table["rows"]}
-    metric = METRIC_NAMES[table["metric"]]
-    ds = table["dataset"]
-    where = f"{ds} / {DETECTOR_NAMES.get(det, det)}"
+    figures = {r.name: f for r in study.rows(cfg) if (f := figure(res, r.name, ds, det, metric))}
+    training = cell_noise(figures, det)
     out = []
-    for row_a, row_b, paper in pairs:
-        a, b, claim = row_a.name, row_b.name, f" ({paper})" if paper else ""
-        if "nats" not in (row_a.kind, row_b.kind) and archs.get(a) and archs.get(a) == archs.get(
-                b):  # (NATS's arch names its ResNet, not the dilations that make it another net)
-            out.append(_same_network(where, row_a, row_b, archs[a], runs, metric))
+    for row_a, row_b, paper in study.comparisons(study.rows(cfg)):
+        a, b = row_a.name, row_b.name
+        entry = {"dataset": ds, "detector": det, "a": a, "b": b, "claim": paper,
+                 "same_network": "nats" not in (row_a.kind, row_b.kind)
+                 and bool(archs.get(a)) and archs.get(a) == archs.get(b)
+                 and cfg.search_seeds == 1}  # (NATS's arch names its ResNet, not its dilations)
+        if a in figures and b in figures:
+            entry |= noise.compare(figures[a], figures[b], training).to_dict()
+        elif not entry["same_network"]:
             continue
-        if not runs.get(a) or not runs.get(b):
-            continue
-        diff = 100 * (statistics.fmean(runs[a]) - statistics.fmean(runs[b]))
-        n = min(len(runs[a]), len(runs[b]))
-        verdicts = [noise_verdict(runs[a], runs[b])] if n > 1 else []
-        boot_a, boot_b = (_bootstrap(res, r, ds, det, table["metric"]) for r in (a, b))
-        if boot_a and boot_b and len(boot_a) == len(boot_b):
-            verdicts.append(bootstrap_verdict(boot_a, boot_b))
-        if not verdicts:
-            verdicts.append(noise_verdict(runs[a], runs[b]))
-        mean = f" (means of {n} seeds)" if n > 1 else ""
-        out.append(f"{where}: {row_a.title} {diff:+.1f} {metric} over {row_b.title}{mean}; "
-                   f"{'; '.join(verdicts)}{claim}.")
+        out.append(entry)
     return out
+
+
+def verdict_text(v: dict, titles: dict[str, str], metric: str) -> str:
+    """One observation from a `verdicts` entry."""
+    where = f"{v['dataset']} / {DETECTOR_NAMES.get(v['detector'], v['detector'])}"
+    a, b = titles[v["a"]], titles[v["b"]]
+    claim = f" ({v['claim']})" if v["claim"] else ""
+    if v["same_network"]:
+        return f"{where}: {a} and {b} found {SAME_NETWORK}{claim}."
+    na, nb = v["seeds"]
+    seeds = f"means of {na} seeds" if na == nb else f"means of {na} and {nb} seeds"
+    head = f"{where}: {a} {100 * v['diff']:+.1f} {metric} over {b} ({seeds})"
+    if v["interval"] is None:
+        return (f"{head}; undetermined: one seed per row leaves the training noise unknown"
+                f"{claim}.")
+    lo, hi = (100 * x for x in v["interval"])
+    span = (f"the 95% interval of the difference with training and test noise, "
+            f"[{lo:+.1f}, {hi:+.1f}]")
+    if v["outcome"] == noise.UNDETERMINED:
+        return f"{head}; undetermined: {span}, contains 0{claim}."
+    better = a if v["outcome"] == noise.A_BETTER else b
+    return f"{head}; {better} {DECIDED}: {span}, excludes 0{claim}."

@@ -146,7 +146,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             tracker.log_metrics({"best_fitness": stats["best"], "mean_fitness": stats["mean"]},
                                 step=stats["generation"])
 
-        rng = random.Random(cfg.seed)
+        rng = random.Random(cfg.run_seed)  # the replicate's proposals; the fitness is the study's
         state_path = out_dir / "state.json"
         bound = {"fingerprint": search_fingerprint(cfg, strategy, spec, ablation=ablation,
                                                    dataset=dataset, detector=detector),
@@ -160,7 +160,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
                                    latency, **bound)
         if not state.history:
             raise ValueError(f"{state_path}: the search evaluated no candidate")
-        prov = provenance(to_dict(cfg), cfg.seed, stage="search", strategy=strategy,
+        prov = provenance(to_dict(cfg), cfg.run_seed, stage="search", strategy=strategy,
                           ablation=ablation, dataset=dataset, detector=detector,
                           supernet=spec.checkpoint if spec else None, evaluations=budget)
         checked = None

@@ -138,7 +138,7 @@ wildcard_constraints:
     detector=_alt(DETECTORS),
     row=_alt(ROWS),
     init=_alt(study.DETECTION_SUPERNETS),
-    seed=r"\d+",
+    rep=r"[1-9]\d*",  # a replicate after the first (layout.replicate_dir)
 
 
 def _get(dotted):
@@ -191,25 +191,37 @@ def split(name):
     return rpath(layout.split_file(name))
 
 
-def arch_json(row, dataset="{dataset}", detector="{detector}"):
-    """Where the architecture of a row of the results table comes from."""
-    return rpath(layout.arch_json(row, dataset, detector))
+def arch_json(row, dataset="{dataset}", detector="{detector}", rep=None):
+    """Where the architecture of a row of the results table comes from (replicate ``rep``: its
+    search seed's winner, NATS's replicate)."""
+    kind = study_row(row).kind
+    run = STUDY.search_replicate(int(rep or 0)) if kind == "searched" else rep
+    return rpath(layout.arch_json(row, dataset, detector, run))
 
 
-def classifier_dir(row, dataset="{dataset}", detector="{detector}"):
-    """The ImageNet-style retraining of a row (NATS reuses ResNet-50's)."""
-    return rpath(layout.classifier_dir(row, dataset, detector))
+def classifier_dir(row, dataset="{dataset}", detector="{detector}", rep=None):
+    """The ImageNet-style retraining of a row (NATS reuses ResNet-50's), of replicate ``rep``."""
+    return rpath(layout.classifier_dir(row, dataset, detector, rep))
 
 
 def row_arch(wildcards):
-    """Input function: the arch.json of the job's row."""
-    return arch_json(wildcards.row, wildcards.get("dataset"), wildcards.get("detector"))
+    """Input function: the arch.json of the job's row (and replicate)."""
+    w = wildcards
+    return arch_json(w.row, w.get("dataset"), w.get("detector"), w.get("rep"))
 
 
 def row_classifier(wildcards):
-    """Input function: the retrained classifier the job's row starts detection training from."""
+    """Input function: the retrained classifier the job's row (and replicate) starts detection
+    training from."""
     w = wildcards
-    return f"{classifier_dir(w.row, w.get('dataset'), w.get('detector'))}/{layout.CHECKPOINT}"
+    folder = classifier_dir(w.row, w.get("dataset"), w.get("detector"), w.get("rep"))
+    return f"{folder}/{layout.CHECKPOINT}"
+
+
+def replicate(wildcards):
+    """params.rep: the job's replicate (`detnas.config.StudyConfig.replicate`), for the
+    command's --set."""
+    return f" --set replicate={wildcards.rep}"
 
 
 def search_cfg(w):
@@ -234,12 +246,12 @@ def out_dir(wildcards, output):
 OUTPUTS = layout.outputs(STUDY)
 
 
-def study_outputs(kind, shared=None, seeds=False):
+def study_outputs(kind, shared=None):
     """The study's outputs of ``kind``: of the whole study (``shared``) or per dataset and
-    detector; ``seeds``: the detection retrainings of `retrain_seeds`. Row by row (each row's
-    cells in order): the order of the report's inputs, in which Snakemake numbers the jobs."""
+    detector. Row by row (each row's cells and replicates in order): the order of the report's
+    inputs, in which Snakemake numbers the jobs."""
     found = [o for o in OUTPUTS if o.kind == kind
-             and (shared is None or shared == (not o.dataset)) and seeds == (o.seed is not None)]
+             and (shared is None or shared == (not o.dataset))]
     order = {r.name: i for i, r in enumerate(ROWS)}
     return [rpath(o.path) for o in sorted(found, key=lambda o: order.get(o.row, -1))]
 

@@ -3,7 +3,6 @@ rule report:
     input:
         detection=study_outputs("detection"),
         classification=study_outputs("classifier", shared=True),
-        detection_seeds=study_outputs("detection", seeds=True),
         rank=study_outputs("rank"),
         classification_searched=study_outputs("classifier", shared=False),
         search=study_outputs("search", shared=False),
@@ -27,7 +26,7 @@ rule report:
     log:
         "logs/report.log",
     params:
-        cfg=part("datasets", "detectors", "retrain_seeds", "rank",
+        cfg=part("datasets", "detectors", "replicates", "search_seeds", "rank",
                  *(["ablations"] if STUDY.ablations else [])),  # the rows a config adds
         out=out_dir,
     threads: 1

@@ -13,7 +13,7 @@ rule retrain_classifier:
             rpath(layout.shared_classifier_dir(), layout.METRICS),
             caption="../report/retrain_classifier.rst",
             category="Retrain classification",
-            labels={"row": "{row}", "dataset": "-", "detector": "-"},
+            labels={"row": "{row}", "dataset": "-", "detector": "-", "replicate": "0"},
         ),
     log:
         "logs/retrain/{row}/cls.log",
@@ -21,6 +21,7 @@ rule retrain_classifier:
         row=_alt(SHARED),
     params:
         cfg=lambda w: part("seed", "classification", study_row(w.row).pretrain),
+        rep="",
         out=out_dir,
     threads: 1
     resources:
@@ -31,7 +32,7 @@ rule retrain_classifier:
     shell:
         detnas(
             "train classifier",
-            "--arch {input.arch} --ablation {wildcards.row} --out {params.out}",
+            "--arch {input.arch} --ablation {wildcards.row}{params.rep} --out {params.out}",
             launch=True,
         )
 
@@ -43,12 +44,48 @@ use rule retrain_classifier as retrain_classifier_searched with:
             rpath(layout.classifier_dir(), layout.METRICS),
             caption="../report/retrain_classifier.rst",
             category="Retrain classification",
-            labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}"},
+            labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}",
+                    "replicate": "0"},
         ),
     log:
         "logs/retrain/{row}/{dataset}/{detector}/cls.log",
     wildcard_constraints:
         row=_alt(CELL_SEARCHES),
+
+
+use rule retrain_classifier as retrain_classifier_rep with:
+    output:
+        checkpoint=rpath(layout.shared_classifier_dir(rep="{rep}"), layout.CHECKPOINT),
+        metrics=report(
+            rpath(layout.shared_classifier_dir(rep="{rep}"), layout.METRICS),
+            caption="../report/retrain_classifier.rst",
+            category="Retrain classification",
+            labels={"row": "{row}", "dataset": "-", "detector": "-", "replicate": "{rep}"},
+        ),
+    log:
+        "logs/retrain/{row}/cls.rep{rep}.log",
+    params:
+        cfg=lambda w: part("seed", "classification", study_row(w.row).pretrain),
+        rep=replicate,
+        out=out_dir,
+
+
+use rule retrain_classifier_searched as retrain_classifier_searched_rep with:
+    output:
+        checkpoint=rpath(layout.classifier_dir(rep="{rep}"), layout.CHECKPOINT),
+        metrics=report(
+            rpath(layout.classifier_dir(rep="{rep}"), layout.METRICS),
+            caption="../report/retrain_classifier.rst",
+            category="Retrain classification",
+            labels={"row": "{row}", "dataset": "{dataset}", "detector": "{detector}",
+                    "replicate": "{rep}"},
+        ),
+    log:
+        "logs/retrain/{row}/{dataset}/{detector}/cls.rep{rep}.log",
+    params:
+        cfg=lambda w: part("seed", "classification", study_row(w.row).pretrain),
+        rep=replicate,
+        out=out_dir,
 
 
 rule retrain_detector:
@@ -67,13 +104,13 @@ rule retrain_detector:
             caption="../report/retrain_detector.rst",
             category="Retrain detection",
             subcategory="{dataset}",
-            labels={"row": "{row}", "detector": "{detector}", "seed": "-"},
+            labels={"row": "{row}", "detector": "{detector}", "replicate": "0"},
         ),
     log:
         "logs/retrain/{row}/{dataset}/{detector}/det.log",
     params:
         cfg=lambda w: part("seed", "detector", "retrain_finetune", dataset=w.dataset),
-        seed="",
+        rep="",
         out=out_dir,
     threads: 1
     resources:
@@ -85,24 +122,24 @@ rule retrain_detector:
         detnas(
             "train detector",
             "--arch {input.arch} --ablation {wildcards.row} --dataset {wildcards.dataset}"
-            " --detector {wildcards.detector} --init {input.init}{params.seed} --out {params.out}",
+            " --detector {wildcards.detector} --init {input.init}{params.rep} --out {params.out}",
             launch=True,
         )
 
 
-use rule retrain_detector as retrain_detector_seed with:
+use rule retrain_detector as retrain_detector_rep with:
     output:
-        checkpoint=rpath(layout.detection_dir(seed="{seed}"), layout.CHECKPOINT),
+        checkpoint=rpath(layout.detection_dir(rep="{rep}"), layout.CHECKPOINT),
         metrics=report(
-            rpath(layout.detection_dir(seed="{seed}"), layout.METRICS),
+            rpath(layout.detection_dir(rep="{rep}"), layout.METRICS),
             caption="../report/retrain_detector.rst",
             category="Retrain detection",
             subcategory="{dataset}",
-            labels={"row": "{row}", "detector": "{detector}", "seed": "{seed}"},
+            labels={"row": "{row}", "detector": "{detector}", "replicate": "{rep}"},
         ),
     log:
-        "logs/retrain/{row}/{dataset}/{detector}/det.seed{seed}.log",
+        "logs/retrain/{row}/{dataset}/{detector}/det.rep{rep}.log",
     params:
-        cfg=lambda w: part("detector", "retrain_finetune", dataset=w.dataset),
-        seed=lambda w: f" --set seed={w.seed} --set 'retrain_seeds=[]'",  # one run, that seed
+        cfg=lambda w: part("seed", "detector", "retrain_finetune", dataset=w.dataset),
+        rep=replicate,
         out=out_dir,

@@ -46,7 +46,8 @@ rule search_detection:
             rpath(layout.search_dir(), layout.HISTORY),
             caption="../report/search.rst",
             category="Search",
-            labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}"},
+            labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}",
+                    "search seed": "0"},
         ),
         metrics=rpath(layout.search_dir(), layout.METRICS),
     log:
@@ -57,6 +58,7 @@ rule search_detection:
         cfg=search_cfg,
         method=lambda w: study_row(w.ablation).strategy,
         images=train_images,
+        rep="",
         out=out_dir,
     threads: 1
     resources:
@@ -70,9 +72,31 @@ rule search_detection:
             "--supernet {input.supernet} --fitness detection --data {input.search}"
             " --images {params.images} --recalib-annotations {input.recalib}"
             " --recalib-image-dir {params.images} --dataset {wildcards.dataset}"
-            " --detector {wildcards.detector} --ablation {wildcards.ablation} --out {params.out}",
+            " --detector {wildcards.detector} --ablation {wildcards.ablation}{params.rep}"
+            " --out {params.out}",
             launch=True,
         )
+
+
+use rule search_detection as search_detection_rep with:
+    output:
+        arch=rpath(layout.search_dir(rep="{rep}"), layout.ARCH),
+        history=report(
+            rpath(layout.search_dir(rep="{rep}"), layout.HISTORY),
+            caption="../report/search.rst",
+            category="Search",
+            labels={"ablation": "{ablation}", "dataset": "{dataset}", "detector": "{detector}",
+                    "search seed": "{rep}"},
+        ),
+        metrics=rpath(layout.search_dir(rep="{rep}"), layout.METRICS),
+    log:
+        "logs/search/{dataset}/{detector}/{ablation}.rep{rep}.log",
+    params:
+        cfg=search_cfg,
+        method=lambda w: study_row(w.ablation).strategy,
+        images=train_images,
+        rep=replicate,
+        out=out_dir,
 
 
 rule search_classification:
@@ -91,13 +115,15 @@ rule search_classification:
             rpath(layout.search_dir(method=CLS_SEARCH.name), layout.HISTORY),
             caption="../report/search.rst",
             category="Search",
-            labels={"ablation": CLS_SEARCH.name, "dataset": "classification", "detector": "-"},
+            labels={"ablation": CLS_SEARCH.name, "dataset": "classification", "detector": "-",
+                    "search seed": "0"},
         ),
         metrics=rpath(layout.search_dir(method=CLS_SEARCH.name), layout.METRICS),
     log:
         f"logs/search/cls/{CLS_SEARCH.name}.log",
     params:
         cfg=part("seed", "space", "classification", "search", "clsnas_search"),
+        rep="",
         out=out_dir,
     threads: 1
     resources:
@@ -109,6 +135,26 @@ rule search_classification:
         detnas(
             f"search {CLS_SEARCH.strategy}",
             "--supernet {input.supernet} --fitness classification --data {input.train}"
-            f" --recalib-data {{input.train}} --ablation {CLS_SEARCH.name} --out {{params.out}}",
+            f" --recalib-data {{input.train}} --ablation {CLS_SEARCH.name}{{params.rep}}"
+            " --out {params.out}",
             launch=True,
         )
+
+
+use rule search_classification as search_classification_rep with:
+    output:
+        arch=rpath(layout.search_dir(method=CLS_SEARCH.name, rep="{rep}"), layout.ARCH),
+        history=report(
+            rpath(layout.search_dir(method=CLS_SEARCH.name, rep="{rep}"), layout.HISTORY),
+            caption="../report/search.rst",
+            category="Search",
+            labels={"ablation": CLS_SEARCH.name, "dataset": "classification", "detector": "-",
+                    "search seed": "{rep}"},
+        ),
+        metrics=rpath(layout.search_dir(method=CLS_SEARCH.name, rep="{rep}"), layout.METRICS),
+    log:
+        f"logs/search/cls/{CLS_SEARCH.name}.rep{{rep}}.log",
+    params:
+        cfg=part("seed", "space", "classification", "search", "clsnas_search"),
+        rep=replicate,
+        out=out_dir,
