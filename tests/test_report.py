@@ -2,7 +2,8 @@
 
 The fixture has every input for dataset ``synth`` (FPN and RetinaNet); for ``voc`` (a VOC-kind
 dataset, AP50) only FPN, without the DetNAS-scratch run; ``nats`` has no classification metrics.
-Only synth / FPN has a second seed (``seed1/``), bootstrap values and a ranking check.
+Only synth / FPN has a second replicate of its detectors (``rep1/``: 0.004 above the first, on
+the same test resamples), bootstrap values and a ranking check; every classifier has two.
 """
 
 import json
@@ -24,7 +25,7 @@ datasets:
   synth: {kind: synthetic, metric: mmap}
   voc: {kind: voc, metric: ap50}
 detectors: [fpn, retinanet]
-retrain_seeds: [1]
+replicates: 2
 rank: {enabled: true, detectors: [fpn]}
 """
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,8 +81,9 @@ def test_main_table_values_from_metrics(built):
         "retrain/detnas/synth/retinanet/metrics.json")["mmap"]  # one seed: its value
     assert detnas["arch"]["fpn"] == fpn["arch"]
     assert detnas["backbone_flops"]["fpn"] == fpn["backbone_flops"]
-    assert detnas["top1"]["fpn"] == _fixture_json("retrain/detnas/synth/fpn/cls/metrics.json")[
-        "top1"]
+    assert detnas["top1"]["fpn"] == pytest.approx(statistics.fmean(  # over its replicates
+        _fixture_json(f"retrain/detnas/synth/fpn/{rep}cls/metrics.json")["top1"]
+        for rep in ("", "rep1/")))
     # a VOC-kind dataset is compared on AP50, not mmAP
     voc_fpn = _fixture_json("retrain/detnas/voc/fpn/metrics.json")
     assert tables["tables"]["voc"]["metric"] == "ap50"
@@ -91,7 +93,8 @@ def test_main_table_values_from_metrics(built):
 def test_nats_top1_reuses_resnet50(built):
     tables = json.loads((built / "tables.json").read_text())
     nats = _row(tables, "synth", "nats")
-    assert nats["top1"]["fpn"] == _fixture_json("retrain/resnet50/cls/metrics.json")["top1"]
+    assert nats["top1"]["fpn"] == pytest.approx(statistics.fmean(
+        _fixture_json(f"retrain/resnet50/{rep}cls/metrics.json")["top1"] for rep in ("", "rep1/")))
     assert "ResNet-50" in nats["top1_note"]
     assert not any("nats/cls" in m for m in tables["missing"])
 
@@ -199,56 +202,63 @@ def test_markdown_and_html_rendering(tmp_path):
     assert "<code>x</code>" in page and "&lt;y&gt;" in page and "<li>i</li>" in page
 
 
-def test_seeds_mean_and_std(built):
+def test_replicates_mean_std_and_interval_with_both_noises(built):
+    from detnas.report import noise
+
     tables = json.loads((built / "tables.json").read_text())
     seeds = [_fixture_json(f"retrain/detnas/synth/fpn/{s}metrics.json")["mmap"]
-             for s in ("", "seed1/")]
+             for s in ("", "rep1/")]
     detnas = _row(tables, "synth", "detnas")
-    assert detnas["map_seeds"]["fpn"] == {"0": seeds[0], "1": seeds[1]}
+    assert detnas["map_seeds"]["fpn"] == {"0": seeds[0], "1000": seeds[1]}  # replicate_seed
     assert detnas["map"]["fpn"] == pytest.approx(statistics.fmean(seeds))
     assert detnas["map_std"]["fpn"] == pytest.approx(statistics.stdev(seeds))
-    assert detnas["map_std"]["retinanet"] is None  # its second seed is missing, and named
-    assert "retrain/detnas/synth/retinanet/seed1/metrics.json" in tables["missing"]
+    assert detnas["map_std"]["retinanet"] is None  # its second replicate is missing, and named
+    assert "retrain/detnas/synth/retinanet/rep1/metrics.json" in tables["missing"]
+    assert detnas["top1"]["fpn"] == pytest.approx(0.435)  # two classifier replicates
+    # every FPN row moves 0.004 between its replicates: pooled sigma 0.004 / sqrt(2), 7 df
+    fpn = tables["tables"]["synth"]["noise"]["fpn"]
+    assert fpn["sigma"] == pytest.approx(0.004 / 2 ** 0.5, rel=1e-3) and fpn["df"] == 7
+    assert tables["tables"]["synth"]["noise"]["retinanet"]["sigma"] is None
+    boots = [_fixture_json(f"retrain/detnas/synth/fpn/{s}metrics.json")["bootstrap"]["mmap"]
+             for s in ("", "rep1/")]
+    fig = noise.Figure(seeds, boots)
+    training = noise.TrainingNoise.calibrated(fpn["sigma"], fpn["df"], "")
+    assert detnas["map_interval"]["fpn"] == pytest.approx(list(noise.interval(fig, training)))
+    lo, hi = detnas["map_interval"]["fpn"]
+    test_lo, test_hi = detnas["map_test_interval"]["fpn"]
+    assert lo < test_lo and hi > test_hi  # both sources: wider than the test images' alone
+    assert detnas["map_interval"]["retinanet"] is None
     header = (built / "report.md").read_text()
-    assert "(mean ± std of 2 seeds) [95% bootstrap interval over test images]" in header
+    assert "(mean ± std of 2 seeds) [95% interval: training and test noise]" in header
 
 
-def test_bootstrap_interval(built):
+def test_test_interval_is_over_the_replicates_means(built):
     import numpy as np
 
     tables = json.loads((built / "tables.json").read_text())
-    boot = _fixture_json("retrain/detnas/synth/fpn/metrics.json")["bootstrap"]["mmap"]
-    interval = _row(tables, "synth", "detnas")["map_interval"]
-    assert interval["fpn"] == pytest.approx(list(np.percentile(boot, [2.5, 97.5])))
+    boots = [_fixture_json(f"retrain/detnas/synth/fpn/{s}metrics.json")["bootstrap"]["mmap"]
+             for s in ("", "rep1/")]
+    interval = _row(tables, "synth", "detnas")["map_test_interval"]
+    assert interval["fpn"] == pytest.approx(list(np.percentile(np.mean(boots, 0), [2.5, 97.5])))
     assert interval["retinanet"] is None
 
 
-def test_noise_verdicts():
-    from detnas.report.tables import bootstrap_verdict, noise_verdict
-
-    assert noise_verdict([0.10, 0.12], [0.11, 0.13]).startswith("within the noise")
-    assert noise_verdict([0.12, 0.14], [0.11, 0.13]).startswith("within the noise")
-    assert noise_verdict([0.10, 0.101], [0.20, 0.201]).startswith("outside the noise")
-    assert noise_verdict([0.10], [0.20]).startswith("one seed per row")
-    assert bootstrap_verdict([0.2, 0.3, 0.25], [0.1, 0.15, 0.1]).startswith("outside")
-    assert bootstrap_verdict([0.1, 0.15, 0.1], [0.2, 0.3, 0.25]).startswith("outside")
-    assert bootstrap_verdict([0.2, 0.1, 0.25], [0.1, 0.15, 0.1]).startswith("within")
-
-
-def test_observations_weigh_differences_against_the_noise(built):
-    import numpy as np
-
-    notes = json.loads((built / "tables.json").read_text())["observations"]
+def test_verdicts_weigh_differences_against_both_noises(built):
+    tables = json.loads((built / "tables.json").read_text())
+    verdicts = tables["tables"]["synth"]["verdicts"]
+    v = next(v for v in verdicts["fpn"] if (v["a"], v["b"]) == ("detnas", "random"))
+    assert v["seeds"] == [2, 2] and v["diff"] == pytest.approx(0.007, abs=1e-9)
+    lo, hi = v["interval"]
+    assert lo < 0 < hi and v["outcome"] == "undetermined"
+    nats = next(v for v in verdicts["fpn"] if (v["a"], v["b"]) == ("nats", "resnet50"))
+    assert nats["outcome"] == "a better" and nats["interval"][0] > 0  # +1.2 points
+    notes = tables["observations"]
     note = next(o for o in notes if o.startswith("synth / FPN: DetNAS +0.7 mmAP over DetNAS "
-                                                  "(random search)"))
-    # 12.1 / 12.5 against 11.4 / 11.8: the seeds' mean ± std spreads do not overlap
-    assert "(means of 2 seeds)" in note and "outside the noise of training" in note
-    boot = {r: _fixture_json(f"retrain/{r}/synth/fpn/metrics.json")["bootstrap"]["mmap"]
-            for r in ("detnas", "random")}
-    lo, hi = np.percentile(np.subtract(boot["detnas"], boot["random"]), [2.5, 97.5])
-    assert lo < 0 < hi and "within the noise of the test split" in note
+                                                  "(random search) (means of 2 seeds)"))
+    assert "undetermined" in note and "contains 0" in note
     retina = next(o for o in notes if o.startswith("synth / RetinaNet: DetNAS "))
-    assert "one seed per row: no estimate" in retina
+    assert "one seed per row leaves the training noise unknown" in retina
+    assert next(v for v in verdicts["retinanet"] if v["a"] == "detnas")["interval"] is None
 
 
 def test_ranking_check_in_the_report(built):
@@ -271,10 +281,13 @@ def test_ranking_check_in_the_report(built):
     assert "| synth | FPN | scratch | 4 | 4.0 / 1.5 | undefined (undefined) |" in block
 
 
-def test_seed_and_rank_settings_are_checked():
-    assert config.load(None, ["retrain_seeds=[1, 2]"]).retrain_seeds == [1, 2]
-    for bad, words in ((["retrain_seeds=[0]"], "retrain_seeds"),  # the study seed again
-                       (["retrain_seeds=[1, 1]"], "retrain_seeds"),
+def test_replicate_and_rank_settings_are_checked():
+    cfg = config.load(None, ["replicates=3", "search_seeds=3", "replicate=2", "seed=7"])
+    assert cfg.run_seed == 2007 and cfg.search_replicate(2) == 2
+    assert config.load(None, ["replicates=3"]).search_replicate(2) == 0  # the one winner
+    for bad, words in ((["replicates=3", "search_seeds=2"], "search_seeds"),
+                       (["replicates=2", "replicate=2"], "replicate"),
+                       (["replicates=0"], "replicates"),
                        (["detectors=[fpn]", "rank.detectors=[retinanet]"], "rank.detectors"),
                        (["rank.archs=1"], "rank")):
         with pytest.raises(ValueError, match=words):
@@ -285,15 +298,19 @@ def test_the_report_opens_with_a_summary_of_its_findings(built):
     md = (built / "report.md").read_text()
     assert md.index("## Summary") < md.index("### Findings") < md.index("## Main results")
     summary = md[md.index("## Summary"):md.index("## Main results")]
-    assert "| model | dataset / detector | AP50 % | mmAP % | top-1 % | backbone FLOPs | " \
-           "GPU-hours |" in summary
-    assert "| DetNAS | synth / FPN | 30.2 | 12.3 | 43.0 | 46.86M | — |" in summary
+    assert "| model | dataset / detector | AP50 % | mmAP % | seeds | 95% interval (training + " \
+           "test) | top-1 % | backbone FLOPs | GPU-hours |" in summary
+    lo, hi = _row(json.loads((built / "tables.json").read_text()), "synth", "detnas")[
+        "map_interval"]["fpn"]
+    assert (f"| DetNAS | synth / FPN | 30.2 | 12.3 | 2 | [{100 * lo:.1f}, {100 * hi:.1f}] | "
+            "43.5 | 46.86M | — |") in summary
     assert "voc / RetinaNet" not in summary  # a cell the study did not run
     findings = summary[summary.index("### Findings"):]
-    assert "synth / FPN: DetNAS +0.7 mmAP over DetNAS (random search)" in findings
-    assert "one seed per row" not in findings  # only what lies outside the noise
+    assert "synth / FPN: NATS (ResNet-50) +1.2 mmAP over ResNet-50" in findings
+    assert "undetermined" not in findings  # only what is decided beyond the noise
     headline = json.loads((built / "tables.json").read_text())["headline"]
-    assert {"row": "detnas", "dataset": "synth", "detector": "fpn", "top1": 0.43} .items() <= \
+    assert {"row": "detnas", "dataset": "synth", "detector": "fpn", "top1": 0.435,
+            "seeds": 2, "low": lo, "high": hi}.items() <= \
         next(r for r in headline if (r["row"], r["dataset"], r["detector"]) == (
             "detnas", "synth", "fpn")).items()
 

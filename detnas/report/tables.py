@@ -544,8 +544,11 @@ def verdicts(cfg: StudyConfig, res: Results, table: dict, det: str) -> list[dict
                  "same_network": "nats" not in (row_a.kind, row_b.kind)
                  and bool(archs.get(a)) and archs.get(a) == archs.get(b)
                  and cfg.search_seeds == 1}  # (NATS's arch names its ResNet, not its dilations)
+        if entry["same_network"]:
+            entry["arch"] = archs[a]
         if a in figures and b in figures:
             entry |= noise.compare(figures[a], figures[b], training).to_dict()
+            entry["means"] = [figures[a].mean, figures[b].mean]
         elif not entry["same_network"]:
             continue
         out.append(entry)
@@ -558,7 +561,9 @@ def verdict_text(v: dict, titles: dict[str, str], metric: str) -> str:
     a, b = titles[v["a"]], titles[v["b"]]
     claim = f" ({v['claim']})" if v["claim"] else ""
     if v["same_network"]:
-        return f"{where}: {a} and {b} found {SAME_NETWORK}{claim}."
+        scores = " and ".join(f"{100 * m:.1f}" for m in v.get("means", ()))
+        scores = f" ({metric} {scores}: its retrainings)" if scores else ""
+        return f"{where}: {a} and {b} found {SAME_NETWORK}, `{v['arch']}`{scores}."
     na, nb = v["seeds"]
     seeds = f"means of {na} seeds" if na == nb else f"means of {na} and {nb} seeds"
     head = f"{where}: {a} {100 * v['diff']:+.1f} {metric} over {b} ({seeds})"
