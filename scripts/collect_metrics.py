@@ -3,11 +3,13 @@
     python scripts/collect_metrics.py [RESULTS]
 
 writes RESULTS/headline/<dataset>-<detector>-<row>.json (one small file per row of the study: AP50,
-mmAP, top-1, FLOPs, GPU-hours, `detnas.report.headline`; what `dvc metrics show/diff` compare, one
-line per row), RESULTS/metrics.json (every number: {row: {dataset: {detector: {mmap, ...,
-"seed1": {mmap, ...}}}, "cls": {top1, ...}}, "rank": {dataset: {detector: {supernet:
+mmAP, the seeds they rest on and the 95% interval with training and test noise, top-1, FLOPs,
+GPU-hours, `detnas.report.headline`; what `dvc metrics show/diff` compare, one line per row),
+RESULTS/metrics.json (every number: {row: {dataset: {detector: {mmap, ..., "rep1": {mmap, ...}}}},
+"cls": {top1, ...}, "rep1": {"cls": ...}}, "rank": {dataset: {detector: {supernet:
 {kendall_tau, ...}}}}}; `dvc metrics show results/metrics.json`) and
-RESULTS/plots/search-<dataset>-<detector>-<ablation>.csv (one per search history, what `dvc plots
+RESULTS/plots/search-<dataset>-<detector>-<ablation>[-rep<K>].csv (one per search history and
+search seed, what `dvc plots
 show/diff` draw), for the datasets and detectors of RESULTS/config.yaml (the config the workflow
 wrote). Run by scripts/dvc_push.sh.
 """
@@ -53,11 +55,12 @@ def collect(results: Path, cfg: StudyConfig) -> dict:
     table: dict = {}
     for out in layout.outputs(cfg):
         cell = (out.row, out.dataset, out.detector)
+        rep = (f"rep{out.rep}",) if out.rep else ()  # a replicate after the first
         if out.kind == "classifier":
-            _put(table, (*cell, "cls") if out.dataset else (out.row, "cls"), results / out.path)
+            _put(table, (*cell, *rep, "cls") if out.dataset else (out.row, *rep, "cls"),
+                 results / out.path)
         elif out.kind == "detection":
-            seed = () if out.seed is None else (f"seed{out.seed}",)
-            _put(table, (*cell, *seed), results / out.path)
+            _put(table, (*cell, *rep), results / out.path)
         elif out.kind == "rank" and (results / out.path).exists():  # the ranking check
             supernets = json.loads((results / out.path).read_text())["supernets"]
             table.setdefault("rank", {}).setdefault(out.dataset, {})[out.detector] = {
@@ -68,8 +71,8 @@ def collect(results: Path, cfg: StudyConfig) -> dict:
 
 def search_histories(cfg: StudyConfig) -> list[tuple[str, str]]:
     """(name, history.csv relative to the results folder) of every search of the study."""
-    return [(layout.search_name(o.dataset, o.detector, o.row), o.path)
-            for o in layout.outputs(cfg) if o.kind == "search"]
+    return [(layout.search_name(o.dataset, o.detector, o.row) + (f"/rep{o.rep}" if o.rep else ""),
+             o.path) for o in layout.outputs(cfg) if o.kind == "search"]
 
 
 def copy_histories(results: Path, cfg: StudyConfig) -> list[Path]:

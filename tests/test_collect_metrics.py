@@ -41,14 +41,15 @@ def test_the_headline_is_one_small_file_per_row_of_the_study(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(FIXTURE, results, ignore=shutil.ignore_patterns("*.py"))
     (results / "config.yaml").write_text(yaml.safe_dump(
-        {"datasets": {"synth": {}}, "detectors": ["fpn", "retinanet"], "retrain_seeds": [1]}))
+        {"datasets": {"synth": {}}, "detectors": ["fpn", "retinanet"], "replicates": 2}))
     assert _script().main([str(results)]) == 0
     files = sorted(p.name for p in (results / "headline").iterdir())
     assert len(files) == 7 * 2  # the seven rows of the main table x 2 detectors
     detnas = json.loads((results / "headline/synth-fpn-detnas.json").read_text())
-    assert set(detnas) <= {"ap50", "mmap", "top1", "flops", "gpu_hours"}
-    assert detnas["flops"] == 46858112 and detnas["top1"] == 0.43
+    assert set(detnas) <= {"ap50", "mmap", "seeds", "low", "high", "top1", "flops", "gpu_hours"}
+    assert detnas["flops"] == 46858112 and detnas["top1"] == 0.435 and detnas["seeds"] == 2
+    assert detnas["low"] < detnas["mmap"] < detnas["high"]  # the interval of the dataset's metric
     seeds = [json.loads((results / f"retrain/detnas/synth/fpn{s}/metrics.json").read_text())
-             for s in ("", "/seed1")]
+             for s in ("", "/rep1")]
     assert detnas["mmap"] == sum(m["mmap"] for m in seeds) / 2  # the mean over the seeds
     assert all(len((results / "headline" / f).read_text()) < 200 for f in files)

@@ -20,8 +20,10 @@ TEST = ("--configfile", "config/test.yaml")
 TEST_JOBS = {
     "all": 1, "tracking_init": 1, "synth_detection": 1, "synth_classification": 1, "split": 1,
     "supernet_classification": 1, "supernet_detection": 2, "search_detection": 3,
-    "search_classification": 1, "arch_spec": 2, "nats_search": 1, "retrain_classifier": 3,
-    "retrain_classifier_searched": 3, "retrain_detector": 7, "retrain_detector_seed": 7,
+    "search_detection_rep": 3, "search_classification": 1, "search_classification_rep": 1,
+    "arch_spec": 2, "nats_search": 1, "nats_search_rep": 1, "retrain_classifier": 3,
+    "retrain_classifier_rep": 3, "retrain_classifier_searched": 3,
+    "retrain_classifier_searched_rep": 3, "retrain_detector": 7, "retrain_detector_rep": 7,
     "rank": 1, "report": 1,
 }
 
@@ -30,10 +32,12 @@ def test_default_config_multiplies_by_detectors(study):
     jobs = study.planned()
     assert jobs["supernet_detection"] == 2 * 2  # pretrained, scratch x fpn, retinanet
     assert jobs["search_detection"] == 3 * 2  # detnas, scratch, random x 2 detectors
-    assert jobs["retrain_detector"] == 7 * 2  # 7 rows x 2 detectors
+    assert jobs["retrain_detector"] == jobs["retrain_detector_rep"] == 7 * 2  # 7 rows x 2
+    # detectors, each replicated (replicates: 2)
+    assert jobs["search_detection_rep"] == 3 * 2  # search_seeds: 2
     assert jobs["supernet_classification"] == jobs["search_classification"] == 1
-    assert jobs["rank"] == 1 and "retrain_detector_seed" not in jobs  # rank.detectors: [fpn]
-    assert sum(jobs.values()) == 46
+    assert jobs["rank"] == 1  # rank.detectors: [fpn]
+    assert sum(jobs.values()) == 78
 
 
 def test_test_config_plans_the_same_dag_with_one_detector(study):
@@ -53,7 +57,7 @@ def test_a_second_dataset_multiplies_the_dataset_stages(study):
     study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
     jobs = study.planned(*TEST)
     assert jobs["synth_detection"] == jobs["split"] == 2
-    assert jobs["retrain_detector"] == jobs["retrain_detector_seed"] == 14
+    assert jobs["retrain_detector"] == jobs["retrain_detector_rep"] == 14
     assert jobs["rank"] == 2
     assert jobs["retrain_classifier"] == 3  # shared rows are trained once
     assert jobs["supernet_classification"] == 1
@@ -176,20 +180,23 @@ def test_the_snakemake_report_builds_without_docutils_warnings(finished):
     assert "Report created" in out and "WARNING" not in out, out
 
 
-RERUNS = {  # a config change -> the jobs that rerun (every other job stays)
+RERUNS = {  # a config change -> the jobs that rerun (every other job stays); every stage after
+    # the supernets runs twice (test.yaml: replicates 2, search_seeds 2)
     ("search", "generations", 5): {
-        "search_detection": 3, "search_classification": 1, "retrain_classifier": 1,
-        "retrain_classifier_searched": 3, "retrain_detector": 4, "retrain_detector_seed": 4,
-        "rank": 1, "report": 1, "all": 1,
+        "search_detection": 3, "search_detection_rep": 3, "search_classification": 1,
+        "search_classification_rep": 1, "retrain_classifier": 1, "retrain_classifier_rep": 1,
+        "retrain_classifier_searched": 3, "retrain_classifier_searched_rep": 3,
+        "retrain_detector": 4, "retrain_detector_rep": 4, "rank": 1, "report": 1, "all": 1,
     },
     ("supernet_finetune", "steps", 5): {
-        "supernet_detection": 2, "search_detection": 3, "retrain_classifier_searched": 3,
-        "retrain_detector": 3, "retrain_detector_seed": 3, "rank": 1, "report": 1, "all": 1,
+        "supernet_detection": 2, "search_detection": 3, "search_detection_rep": 3,
+        "retrain_classifier_searched": 3, "retrain_classifier_searched_rep": 3,
+        "retrain_detector": 3, "retrain_detector_rep": 3, "rank": 1, "report": 1, "all": 1,
     },
-    ("retrain_finetune", "lr", 0.02): {"retrain_detector": 7, "retrain_detector_seed": 7,
+    ("retrain_finetune", "lr", 0.02): {"retrain_detector": 7, "retrain_detector_rep": 7,
                                        "report": 1, "all": 1},
-    ("nats", "groups", 1): {"nats_search": 1, "retrain_detector": 1, "retrain_detector_seed": 1,
-                            "report": 1, "all": 1},
+    ("nats", "groups", 1): {"nats_search": 1, "nats_search_rep": 1, "retrain_detector": 1,
+                            "retrain_detector_rep": 1, "report": 1, "all": 1},
     ("rank", "archs", 2): {"rank": 1, "report": 1, "all": 1},
     ("tracking", "experiment", "other"): {"tracking_init": 1},
 }
@@ -242,16 +249,17 @@ def test_a_killed_run_is_rerun_cleanly(finished):
     assert finished.planned(*TEST) == {}
 
 
-def test_a_seed_job_runs_one_valid_config_with_its_seed(study):
-    """retrain_detector_seed passes --set overrides that the CLI's config check accepts."""
+def test_a_replicate_job_runs_one_valid_config_with_its_replicate(study):
+    """A replicate's jobs pass --set overrides that the CLI's config check accepts, and seed
+    the replicate's run apart from the study's data and supernets."""
     import re
 
     from detnas import config
 
-    out = study.snakemake("results/retrain/detnas/synth/fpn/seed1/metrics.json", "-n", "-p",
+    out = study.snakemake("results/retrain/detnas/synth/fpn/rep1/metrics.json", "-n", "-p",
                           *TEST).stdout
-    command = next(line for line in out.splitlines() if "train detector" in line
-                   and "seed1" in line)
-    overrides = re.findall(r"--set '?([^' ]+)'?", command)
-    cfg = config.load(study.root / "config" / "test.yaml", overrides)
-    assert cfg.seed == 1 and cfg.retrain_seeds == []
+    for command in ("train detector", "train classifier", "search evolution"):
+        line = next(line for line in out.splitlines() if command in line and "rep1" in line)
+        overrides = re.findall(r"--set '?([^' ]+)'?", line)
+        cfg = config.load(study.root / "config" / "test.yaml", overrides)
+        assert cfg.seed == 0 and cfg.replicate == 1 and cfg.run_seed == 1000

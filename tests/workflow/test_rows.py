@@ -108,42 +108,56 @@ def test_every_row_has_its_jobs_tagged_with_it(dags, name, row):
     report = _job(jobs, f"{results}/{layout.REPORT_DIR}/{layout.TABLES}")
     for ds in cfg.datasets:
         for det in cfg.detectors:
-            for seed in (None, *cfg.retrain_seeds):
-                metrics = f"{results}/{layout.detection_dir(row.name, ds, det, seed)}/" \
+            for rep in range(cfg.replicates):  # each replicate: its own chain of jobs
+                metrics = f"{results}/{layout.detection_dir(row.name, ds, det, rep)}/" \
                           f"{layout.METRICS}"
                 detection = _job(jobs, metrics)
                 assert tagged in detection["shell"]
+                assert (f"--set replicate={rep} " in detection["shell"]) == (rep > 0)
                 assert metrics in report["input"]  # its line in the report
-            classifier = f"{results}/{layout.classifier_dir(row.name, ds, det)}/{layout.METRICS}"
-            assert classifier.replace(layout.METRICS, layout.CHECKPOINT) in detection["input"]
-            if row.classifier_row == row.name:
-                assert tagged in _job(jobs, classifier)["shell"]
-            arch = f"{results}/{layout.arch_json(row.name, ds, det)}"
-            assert arch in detection["input"]
-            if row.kind == "searched":
-                search = _job(jobs, arch)
-                assert tagged in search["shell"] and f"search {row.strategy} " in search["shell"]
-                supernet = (layout.classification_supernet_dir() if row.supernet == "cls"
-                            else layout.supernet_dir(ds, det, row.supernet))
-                assert f"{results}/{supernet}/{layout.CHECKPOINT}" in search["input"]
-            elif row.kind == "baseline":
-                assert f"arch spec {row.name} " in _job(jobs, arch)["shell"]
-            else:
-                assert _job(jobs, arch)["rule"] == "nats_search"
+                classifier = f"{results}/{layout.classifier_dir(row.name, ds, det, rep)}/" \
+                             f"{layout.METRICS}"
+                assert classifier.replace(layout.METRICS, layout.CHECKPOINT) in \
+                    detection["input"]
+                if row.classifier_row == row.name:
+                    assert tagged in _job(jobs, classifier)["shell"]
+                    assert (f"--set replicate={rep} " in _job(jobs, classifier)["shell"]) == (
+                        rep > 0)
+                run = cfg.search_replicate(rep) if row.kind == "searched" else rep
+                arch = f"{results}/{layout.arch_json(row.name, ds, det, run)}"
+                assert arch in detection["input"]
+                if row.kind == "searched":
+                    search = _job(jobs, arch)
+                    assert tagged in search["shell"] and f"search {row.strategy} " in \
+                        search["shell"]
+                    assert (f"--set replicate={run} " in search["shell"]) == (run > 0)
+                    supernet = (layout.classification_supernet_dir() if row.supernet == "cls"
+                                else layout.supernet_dir(ds, det, row.supernet))
+                    assert f"{results}/{supernet}/{layout.CHECKPOINT}" in search["input"]
+                elif row.kind == "baseline":
+                    assert f"arch spec {row.name} " in _job(jobs, arch)["shell"]
+                else:
+                    nats = _job(jobs, arch)
+                    assert nats["rule"] == ("nats_search_rep" if rep else "nats_search")
+                    resnet = f"{results}/{layout.classifier_dir('resnet50', rep=rep)}/" \
+                             f"{layout.CHECKPOINT}"
+                    assert resnet in nats["input"]  # ResNet-50's classifier of its replicate
 
 
 def test_a_row_added_in_the_config_adds_its_jobs_and_changes_no_other(recipe, dags):
     test = _jobs(_snakemake(recipe, "-n", "-p", "--configfile", "config/test.yaml"))
     added = [j for j in dags["pareto"] if j not in test]
     assert sorted(j["rule"] for j in added) == sorted([
-        "search_detection", "retrain_classifier_searched", "retrain_detector",
-        "retrain_detector_seed", "report"])  # the report: it reads the row's outputs
+        "search_detection", "search_detection_rep", "retrain_classifier_searched",
+        "retrain_classifier_searched_rep", "retrain_detector", "retrain_detector_rep",
+        "report"])  # the report: it reads the row's outputs
     assert all("pareto" in " ".join(j["output"] + j["input"]) for j in added)
     counts = {}
     for j in dags["pareto"]:
         counts[j["rule"]] = counts.get(j["rule"], 0) + 1
-    more = {"search_detection": 1, "retrain_classifier_searched": 1, "retrain_detector": 1,
-            "retrain_detector_seed": 1}
+    more = {rule: 1 for rule in ("search_detection", "search_detection_rep",
+                                 "retrain_classifier_searched", "retrain_classifier_searched_rep",
+                                 "retrain_detector", "retrain_detector_rep")}
     assert counts == {rule: n + more.get(rule, 0) for rule, n in TEST_JOBS.items()}
 
 
@@ -169,6 +183,7 @@ def test_a_row_added_in_the_config_runs_through_the_stub(tmp_path):
     (recipe / "config" / "rows_pareto.yaml").write_text(yaml.safe_dump(data))
     rerun = _snakemake(recipe, "-n", *args, env=env)
     table = dict(re.findall(r"^(\w+)\s+(\d+)$", rerun.split("Job stats:", 1)[1], re.MULTILINE))
-    assert table == {"search_detection": "1", "retrain_classifier_searched": "1",
-                     "retrain_detector": "1", "retrain_detector_seed": "1", "report": "1",
-                     "all": "1", "total": "6"}
+    assert table == {"search_detection": "1", "search_detection_rep": "1",
+                     "retrain_classifier_searched": "1", "retrain_classifier_searched_rep": "1",
+                     "retrain_detector": "1", "retrain_detector_rep": "1", "report": "1",
+                     "all": "1", "total": "8"}
