@@ -421,6 +421,34 @@ def finish_parent(results: str | Path, status: str) -> str | None:
     return parent["parent_run_id"]
 
 
+def log_headline(results: str | Path, records: list[dict]) -> int:
+    """Log the study's headline (`detnas.report.headline`: each row's figures, the seeds they
+    rest on and their 95% interval with training and test noise) on the pipeline's parent run,
+    as metrics ``<dataset>/<detector>/<row>/<field>``; returns how many. Nothing where the
+    study has no parent run; a store that fails costs a warning, never the report."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    path = _parent_file(results)
+    parent = load_json(path) if path.exists() else {}
+    if "parent_run_id" not in parent:
+        return 0
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(f"{r['dataset']}/{r['detector']}/{r['row']}/{field}", float(value), stamp, 0)
+               for r in records for field, value in r.items()
+               if field not in ("row", "name", "dataset", "detector") and value is not None]
+    try:
+        with _quiet():
+            client = MlflowClient(parent["tracking_uri"])
+            for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+                client.log_batch(parent["parent_run_id"], metrics=metrics[i:i + 1000])
+    except Exception as e:
+        log.warning("tracking: the headline could not be logged on the parent run %s in %s (%s)",
+                    parent["parent_run_id"], parent["tracking_uri"], _reason(e))
+        return 0
+    return len(metrics)
+
+
 def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
     """The tags of a run of stage ``stage`` of study config ``cfg``: `TAG_KEYS` (the given ones:
     ablation, dataset, detector, space, arch; and the seed, the config's hash, the code's

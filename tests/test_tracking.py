@@ -156,3 +156,27 @@ def test_a_store_with_absolute_locations_is_refused_until_relocated(tmp_path, mo
     assert tracking.relocate(uri, "t", "results") is None  # done
     tracking.log_files(uri, "t", "results", run_id, "x", {}, [data], "export")
     assert [a.path for a in client.list_artifacts(run_id, "export")] == ["export/f.txt"]
+
+
+def test_the_report_logs_the_headline_with_its_noise_on_the_parent_run(study, capsys):
+    """`detnas report` puts each row's figure, its seeds and its 95% interval on the study's
+    parent run (the report's fixture: two replicates of synth / FPN)."""
+    from mlflow.tracking import MlflowClient
+
+    path, cfg = study
+    assert main(["tracking", "init", "--config", str(path)]) == 0
+    parent = capsys.readouterr().out.strip()
+    fixture = Path(__file__).parent / "fixtures" / "results"
+    data = yaml.safe_load(path.read_text()) | {
+        "space": "tiny", "replicates": 2, "datasets": {"synth": {"metric": "mmap"}}}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["report", "--config", str(path), "--results", str(fixture), "--out",
+                 str(path.parent / "report")]) == 0
+    metrics = MlflowClient(cfg.tracking.uri).get_run(parent).data.metrics
+    headline = json.loads((path.parent / "report" / "tables.json").read_text())["headline"]
+    detnas = next(r for r in headline if (r["row"], r["detector"]) == ("detnas", "fpn"))
+    assert metrics["synth/fpn/detnas/seeds"] == 2
+    assert metrics["synth/fpn/detnas/low"] == pytest.approx(detnas["low"])
+    assert metrics["synth/fpn/detnas/high"] == pytest.approx(detnas["high"])
+    assert metrics["synth/fpn/detnas/mmap"] == pytest.approx(detnas["mmap"])
+    assert "synth/retinanet/detnas/low" not in metrics  # one seed there: no interval

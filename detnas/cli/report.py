@@ -19,9 +19,15 @@ def register(sub) -> None:
 
 
 def _report(args) -> int:
+    from detnas import tracking
     from detnas.report import build_report
 
     cfg = load_config(args)
-    data = build_report(cfg, args.results or Path(cfg.results), args.out)
+    results = args.results or Path(cfg.results)
+    data = build_report(cfg, results, args.out)
     print(f"report: {args.out / layout.REPORT_HTML} ({len(data['missing'])} missing inputs)")
+    if cfg.tracking.enabled:  # the headline, with its seeds and intervals, on the parent run
+        logged = tracking.log_headline(cfg.results, data["headline"])
+        if logged:
+            print(f"report: {logged} headline metrics logged on the study's MLflow parent run")
     return 0
