@@ -77,3 +77,31 @@ def test_one_seed_runs_are_judged_with_the_noise_of_other_seeds(tmp_path, capsys
     assert verdicts[("synth", "fpn", "detnas", "clsnas")] == "a better"
     lo, hi = figures[("synth", "fpn", "detnas")][1]
     assert lo < 0.70 - 0.04 and hi > 0.70 + 0.04  # wider than the test images' interval alone
+
+
+def test_noise_budget_curve_from_a_report(tmp_path, capsys):
+    """`scripts/noise_budget.py`: the training noise a report's replicates measure, and the
+    smallest difference called at 95% falling with more seeds per row."""
+    from detnas.cli import main as detnas
+    from detnas.report import noise
+
+    spec = importlib.util.spec_from_file_location("noise_budget",
+                                                  REPO / "scripts" / "noise_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    study = tmp_path / "study.yaml"
+    study.write_text("space: tiny\nreplicates: 2\ndatasets: {synth: {kind: synthetic, "
+                     "metric: mmap}}\ndetectors: [fpn]\ntracking: {enabled: false}\n")
+    assert detnas(["report", "--config", str(study), "--results",
+                   str(REPO / "tests" / "fixtures" / "results"), "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "tables.json").read_text())
+    m = budget.measure([run])
+    col = m["columns"][("synth", "fpn")]
+    assert col["sigma"] == pytest.approx(0.004 / 2 ** 0.5, rel=1e-3) and col["df"] == 7
+    rows = {(r["seeds"], r["test_scale"]): r["synth/fpn"] for r in budget.curve(m)}
+    assert rows[(1, 1)] is None  # one seed: the training noise is unknown
+    t = noise.TrainingNoise.calibrated(col["sigma"], 7, "")
+    assert rows[(2, 1)] == pytest.approx(100 * noise.resolvable(t, 2, col["test_sd"]))
+    assert rows[(2, 1)] > rows[(4, 1)] > rows[(12, 1)] and rows[(4, 4)] < rows[(4, 1)]
+    assert budget.main([str(tmp_path / "tables.json")]) == 0
+    assert "| synth / fpn | 0.3 | 7 | 7 |" in capsys.readouterr().out
