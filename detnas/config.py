@@ -330,9 +330,10 @@ class StudyConfig:
     workers: Annotated[int, MIN0] = 0  # DataLoader worker processes per training process
     # (cluster: 4-8)
     cpu_isa: Literal["avx2", "native"] = "avx2"  # the instruction set CPU numerics are pinned
-    # to (ATen, oneDNN, MKL: provenance.pin_cpu_isa): avx2 gives the same bits on every x86-64
-    # CPU with AVX2, AVX-512 ones included, at the cost benchmarks/bench_isa_pinning.py measures;
-    # native: the CPU's best, whose float summation order differs between CPUs. No effect on GPUs
+    # to (ATen, oneDNN, MKL: provenance.pin_cpu_isa): avx2 gave the same bits on an AVX-512 and
+    # an AVX2-only AMD EPYC (the whole default study), not between an Intel Xeon and an AMD EPYC
+    # (MKL's AVX2 branch is Intel's only); native: the CPU's best. Verdicts do not rest on it:
+    # the report's noise covers another machine's last bits (docs/noise.md). No effect on GPUs
     datasets: dict[str, DatasetConfig] = field(default_factory=lambda: {"synth": DatasetConfig()})
     detectors: Annotated[list[Detector], {"minItems": 1}] = field(
         default_factory=lambda: ["fpn", "retinanet"])

@@ -15,10 +15,11 @@ from detnas.provenance import environment_key, git_commit
 from detnas.report.figures import expected_figures, write_figures
 from detnas.report.headline import format_headline, headline
 from detnas.report.ledger import collect_costs, cost_tables, format_cost_tables
-from detnas.report.paper import DETECTOR_NAMES, METRIC_NAMES, PAPER_CLAIMS
+from detnas.report.paper import METRIC_NAMES, PAPER_CLAIMS
 from detnas.report.results import Results, collect
 from detnas.report.tables import (
     format_main_table,
+    format_noise_table,
     format_rank_table,
     format_stability_table,
     kernel_table,
@@ -140,20 +141,7 @@ def _tables_blocks(tables: dict, sources: dict[str, int]) -> list[tuple]:
 
 def _noise_blocks(tables: dict) -> list[tuple]:
     """The training noise of each column and the smallest difference it resolves."""
-    rows = []
-    for ds, table in tables.items():
-        for det, n in table["noise"].items():
-            sigma = "unknown" if n["sigma"] is None else f"{100 * n['sigma']:.1f}"
-            test = "—" if n["test_sd_difference"] is None else \
-                f"{100 * n['test_sd_difference']:.1f}"
-            res = "—" if n["resolvable"] is None else f"{100 * n['resolvable']:.1f}"
-            rows.append([ds, DETECTOR_NAMES.get(det, det), str(n["replicates"]), sigma,
-                         str(n["df"]), test, res])
-    return [("h", 3, "The noise the figures rest on"),
-            ("table", ["dataset", "detector", "seeds per row", "training noise: std of one "
-                       "seed (points)", "its degrees of freedom",
-                       "test images: std of a difference (points)",
-                       "smallest difference called at 95% (points)"], rows)]
+    return [("h", 3, "The noise the figures rest on"), ("table", *format_noise_table(tables))]
 
 
 def _search_blocks(cfg: StudyConfig, searches: dict, stability: dict) -> list[tuple]:

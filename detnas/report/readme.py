@@ -12,7 +12,12 @@ from pathlib import Path
 from detnas.io import atomic_write, load_json
 from detnas.report.document import render_markdown
 from detnas.report.paper import METRIC_NAMES
-from detnas.report.tables import format_main_table, format_rank_table
+from detnas.report.tables import (
+    format_main_table,
+    format_noise_table,
+    format_rank_table,
+    verdict_notes,
+)
 
 BEGIN = "<!-- results: written by `make readme` from docs/results/tables.json; do not edit -->"
 END = "<!-- /results -->"
@@ -27,6 +32,11 @@ def readme_block(tables: dict) -> str:
         blocks += [("p", f"Dataset `{name}` ({METRIC_NAMES[table['metric']]} on its test "
                          "split, %):"),
                    ("table", header[:keep], [r[:keep] for r in rows])]
+    blocks += [("p", "The noise these figures rest on (training: the replicates' spread, pooled "
+                     "over the rows; test images: paired resamples; docs/noise.md):"),
+               ("table", *format_noise_table(tables["tables"])),
+               ("p", "Verdicts (each difference against both sources of noise, at 95%):"),
+               ("ul", verdict_notes(tables["tables"]))]
     if tables.get("ranking"):
         blocks += [("p", "Ranking check (supernet fitness against standalone training of the "
                          "same nets, on the search split):"),

@@ -228,6 +228,31 @@ def format_main_table(table: dict, sources: dict[str, int]) -> tuple[list[str], 
     return header, rows
 
 
+def format_noise_table(tables: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells: per dataset and detector, the training noise of one seed, the test
+    images' noise of a difference, and the smallest difference the study calls at 95%."""
+    rows = []
+    for ds, table in tables.items():
+        for det, n in table["noise"].items():
+            pts = lambda x: "—" if x is None else f"{100 * x:.1f}"  # noqa: E731
+            rows.append([ds, DETECTOR_NAMES.get(det, det), str(n["replicates"]),
+                         "unknown" if n["sigma"] is None else pts(n["sigma"]), str(n["df"]),
+                         pts(n["test_sd_difference"]), pts(n["resolvable"])])
+    return (["dataset", "detector", "seeds per row", "training noise: std of one seed (points)",
+             "its degrees of freedom", "test images: std of a difference (points)",
+             "smallest difference called at 95% (points)"], rows)
+
+
+def verdict_notes(tables: dict) -> list[str]:
+    """The verdict of every comparison of a report's main tables (`verdicts`), as text."""
+    out = []
+    for table in tables.values():
+        titles = {r["row"]: r["name"] for r in table["rows"]}
+        for entries in table["verdicts"].values():
+            out += [verdict_text(v, titles, METRIC_NAMES[table["metric"]]) for v in entries]
+    return out
+
+
 # --- searches ---------------------------------------------------------------------------------
 
 
