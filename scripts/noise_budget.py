@@ -63,6 +63,33 @@ def measure(runs: list[dict]) -> dict:
     return {"columns": out, "fixed_s": fixed, "replicate_s": per_rep}
 
 
+def row_spread(runs: list[dict]) -> list[dict]:
+    """Per dataset, detector and row: the standard deviation of one seed's figure within a
+    study (its replicates, pooled over the runs), that of the study means across the runs
+    (another study seed: other data, supernets and searches too), and top-1's within a study."""
+    cells: dict[tuple[str, str, str], dict] = {}
+    for run in runs:
+        for ds, table in run["tables"].items():
+            for r in table["rows"]:
+                for det in table["detectors"]:
+                    c = cells.setdefault((ds, det, r["name"]), {"reps": [], "means": [],
+                                                                "top1": []})
+                    if r["map_seeds"].get(det):
+                        c["reps"].append(list(r["map_seeds"][det].values()))
+                        c["means"].append(r["map"][det])
+                    if (r.get("top1_std") or {}).get(det) is not None:
+                        c["top1"].append([r["top1_std"][det]])
+    out = []
+    for (ds, det, name), c in cells.items():
+        within = noise.TrainingNoise.pooled(c["reps"])
+        top1 = [x[0] ** 2 for x in c["top1"]]
+        out.append({"dataset": ds, "detector": det, "row": name, "within": within.sigma,
+                    "between": statistics.stdev(c["means"]) if len(c["means"]) > 1 else None,
+                    "top1": statistics.fmean(top1) ** 0.5 if top1 else None,
+                    "runs": len(c["means"])})
+    return out
+
+
 def curve(m: dict) -> list[dict]:
     """Resolvable difference (points) per column, replicates and test split size, with the
     study's minutes on the runs' machine."""
@@ -86,13 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path, help="tables.json of runs of one recipe")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
     args = p.parse_args(argv)
-    m = measure([json.loads(path.read_text()) for path in args.runs])
+    runs = [json.loads(path.read_text()) for path in args.runs]
+    m = measure(runs)
     print("| dataset / detector | training noise of one seed (points) | df | rows | "
           "test noise of a difference (points) |")
     print("|---|---|---|---|---|")
     for (ds, det), c in m["columns"].items():
         print(f"| {ds} / {det} | {100 * c['sigma']:.1f} | {c['df']} | {c['rows']} | "
               f"{100 * c['test_sd']:.1f} |")
+    pts = lambda x: "—" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    print("\n| dataset / detector | row | std of one seed within a study | std of the study "
+          "means across runs | top-1: std of one seed | runs |")
+    print("|---|---|---|---|---|---|")
+    for r in row_spread(runs):
+        print(f"| {r['dataset']} / {r['detector']} | {r['row']} | {pts(r['within'])} | "
+              f"{pts(r['between'])} | {pts(r['top1'])} | {r['runs']} |")
     print(f"\ncost: {m['fixed_s']:.0f} job-seconds fixed, {m['replicate_s']:.0f} per replicate "
           f"({m['replicate_s'] / CORES / 60:.1f} min on {CORES} cores)\n")
     rows = curve(m)
