@@ -10,7 +10,7 @@ README promises of a rerun elsewhere:
   the other the other way ("b better"); undetermined in one and decided in the other is not a
   contradiction;
 - **coverage**: at least 90% of each run's detection figures (row, dataset, detector) inside the
-  other run's 95% interval, both ways.
+  other run's 95% interval of a rerun (`detnas.report.noise.interval`), both ways.
 
 A run judges with its own noise model (`detnas.report.noise`: its replicates' pooled spread and
 its test resamples). A run of one replicate per row has no training noise of its own; with
@@ -86,7 +86,7 @@ def judged(tables: dict, calibrated: dict | None) -> tuple[dict, dict]:
             band = c["interval"]
         else:
             t = (calibrated or {}).get(key[:2], noise.TrainingNoise(None, 0, ""))
-            band = noise.interval(fig, t, test_sd=c["test_sd"])
+            band = noise.interval(fig, t, test_sd=c["test_sd"], rerun=True)
             band = list(band) if band else None
         figures[key] = (fig.mean, band)
     unknown = noise.TrainingNoise(None, 0, "")

@@ -79,3 +79,20 @@ def test_resolvable_difference_shrinks_with_seeds():
     r1, r3, r9 = (noise.resolvable(t, n, 0.01) for n in (1, 3, 9))
     assert r1 > r3 > r9 > 1.9 * 0.01
     assert noise.resolvable(TrainingNoise.pooled([[0.5]]), 3, 0.01) is None
+
+
+def test_a_rerun_lands_in_sqrt_2_times_the_means_interval():
+    """Another run is as noisy as this one: the interval a rerun's figure lands in is sqrt(2)
+    times the mean's, and holds about 95% of reruns (the mean's only about 83%)."""
+    fig = Figure([0.60, 0.62, 0.64])
+    t = TrainingNoise.calibrated(0.02, 14, "test")
+    lo, hi = noise.interval(fig, t)
+    rlo, rhi = noise.interval(fig, t, rerun=True)
+    assert (rhi - rlo) == pytest.approx(math.sqrt(2) * (hi - lo))
+    rng, inside, means = random.Random(1), [0, 0], 2000
+    for _ in range(means):
+        a, b = (Figure([rng.gauss(0.6, 0.02) for _ in range(3)]) for _ in range(2))
+        for k, rerun in enumerate((False, True)):
+            lo, hi = noise.interval(a, t, test_sd=0.0, rerun=rerun)
+            inside[k] += lo <= b.mean <= hi
+    assert 0.78 < inside[0] / means < 0.88 and 0.93 < inside[1] / means < 0.97

@@ -1,7 +1,7 @@
 """The study's headline: one record per row of the study (ablation, dataset, detector) with the
 numbers a reader compares first: AP50, mmAP (the means over the replicates found), the seeds
-they rest on and the 95% interval of the dataset's metric with training and test noise
-(`detnas.report.noise`), top-1, backbone FLOPs and GPU-hours (the row's stages and those it
+they rest on and the 95% interval a rerun of the dataset's metric lands in (training and test noise
+noise, `detnas.report.noise`), top-1, backbone FLOPs and GPU-hours (the row's stages and those it
 builds on, `detnas.report.ledger`).
 
 The report opens with it (`detnas.report.document`); ``scripts/collect_metrics.py`` writes each
@@ -39,8 +39,8 @@ def headline(res: Results, tables: dict, costs: dict) -> list[dict]:
 
     Returns:
         ``{"row", "name", "dataset", "detector", *FIELDS}`` per row, dataset and detector
-        (``low`` / ``high``: the 95% interval of the dataset's metric, None while the training
-        noise is unknown); a number the study does not have is None.
+        (``low`` / ``high``: the 95% interval of a rerun of the dataset's metric, None while the
+        training noise is unknown); a number the study does not have is None.
     """
     gpu = {(r["row"], r["dataset"], r["detector"]): r["gpu_hours"] for r in costs["rows"]}
     records = []
@@ -63,7 +63,7 @@ def format_headline(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells of the headline table (percent, FLOPs as the main table has
     them)."""
     header = ["model", "dataset / detector", "AP50 %", "mmAP %", "seeds",
-              "95% interval (training + test)", "top-1 %", "backbone FLOPs", "GPU-hours"]
+              "95% interval of a rerun", "top-1 %", "backbone FLOPs", "GPU-hours"]
     rows = [[r["name"], f"{r['dataset']} / {DETECTOR_NAMES.get(r['detector'], r['detector'])}",
              _pct(r["ap50"]), _pct(r["mmap"]), str(r["seeds"] or "—"),
              "—" if r["low"] is None else f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}]",

@@ -106,13 +106,17 @@ def half_width(train_var: float, test_var: float, df: int, level: float = LEVEL)
 
 
 def interval(fig: Figure, noise: TrainingNoise, level: float = LEVEL,
-             test_sd: float | None = None) -> tuple[float, float] | None:
+             test_sd: float | None = None, rerun: bool = False) -> tuple[float, float] | None:
     """The ``level`` interval of a row's mean with both sources (None: training noise unknown).
-    ``test_sd``: the test part when the bootstrap values are not at hand (an older report)."""
+    ``rerun``: the interval a rerun of the study (another seed, another machine, the same
+    replicates) lands in: both runs are noisy, so sqrt(2) times the mean's (the report prints
+    this one: it is what a reader checks a rerun against). ``test_sd``: the test part when the
+    bootstrap values are not at hand (an older report)."""
     if not noise.known:
         return None
     test_var = test_sd ** 2 if test_sd is not None else _variance(fig.boot_means())
     h = half_width(noise.sigma ** 2 / fig.n, test_var, noise.df, level)
+    h *= math.sqrt(2) if rerun else 1.0  # (the degrees of freedom are unchanged)
     return fig.mean - h, fig.mean + h
 
 
