@@ -146,7 +146,8 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
              "detectors": list(cfg.detectors), "rows": rows,
              "noise": {det: _noise_summary(noises[det], figures[det], cfg.replicates)
                        for det in cfg.detectors}}
-    table["verdicts"] = {det: verdicts(cfg, res, table, det) for det in cfg.detectors}
+    table["verdicts"] = {det: verdicts(cfg, table, det, figures[det], noises[det])
+                         for det in cfg.detectors}
     return table
 
 
@@ -558,14 +559,13 @@ def key_observations(notes: list[str]) -> list[str]:
     return [n for n in notes if DECIDED in n or SAME_NETWORK in n]
 
 
-def verdicts(cfg: StudyConfig, res: Results, table: dict, det: str) -> list[dict]:
-    """Each comparison of two rows (`detnas.study.comparisons`) on one dataset and detector,
+def verdicts(cfg: StudyConfig, table: dict, det: str, figures: dict[str, noise.Figure],
+             training: noise.TrainingNoise) -> list[dict]:
+    """Each comparison of two rows (`detnas.study.comparisons`) of a main table's column,
     judged with both sources of noise (`detnas.report.noise.compare`): ``{"dataset",
     "detector", "a", "b", "claim", "same_network", "diff", "interval", "outcome", "seeds"}``."""
-    metric, ds = table["metric"], table["dataset"]
+    ds = table["dataset"]
     archs = {r["row"]: r["arch"][det] for r in table["rows"]}
-    figures = {r.name: f for r in study.rows(cfg) if (f := figure(res, r.name, ds, det, metric))}
-    training = cell_noise(figures, det)
     out = []
     for row_a, row_b, paper in study.comparisons(study.rows(cfg)):
         a, b = row_a.name, row_b.name
