@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -122,6 +123,11 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
         except TimeoutError:
             continue
         with conn:
+            uid = _peer_uid(conn)
+            if uid != os.getuid():  # before reading a byte: another user's request runs nothing
+                print(f"detnas warm: refused a client of uid {uid} (this server runs the "
+                      f"commands of uid {os.getuid()} only)", flush=True)
+                continue
             if os.fork() == 0:
                 server.close()
                 _fork(conn, key, command)  # never returns
@@ -140,6 +146,13 @@ def replace_process(cmd: Sequence[str]) -> int:
         signal.signal(sig, lambda sig, _frame: child.send_signal(sig))
     code = child.wait()
     return code if code >= 0 else 128 - code
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end of ``conn`` (the kernel's SO_PEERCRED: an
+    abstract socket has no file permissions, and any local user can connect to it)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:

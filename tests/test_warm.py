@@ -166,3 +166,33 @@ def test_torchrun_ranks_run_in_forks_with_the_bits_of_fresh_ranks(server, tmp_pa
     b = torch.load(tmp_path / "warm" / "checkpoint.pt", weights_only=True)
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="becoming another uid needs root (CI runs as root)")
+def test_another_user_gets_nothing_run(server, tmp_path):
+    """An abstract socket has no permissions and its name is in /proc/net/unix: a local user
+    who sends the study's key and a planted command must get nothing run as the owner, and the
+    server logs the refusal (peer credentials, checked before the request is read)."""
+    address, log = server
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o777)
+    script = f"""
+import json, os, socket, sys
+os.setgid(65534); os.setuid(65534)  # nobody
+request = json.dumps({{"argv": ["arch", "spec", "shufflenetv2", "--set", "space=tiny",
+                                "--out", "{planted}/owned.json"], "cwd": "{planted}",
+                       "env": dict(os.environ), "key": {json.dumps(warm._key())}}}).encode()
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+conn.connect("\\0{address}")
+socket.send_fds(conn, [len(request).to_bytes(8, "big") + request], [0, 1, 2])
+print(repr(conn.recv(100)))
+"""
+    before = len(_forks(log))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "b''"  # the connection closed, nothing answered
+    time.sleep(1.0)
+    assert not (planted / "owned.json").exists()
+    assert len(_forks(log)) == before  # nothing forked
+    assert "refused a client of uid 65534" in log.read_text()
