@@ -125,8 +125,8 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
         with conn:
             uid = _peer_uid(conn)
             if uid != os.getuid():  # before reading a byte: another user's request runs nothing
-                print(f"detnas warm: refused a client of uid {uid} (this server runs the "
-                      f"commands of uid {os.getuid()} only)", flush=True)
+                print(f"detnas warm: refused a client of uid {uid} (it serves uid "
+                      f"{os.getuid()} only)", flush=True)
                 continue
             if os.fork() == 0:
                 server.close()

@@ -36,8 +36,8 @@ def test_default_config_multiplies_by_detectors(study):
     # detectors, each replicated (replicates: 2)
     assert jobs["search_detection_rep"] == 3 * 2  # search_seeds: 2
     assert jobs["supernet_classification"] == jobs["search_classification"] == 1
-    assert jobs["rank"] == 1  # rank.detectors: [fpn]
-    assert sum(jobs.values()) == 78
+    assert "rank" not in jobs  # rank.enabled: false in the default
+    assert sum(jobs.values()) == 77
 
 
 def test_test_config_plans_the_same_dag_with_one_detector(study):

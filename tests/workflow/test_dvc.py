@@ -148,8 +148,8 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""  # dvc_plots/ ignored
     assert "Nothing to be done" in out["snakemake -n"].stdout
     header = out["dvc metrics show"].stdout.splitlines()[0].split()  # the stub's metrics have
-    assert header[0] == "Path" and {"ap50", "mmap", "top1"} <= set(header[1:]) <= {  # no cost
-        "ap50", "mmap", "top1", "flops", "gpu_hours"}
+    assert header[0] == "Path" and {"ap50", "mmap", "seeds", "top1"} <= set(header[1:]) <= {
+        "ap50", "mmap", "seeds", "low", "high", "top1", "flops", "gpu_hours"}  # no cost
     assert "results/headline/synth-fpn-detnas.json" in out["dvc metrics show"].stdout
     assert '"mmap": 0.1' in run(["dvc", "metrics", "show", "--json", "results/metrics.json"],
                                 clone, env).stdout
