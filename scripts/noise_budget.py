@@ -78,11 +78,11 @@ def row_spread(runs: list[dict]) -> list[dict]:
                         c["reps"].append(list(r["map_seeds"][det].values()))
                         c["means"].append(r["map"][det])
                     if (r.get("top1_std") or {}).get(det) is not None:
-                        c["top1"].append([r["top1_std"][det]])
+                        c["top1"].append(r["top1_std"][det] ** 2)
     out = []
     for (ds, det, name), c in cells.items():
         within = noise.TrainingNoise.pooled(c["reps"])
-        top1 = [x[0] ** 2 for x in c["top1"]]
+        top1 = c["top1"]  # each study's variance of one seed's top-1
         out.append({"dataset": ds, "detector": det, "row": name, "within": within.sigma,
                     "between": statistics.stdev(c["means"]) if len(c["means"]) > 1 else None,
                     "top1": statistics.fmean(top1) ** 0.5 if top1 else None,

@@ -74,10 +74,6 @@ def cell_noise(figures: dict[str, noise.Figure], det: str) -> noise.TrainingNois
                                       f"rows with {DETECTOR_NAMES.get(det, det)}")
 
 
-def _sd(values: list[float] | None) -> float | None:
-    return statistics.stdev(values) if values and len(values) > 1 else None
-
-
 def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     """The paper-shaped table of one dataset: one entry per ablation row.
 
@@ -131,7 +127,7 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
             entry["map"][det], entry["map_std"][det] = spread(fig.values if fig else [])
             boot = fig.boot_means() if fig else None
             entry["map_test_interval"][det] = list(percentile_interval(boot)) if boot else None
-            entry["map_test_sd"][det] = _sd(boot)
+            entry["map_test_sd"][det] = spread(boot or [])[1]
             band = noise.interval(fig, noises[det], rerun=True) if fig else None
             entry["map_interval"][det] = list(band) if band else None
             band = noise.interval(fig, noises[det]) if fig else None
