@@ -190,6 +190,8 @@ class DetectorConfig:
     # 32..512 (maskrcnn-benchmark RPN.ANCHOR_SIZES); smaller for small images of large objects
     retinanet_head_norm: Literal["none", "gn"] = "none"  # RetinaNet's head convs: none (the
     # reference) | gn (GroupNorm, torchvision's RetinaNet v2: trains in minutes on CPU)
+    retinanet_levels: Literal[3, 5] = 5  # RetinaNet's pyramid:
+    # P3..P7 (5: the reference) | P3..P5 (3: no P6/P7, whose anchors outgrow small images)
 
 
 @dataclass
@@ -428,7 +430,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 for k, v in value.items()}
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: {value!r} ({', '.join(typing.get_args(tp))})")
+            raise ValueError(f"{where}: {value!r} ({', '.join(map(str, typing.get_args(tp)))})")
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)

@@ -125,13 +125,13 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
             **sizes,
         )
     if detector == "retinanet":
-        body = BackboneWithFPN(
-            backbone, (1, 2, 3), cfg.fpn_channels, LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels)
-        )
+        levels = cfg.retinanet_levels  # P3..P5 from C3..C5, then P6 and P7 from P5
+        extra = LastLevelP6P7(cfg.fpn_channels, cfg.fpn_channels) if levels == 5 else None
+        body = BackboneWithFPN(backbone, (1, 2, 3), cfg.fpn_channels, extra)
         anchors = AnchorGenerator(
             tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3)))
-                  for s in _anchor_sizes(cfg.anchor_size, 5)),
-            ((0.5, 1.0, 2.0),) * 5,
+                  for s in _anchor_sizes(cfg.anchor_size, levels)),
+            ((0.5, 1.0, 2.0),) * levels,
         )
         model = RetinaNet(body, num_classes=num_classes + 1, anchor_generator=anchors,
                           head=_retinanet_head(cfg.fpn_channels, anchors, num_classes + 1, cfg),
