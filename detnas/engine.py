@@ -22,10 +22,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from detnas import stop
 from detnas.config import TrainConfig
 from detnas.io import load_checkpoint, save_checkpoint
 from detnas.precision import Precision
-from detnas.provenance import remove_outputs, set_aside
+from detnas.provenance import set_aside
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -137,16 +138,16 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp: Dist,
-                collate: Callable, num_workers: int = 0, stop: int | None = None) -> DataLoader:
-    """The batches of steps ``start..stop-1`` (default: to ``tcfg.steps``), this rank's share."""
+                collate: Callable, num_workers: int = 0, end: int | None = None) -> DataLoader:
+    """The batches of steps ``start..end-1`` (default: to ``tcfg.steps``), this rank's share."""
     if tcfg.batch_size % ddp.world:
         raise ValueError(f"batch_size: {tcfg.batch_size} is not a multiple of the {ddp.world} "
                          "processes")
     sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start,
-                               tcfg.steps if stop is None else stop, ddp.rank, ddp.world)
+                               tcfg.steps if end is None else end, ddp.rank, ddp.world)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=ddp.device.type == "cuda",
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=stop.shield)
 
 
 # --- optimisation ---------------------------------------------------------------------------------
@@ -254,8 +255,6 @@ class Stage:
     save_state: Callable[[], dict] | None = None
     load_state: Callable[[dict], None] | None = None
     keep_last: bool = False  # also write the resumable checkpoint after the last step (NATS)
-    outputs: tuple[str, ...] = ()  # the files of a finished run in the resumable checkpoint's
-    # folder: removed when a fresh run starts (a folder holds the files of one run)
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
@@ -274,8 +273,10 @@ def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:
 def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Path,
           tracker, provenance: dict) -> dict:
     """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present
-    and made from this run's ``provenance["fingerprint"]`` (another one is set aside, and a fresh
-    run removes the previous run's ``stage.outputs``).
+    and made from this run's ``provenance["fingerprint"]`` (another one is set aside). The files
+    of a previous run in the folder stay until the stage's own replace them: a run that fails
+    costs no earlier result. A stop signal (`detnas.stop`) saves the step it arrives in and
+    raises `detnas.stop.Stopped`.
 
     Under DDP the gradients and the logged loss are averaged over the ranks, and rank 0 alone
     writes checkpoints and logs metrics.
@@ -298,8 +299,6 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     precision = Precision.for_device(tcfg.amp, ddp.device)
     start = 0
     state = _resumable(resume_path, provenance.get("fingerprint"), ddp)
-    if state is None and ddp.main:
-        remove_outputs(resume_path.parent, stage.outputs)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -321,41 +320,47 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     if arch is not None:  # arch step k (at step first_step + k) takes batch k of its own stream
         arch_batches = iter(step_loader(
             arch.dataset, tcfg, seed + 2, max(0, start - arch.first_step), ddp, stage.collate,
-            stage.num_workers, stop=max(0, tcfg.steps - arch.first_step)))
+            stage.num_workers, end=max(0, tcfg.steps - arch.first_step)))
     progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
     model.train()
     done = start
-    for step, batch in enumerate(loader, start):
-        torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: a function of the step
-        set_lr(optimizer, step, tcfg)
-        path = None
-        if stage.sample_path is not None:
-            path = _same_on_every_rank(stage.sample_path(random.Random(step_seed(seed, step))),
-                                       ddp)
-            stage.supernet.set_path(path)
-        loss = backward(run_model, stage.loss, batch, ddp, precision,
-                        f" at step {step}" + (f" on path {path}" if path else "")
-                        + f"; the last good checkpoint is {resume_path}")
-        if path is not None and ddp.world > 1:  # alone, off-path choices get no gradient
-            _mask_off_path(stage.supernet, path)
-        precision.step(optimizer)
-        metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
-        if arch is not None and step >= arch.first_step:
-            metrics["arch_loss"] = backward(
-                run_model, stage.loss, next(arch_batches), ddp, precision,
-                f" in the architecture step of step {step}; the last good checkpoint is "
-                f"{resume_path}")
-            precision.step(arch.optimizer)
-        done = step + 1
-        metrics["images_per_s"] = progress.update(done, metrics, len(batch[0]) * ddp.world)
-        if stage.on_step is not None:
-            metrics.update(stage.on_step(done, metrics))
-        if ddp.main and (done % tcfg.log_every == 0 or done == tcfg.steps):
-            tracker.log_metrics(metrics, step=done)
-        if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
-                         or done == tcfg.steps and stage.keep_last):
-            save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
-                                                         provenance.get("fingerprint")))
+    with stop.honoured():
+        for step, batch in enumerate(loader, start):
+            torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: of the step
+            set_lr(optimizer, step, tcfg)
+            path = None
+            if stage.sample_path is not None:
+                rng = random.Random(step_seed(seed, step))
+                path = _same_on_every_rank(stage.sample_path(rng), ddp)
+                stage.supernet.set_path(path)
+            loss = backward(run_model, stage.loss, batch, ddp, precision,
+                            f" at step {step}" + (f" on path {path}" if path else "")
+                            + f"; the last good checkpoint is {resume_path}")
+            if path is not None and ddp.world > 1:  # alone, off-path choices get no gradient
+                _mask_off_path(stage.supernet, path)
+            precision.step(optimizer)
+            metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
+            if arch is not None and step >= arch.first_step:
+                metrics["arch_loss"] = backward(
+                    run_model, stage.loss, next(arch_batches), ddp, precision,
+                    f" in the architecture step of step {step}; the last good checkpoint is "
+                    f"{resume_path}")
+                precision.step(arch.optimizer)
+            done = step + 1
+            metrics["images_per_s"] = progress.update(done, metrics, len(batch[0]) * ddp.world)
+            if stage.on_step is not None:
+                metrics.update(stage.on_step(done, metrics))
+            if ddp.main and (done % tcfg.log_every == 0 or done == tcfg.steps):
+                tracker.log_metrics(metrics, step=done)
+            halt = stop.requested(ddp)  # saved at this step; the last step's saved, not halted
+            if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
+                             or done == tcfg.steps and stage.keep_last or halt):
+                save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
+                                                             provenance.get("fingerprint")))
+            if halt and done < tcfg.steps:
+                if ddp.world > 1:
+                    dist.barrier()  # no rank ends (and torchrun stops the rest) before the save
+                raise stop.Stopped(halt, f"at step {done} of {tcfg.steps} ({resume_path} saved)")
     progress.close()
     check_replicas(model, ddp)
     if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps

@@ -31,8 +31,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from detnas.warm import replace_process
-
 # The process model of each command (its first words); the only place that decides it.
 COMMANDS = {("train",): "ddp", ("nats", "search"): "ddp", ("search",): "workers"}
 
@@ -111,13 +109,16 @@ def launch_command(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: b
 
 
 def run(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: bool = False,
-        command: Callable[[list[str]], int] | None = None) -> int:
+        command: Callable[[list[str]], int] | None = None,
+        replace: Callable[[list[str]], int] | None = None) -> int:
     """Run ``detnas argv`` under its process model: a command that runs as one process by
     ``command(argv)`` (`detnas.cli.main`) in this process, which a warm start (`detnas.warm`)
-    keeps warm; torchrun and srun by replacing this process (signals reach them;
-    `detnas.warm.replace_process`)."""
+    keeps warm; torchrun and srun by ``replace(cmd)``, by default replacing this process
+    (``exec``: the signals of a time limit reach them, `detnas.stop`)."""
     cmd = launch_command(argv, gpus, nodes, rendezvous)
     print("detnas launch:", " ".join(cmd), file=sys.stderr, flush=True)
     if command is not None and cmd[:3] == [sys.executable, "-m", "detnas"]:
         return command(cmd[3:])
-    return replace_process(cmd)
+    if replace is not None:
+        return replace(cmd)
+    os.execvp(cmd[0], cmd)

@@ -188,13 +188,3 @@ def set_aside(path: str | Path, found: str | None, expected: str) -> Path:
                 "input); starting fresh", path, stale.name,
                 f"fingerprint {found}" if found else "no fingerprint", expected)
     return stale
-
-
-def remove_outputs(folder: str | Path, names: Iterable[str]) -> None:
-    """Remove the outputs ``names`` of a previous run from ``folder`` as a fresh run starts (an
-    output folder holds the files of one run), with one line naming them."""
-    gone = [name for name in names if (Path(folder) / name).exists()]
-    for name in gone:
-        (Path(folder) / name).unlink()
-    if gone:
-        log.info("%s: removed the outputs of a previous run (%s)", folder, ", ".join(gone))

@@ -113,7 +113,8 @@ class NullTracker:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.finish("FAILED" if exc_type else "FINISHED")
+        # an exception may say how the run ended (`detnas.stop.Stopped`: KILLED)
+        self.finish(getattr(exc, "status", "FAILED") if exc_type else "FINISHED")
 
 
 class MlflowTracker(NullTracker):

@@ -70,10 +70,6 @@ def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
     return lambda rng: sample_binned(cfg.space, rng, cost, bins)
 
 
-OUTPUTS = (layout.CHECKPOINT, layout.METRICS, layout.STAGE_CONFIG, tracking.PENDING)
-"""The files of a finished training run, beside ``resume.pt`` while it runs."""
-
-
 def run_fingerprint(cfg: StudyConfig, run: Run) -> str:
     """What a training run is made from (`detnas.provenance.fingerprint`): its resumable state
     and its outputs' provenance carry it; the ranking check reuses a run only with the same."""
@@ -94,7 +90,7 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
         tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
-        stage = dataclasses.replace(stage, num_workers=cfg.workers, outputs=OUTPUTS)
+        stage = dataclasses.replace(stage, num_workers=cfg.workers)
         result = engine.train(stage, tcfg, cfg.run_seed, ddp, run.resume, tracker, prov)
         metrics = {}
         if ddp.main:

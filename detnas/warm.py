@@ -52,7 +52,7 @@ PRELOAD = ("torch", "torchvision.models.detection", "mlflow.tracking",
            "detnas.search.stage", "detnas.nats.search", "detnas.tracking", "detnas.report")
 """What the server imports once (every command imports a part of it)."""
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 _in_fork = False  # this process runs a command for a client (`_fork`)
 
@@ -100,6 +100,13 @@ def start(log: str | Path, parent: int,
     return address, server
 
 
+def preload() -> None:
+    """Import `PRELOAD`, and nothing more: no thread pool starts and CUDA stays uninitialised
+    (a fork inherits neither a pool's threads nor a CUDA context; tests/test_warm.py)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
 def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> None:
     """Serve ``address`` until the process ``parent`` (Snakemake) ends: each request runs
     ``command(argv)`` (`detnas.cli.main`) in a fork.
@@ -111,8 +118,7 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
     server.bind(_sockaddr(address))
     server.listen(128)
     print(f"detnas warm: listening on {address} for process {parent}", flush=True)
-    for name in PRELOAD:
-        importlib.import_module(name)
+    preload()
     key = _key()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forks
     server.settimeout(1.0)
@@ -135,10 +141,10 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
 
 
 def replace_process(cmd: Sequence[str]) -> int:
-    """Replace this process by ``cmd`` (``detnas launch``'s torchrun or srun): ``exec``, so that
-    signals reach it. In a fork, whose exit status goes back over a socket an ``exec`` would
-    close, run ``cmd`` as a child instead, pass the forwarded signals on, and return its exit
-    status."""
+    """``detnas launch``'s way to run ``cmd`` (torchrun or srun; `detnas.launch.run`): replace
+    this process (``exec``, so that signals reach it). In a fork, whose exit status goes back over
+    a socket an ``exec`` would close, run ``cmd`` as a child instead, pass the forwarded signals
+    on, and return its exit status."""
     if not _in_fork:
         os.execvp(cmd[0], cmd)
     child = subprocess.Popen(cmd)
@@ -203,6 +209,7 @@ def _fork(conn: socket.socket, key: list[str], command: Callable[[list[str]], in
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:  # read by torch at import: the server's
             import torch

@@ -33,10 +33,9 @@ class Counting:
         return self.fitness(arch)
 
 
-def _run(strategy="evolution", cfg=None, seed=0, fitness=noisy_fitness, state=None, space="tiny",
-         outputs=()):
+def _run(strategy="evolution", cfg=None, seed=0, fitness=noisy_fitness, state=None, space="tiny"):
     return run_search(strategy, space, cfg or small_config(), serial(fitness), random.Random(seed),
-                      state, outputs=outputs)
+                      state)
 
 
 def test_budget_no_duplicates_and_flops_limit_before_evaluation():
@@ -196,19 +195,18 @@ def test_a_state_of_other_settings_seed_strategy_or_fingerprint_is_set_aside(tmp
     (tmp_path / "arch.json").write_text("{}")  # an output of a previous search
     _run(state=path)
     (tmp_path / "arch.json").write_text("{}")
-    _run(state=path, outputs=("arch.json",))
+    _run(state=path)
     assert (tmp_path / "arch.json").exists()  # a resumed (finished) search keeps its outputs
     for other in ({"cfg": small_config(population=9)}, {"seed": 5}, {"strategy": "random"}):
         before = json.loads(path.read_text())
         with caplog.at_level("WARNING"):
-            state = _run(**other, state=path, outputs=("arch.json",))
+            state = _run(**other, state=path)
         assert "set aside" in caplog.text and "starting fresh" in caplog.text
         assert [p for p in tmp_path.glob("state.json.stale-*")
                 if json.loads(p.read_text()) == before]
         assert len(state.history) == len(json.loads(path.read_text())["history"])
         assert state.history != before["history"]
-        assert not (tmp_path / "arch.json").exists()  # the fresh search's folder: its own files
-        (tmp_path / "arch.json").write_text("{}")
+        assert (tmp_path / "arch.json").exists()  # kept until the new search's replaces it
         caplog.clear()
     made = run_search("evolution", "tiny", small_config(), serial(noisy_fitness),
                       random.Random(0), path, fingerprint="a")

@@ -77,15 +77,6 @@ def test_a_longer_run_s_state_does_not_run_past_the_config(tmp_path, classificat
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
 
 
-def test_an_output_folder_holds_the_files_of_one_run(tmp_path, classification_study,
-                                                      monkeypatch):
-    path, _ = classification_study(num_train=24, steps=4)
-    out = tmp_path / "out"
-    train.supernet_classification(config.load(path), out)  # finished: checkpoint, metrics, config
-    _killed(monkeypatch, config.load(path, ["supernet_pretrain.steps=8"]), out, 5)
-    assert sorted(p.name for p in out.iterdir()) == ["resume.pt"]
-
-
 # --- 3. validation up front ----------------------------------------------------------------------
 
 
@@ -196,6 +187,22 @@ def test_training_on_a_full_disk_ends_in_one_line(small_disk, classification_stu
     assert err.strip().splitlines()[-1].startswith(f"detnas: error: {out / 'resume.pt'}: cannot "
                                                   "write it ([Errno 28] No space left on device)")
     assert list(out.iterdir()) == []
+
+
+def test_a_failed_rerun_keeps_the_last_good_result(tmpfs, classification_study, capsys):
+    """A rerun by hand into a finished run's folder that fails (a full disk at its first
+    resume.pt) leaves the finished run's files as they were."""
+    path, _ = classification_study(num_train=24, steps=4)
+    out = tmpfs("4m") / "out"
+    command = ["train", "supernet", "--task", "classification", "--config", str(path),
+               "--out", str(out)]
+    assert main(command) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"checkpoint.pt", "metrics.json", "config.yaml"} <= before.keys()
+    _fill(out.parent)
+    assert main(command) == 2
+    assert "resume.pt: cannot write it ([Errno 28]" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 # --- 5. tracking never costs results -------------------------------------------------------------

@@ -65,6 +65,15 @@ def test_a_command_runs_in_a_fork_with_its_streams_directory_and_exit_status(ser
     assert (tmp_path / "warm" / spec).read_bytes() == (tmp_path / "cold" / spec).read_bytes()
 
 
+def test_a_fork_honours_verbose(server, tmp_path):
+    address, log = server
+    env = {**os.environ, "OMP_NUM_THREADS": "1", warm.ADDRESS_VARIABLE: address}
+    before = len(_forks(log))
+    hot = _detnas(["-v", "arch", "show", "00-00-0000-00", "--space", "tiny"], env, cwd=tmp_path)
+    assert len(_forks(log)) == before + 1 and hot.returncode == 0
+    assert "DEBUG detnas.cli: detnas -v arch show" in hot.stderr, hot.stderr
+
+
 def test_a_training_in_a_fork_is_bit_identical_to_a_fresh_process(server, tmp_path,
                                                                   classification_study):
     """The same stage cold and warm (through ``detnas launch``, which runs it in its own process:
@@ -199,3 +208,22 @@ except OSError:
     assert not (planted / "owned.json").exists()
     assert len(_forks(log)) == before  # nothing forked
     assert "refused a client of uid 65534" in log.read_text()
+
+
+def test_the_server_starts_no_thread_and_no_cuda_before_the_fork():
+    """What a fork inherits: the imports, and neither torch's thread pools (their threads are
+    lost in a fork: a parallel op would wait on them) nor a CUDA context (unusable in a fork).
+    Counted: the threads of the process but jemalloc's background thread (pyarrow's allocator,
+    through MLflow, which handles forks itself), with numpy's OpenBLAS at one thread; then, as a
+    check of the count, after a parallel op has started torch's pool."""
+    probe = ("import os, torch\nfrom detnas import warm\nwarm.preload()\n"
+             "def threads():\n"
+             "    return sum(open(f'/proc/self/task/{t}/comm').read().strip() != 'jemalloc_bg_thd'"
+             " for t in os.listdir('/proc/self/task'))\n"
+             "print(threads(), torch.cuda.is_initialized())\n"
+             "x = torch.randn(1000, 1000)\nx @ x\nprint(threads())")
+    env = {**os.environ, "OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out[:2] == ["1", "False"]  # the main thread alone, no CUDA context
+    assert int(out[2]) > 1  # a started pool would have shown

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module with a ``register(subparsers)`` function. A bad input
 prints one line naming the file, field and value, and exits with status 2 (set DETNAS_DEBUG=1 for
-the traceback).
+the traceback); a stage stopped by SIGTERM or SIGUSR1 saves its state and exits with 128 + the
+signal's number (`detnas.stop`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import logging
 import os
 import sys
+
+from detnas.stop import Stopped
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
                   "report", "launch", "export", "warm")
@@ -36,13 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
+    logging.basicConfig(  # force: a warm fork replaces the server's handler (its streams, -v)
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        datefmt="%H:%M:%S", force=True,
     )
+    logging.getLogger(__name__).debug("detnas %s (process %d)", " ".join(argv or sys.argv[1:]),
+                                      os.getpid())
     try:
         return args.func(args) or 0
+    except Stopped as e:  # a time limit or a preemption: the state is saved, the rerun goes on
+        print(f"detnas: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, FileNotFoundError) as e:
         if os.environ.get("DETNAS_DEBUG"):
             raise

@@ -23,10 +23,12 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from detnas import warm
     from detnas.cli import main
     from detnas.launch import run
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise ValueError("detnas launch: no command given (detnas launch --gpus 8 -- train ...)")
-    return run(argv, args.gpus, args.nodes, args.rendezvous, command=main)
+    return run(argv, args.gpus, args.nodes, args.rendezvous, command=main,
+               replace=warm.replace_process)

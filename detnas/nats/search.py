@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 ROW = next(r for r in study.ROWS if r.kind == "nats")
 """The study's NATS row (the runs' ``ablation`` tag)."""
-OUTPUTS = ("alphas.json", layout.METRICS, layout.ARCH, tracking.PENDING)
-"""The files of a finished search beside ``search.pt`` (removed when a fresh search starts)."""
 
 
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
@@ -197,7 +195,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
                   arch=ArchStep(alphas, make_arch_optimizer(alphas, cfg.nats), arch_data,
                                 cfg.nats.arch_warmup_steps),
                   on_step=on_step, save_state=save_state, load_state=load_state,
-                  keep_last=True, outputs=OUTPUTS)
+                  keep_last=True)
     tags = {"ablation": ROW.name, "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending"}
     gpus = ddp.world if ddp.device.type == "cuda" else 0

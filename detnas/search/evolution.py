@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas import study
+from detnas import stop, study
 from detnas.flops import cost_table
 from detnas.io import load_json, save_json
-from detnas.provenance import remove_outputs, set_aside
+from detnas.provenance import set_aside
 from detnas.space import Arch, crossover, get_space, mutate, sample_where
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,6 @@ def run_search(
     on_generation: Callable[[dict], None] | None = None,
     on_evaluation: Callable[[dict], None] | None = None,
     fingerprint: str = "",
-    outputs: Sequence[str] = (),
 ) -> SearchState:
     """Run (or resume) an evolutionary or random search; returns the final state.
 
@@ -363,9 +362,8 @@ def run_search(
         on_evaluation: called with each new history row.
         fingerprint: what the search is made from (`detnas.provenance.fingerprint`: config and
             inputs); a state file made from another (or with other settings, seed or strategy)
-            is set aside and the search starts fresh.
-        outputs: the files of a finished search beside the state file, removed when a fresh
-            search starts (a folder holds the files of one run).
+            is set aside and the search starts fresh (a previous search's outputs stay until
+            the new search's replace them).
 
     Raises:
         ValueError: bad settings (see `check_settings`), or a corrupt state file.
@@ -376,8 +374,6 @@ def run_search(
     limits = search_limits(cfg, space, latency)
     state = _load_or_start(SearchState(strategy, space, _settings(cfg, latency), _fingerprint(rng),
                                        fingerprint=fingerprint), state_path)
-    if state_path and not state.history and not state.pending:
-        remove_outputs(Path(state_path).parent, outputs)
     if state.rng:
         rng.setstate(_restore_rng(state.rng).getstate())
     for stats in state.generations:
@@ -388,42 +384,47 @@ def run_search(
         if state_path:
             save_json(state_path, state.to_json())
 
-    while not state.done:
-        if state.pending is None:
-            archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
-                             cfg.crossovers, cfg.population, cfg.topk,
-                             getattr(cfg, "operator_tries", "all"))
-            state.pending = [str(a) for a in archs]
-            state.rng = list(rng.getstate())
-            save()
-        memo = state.memo()
-        todo = [a for a in state.pending if a not in memo]
-        first = len(state.history) - (len(state.pending) - len(todo))
-        orders = {a: first + i for i, a in enumerate(state.pending)}
-        if todo:
-            log.info("%s generation %d: evaluating %d candidates", strategy, state.generation,
-                     len(todo))
-        start = time.perf_counter()
-        for index, fitness in evaluate([Arch.parse(a, space) for a in todo]):
-            arch = todo[index]
-            row = {"generation": state.generation, "order": orders[arch], "arch": arch,
-                   "fitness": float(fitness), **limits.of(Arch.parse(arch, space))}
-            state.history.append(row)
-            state.elapsed_s += time.perf_counter() - start
+    with stop.honoured():
+        while not state.done:
+            if state.pending is None:
+                archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
+                                 cfg.crossovers, cfg.population, cfg.topk,
+                                 getattr(cfg, "operator_tries", "all"))
+                state.pending = [str(a) for a in archs]
+                state.rng = list(rng.getstate())
+                save()
+            memo = state.memo()
+            todo = [a for a in state.pending if a not in memo]
+            first = len(state.history) - (len(state.pending) - len(todo))
+            orders = {a: first + i for i, a in enumerate(state.pending)}
+            if todo:
+                log.info("%s generation %d: evaluating %d candidates", strategy, state.generation,
+                         len(todo))
             start = time.perf_counter()
+            for index, fitness in evaluate([Arch.parse(a, space) for a in todo]):
+                arch = todo[index]
+                row = {"generation": state.generation, "order": orders[arch], "arch": arch,
+                       "fitness": float(fitness), **limits.of(Arch.parse(arch, space))}
+                state.history.append(row)
+                state.elapsed_s += time.perf_counter() - start
+                start = time.perf_counter()
+                save()
+                if on_evaluation:
+                    on_evaluation(row)
+                halt = stop.requested()  # the state holds this evaluation: end here
+                if halt:
+                    raise stop.Stopped(halt, f"after {len(state.history)} evaluations "
+                                             f"({state_path or 'no state file'} saved)")
+            state.history.sort(key=lambda r: r["order"])
+            stats = _generation_stats(state)
+            state.generations.append(stats)
+            state.generation += 1
+            state.pending = None
             save()
-            if on_evaluation:
-                on_evaluation(row)
-        state.history.sort(key=lambda r: r["order"])
-        stats = _generation_stats(state)
-        state.generations.append(stats)
-        state.generation += 1
-        state.pending = None
-        save()
-        log.info("%s generation %d: best %.4f mean %.4f", strategy, stats["generation"],
-                 stats["best"], stats["mean"])
-        if on_generation:
-            on_generation(stats)
+            log.info("%s generation %d: best %.4f mean %.4f", strategy, stats["generation"],
+                     stats["best"], stats["mean"])
+            if on_generation:
+                on_generation(stats)
     return state
 
 

@@ -14,6 +14,7 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
+from detnas import stop
 from detnas.space import Arch
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def worker_index() -> int:
 
 def _init_worker(factory: Callable[[], Callable[[Arch], float]], indices) -> None:
     global _fitness, _index
+    stop.shield()  # the search's process honours a stop signal and ends its workers
     _index = indices.get()
     _fitness = factory()
 
@@ -68,11 +70,17 @@ class WorkerPool:
             for future in futures:
                 future.cancel()
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """End the workers once their evaluations finish, or ``now`` (an error or a stop
+        signal: the evaluations in flight are dropped; the search's state holds every finished
+        one). The workers ignore the stop signals (`detnas.stop.shield`): they are killed."""
+        if now:
+            for process in list((getattr(self._executor, "_processes", None) or {}).values()):
+                process.kill()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(now=exc_type is not None)

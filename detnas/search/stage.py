@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from detnas import config as study_config
-from detnas import layout, tracking
+from detnas import tracking
 from detnas.config import StudyConfig, to_dict
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
@@ -31,11 +31,6 @@ from detnas.space import Arch
 log = logging.getLogger(__name__)
 
 FitnessFactory = Callable[[], Callable[[Arch], float]]
-
-OUTPUTS = (*layout.SEARCH_FILES, "fitness.png", "flops_fitness.png",
-           "front.json", "front.png", tracking.PENDING)
-"""The files of a finished search beside ``state.json`` (removed when a fresh search starts)."""
-
 
 def search_fingerprint(cfg: StudyConfig, strategy: str, spec: FitnessSpec | None,
                        **facts) -> str:
@@ -150,7 +145,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
         state_path = out_dir / "state.json"
         bound = {"fingerprint": search_fingerprint(cfg, strategy, spec, ablation=ablation,
                                                    dataset=dataset, detector=detector),
-                 "outputs": OUTPUTS, "on_generation": on_generation}
+                 "on_generation": on_generation}
         if workers == 1:
             state = run_search(strategy, cfg.space, cfg.search, serial(factory()), rng,
                                state_path, latency, **bound)

@@ -240,3 +240,60 @@ def test_voc_config_plans_the_same_dag(rehearsed):
     voc = {**rehearsal_config(paper), "results": "results-voc"}  # the COCO study's results stay
     (study.root / "config" / "rehearsal_voc.yaml").write_text(yaml.safe_dump(voc))
     assert study.planned("--configfile", "config/rehearsal_voc.yaml") == planned
+
+
+def test_a_stop_signal_through_slurm_loses_no_step(rehearsed):
+    """`scancel --signal=TERM` (what `--signal=TERM@120` sends before a time limit) in the middle
+    of a training job: the signal reaches `detnas` through the job's Snakemake, its shell and
+    `detnas launch` / torchrun; it saves the step, its MLflow run ends KILLED, the job fails.
+    The rerun of the workflow continues from that step to the weights of an uninterrupted run."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    study, args, *_ = rehearsed
+    root, steps = study.root, 200
+    base = yaml.safe_load((root / "config" / "rehearsal.yaml").read_text())
+    target = "retrain/shufflenetv2/cls/checkpoint.pt"  # its inputs: the data and its spec
+    for name in ("full", "stop"):
+        cfg = {**base, "results": f"results-{name}",
+               "tracking": {**base["tracking"], "uri": f"sqlite:///results-{name}/mlflow.db"},
+               "retrain_pretrain": {**base["retrain_pretrain"], "steps": steps,
+                                    "checkpoint_every": 1000, "log_every": 1}}
+        (root / "config" / f"rehearsal_{name}.yaml").write_text(yaml.safe_dump(cfg))
+    configfile = args.index("--configfile") + 1
+
+    def run(name):
+        argv = [*args[:configfile], f"config/rehearsal_{name}.yaml", *args[configfile + 1:]]
+        return [sys.executable, "-m", "snakemake", "--nolock", *argv, f"results-{name}/{target}"]
+
+    subprocess.run(run("full"), cwd=root, env=study.env, check=True, capture_output=True,
+                   timeout=600)
+    log = root / "logs" / "retrain" / "shufflenetv2" / "cls.log"
+    log.unlink()
+    proc = subprocess.Popen(run("stop"), cwd=root, env=study.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (log.exists() and re.search(rf"step [2-9]\d/{steps} ", log.read_text())):
+        assert proc.poll() is None and time.monotonic() < deadline, "no training step seen"
+        time.sleep(0.05)
+    jobs = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert len(jobs) == 1, jobs
+    subprocess.run(["scancel", "--signal=TERM", jobs[0]], check=True)
+    assert proc.wait(timeout=300) != 0
+    text = log.read_text()
+    stopped = int(re.search(rf"stopped by SIGTERM at step (\d+) of {steps}", text)[1])
+    out = root / "results-stop" / "retrain" / "shufflenetv2" / "cls"
+    assert torch.load(out / "resume.pt", weights_only=True)["step"] == stopped < steps
+
+    subprocess.run(run("stop"), cwd=root, env=study.env, check=True, capture_output=True,
+                   timeout=600)
+    assert f"at step {stopped}/{steps}" in log.read_text()  # resumed, not started over
+    full = torch.load(root / "results-full" / target, weights_only=True)["model"]
+    resumed = torch.load(root / "results-stop" / target, weights_only=True)["model"]
+    for k, v in full.items():
+        torch.testing.assert_close(resumed[k], v, rtol=0, atol=0, msg=k)
+    client = MlflowClient(f"sqlite:///{root}/results-stop/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.stage = 'retrain-classification'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
