@@ -73,3 +73,10 @@ def test_warm_benchmark_prints_its_ratio():
     out = _run("bench_warm.py", "--rounds", "1", "--steps", "1")
     assert "1 rounds, 1 steps a job, 1 warm jobs" in out
     assert re.search(r"job cold +[\d.]+ s +warm +[\d.]+ s +ratio warm/cold \d+\.\d\d", out)
+
+
+@pytest.mark.slow
+def test_default_speed_benchmark_prints_its_ratios():
+    out = _run("bench_default_speed.py", "--rounds", "1", "--iters", "1")
+    assert re.search(r"RetinaNet step +P3\.\.P5 .* ratio \d+\.\d\d", out)
+    assert re.search(r"classification step .* ratio \d+\.\d\d", out)

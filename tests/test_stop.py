@@ -156,3 +156,28 @@ def test_a_search_stops_after_the_evaluation_in_flight_and_resumes(tmp_path):
     state = load_json(tmp_path / "state.json")
     assert state["history"] == reference.history
     assert len(state["history"]) == evaluation_budget(cfg.search)
+
+
+@pytest.mark.slow
+def test_a_search_with_workers_stops_without_waiting_for_them(tmp_path):
+    """The workers ignore the signal (SLURM sends it to every process of the job); the search's
+    process saves its state, kills them and ends at once, not after the evaluations in flight."""
+    import functools
+    import multiprocessing
+    import threading
+
+    from search_fakes import Slow
+
+    cfg = config.load(None, ["search.population=6", "search.topk=2", "search.generations=3",
+                             "search.mutations=2", "search.crossovers=2",
+                             "tracking.enabled=false"])
+    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(stop.Stopped, match="SIGTERM after"):
+        stage.search_stage(cfg, "evolution", tmp_path, workers=2,
+                           factory=functools.partial(Slow, str(tmp_path / "calls.txt"), 1.5))
+    assert time.monotonic() - start < 4.0 + 1.5 + 1.0  # at most the evaluation it was waiting on
+    assert multiprocessing.active_children() == []
+    evaluated = len(load_json(tmp_path / "state.json")["history"])
+    assert 2 <= evaluated < evaluation_budget(cfg.search)
