@@ -718,6 +718,20 @@ def _blame_override(message: str, where: str, overrides: list[str]) -> str:
     return message
 
 
+def yaml_error(source: str | Path, e: yaml.YAMLError) -> str:
+    """PyYAML's error ``e`` (several lines, its position in ``"<unicode string>"``) as one line,
+    ``SOURCE:LINE:COLUMN: problem (context, at LINE:COLUMN)``, as compilers say it."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return f"{source}: not valid YAML: {' '.join(str(e).split())}"
+    problem = getattr(e, "problem", None) or "not valid YAML"
+    text = f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
+    context, at = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f", at {at.line + 1}:{at.column + 1})" if at else ")")
+    return text
+
+
 def read_file(path: str | Path) -> dict:
     """The settings of a config file: a YAML mapping (an empty file, or one that is not a
     mapping, is an error: it would silently run the built-in defaults).
@@ -730,7 +744,7 @@ def read_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ValueError(f"{path}: config file does not exist") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise ValueError(yaml_error(path, e)) from None
     if data is None:
         raise ValueError(f"{path}: the config file is empty (expected a mapping of settings, "
                          "e.g. config/config.yaml)")
@@ -740,8 +754,10 @@ def read_file(path: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
-    """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings.
+def load(path: str | Path | None = None, overrides: list[str] = (),
+         generated: bool = False) -> StudyConfig:
+    """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings;
+    ``generated``: as the workflow does (`from_data`).
 
     Raises:
         ValueError: the file is missing or malformed, or a field has a bad name, type or value.
@@ -752,9 +768,15 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r}: expected key=value")
-        _set(data, key, yaml.safe_load(value))
+        try:
+            _set(data, key, yaml.safe_load(value))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at column {mark.column + 1} of the value" if mark else ""
+            problem = getattr(e, "problem", None) or " ".join(str(e).split())
+            raise ValueError(f"--set {item}: not valid YAML{at}: {problem}") from None
     try:
-        return from_data(data, where)
+        return from_data(data, where, generated)
     except ValueError as e:
         raise ValueError(_blame_override(str(e), where, overrides)) from None
 

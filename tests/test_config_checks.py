@@ -1,7 +1,8 @@
 """The settings that used to fail when their job ran, hours into a study, refused when the config
 is loaded (`detnas.config.check`, every command and the workflow's parse) or when the workflow
-is parsed (`detnas.preflight.check_workflow`); one line naming the key and the value.
-tests/workflow/test_late_failures.py runs a few through `snakemake -n`."""
+is parsed (`detnas.preflight.check_workflow`); one line naming the key and the value, a YAML syntax
+error as FILE:LINE:COLUMN. docs/config-checks.md lists them; tests/workflow/test_late_failures.py
+runs a few through `snakemake -n`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import random
 import pytest
 
 from detnas import config, preflight
+from detnas.cli import main
 from detnas.data import files
 from detnas.flops import cost_table
 from detnas.latency import LatencyTable, Measurement, save_table
@@ -226,3 +228,49 @@ def test_a_given_latency_table_is_checked_against_the_space_and_the_limits(tmp_p
         with pytest.raises(ValueError, match=rf"^config\.{key}\.max_latency: 10\.5 is below the "
                                              r"cheapest network of space tiny \(11 ms"):
             preflight.check_workflow(cfg, "config")
+
+
+BAD_YAML = {
+    "indentation": ("seed: 0\nsearch:\n  population: 4\n   topk: 2\n",
+                    ":4:8: mapping values are not allowed here"),
+    "unclosed quote": ("seed: 0\nresults: \"out\nspace: tiny\n",
+                       ":4:1: found unexpected end of stream (while scanning a quoted scalar, "
+                       "at 2:10)"),
+    "tab": ("search:\n\tpopulation: 4\n", ":2:1: found character '\\t' that cannot start any "
+                                          "token (while scanning for the next token)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_YAML)
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, case, capsys):
+    text, says = BAD_YAML[case]
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        config.load(path)
+    assert str(e.value) == f"{path}{says}"
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err == f"detnas: error: {path}{says}\n"
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line():
+    with pytest.raises(ValueError, match=r"^--set search\.population=\[1: not valid YAML at "
+                                         r"column 3 of the value: expected ',' or '\]'"):
+        config.load(None, ["search.population=[1"])
+
+
+def test_config_check_says_ok_or_the_error_as_the_workflow_would(tmp_path, capsys, repo_root):
+    test = str(repo_root / "config" / "test.yaml")
+    assert main(["config", "check", test]) == 0
+    assert capsys.readouterr().out == f"{test}: OK\n"
+    assert main(["config", "check", test, "--set", "search.topk=5"]) == 2
+    assert capsys.readouterr().err == ("detnas: error: --set search.topk=5: search.topk: 5 "
+                                       "exceeds population (4): the parents are the top k of a "
+                                       "population\n")
+    path = tmp_path / "study.yaml"  # the workflow generates the synthetic sets where it says
+    path.write_text(f"datasets: {{synth: {{root: {tmp_path}}}}}\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "datasets.synth.root" in capsys.readouterr().err
+    path.write_text("nats: {search: {batch_size: 64}}\n")  # the workflow's own check
+    assert main(["config", "check", str(path)]) == 2
+    assert "nats.search.batch_size: 64" in capsys.readouterr().err

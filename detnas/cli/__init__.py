@@ -14,7 +14,7 @@ import os
 import sys
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
-                  "report", "launch", "export", "warm")
+                  "report", "launch", "export", "warm", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,3 +61,29 @@ def test_snakemake_n_refuses_what_used_to_fail_late(study, case):
     out = proc.stderr + proc.stdout
     assert proc.returncode != 0
     assert f"/config/test.yaml: config.{says}" in out, out  # the file, key and value: one line
+
+
+BAD = "seed: 0\nsearch:\n  population: 4\n   topk: 2\n"
+
+
+def test_a_yaml_syntax_error_in_the_default_config_names_its_line_and_column(study):
+    (study.root / "config" / "config.yaml").write_text(BAD)
+    proc = study.snakemake("-n", check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0
+    assert "\nconfig/config.yaml:4:8: mapping values are not allowed here\n" in out, out
+
+
+def test_a_configfiles_yaml_error_is_snakemakes_and_config_check_names_the_place(study):
+    """Snakemake reads a --configfile before the Snakefile runs, and says only that it is not
+    JSON or YAML; the README sends the reader to `detnas config check FILE`."""
+    import subprocess
+    import sys
+
+    (study.root / "bad.yaml").write_text(BAD)
+    proc = study.snakemake("-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0 and "is not valid JSON or YAML" in proc.stderr + proc.stdout
+    check = subprocess.run([sys.executable, "-m", "detnas", "config", "check", "bad.yaml"],
+                           cwd=study.root, env=study.env, capture_output=True, text=True)
+    assert check.returncode == 2
+    assert check.stderr == "detnas: error: bad.yaml:4:8: mapping values are not allowed here\n"
