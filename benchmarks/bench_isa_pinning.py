@@ -34,7 +34,8 @@ root, steps, task = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cfg = config.load("config/config.yaml", [f"results={root}", "device=cpu",
     "tracking.enabled=false", f"classification.root={root}/cls", f"datasets.synth.root={root}/det",
     f"retrain_pretrain.steps={steps}", f"retrain_finetune.steps={steps}",
-    "classification.num_train=200", "classification.num_val=40", "datasets.synth.num_train=40",
+    "classification.num_train=200", "classification.num_val=40", "classification.search_images=40",
+    "datasets.synth.num_train=40",
     "datasets.synth.num_test=8", "cpu_isa=native"])
 spec = train.baseline_spec(cfg, "shufflenetv2")
 if task == "classification":

@@ -474,11 +474,14 @@ def check(cfg: StudyConfig, where: str) -> None:
 
     if cfg.space not in SPACES:
         raise ValueError(f"{where}.space: unknown space {cfg.space!r} (known: {', '.join(SPACES)})")
-    for name, t in vars(cfg).items():
-        if isinstance(t, TrainConfig) and t.sampling == "flops_bins" and not t.flops_bins:
-            raise ValueError(f"{where}.{name}.flops_bins: sampling flops_bins needs bins")
-    if cfg.rank.train.sampling == "flops_bins" and not cfg.rank.train.flops_bins:
-        raise ValueError(f"{where}.rank.train.flops_bins: sampling flops_bins needs bins")
+    check_search(cfg.search, cfg.space, f"{where}.search")
+    if cfg.clsnas_search is not None:
+        check_search(cfg.clsnas_search, cfg.space, f"{where}.clsnas_search")
+    schedules = {name: t for name, t in vars(cfg).items() if isinstance(t, TrainConfig)}
+    for name, t in {**schedules, "rank.train": cfg.rank.train}.items():
+        if t.sampling == "flops_bins":
+            check_bins(t.flops_bins, cfg.space, cfg.search.flops_input_size,
+                       f"{where}.{name}.flops_bins")
     for d in cfg.rank.detectors:
         if d not in cfg.detectors:
             raise ValueError(f"{where}.rank.detectors: {d!r} is not one of detectors "
@@ -497,6 +500,7 @@ def check(cfg: StudyConfig, where: str) -> None:
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "
                          f"{cfg.latency.threads})")
     check_nats(cfg.nats, f"{where}.nats")
+    check_data(cfg, where)
     check_ablations(cfg, where)
 
 
@@ -549,16 +553,119 @@ def check_nats(nats: NatsConfig, where: str = "config.nats") -> None:
     if nats.depth not in DEPTHS:
         raise ValueError(f"{where}.depth: {nats.depth} (known: {sorted(DEPTHS)})")
     check_candidates(nats.candidates, f"{where}.candidates")
-    if nats.groups < 1 or nats.group_width < 0:
-        raise ValueError(f"{where}: groups must be >= 1 and group_width >= 0, got "
-                         f"{nats.groups} and {nats.group_width}")
     if not nats.searched_stages or not set(nats.searched_stages) <= {1, 2, 3, 4}:
         raise ValueError(f"{where}.searched_stages: {nats.searched_stages} (a subset of 1..4)")
     if len(nats.arch_betas) != 2:
         raise ValueError(f"{where}.arch_betas: {nats.arch_betas} (two numbers)")
-    if nats.arch_warmup_steps < 0:
-        raise ValueError(f"{where}.arch_warmup_steps: {nats.arch_warmup_steps} (>= 0)")
+    for stage in sorted(set(nats.searched_stages)):  # layer<stage>'s conv2: width x 2^(stage-1)
+        channels = nats.width * 2 ** (stage - 1)
+        key, size = ("group_width", nats.group_width) if nats.group_width else ("groups",
+                                                                             nats.groups)
+        if channels % size:
+            raise ValueError(f"{where}.{key}: {size} does not divide the {channels} channels of "
+                             f"the searched convs of stage {stage} (width {nats.width} x "
+                             f"{2 ** (stage - 1)})")
 
+
+def check_floor(where: str, limit: float, floor: float, space: str, unit: str) -> None:
+    """A search's cost limit ``limit`` (0: none) is not below ``floor``, the cost of the
+    cheapest network of ``space`` in ``unit``: under it no candidate is feasible.
+
+    Raises:
+        ValueError: naming the key ``where``, the limit and the floor.
+    """
+    if 0 < limit < floor:
+        raise ValueError(f"{where}: {limit:.6g} is below the cheapest network of space {space} "
+                         f"({floor:,.6g} {unit}): no candidate is feasible")
+
+
+def check_search(s: SearchConfig, space: str, where: str) -> None:
+    """Search settings that the search itself would refuse, or run for nothing, after the
+    supernets it searches are trained: the top k and the candidates a generation breeds within
+    the population, each cost limit at or above the cheapest network of the space (the
+    latency's: `detnas.preflight`, or the search, which has the table).
+
+    Raises:
+        ValueError: naming the key and the value.
+    """
+    from detnas.flops import cost_table
+
+    if s.topk > s.population:
+        raise ValueError(f"{where}.topk: {s.topk} exceeds population ({s.population}): the "
+                         "parents are the top k of a population")
+    if s.mutations + s.crossovers > s.population:
+        raise ValueError(f"{where}.mutations: {s.mutations} + crossovers {s.crossovers} exceed "
+                         f"population ({s.population}), the candidates of a generation")
+    table = cost_table(space, s.flops_input_size)
+    check_floor(f"{where}.max_flops", s.max_flops, table.flops_range(s.flops_of == "classifier")[0],
+                space, f"{s.flops_of} FLOPs at {s.flops_input_size}px")
+    check_floor(f"{where}.max_params", s.max_params, table.floor().params, space,
+                "backbone params")
+
+
+def check_bins(bins: list[list[float]], space: str, input_size: int, where: str) -> None:
+    """Supernet path sampling's FLOPs bins (`detnas.train.path_sampler`: classifier FLOPs at
+    ``input_size``): each a range ``[low, high]`` that some network of ``space`` falls into
+    (else training draws 10,000 paths for it, then fails).
+
+    Raises:
+        ValueError: naming the bin and the space's FLOPs range.
+    """
+    from detnas.flops import cost_table
+
+    if not bins:
+        raise ValueError(f"{where}: sampling flops_bins needs bins")
+    table = cost_table(space, input_size)
+    for i, b in enumerate(bins):
+        if len(b) != 2 or b[0] > b[1]:
+            raise ValueError(f"{where}[{i}]: {b} (expected [low, high], low <= high)")
+        if not table.reaches(b[0], b[1], classifier=True):
+            low, high = table.flops_range(classifier=True)
+            raise ValueError(f"{where}[{i}]: [{b[0]:.6g}, {b[1]:.6g}]: no network of space "
+                             f"{space} has its classifier FLOPs at {input_size}px in it (they "
+                             f"span {low:,} to {high:,}, search.flops_input_size)")
+
+
+def check_holdout(where: str, holdout: int, size: int, of: str) -> None:
+    """``holdout`` images held out of a set of ``size`` (``of``: what says the size) leave
+    both parts non-empty (`detnas.data.split`)."""
+    if not 0 < holdout < size:
+        raise ValueError(f"{where}: {holdout} (held out of the {size} training images of {of}: "
+                         f"must be 1..{size - 1})")
+
+
+def check_data(cfg: StudyConfig, where: str) -> None:
+    """What the config says of the data, checked before the data exist: the synthetic sets'
+    settings (`detnas.data.synthetic`), the images held out of their training sets (the
+    search split, NATS's architecture split). Real datasets' files: `detnas.preflight`.
+
+    Raises:
+        ValueError: naming the key and the value.
+    """
+    from detnas.data import synthetic
+
+    for name, d in cfg.datasets.items():
+        if d.kind != "synthetic":
+            continue
+        at = f"{where}.datasets.{name}"
+        synthetic.check_detection_settings(d.num_train, d.num_test, d.image_size, d.num_classes,
+                                           f"{at}.")
+        check_holdouts(cfg, where, name, d.num_train, f"datasets.{name} (num_train)")
+    c = cfg.classification
+    if c.kind == "synthetic":
+        synthetic.check_classification_settings(c.num_train, c.num_val, c.image_size,
+                                                c.num_classes, f"{where}.classification.")
+        check_holdout(f"{where}.classification.search_images", c.search_images, c.num_train,
+                      "classification (num_train)")
+
+
+def check_holdouts(cfg: StudyConfig, where: str, name: str, size: int, of: str) -> None:
+    """The images held out of the training set of dataset ``name`` (``size`` images, ``of``:
+    whence): the search split, NATS's architecture split."""
+    check_holdout(f"{where}.datasets.{name}.search_images", cfg.datasets[name].search_images, size,
+                  of)
+    if cfg.nats.arch_images:
+        check_holdout(f"{where}.nats.arch_images", cfg.nats.arch_images, size, of)
 
 
 def resolve_data_roots(cfg: StudyConfig, where: str, generated: bool = False) -> None:
@@ -606,11 +713,25 @@ def _blame_override(message: str, where: str, overrides: list[str]) -> str:
         key = item.partition("=")[0]
         below = key.removeprefix(f"{field}.") if field else key  # the key under the field
         unknown = below != key or not field
-        if field == key or field.startswith(f"{key}.") or (
+        if field == key or field.startswith((f"{key}.", f"{key}[")) or (
                 unknown and f"unknown key {below.split('.')[0]!r}" in message):
             detail = message[len(head) + 2:]
             return f"--set {item}: {f'{field}: ' if field else ''}{detail}"
     return message
+
+
+def yaml_error(source: str | Path, e: yaml.YAMLError) -> str:
+    """PyYAML's error ``e`` (several lines, its position in ``"<unicode string>"``) as one line,
+    ``SOURCE:LINE:COLUMN: problem (context, at LINE:COLUMN)``, as compilers say it."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return f"{source}: not valid YAML: {' '.join(str(e).split())}"
+    problem = getattr(e, "problem", None) or "not valid YAML"
+    text = f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
+    context, at = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f", at {at.line + 1}:{at.column + 1})" if at else ")")
+    return text
 
 
 def read_file(path: str | Path) -> dict:
@@ -625,7 +746,7 @@ def read_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ValueError(f"{path}: config file does not exist") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise ValueError(yaml_error(path, e)) from None
     if data is None:
         raise ValueError(f"{path}: the config file is empty (expected a mapping of settings, "
                          "e.g. config/config.yaml)")
@@ -635,8 +756,10 @@ def read_file(path: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
-    """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings.
+def load(path: str | Path | None = None, overrides: list[str] = (),
+         generated: bool = False) -> StudyConfig:
+    """Load and validate a study config; ``overrides`` are ``dotted.key=yaml_value`` strings;
+    ``generated``: as the workflow does (`from_data`).
 
     Raises:
         ValueError: the file is missing or malformed, or a field has a bad name, type or value.
@@ -647,9 +770,15 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConf
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r}: expected key=value")
-        _set(data, key, yaml.safe_load(value))
+        try:
+            _set(data, key, yaml.safe_load(value))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at column {mark.column + 1} of the value" if mark else ""
+            problem = getattr(e, "problem", None) or " ".join(str(e).split())
+            raise ValueError(f"--set {item}: not valid YAML{at}: {problem}") from None
     try:
-        return from_data(data, where)
+        return from_data(data, where, generated)
     except ValueError as e:
         raise ValueError(_blame_override(str(e), where, overrides)) from None
 

@@ -99,6 +99,47 @@ class CostTable:
         """Classifier FLOPs: what the reference's supernet sampling bins (SPOS ``flops.py``)."""
         return self.backbone_flops(arch) + self.head.flops
 
+    def floor(self) -> Cost:
+        """The backbone FLOPs and the backbone params of the cheapest architectures (each its
+        own: the cheapest choice per block, by FLOPs and by params)."""
+        return Cost(self.stem.flops + sum(min(c.flops for c in costs) for costs in self.blocks),
+                    self.stem.params + sum(min(c.params for c in costs) for costs in self.blocks))
+
+    def flops_range(self, classifier: bool = False) -> tuple[int, int]:
+        """The FLOPs of the cheapest and of the dearest architecture (backbone, or classifier)."""
+        base = self.stem.flops + (self.head.flops if classifier else 0)
+        return (base + sum(min(c.flops for c in costs) for costs in self.blocks),
+                base + sum(max(c.flops for c in costs) for costs in self.blocks))
+
+    def reaches(self, low: float, high: float, classifier: bool = False,
+                budget: int = 50_000) -> bool:
+        """Whether some architecture has FLOPs (backbone, or classifier) in ``[low, high]``.
+
+        Exact: a depth-first search over the blocks, pruned where the cheapest and the dearest
+        completion of a partial architecture both miss the range, done where both fall in it.
+        Bins of a few million FLOPs in the paper's spaces take milliseconds; past ``budget``
+        partial architectures (a tenth of a second) the answer is True: not known to be empty.
+        """
+        options = [sorted({c.flops for c in costs}) for costs in self.blocks]
+        rest_min, rest_max = [0] * (len(options) + 1), [0] * (len(options) + 1)
+        for i in reversed(range(len(options))):
+            rest_min[i] = rest_min[i + 1] + options[i][0]
+            rest_max[i] = rest_max[i + 1] + options[i][-1]
+        dead: set[tuple[int, int]] = set()
+
+        def search(i: int, total: int) -> bool:
+            lo, hi = total + rest_min[i], total + rest_max[i]
+            if hi < low or lo > high or (i, total) in dead:
+                return False
+            if low <= lo and hi <= high or len(dead) > budget:
+                return True
+            if any(search(i + 1, total + f) for f in options[i]):
+                return True
+            dead.add((i, total))
+            return False
+
+        return search(0, self.stem.flops + (self.head.flops if classifier else 0))
+
 
 @lru_cache(maxsize=64)
 def cost_table(space: str, input_size: int = 224, num_classes: int = 1000) -> CostTable:

@@ -15,7 +15,7 @@ def _config(tmp_path) -> Path:
         f"datasets:\n  synth: {{root: {tmp_path / 'det'}, num_train: 8, num_test: 2,"
         " image_size: 64, search_images: 3}\n"
         f"classification: {{root: {tmp_path / 'cls'}, num_classes: 3, num_train: 6,"
-        " num_val: 3, image_size: 32}\n"
+        " num_val: 3, image_size: 32, search_images: 2}\n"
     )
     return path
 

@@ -5,11 +5,10 @@ import random
 import pytest
 from search_fakes import TARGET, hamming_fitness, noisy_fitness, small_config
 
+from detnas import config
 from detnas.flops import cost_table
 from detnas.search.evolution import (
     evaluation_budget,
-    flops_floor,
-    params_floor,
     pareto_front,
     pareto_top_k,
     run_search,
@@ -87,25 +86,24 @@ def test_evolution_beats_random_search_on_a_smooth_landscape():
     assert best["evolution"] <= len(TARGET)
 
 
-def test_flops_floor_is_the_exact_minimum_and_infeasible_limits_fail_at_once():
+def test_the_cost_floor_is_the_exact_minimum_and_a_limit_at_it_finds_it():
+    """The floors the config checks the limits against (tests/test_config_checks.py: a limit
+    below them is refused when the config is loaded) are the cheapest networks' costs."""
     table = cost_table("test")
-    exhaustive = min(table.backbone_flops(Arch("test", c))
-                     for c in itertools.product(range(4), repeat=6))
-    assert flops_floor("test") == exhaustive
-    fitness = Counting(noisy_fitness)
-    with pytest.raises(ValueError, match=r"max_flops.*below the cheapest network"):
-        _run(cfg=small_config(max_flops=exhaustive - 1.0), fitness=fitness, space="test")
-    assert fitness.calls == []
-    state = _run(cfg=small_config(max_flops=float(exhaustive), population=1, topk=1, mutations=0,
+    archs = [Arch("test", c) for c in itertools.product(range(4), repeat=6)]
+    floor = table.floor()
+    assert floor.flops == min(table.backbone_flops(a) for a in archs)
+    assert floor.params == min(table.backbone_params(a) for a in archs)
+    assert table.flops_range() == (floor.flops, max(table.backbone_flops(a) for a in archs))
+    state = _run(cfg=small_config(max_flops=float(floor.flops), population=1, topk=1, mutations=0,
                                   crossovers=0, generations=1), space="test")
-    assert table.backbone_flops(_arch_test(state.history[0]["arch"])) == exhaustive
+    assert table.backbone_flops(_arch_test(state.history[0]["arch"])) == floor.flops
 
 
-def test_params_limit_filters_every_candidate_and_infeasible_limits_fail_at_once():
+def test_params_limit_filters_every_candidate():
     table = cost_table("test")
     sizes = sorted(table.backbone_params(Arch("test", c))
                    for c in itertools.product(range(4), repeat=6))
-    assert params_floor("test") == sizes[0]
     assert all(table.backbone(Arch("test", (c,) * 6)).params == table.backbone_params(
         Arch("test", (c,) * 6)) for c in range(4))
     limit = float(sizes[len(sizes) // 4])  # a quarter of the space is feasible
@@ -114,10 +112,6 @@ def test_params_limit_filters_every_candidate_and_infeasible_limits_fail_at_once
     assert all(r["backbone_params"] == table.backbone_params(_arch_test(r["arch"]))
                for r in state.history)
     assert state.settings["max_params"] == limit
-    fitness = Counting(noisy_fitness)
-    with pytest.raises(ValueError, match=r"search.max_params: .* below the cheapest network"):
-        _run(cfg=small_config(max_params=sizes[0] - 1.0), fitness=fitness, space="test")
-    assert fitness.calls == []
 
 
 def test_a_latency_limit_needs_a_table():
@@ -154,8 +148,6 @@ def test_pareto_search_keeps_the_front():
     assert front[0]["backbone_flops"] == min(r["backbone_flops"] for r in state.history)
     plain = _run(cfg=small_config())
     assert [r["arch"] for r in plain.history] != [r["arch"] for r in state.history]
-    with pytest.raises(ValueError, match=r"search.objective: 'best' \(fitness, pareto\)"):
-        _run(cfg=small_config(objective="best"))
 
 
 def _arch_test(text):
@@ -163,13 +155,17 @@ def _arch_test(text):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("topk", 9, "topk"), ("mutations", 6, "mutations"), ("mutation_prob", 1.5, "mutation_prob"),
-    ("population", 0, "population"), ("max_flops", -1.0, "max_flops"),
-    ("max_params", -1.0, "max_params"), ("max_latency", -1.0, "max_latency"),
+    ("topk", 9, "topk: 9 exceeds population"), ("mutations", 6, "mutations: 6 \\+ crossovers 3"),
+    ("mutation_prob", 1.5, "mutation_prob: 1.5"), ("population", 0, "population: 0"),
+    ("max_flops", -1.0, "max_flops: -1.0"), ("max_params", -1.0, "max_params: -1.0"),
+    ("max_latency", -1.0, "max_latency: -1.0"), ("objective", "best", "objective: 'best'"),
 ])
-def test_bad_settings(field, value, match):
-    with pytest.raises(ValueError, match=match):
-        _run(cfg=small_config(**{field: value}))
+def test_bad_settings_are_the_configs_to_refuse(field, value, match):
+    """The search runs the settings of a loaded config: `detnas.config` refuses bad ones, by their
+    types' choices and bounds and by `check_search`, before any stage runs."""
+    small = {"population": 8, "topk": 3, "mutations": 3, "crossovers": 3}
+    with pytest.raises(ValueError, match=f"^--set search.{field}={value}: search.{match}"):
+        config.load(None, [f"search.{k}={v}" for k, v in {**small, field: value}.items()])
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "random"])

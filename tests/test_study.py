@@ -265,6 +265,25 @@ def test_a_rows_search_runs_with_its_overrides(tmp_path, monkeypatch):
     assert seen == [("pareto", "pareto"), ("fitness", "detnas")]
 
 
+def test_a_misspelt_ablation_is_refused_naming_the_rows(tmp_path, monkeypatch, capsys):
+    """`detnas search --ablation detnsa` used to search with the base settings, tagged detnsa
+    (`study.find` found no row, and no row has no overrides)."""
+    from detnas.cli import main
+    from detnas.search import stage
+
+    monkeypatch.setattr(stage, "search_stage", lambda *a, **k: pytest.fail("searched"))
+    args = ["search", "evolution", "--set", "device=cpu", "--supernet", "s.pt", "--data",
+            "a.json", "--images", "i", "--recalib-annotations", "b.json", "--recalib-image-dir",
+            "i", "--out", str(tmp_path / "out")]
+    assert main([*args, "--ablation", "detnsa"]) == 2
+    assert capsys.readouterr().err == (
+        "detnas: error: --ablation 'detnsa': not a row of the study searched with detection "
+        "fitness (known: detnas, scratch, random)\n")
+    assert main([*args, "--ablation", "clsnas"]) == 2  # a row of the other fitness
+    assert "--ablation 'clsnas': not a row of the study searched with detection" in (
+        capsys.readouterr().err)
+
+
 def test_collect_metrics_has_the_config_row(results, tmp_path):
     import importlib.util
 

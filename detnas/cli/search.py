@@ -70,6 +70,20 @@ def _default_row(fitness: str) -> str:
     return next(r.name for r in study.ROWS if r.fitness == fitness)
 
 
+def _searched_row(cfg, name: str, fitness: str) -> study.Row:
+    """The row ``name`` of the study (its tag, its settings), searched with ``fitness``.
+
+    Raises:
+        ValueError: no such row: naming those searched with ``fitness``.
+    """
+    rows = [r for r in study.rows(cfg) if r.fitness == fitness]
+    found = next((r for r in rows if r.name == name), None)
+    if found is None:
+        raise ValueError(f"--ablation {name!r}: not a row of the study searched with {fitness} "
+                         f"fitness (known: {', '.join(r.name for r in rows)})")
+    return found
+
+
 def _need(args, *names: str) -> None:
     for name in names:
         if not getattr(args, name):
@@ -83,8 +97,8 @@ def _run(args) -> int:
 
     cfg = load_config(args)
     ablation = args.ablation or _default_row(args.fitness)
-    row = study.find(cfg, ablation)
-    if row is not None and row.overrides:  # the row's own search settings
+    row = _searched_row(cfg, ablation, args.fitness)
+    if row.overrides:  # the row's own search settings
         cfg = with_overrides(cfg, dict(row.overrides), f"ablations.{row.name}.overrides")
     if args.fitness == "classification":  # ClsNASNet: its own settings, one per study
         cfg = dataclasses.replace(cfg, search=clsnas_search(cfg))

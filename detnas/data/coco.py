@@ -49,6 +49,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
+from detnas.data.files import check_coco_top_level
 from detnas.data.images import read_image
 from detnas.io import load_json
 
@@ -76,11 +77,7 @@ def load_coco_json(path: str | Path) -> dict:
     """
     path = Path(path)
     data = load_json(path)
-    if not isinstance(data, dict):
-        _fail(path, f"not COCO: top level is {type(data).__name__}, expected an object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            _fail(path, f"not COCO: '{key}' is missing or not a list")
+    check_coco_top_level(path, data)
     image_ids, category_ids = set(), set()
     for i, im in enumerate(data["images"]):
         _check_fields(path, "images", i, im, {"id": (int,), "file_name": (str,),

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from detnas.data.coco import make_loader
+from detnas.data.files import check_same_classes, class_folders
 from detnas.data.images import IMAGE_EXTENSIONS, read_image
 from detnas.data.split import holdout_indices
 
@@ -98,39 +99,6 @@ class ImageFolderClassification(Dataset):
         image = self._cache[index] if self._cache is not None else read_image(path)
         image = self.transform(image).float().div_(255)  # (3, S, S) in [0, 1]
         return (image - self.mean) / self.std, label
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    """The class folders of a split, sorted (label ``i`` is the ``i``-th).
-
-    Raises:
-        ValueError: the folder does not exist or has no class folders.
-    """
-    if not split_dir.is_dir():
-        raise ValueError(f"{split_dir}: dataset folder does not exist")
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"{split_dir}: empty split: no class folders")
-    return classes
-
-
-def check_same_classes(split_dir: Path, classes: list[str], reference_dir: Path) -> None:
-    """Check that split ``split_dir`` has the classes of ``reference_dir`` (then the same name
-    has the same label in both).
-
-    Raises:
-        ValueError: naming both folders and the first class one has and the other lacks.
-    """
-    reference = class_folders(reference_dir)
-    if classes == reference:
-        return
-    missing = sorted(set(reference) - set(classes))
-    if missing:
-        raise ValueError(f"{split_dir}: lacks class folder {missing[0]!r} of {reference_dir} "
-                         f"({len(missing)} missing): the two splits must have the same classes")
-    extra = sorted(set(classes) - set(reference))[0]
-    raise ValueError(f"{split_dir}: has class folder {extra!r}, which {reference_dir} lacks: the "
-                     "two splits must have the same classes")
 
 
 def classification_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,

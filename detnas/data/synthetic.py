@@ -57,10 +57,47 @@ def class_pairs() -> list[tuple[int, int]]:
 
 def class_names(num_classes: int) -> list[str]:
     """The names of the first ``num_classes`` synthetic classes, like ``ellipse_stripes``."""
-    pairs = class_pairs()
-    if not 1 <= num_classes <= len(pairs):
-        raise ValueError(f"num_classes: {num_classes} (the synthetic sets have 1..{len(pairs)})")
-    return [f"{SHAPES[s]}_{TEXTURES[t]}" for s, t in pairs[:num_classes]]
+    _check_classes(num_classes, "")
+    return [f"{SHAPES[s]}_{TEXTURES[t]}" for s, t in class_pairs()[:num_classes]]
+
+
+def _check_classes(num_classes: int, where: str) -> None:
+    if not 1 <= num_classes <= len(class_pairs()):
+        raise ValueError(f"{where}num_classes: {num_classes} (the synthetic sets have "
+                         f"1..{len(class_pairs())})")
+
+
+def check_detection_settings(num_train: int, num_test: int, image_size: int, num_classes: int,
+                             where: str = "") -> None:
+    """The settings of a synthetic detection set (``where``: the config section, e.g.
+    ``config.datasets.synth.``), checked by `make_synthetic_detection` and by the config's
+    check (`detnas.config.check_data`), when the workflow is parsed.
+
+    Raises:
+        ValueError: a count, the image size or the number of classes out of range.
+    """
+    _check_classes(num_classes, where)
+    for key, count in (("num_train", num_train), ("num_test", num_test)):
+        if count < 1:
+            raise ValueError(f"{where}{key}: {count} (must be >= 1)")
+    if image_size < 32:
+        raise ValueError(f"{where}image_size: {image_size} (must be >= 32)")
+
+
+def check_classification_settings(num_train: int, num_val: int, image_size: int,
+                                  num_classes: int, where: str = "") -> None:
+    """The settings of the synthetic classification set (see `check_detection_settings`).
+
+    Raises:
+        ValueError: a count, the image size or the number of classes out of range.
+    """
+    _check_classes(num_classes, where)
+    for key, count in (("num_train", num_train), ("num_val", num_val)):
+        if count < num_classes:
+            raise ValueError(f"{where}{key}: {count} (must be >= num_classes = {num_classes}: "
+                             "every class in both splits)")
+    if image_size < 16:
+        raise ValueError(f"{where}image_size: {image_size} (must be >= 16)")
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -217,11 +254,8 @@ def make_synthetic_detection(root: str | Path, *, seed: int, num_train: int, num
     Raises:
         ValueError: a count, the image size or the number of classes is out of range.
     """
+    check_detection_settings(num_train, num_test, image_size, num_classes)
     names = class_names(num_classes)
-    if num_train < 1 or num_test < 1:
-        raise ValueError(f"num_train/num_test: {num_train}/{num_test} (both must be >= 1)")
-    if image_size < 32:
-        raise ValueError(f"image_size: {image_size} (must be >= 32)")
     root = Path(root)
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)]
     for split, count in (("train", num_train), ("test", num_test)):
@@ -277,12 +311,8 @@ def make_synthetic_classification(root: str | Path, *, seed: int, num_classes: i
     Raises:
         ValueError: a count, the image size or the number of classes is out of range.
     """
+    check_classification_settings(num_train, num_val, image_size, num_classes)
     names = class_names(num_classes)
-    if num_train < num_classes or num_val < num_classes:
-        raise ValueError(f"num_train/num_val: {num_train}/{num_val} "
-                         f"(both must be >= num_classes = {num_classes})")
-    if image_size < 16:
-        raise ValueError(f"image_size: {image_size} (must be >= 16)")
     root = Path(root)
     folders = [f"{i:02d}_{n}" for i, n in enumerate(names)]
     for split, count in (("train", num_train), ("val", num_val)):

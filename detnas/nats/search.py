@@ -29,7 +29,6 @@ from detnas.config import (
     DETECTORS,
     NatsConfig,
     StudyConfig,
-    check_nats,
     config_hash,
     to_dict,
 )
@@ -139,9 +138,9 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         The metrics written to ``metrics.json`` (``{}`` on the ranks other than 0).
 
     Raises:
-        ValueError: bad config, detector, data or checkpoint, named in the message.
+        ValueError: bad detector, data or checkpoint, named in the message (the config is
+            checked when it is loaded: `detnas.config.check_nats`).
     """
-    check_nats(cfg.nats)
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
     if weights_data.num_classes != arch_data.num_classes:

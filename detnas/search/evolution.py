@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from detnas import stop, study
+from detnas.config import check_floor
 from detnas.flops import cost_table
 from detnas.io import load_json, save_json
 from detnas.provenance import set_aside
-from detnas.space import Arch, crossover, get_space, mutate, sample_where
+from detnas.space import Arch, crossover, mutate, sample_where
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = study.STRATEGIES
-OBJECTIVES = ("fitness", "pareto")
 STATE_VERSION = 1
 
 Fitness = Callable[[Arch], float]
@@ -71,18 +71,6 @@ def evaluation_budget(cfg) -> int:
     feasible candidates ends a search early, with a warning.)
     """
     return cfg.population * cfg.generations
-
-
-def flops_floor(space: str, input_size: int = 224) -> int:
-    """Exact backbone FLOPs of the cheapest arch of ``space`` (the cheapest choice per block)."""
-    table = cost_table(space, input_size)
-    return table.stem.flops + sum(min(c.flops for c in block) for block in table.blocks)
-
-
-def params_floor(space: str) -> int:
-    """Backbone parameters of the smallest arch of ``space`` (the smallest choice per block)."""
-    table = cost_table(space)
-    return table.stem.params + sum(min(c.params for c in block) for block in table.blocks)
 
 
 @dataclass(frozen=True)
@@ -123,49 +111,23 @@ def search_limits(cfg, space: str, latency=None) -> Limits:
 
 
 def check_settings(cfg, space: str, where: str = "search", latency=None) -> None:
-    """Reject search settings that cannot give a sound search.
+    """The checks of search settings that need the latency table, which the workflow may
+    measure after the config is loaded; the config checks every other setting when it is loaded
+    (`detnas.config.check_search`: top k and operators within the population, the FLOPs and
+    params limits at or above the cheapest network), and the search relies on it.
 
     Args:
         latency: the `detnas.latency.LatencyTable` the search uses (needed by max_latency).
 
     Raises:
-        ValueError: naming the field and value, e.g. a FLOPs limit below the cheapest network.
+        ValueError: naming the field and value, e.g. a latency limit below the fastest network.
     """
-    get_space(space)
-    for name in ("population", "topk", "generations"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{where}.{name}: must be >= 1, got {getattr(cfg, name)}")
-    if cfg.mutations < 0 or cfg.crossovers < 0 or cfg.mutations + cfg.crossovers > cfg.population:
-        raise ValueError(
-            f"{where}.mutations + {where}.crossovers must be between 0 and population "
-            f"({cfg.population}), got {cfg.mutations} + {cfg.crossovers}"
-        )
-    if cfg.topk > cfg.population:
-        raise ValueError(f"{where}.topk: {cfg.topk} exceeds population {cfg.population}")
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"{where}.objective: {cfg.objective!r} ({', '.join(OBJECTIVES)})")
-    if not 0.0 <= cfg.mutation_prob <= 1.0:
-        raise ValueError(f"{where}.mutation_prob: must be in [0, 1], got {cfg.mutation_prob}")
-    for name in ("max_flops", "max_params", "max_latency"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{where}.{name}: must be >= 0 (0 = no limit), "
-                             f"got {getattr(cfg, name)}")
     if cfg.max_latency and latency is None:
         raise ValueError(f"{where}.max_latency: {cfg.max_latency:.6g} ms needs a latency table "
                          "(latency.table; measure one with `detnas latency-table`)")
-    flops_of = getattr(cfg, "flops_of", "backbone")
-    head = cost_table(space, cfg.flops_input_size).head.flops if flops_of == "classifier" else 0
-    floors = {"max_flops": (flops_floor(space, cfg.flops_input_size) + head,
-                            f"{flops_of} FLOPs at {cfg.flops_input_size}px"),
-              "max_params": (params_floor(space), "backbone params")}
     if latency is not None:
-        floors["max_latency"] = (latency.floor(), "ms predicted by the latency table")
-    for name, (floor, unit) in floors.items():
-        if 0 < getattr(cfg, name) < floor:
-            raise ValueError(
-                f"{where}.{name}: {getattr(cfg, name):.6g} is below the cheapest network of "
-                f"space {space} ({floor:,.6g} {unit}): no candidate is feasible"
-            )
+        check_floor(f"{where}.max_latency", cfg.max_latency, latency.floor(), space,
+                    "ms predicted by the latency table")
 
 
 @dataclass
@@ -351,7 +313,8 @@ def run_search(
         strategy: ``evolution`` or ``random``.
         space: the search space's name.
         cfg: a `detnas.config.SearchConfig` (population, topk, generations, mutations,
-            crossovers, mutation_prob, max_flops, flops_input_size, max_params, max_latency).
+            crossovers, mutation_prob, max_flops, flops_input_size, max_params, max_latency),
+            checked as the config loader checks it (`detnas.config.check_search`).
         evaluate: an `Evaluator` (`serial` (fitness) or a worker pool); higher fitness is better.
         rng: a seeded ``random.Random``; a resumed search continues from the saved RNG state.
         state_path: JSON file of the resumable state; an existing one is resumed.
@@ -366,7 +329,8 @@ def run_search(
             the new search's replace them).
 
     Raises:
-        ValueError: bad settings (see `check_settings`), or a corrupt state file.
+        ValueError: a latency limit without a table or below its fastest network
+            (`check_settings`), or a corrupt state file.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(STRATEGIES)})")

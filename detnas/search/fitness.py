@@ -29,7 +29,6 @@ from detnas.supernet import Classifier, Supernet
 log = logging.getLogger(__name__)
 
 FITNESS_KINDS = ("detection", "classification")
-PREPARE_MODES = ("none", "decoded", "resized")
 
 
 @dataclass(frozen=True)
@@ -220,9 +219,6 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
     if spec.kind == "detection":
         search = data.CocoDetection(spec.images, spec.data, cache=spec.cache)
         train = data.CocoDetection(spec.recalib_image_dir, spec.recalib_data, cache=spec.cache)
-        if spec.search.prepare not in PREPARE_MODES:
-            raise ValueError(f"search.prepare: {spec.search.prepare!r} "
-                             f"({', '.join(PREPARE_MODES)})")
         with_targets = has_head_norm(model)
         if spec.search.prepare != "none":
             return _prepared_detection_fitness(spec, model, search, train, device, with_targets)

@@ -100,7 +100,7 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             ``cfg.search.workers`` (0: one per visible GPU). The fitness does not depend on it.
 
     Raises:
-        ValueError: bad settings (e.g. an infeasible FLOPs limit), a missing latency table or one
+        ValueError: a latency limit under the fastest network, a missing latency table or one
             of another space, a checkpoint of another space or task, a corrupt state file, or
             several copies of the search started by torchrun.
     """

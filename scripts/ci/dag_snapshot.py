@@ -78,7 +78,7 @@ def _cases(repo: Path) -> dict:
 
     def second_dataset(root):
         _edit(root / "config" / "test.yaml", lambda d: d["datasets"].update(
-            other={"kind": "synthetic", "num_train": 20}))
+            other={"kind": "synthetic", "num_train": 20, "search_images": 8}))
 
     return {
         "default": ((), None),

@@ -54,7 +54,8 @@ def test_a_latency_limit_adds_the_latency_table_before_every_search(stub_study):
 
 
 def test_a_second_dataset_multiplies_the_dataset_stages(study):
-    study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20})
+    study.edit_config("test.yaml", "datasets", "other", {"kind": "synthetic", "num_train": 20,
+                                                         "search_images": 8})
     jobs = study.planned(*TEST)
     assert jobs["synth_detection"] == jobs["split"] == 2
     assert jobs["retrain_detector"] == jobs["retrain_detector_rep"] == 14

@@ -12,7 +12,9 @@ trigger.
 
 The config is checked twice from the one definition, detnas/config.py's dataclasses: against the
 JSON schema generated from them (`json_schema()`, in memory: no schema file to fall out of date),
-then by the loader itself (`detnas.config.from_data`: types, data roots, the cross-field checks).
+then by the loader itself (`detnas.config.from_data`: types, data roots, the cross-field checks,
+the settings a stage would refuse hours later: docs/config-checks.md), then the input files
+there already (`detnas.preflight.check_workflow`). `snakemake -n` refuses a bad one in one line.
 
 The rows of the study (`detnas.study`: the paper's, and those the config's `ablations` adds) make
 the rules' wildcards, inputs and settings: a rule runs for each row of its kind (its wildcard's
@@ -29,7 +31,7 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 
 from detnas import config as detnas_config
-from detnas import layout, study, warm
+from detnas import layout, preflight, study, warm
 
 # A --configfile is a whole study: it replaces config/config.yaml instead of being merged into it
 # (merging would add the default's synthetic dataset to e.g. config/coco.yaml's datasets).
@@ -68,8 +70,10 @@ def _validate(data):
 
 _validate(config)
 
-try:  # cross-field checks, the data roots, the resolved values (dataclass defaults filled in)
+try:  # cross-field checks, the data roots, the resolved values (dataclass defaults filled in);
+    # then the input files there already (annotations, class folders, a latency table)
     STUDY = detnas_config.from_data(config, "config", generated=True)
+    preflight.check_workflow(STUDY, "config")
 except ValueError as e:
     field = str(e).split(": ", 1)[0].removeprefix("config").removeprefix(".")
     raise WorkflowError(f"{_source(field)}: {e}") from None
