@@ -26,6 +26,7 @@ owns ``pg/`` and nothing else of the study. Linux only (process checks through /
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import os
 import pwd
@@ -260,7 +261,8 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
     args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
             f"{db}/{DATABASES[0]}", "--artifacts-destination",
             str((Path(results) / layout.ARTIFACTS).resolve()), "--host", host, "--port", str(port),
-            "--workers", str(workers), "--app-name", "basic-auth"]
+            "--workers", str(workers), "--app-name", "basic-auth",
+            "--uvicorn-opts", "--timeout-graceful-shutdown 5"]  # a stop waits for no client
     if name not in (LOOPBACK, "localhost"):  # MLflow answers only the Host names it is told
         args += ["--allowed-hosts", f"{name}:{port},{name},localhost:{port},{LOOPBACK}:{port}",
                  "--cors-allowed-origins", url]
@@ -291,17 +293,30 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
     return state
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the process group ``pgid`` is left (its leader reaped where it is
+    this process's child: a zombie still counts)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _kill(pid: int, timeout: float = 30) -> None:
-    """Stop the ``mlflow server`` process group ``pid``: SIGTERM, SIGKILL after ``timeout``."""
+    """Stop the ``mlflow server`` process group ``pid`` (its uvicorn workers: the port is free
+    after it): SIGTERM, SIGKILL after ``timeout``."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
+        while _group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not _alive(pid):
+        if not _group_alive(pid):
             return
 
 
