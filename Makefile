@@ -1,7 +1,7 @@
 # detnas: set up, run the study, test, record results with DVC.
 #   make run         the embedded study (synthetic data, CPU): `snakemake --profile profiles/local`
-#   make test        system deps (slurm, munge, chromium), a one-node SLURM cluster, ruff,
-#                    snakemake --lint (scripts/ci/lint_workflow.py), all tests
+#   make test        system deps (slurm, munge, chromium, postgresql), a one-node SLURM cluster,
+#                    ruff, snakemake --lint (scripts/ci/lint_workflow.py), all tests
 #   make readme      after `make run`: README's results block from results/report/tables.json
 #   make dvc-push    after a run: record results/ and logs/ with DVC, push to the default remote
 #                    (set one first: README "Results with DVC and MLflow"), then commit dvc.lock
@@ -17,7 +17,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 ARGS ?=
 PYTEST_ARGS ?= -m "not gpu"
-SYSTEM_PACKAGES := slurm-wlm munge chromium chromium-driver graphviz git
+SYSTEM_PACKAGES := slurm-wlm munge chromium chromium-driver graphviz git postgresql
 
 .PHONY: setup system-deps slurm run readme test dvc-push dvc-pull dag clean
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 
 from detnas import layout, study
 from detnas.dilations import DEPTHS, check_candidates
+from detnas.tracking_server import SERVER
 
 # A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
 # (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
@@ -47,7 +49,8 @@ def late(default_factory) -> Any:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    uri: str = "sqlite:///results/mlflow.db"  # MLflow 3 defaults to SQLite; file stores are gone
+    uri: str = "sqlite:///results/mlflow.db"  # one machine: SQLite (file stores are gone); a
+    # cluster: server (the study's own, `detnas tracking serve`) or a site's http(s)://HOST:PORT
     experiment: str = "detnas"
 
 
@@ -499,6 +502,10 @@ def check(cfg: StudyConfig, where: str) -> None:
         raise ValueError(f"{where}.latency.clock: cpu times one CPU thread: it needs "
                          f"latency.device cpu and latency.threads 1 (got {cfg.latency.device}, "
                          f"{cfg.latency.threads})")
+    uri = cfg.tracking.uri
+    if uri != SERVER and not re.match(r"[a-z][a-z0-9+.-]*:", uri):
+        raise ValueError(f"{where}.tracking.uri: {uri!r} (an MLflow store: sqlite:///FILE, "
+                         f"http(s)://HOST:PORT, or {SERVER}: the study's own tracking server)")
     check_nats(cfg.nats, f"{where}.nats")
     check_data(cfg, where)
     check_ablations(cfg, where)

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None],
+                 mode: int = 0o666) -> Path:
     """Call ``write(file)`` on a temporary file and rename it to ``path`` once complete.
 
-    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask).
+    The file gets ``mode`` less the umask from its creation on (default: what a plain
+    ``open(path, "w")`` gives; 0o600 for a file only its owner may read).
 
     Raises:
         ValueError: the file could not be written (e.g. the disk is full: ``[Errno 28] No space
@@ -30,7 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the umask applies
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -63,9 +65,9 @@ def save_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def save_json(path: str | Path, obj: Any) -> Path:
+def save_json(path: str | Path, obj: Any, mode: int = 0o666) -> Path:
     data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), mode)
 
 
 def load_json(path: str | Path) -> Any:

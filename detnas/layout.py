@@ -31,6 +31,10 @@ RANK_FILES = (RANK,)  # rank
 
 CONFIG = "config.yaml"  # the config of this results folder, as the workflow resolved it
 TRACKING = "tracking.json"  # the MLflow parent run of the study
+TRACKING_SERVER = "tracking-server"  # the study's MLflow server (detnas.tracking_server)
+ARTIFACTS = "mlartifacts"
+"""The folder under the results where the study's MLflow runs keep their artifacts (a local store
+or the study's own server; copies of outputs: readers of the results skip it)."""
 LATENCY_TABLE = "latency/table.json"
 REPORT_DIR = "report"
 CLASSIFICATION_DATA = "data/classification"

@@ -13,6 +13,9 @@ A local store (``sqlite:``) keeps its artifacts in `ARTIFACTS` under the results
 relative to the working directory as the store's own URI is (``sqlite:///results/mlflow.db``):
 the store finds them wherever the study's folder is copied or DVC-pulled, and no run writes
 outside the results folder it was given (`relocate` converts a store that holds absolute paths).
+On a cluster a study logs over HTTP to a tracking server instead: its own (``tracking.uri:
+server``, `detnas.tracking_server`: ``detnas tracking serve``, whose URL and credentials the
+results folder keeps) or a site's (``http(s)://...``); that server keeps the artifacts.
 
 Tracking records the work and never costs it: a store that cannot be written fails as the stage
 starts, before any training (one line naming the URI); a store that fails later (a full disk, a
@@ -23,14 +26,16 @@ be sent is kept in the stage's folder (`PENDING`) for ``detnas tracking replay F
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from detnas import cost, layout
+from detnas import cost, layout, tracking_server
 from detnas.io import load_json, save_json
+from detnas.layout import ARTIFACTS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,26 @@ def _store(uri: str):
                          "tracking.enabled: false") from None
 
 
+def connect(uri: str, results: str | Path | None = None):
+    """An ``MlflowClient`` of the store ``uri``. For ``server`` (`tracking_server.SERVER`), the
+    study's own server: its URL and credentials come from the results folder ``results``
+    (`tracking_server.connection`), the credentials to MLflow's HTTP client through this
+    process's environment (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, which it reads per request).
+
+    Raises:
+        ValueError: ``server`` without a running server of ``results`` (one line).
+    """
+    from mlflow.tracking import MlflowClient
+
+    if uri == tracking_server.SERVER:
+        if results is None:
+            raise ValueError(f"tracking.uri {uri}: the study's results folder is not known here")
+        uri, user, password = tracking_server.connection(results)
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            user, password)
+    return MlflowClient(tracking_uri=uri)
+
+
 class NullTracker:
     """Tracking switched off: accepts every call and sends nothing; meters the stage's cost."""
 
@@ -130,16 +155,16 @@ class MlflowTracker(NullTracker):
                  meter: cost.Meter | None = None, results: str | Path | None = None,
                  out: str | Path | None = None):
         """``results``: the study's results folder, where a local store keeps the run's artifacts
-        (`ARTIFACTS`); the run is refused where they would land outside it."""
-        from mlflow.tracking import MlflowClient
-
+        (`ARTIFACTS`; the run is refused where they would land outside it) and the study's own
+        server its credentials (`connect`)."""
         super().__init__(meter)
         self.uri, self.out = uri, Path(out) if out is not None else None
+        self.results = results
         all_tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         with _store(uri):
-            self.client = MlflowClient(tracking_uri=uri)
+            self.client = connect(uri, results)
             exp = _experiment(self.client, uri, experiment, results)
             if results is not None:  # a run's artifacts go under its experiment's location
                 _check_inside(uri, exp.artifact_location, results)
@@ -205,6 +230,8 @@ class MlflowTracker(NullTracker):
 
         record = {"tracking_uri": self.uri, "run_id": self.run_id, "error": self.error,
                   "calls": self.pending}
+        if self.uri == tracking_server.SERVER:  # where replay finds the server's credentials
+            record["results"] = str(self.results)
         if self.out is None:
             log.warning("tracking: %d calls to run %s were not logged (no folder to keep them)",
                         len(self.pending), self.run_id)
@@ -254,19 +281,17 @@ def replay(folder: str | Path) -> int:
     Raises:
         ValueError: no such file, or the store failed again (naming its URI).
     """
-    from mlflow.tracking import MlflowClient
-
     from detnas.io import save_json
 
     folder = Path(folder)
     path = folder / PENDING
     record = load_json(path)
     calls = record["calls"]
-    client = MlflowClient(tracking_uri=record["tracking_uri"])
+    store = connect(record["tracking_uri"], record.get("results"))
     for i, entry in enumerate(calls):
         try:
             with _store(record["tracking_uri"]):
-                replay_call(client, record["run_id"], entry["call"], entry["args"], folder)
+                replay_call(store, record["run_id"], entry["call"], entry["args"], folder)
         except ValueError:
             save_json(path, {**record, "calls": calls[i:]})
             raise
@@ -277,11 +302,6 @@ def replay(folder: str | Path) -> int:
 
 def _parent_file(results: str | Path) -> Path:
     return Path(results) / layout.TRACKING
-
-
-ARTIFACTS = "mlartifacts"
-"""The folder under the results where a local store keeps its runs' artifacts (copies of
-outputs: readers of the results skip it)."""
 
 
 def _is_local(uri: str) -> bool:
@@ -402,8 +422,6 @@ def init_parent(uri: str, experiment: str, results: str | Path, run_name: str,
 def finish_parent(results: str | Path, status: str) -> str | None:
     """End the pipeline's parent run with ``status`` (FINISHED, FAILED, KILLED); returns its id,
     None where the study has no parent run (tracking off, or ``tracking init`` never ran)."""
-    from mlflow.tracking import MlflowClient
-
     if status not in STATUSES:
         raise ValueError(f"--status: {status!r} ({', '.join(STATUSES)})")
     path = _parent_file(results)
@@ -413,8 +431,8 @@ def finish_parent(results: str | Path, status: str) -> str | None:
     if "parent_run_id" not in parent:
         return None
     try:  # the study's end: a store that fails now costs a status, not the study
-        MlflowClient(parent["tracking_uri"]).set_terminated(parent["parent_run_id"],
-                                                            status=status)
+        connect(parent["tracking_uri"], results).set_terminated(parent["parent_run_id"],
+                                                                status=status)
     except Exception as e:
         log.warning("tracking: the parent run %s could not be ended %s in %s (%s)",
                     parent["parent_run_id"], status, parent["tracking_uri"], _reason(e))
@@ -428,7 +446,6 @@ def log_headline(results: str | Path, records: list[dict]) -> int:
     as metrics ``<dataset>/<detector>/<row>/<field>``; returns how many. Nothing where the
     study has no parent run; a store that fails costs a warning, never the report."""
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     path = _parent_file(results)
     parent = load_json(path) if path.exists() else {}
@@ -440,9 +457,9 @@ def log_headline(results: str | Path, records: list[dict]) -> int:
                if field not in ("row", "name", "dataset", "detector") and value is not None]
     try:
         with _quiet():
-            client = MlflowClient(parent["tracking_uri"])
+            store = connect(parent["tracking_uri"], results)
             for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-                client.log_batch(parent["parent_run_id"], metrics=metrics[i:i + 1000])
+                store.log_batch(parent["parent_run_id"], metrics=metrics[i:i + 1000])
     except Exception as e:
         log.warning("tracking: the headline could not be logged on the parent run %s in %s (%s)",
                     parent["parent_run_id"], parent["tracking_uri"], _reason(e))
@@ -525,16 +542,15 @@ def log_files(uri: str, experiment: str, results: str | Path, run_id: str | None
             tracker.client.set_terminated(tracker.run_id, "FINISHED")
         return tracker.run_id
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    store = connect(uri, results)
     try:
-        run = client.get_run(run_id)
+        run = store.get_run(run_id)
     except MlflowException:
         raise ValueError(f"MLflow run {run_id} is not in the tracking store {uri} (run from the "
                          "study's folder, or turn tracking off)") from None
     _check_inside(uri, run.info.artifact_uri, results)
     with _store(uri):
         for path in files:
-            client.log_artifact(run_id, str(path), artifact_path)
+            store.log_artifact(run_id, str(path), artifact_path)
     return run_id

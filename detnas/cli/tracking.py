@@ -1,7 +1,8 @@
 """``detnas tracking init``: the MLflow store and the pipeline's parent run, before any job;
 ``detnas tracking finish --status S``: end that run (the Snakefile's onsuccess / onerror);
 ``detnas tracking replay FOLDER``: log what a stage could not (its ``tracking_pending.json``);
-``detnas tracking relocate``: point a copied store's artifact locations at this results folder."""
+``detnas tracking relocate``: point a copied store's artifact locations at this results folder;
+``detnas tracking serve [--stop]``: the study's own tracking server (PostgreSQL + mlflow server)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def register(sub) -> None:
                                "recorded in another folder at this study's results folder")
     add_config_args(relocate)
     relocate.set_defaults(func=_relocate)
+    serve = cmds.add_parser("serve", help="start (in the background) or --stop the study's own "
+                            "MLflow tracking server (PostgreSQL, mlflow server) for its results "
+                            "folder: the jobs of a study with tracking.uri: server log to it")
+    add_config_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="the address it listens on "
+                       "(default 127.0.0.1: this machine's jobs only; a cluster's login node: "
+                       "0.0.0.0 or its name on the cluster's network)")
+    serve.add_argument("--port", type=int, default=0,
+                       help="its port (default: the one it had, else a free one)")
+    serve.add_argument("--workers", type=int, default=4, help="mlflow server's worker processes")
+    serve.add_argument("--stop", action="store_true", help="stop it (its records are kept)")
+    serve.set_defaults(func=_serve)
 
 
 def _init(args) -> int:
@@ -72,4 +85,22 @@ def _relocate(args) -> int:
     moved = (tracking.relocate(cfg.tracking.uri, cfg.tracking.experiment, cfg.results)
              if cfg.tracking.enabled else None)
     print(f"artifacts: {moved[0]} -> {moved[1]}" if moved else "artifacts: nothing to relocate")
+    return 0
+
+
+def _serve(args) -> int:
+    from detnas import layout, tracking_server
+
+    cfg = load_config(args)
+    if args.stop:
+        print("stopped" if tracking_server.stop(cfg.results) else "no tracking server running")
+        return 0
+    if cfg.tracking.uri != tracking_server.SERVER:
+        raise ValueError(f"{args.config or 'config'}: tracking.uri is {cfg.tracking.uri!r}, not "
+                         f"{tracking_server.SERVER}: the study would not log to this server")
+    state = tracking_server.serve(cfg.results, args.host, args.port, args.workers)
+    where = tracking_server.folder(cfg.results)
+    print(f"tracking server: {state['uri']} (user {state['username']}, password in "
+          f"{where / tracking_server.STATE}); PostgreSQL on 127.0.0.1:{state['pg_port']}; "
+          f"artifacts in {cfg.results}/{layout.ARTIFACTS}")
     return 0

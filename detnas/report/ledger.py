@@ -16,7 +16,6 @@ from pathlib import Path
 from detnas import layout, study
 from detnas.config import StudyConfig
 from detnas.io import load_json
-from detnas.tracking import ARTIFACTS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def collect_costs(root: str | Path) -> list[dict]:
     root = Path(root)
     records = []
     for path in sorted(root.rglob(layout.METRICS)):
-        if ARTIFACTS in path.relative_to(root).parts:  # MLflow's copy of a stage's output
+        if layout.ARTIFACTS in path.relative_to(root).parts:  # MLflow's copy of a stage's output
             continue
         try:
             data = load_json(path)

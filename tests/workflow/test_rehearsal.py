@@ -48,6 +48,9 @@ SHRINK = {  # sizes only; what is not named here is the paper config's
                       "crossovers": 1, "recalib_images": 4, "recalib_batch_size": 2,
                       "eval_batch_size": 4, "recalib": "exact"},
     "nats": {"width": 8, "search": DETECTION_TRAIN},
+    # the study's own store, read by the MLflow UI test; the paper's tracking server (uri:
+    # server) has its own test (tests/test_tracking_server.py)
+    "tracking": {"uri": "sqlite:///results/mlflow.db"},
 }
 DATASET = {"kind": "synthetic", "root": "", "num_train": 24, "num_test": 8, "image_size": 64,
            "num_classes": 2, "search_images": 8, "cache": True}
