@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -219,6 +220,7 @@ def _fork(conn: socket.socket, key: list[str], command: Callable[[list[str]], in
         with contextlib.suppress(OSError):  # `top` and `ps -o comm` name the command
             Path("/proc/self/comm").write_text(f"detnas {request['argv'][0]}"[:15])
         sys.argv = ["detnas", *request["argv"]]
+        logging.getLogger().handlers.clear()  # the server's: the command sets up its own (-v)
         code = command(request["argv"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)

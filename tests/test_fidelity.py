@@ -701,7 +701,8 @@ def test_clsnas_recalibrates_on_augmented_training_images_the_same_for_every_can
     cfg = config.load(REPO / "config" / "coco.yaml", [
         f"classification.root={tmp_path}", "classification.image_size=32",
         "classification.search_images=4", "classification.cache=false", "device=cpu",
-        "space=test", "clsnas_search.recalib_images=8", "clsnas_search.recalib_batch_size=4",
+        "space=test", "supernet_pretrain.sampling=uniform",  # coco.yaml's bins: the 300M space's
+        "clsnas_search.recalib_images=8", "clsnas_search.recalib_batch_size=4",
         "clsnas_search.eval_batch_size=4"])
     cfg = dataclasses.replace(cfg, search=config.clsnas_search(cfg))
     train_dir = str(tmp_path / "train")

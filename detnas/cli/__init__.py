@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
     args = build_parser().parse_args(argv)
-    logging.basicConfig(  # force: a warm fork replaces the server's handler (its streams, -v)
+    logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S", force=True,
+        datefmt="%H:%M:%S",
     )
     logging.getLogger(__name__).debug("detnas %s (process %d)", " ".join(argv or sys.argv[1:]),
                                       os.getpid())
