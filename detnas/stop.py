@@ -1,9 +1,9 @@
 """Stopping on request: a time limit or a preemption saves the work done, and a rerun continues.
 
 SLURM sends SIGTERM at a job's time limit and on preemption, then SIGKILL a grace period later
-(``KillWait``, 30 s by default). ``profiles/slurm`` asks for the SIGTERM two minutes before the
-limit (``--signal=TERM@120``); a batch script of your own may ask for SIGUSR1 instead
-(``sbatch --signal=B:USR1@120`` with ``exec detnas ...`` as its last line).
+(``KillWait``, 30 s by default). The workflow asks for the SIGTERM two minutes before the
+limit (``SBATCH_SIGNAL=TERM@120``, workflow/Snakefile); a batch script of your own may ask for
+SIGUSR1 instead (``sbatch --signal=B:USR1@120`` with ``exec detnas ...`` as its last line).
 
 Inside `honoured` (a training stage, a NATS search, an evolutionary search), either signal is a
 request, not an end: the loop finishes the step (or the candidate) it is in, saves its resumable
@@ -11,8 +11,8 @@ state at that point (``resume.pt``, the search's ``state.json``) and raises `Sto
 the stage's MLflow run KILLED and the process with 128 + the signal's number, and the rerun
 continues from the saved step to the weights an uninterrupted run ends with. Under DDP the ranks
 agree on the step (`requested`: one all-reduce of a flag per step), so that rank 0 saves a state
-every rank reached. Outside a loop's steps (setup, the final evaluation) a request changes nothing:
-the stage goes on and, given the time, finishes.
+every rank reached. A request in the last step saves that step and lets the stage finish.
+Outside the loops (setup, the final evaluation) the signals end the process as they always did.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(wb[k], v, rtol=0, atol=0, msg=k)
 
 
-def _status(db: Path, out: Path) -> list[str]:
+def _status(db: Path) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
@@ -79,14 +79,14 @@ def test_a_stop_signal_saves_the_step_and_the_rerun_ends_the_same(tmp_path, clas
     assert 10 <= stopped_at < STEPS
     assert torch.load(out / "resume.pt", weights_only=True)["step"] == stopped_at
     assert not (out / "checkpoint.pt").exists()
-    assert _status(db, out) == ["KILLED"]
+    assert _status(db) == ["KILLED"]
 
     subprocess.run(_train(cfg_path, out) + tracked, env=env, check=True, timeout=300,
                    capture_output=True)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == STEPS
     _assert_same_weights(tmp_path / "full" / "checkpoint.pt", out / "checkpoint.pt")
     assert not (out / "resume.pt").exists()
-    assert _status(db, out) == ["KILLED", "FINISHED"]
+    assert _status(db) == ["KILLED", "FINISHED"]
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
