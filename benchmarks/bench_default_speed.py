@@ -39,6 +39,18 @@ def _median_ratio(steps: dict, device, rounds: int, iters: int) -> tuple[dict, f
     return med, new / old
 
 
+def _training_step(model, opt, loss_of):
+    """One optimizer step as the engine takes it in one process (run once here: warm-up)."""
+    def step():
+        loss = loss_of(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    return step
+
+
 def retinanet_steps(cfg, spec, device) -> dict:
     images, targets = _batch(device, cfg.detector.min_size, 8)
     steps = {}
@@ -48,15 +60,7 @@ def retinanet_steps(cfg, spec, device) -> dict:
         model = build_model("detection", spec, 3, "retinanet", dcfg)
         model = model.to(device, memory_format=torch.channels_last).train()
         opt = make_optimizer(model, cfg.retrain_finetune.for_detector("retinanet"))
-
-        def step(model=model, opt=opt):
-            loss = sum(model(images, targets).values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step()
-        steps[levels] = step
+        steps[levels] = _training_step(model, opt, lambda m: sum(m(images, targets).values()))
     return steps
 
 
@@ -77,17 +81,9 @@ def classification_steps(cfg, spec, device, root: Path) -> dict:
         torch.manual_seed(0)
         model = build_model("classification", spec, data.num_classes, **train.classifier_options(
             lcfg)).to(device, memory_format=torch.channels_last).train()
-        opt = make_optimizer(model, tcfg)
-
-        def step(model=model, opt=opt, batches=batches, loss_fn=loss_fn):
-            batch = engine._to_device(next(batches), device)
-            loss = loss_fn(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step()
-        steps[loader] = step
+        steps[loader] = _training_step(
+            model, make_optimizer(model, tcfg),
+            lambda m, b=batches, f=loss_fn: f(m, engine._to_device(next(b), device)))
     return steps
 
 
