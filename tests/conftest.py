@@ -14,6 +14,40 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_process_or_thread_outlives_its_test():
+    """A child process or a non-daemon thread that a test leaves behind makes pytest hang at exit
+    (multiprocessing joins its children, threading its non-daemon threads): it fails the test
+    that left it, naming it."""
+    import multiprocessing
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    children = multiprocessing.active_children()  # also joins the ones that ended
+    threads = [t for t in threading.enumerate()
+               if not t.daemon and t.ident not in before and t.is_alive()]
+    for t in threads:  # a timer or a helper thread may be ending: give it a moment
+        t.join(timeout=5)
+    threads = [t for t in threads if t.is_alive()]
+    for child in children:
+        child.join(timeout=5)
+    children = [c for c in children if c.is_alive()]
+    for child in children:
+        child.kill()
+    assert not children and not threads, (
+        f"left behind: processes {[c.name for c in children]} (killed), "
+        f"non-daemon threads {[t.name for t in threads]}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """If the interpreter has not ended a minute after the last test (something waits at exit),
+    print every thread's stack to stderr and end with an error, rather than hang CI."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(60, exit=True)
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `gpu` tests where there is no CUDA device."""
     if torch.cuda.is_available():
