@@ -5,9 +5,10 @@ architecture to take from it (`detnas.models.load_fixed_model`). ``part="backbon
 backbone in the form `detnas.backbone` returns (outputs C2..C5); ``part="detector"`` the whole
 torchvision detector (eval mode: a list of ``(3, H, W)`` images in, ``(losses, detections)`` out).
 
-In the output folder: ``<part>.torchscript.pt`` (``torch.jit.load``), ``<part>.onnx`` (opset
-`OPSET`, dynamic batch and image size) and ``<part>.json``, the sidecar: source checkpoint and its
-sha256, the arch spec, the input contract (`input_contract`: channel order, value range,
+In the output folder: ``<part>.torchscript.pt`` (``torch.jit.load``; for the detector,
+``import torchvision`` first: its graph calls ``torchvision::nms``, see `LOAD`), ``<part>.onnx``
+(opset `OPSET`, dynamic batch and image size) and ``<part>.json``, the sidecar: source checkpoint
+and its sha256, the arch spec, the input contract (`input_contract`: channel order, value range,
 normalisation, sizes), the checkpoint's provenance (seed, git commit, config hash, MLflow run) and
 the check of each file against the PyTorch model on an input of another size than the traced one.
 Every file is written atomically. TorchScript must equal PyTorch exactly; ONNX (onnxruntime, CPU)
@@ -206,6 +207,14 @@ def _checked(path: Path, check, net: nn.Module, inputs) -> float:
         raise
 
 
+# How to load the TorchScript file in a fresh interpreter: the detector's graph calls
+# torchvision's registered operators (``torchvision::nms``), which exist once torchvision is
+# imported; without the import ``torch.jit.load`` fails with "Unknown builtin op".
+LOAD = {"detector": "import torch, torchvision  # torchvision registers torchvision::nms\n"
+                    "model = torch.jit.load('detector.torchscript.pt')",
+        "backbone": "import torch\nmodel = torch.jit.load('backbone.torchscript.pt')"}
+
+
 def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module, files: dict,
              check: dict, inputs: dict) -> dict:
     """What ``<part>.json`` says: the files, their inputs (`input_contract`), their source and
@@ -217,6 +226,7 @@ def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module
                     if part == "detector"
                     else dict(zip(OUTPUT_NAMES, net.stage_channels, strict=True))),
         "check": check,
+        "load": LOAD[part] if "torchscript" in files else None,
         "source": {"checkpoint": str(checkpoint), "sha256": _sha256(checkpoint),
                    "task": ckpt["task"], "detector": ckpt.get("detector"),
                    "config_hash": config_mod.config_hash(study) if study else None,

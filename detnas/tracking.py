@@ -308,6 +308,9 @@ def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's ``Default`` experiment, in every store
+
+
 def _artifact_root(uri: str, results: str | Path) -> str | None:
     """Where a new experiment keeps its artifacts: `ARTIFACTS` under the results for a local
     store (versioned with the results by DVC, not ``./mlruns``), relative to the working
@@ -329,9 +332,11 @@ def _experiment(client, uri: str, experiment: str, results: str | Path | None):
         return exp
     root = _artifact_root(uri, results) if results is not None else None
     exp = client.get_experiment(client.create_experiment(experiment, root))
-    if root is not None and exp.artifact_location != root:
-        _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
-        exp = client.get_experiment(exp.experiment_id)
+    if root is not None:
+        _relocate_default(client, uri, root)
+        if exp.artifact_location != root:
+            _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
+            exp = client.get_experiment(exp.experiment_id)
     return exp
 
 
@@ -377,11 +382,24 @@ def relocate(uri: str, experiment: str, results: str | Path) -> tuple[str, str] 
     from mlflow.tracking import MlflowClient
 
     root = _artifact_root(uri, results)
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment) if root else None
-    if exp is None or exp.artifact_location == root:
+    client = MlflowClient(tracking_uri=uri) if root else None
+    exp = client.get_experiment_by_name(experiment) if client else None
+    if exp is None:
+        return None
+    _relocate_default(client, uri, root)
+    if exp.artifact_location == root:
         return None
     _rewrite_locations(uri, exp.experiment_id, exp.artifact_location, root)
     return exp.artifact_location, root
+
+
+def _relocate_default(client, uri: str, root: str) -> None:
+    """MLflow creates the ``Default`` experiment (id 0) of a new store with an absolute location
+    (``$PWD/mlruns/0``): point it at ``0/`` under the study's artifact root, as the study's own
+    experiment is, so that a copied store holds no path of the folder it was recorded in."""
+    default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+    if default is not None and default.artifact_location != f"{root}/0":
+        _rewrite_locations(uri, DEFAULT_EXPERIMENT_ID, default.artifact_location, f"{root}/0")
 
 
 def _ablation_view() -> str:

@@ -125,6 +125,24 @@ def test_detector_exports_to_torchscript_with_equal_detections(tmp_path, detecto
             assert torch.equal(e[key], g[key]), key
 
 
+def test_the_sidecars_load_recipe_works_in_a_fresh_interpreter(tmp_path):
+    """A fresh interpreter without torchvision cannot run the detector's graph (it calls
+    torchvision::nms); the sidecar's recipe, which imports torchvision, can."""
+    path = _save(tmp_path / "detector.pt", "detection", ARCH, "fpn")
+    sidecar = export.export(path, tmp_path / "export", part="detector", input_size=64,
+                            tracking=False)
+    run = "\nimport torch\nwith torch.no_grad(): model([torch.rand(3, 64, 64)])\nprint('ran')"
+
+    def fresh(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "export",
+                              capture_output=True, text=True, timeout=120)
+
+    bare = fresh("import torch\nmodel = torch.jit.load('detector.torchscript.pt')" + run)
+    assert bare.returncode != 0 and "torchvision::nms" in bare.stderr
+    recipe = fresh(sidecar["load"] + run)
+    assert recipe.returncode == 0 and recipe.stdout.strip() == "ran", recipe.stderr
+
+
 def test_bad_inputs_are_named(files, tmp_path):
     out = tmp_path / "export"
     with pytest.raises(ValueError, match="missing.pt: checkpoint does not exist"):

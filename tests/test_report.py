@@ -301,7 +301,7 @@ def test_the_report_opens_with_a_summary_of_its_findings(built):
     assert md.index("## Summary") < md.index("### Findings") < md.index("## Main results")
     summary = md[md.index("## Summary"):md.index("## Main results")]
     assert "| model | dataset / detector | AP50 % | mmAP % | seeds | 95% interval of a rerun | " \
-           "top-1 % | backbone FLOPs | GPU-hours |" in summary
+           "top-1 % | backbone FLOPs | compute |" in summary
     lo, hi = _row(json.loads((built / "tables.json").read_text()), "synth", "detnas")[
         "map_interval"]["fpn"]
     assert (f"| DetNAS | synth / FPN | 30.2 | 12.3 | 2 | [{100 * lo:.1f}, {100 * hi:.1f}] | "
@@ -347,3 +347,14 @@ def test_the_report_records_the_numeric_environment(built):
     assert "numeric environment torch 2.14.1, numpy 2.4.6, AVX512" in (
         built / "report.md").read_text()
     assert "numeric environment torch 2.14.1, numpy 2.4.6, AVX512" in readme_block(tables)
+
+
+def test_the_headline_states_cpu_hours_for_a_cpu_study():
+    from detnas.report.headline import format_headline
+
+    base = {"name": "DetNAS", "dataset": "synth", "detector": "fpn", "ap50": 0.5, "mmap": 0.2,
+            "seeds": 2, "low": None, "high": None, "top1": 0.9, "flops": 1e6}
+    _, rows = format_headline([{**base, "gpu_hours": 0.0, "cpu_hours": 0.25},
+                               {**base, "gpu_hours": 2.0, "cpu_hours": 30.0},
+                               {**base, "gpu_hours": None, "cpu_hours": None}])
+    assert [r[-1] for r in rows] == ["0.250 CPU-h", "2.000 GPU-h", "—"]

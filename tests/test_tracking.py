@@ -118,8 +118,10 @@ def test_a_copied_store_finds_its_artifacts_in_the_copy(tmp_path, monkeypatch):
     with tracking.start(cfg, "retrain", TAGS) as tracker:
         pass
     run_id = tracker.run_id
-    assert MlflowClient(cfg.tracking.uri).get_run(run_id).info.artifact_uri.startswith(
-        "results/mlartifacts/")
+    client = MlflowClient(cfg.tracking.uri)
+    assert client.get_run(run_id).info.artifact_uri.startswith("results/mlartifacts/")
+    assert client.get_experiment(tracking.DEFAULT_EXPERIMENT_ID).artifact_location == (
+        "results/mlartifacts/0")  # no path of this folder in the store, Default's included
 
     copy = tmp_path / "b"
     shutil.copytree(root, copy)
@@ -151,8 +153,11 @@ def test_a_store_with_absolute_locations_is_refused_until_relocated(tmp_path, mo
     assert len(client.search_runs([exp_id])) == 1
     assert not elsewhere.exists()
 
+    default = client.get_experiment(tracking.DEFAULT_EXPERIMENT_ID)
+    assert Path(default.artifact_location).is_absolute()  # as MLflow makes it in a new store
     assert main(["tracking", "relocate", "--config", "study.yaml"]) == 0
     assert client.get_run(run_id).info.artifact_uri == f"results/mlartifacts/{run_id}/artifacts"
+    assert client.get_experiment(default.experiment_id).artifact_location == "results/mlartifacts/0"
     assert tracking.relocate(uri, "t", "results") is None  # done
     tracking.log_files(uri, "t", "results", run_id, "x", {}, [data], "export")
     assert [a.path for a in client.list_artifacts(run_id, "export")] == ["export/f.txt"]

@@ -206,8 +206,9 @@ def _summary_blocks(records: list[dict], notes: list[str]) -> list[tuple]:
         "test images (every observation is under Observations)."]
     return [("h", 2, "Summary"),
             ("p", "Each row of the study: AP50 and mmAP (the mean over its seeds), top-1 of its "
-                  "classification training, backbone FLOPs and the GPU-hours it cost (its stages "
-                  "and those it builds on). The tables, figures and every observation follow."),
+                  "classification training, backbone FLOPs and what it cost in GPU-hours "
+                  "(CPU-hours for a study on the CPU; its stages and those it builds on). The "
+                  "tables, figures and every observation follow."),
             ("table", *format_headline([r for r in records if _measured(r)])),
             ("h", 3, "Findings"), ("ul", key)]
 
