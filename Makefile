@@ -4,7 +4,7 @@
 #                    ruff, snakemake --lint (scripts/ci/lint_workflow.py), all tests
 #   make readme      after `make run`: README's results block from results/report/tables.json
 #   make dvc-push    after a run: record results/ and logs/ with DVC, push to the default remote
-#                    (set one first: README "Results with DVC and MLflow"), then commit dvc.lock
+#                    (set one first: docs/dvc-mlflow.md), then commit dvc.lock
 #   make dvc-pull    in a clone: restore them as pushed; Snakemake then has nothing to do
 #   make clean       remove results/, logs/, .snakemake/ (not the venv, not DVC's cache)
 # Variables: PYTHON (for the venv), ARGS (extra snakemake arguments, e.g. --configfile ...),

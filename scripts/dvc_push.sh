@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Record a finished study with DVC and push it to the default remote.
 #   scripts/dvc_push.sh            (make dvc-push)
-# The remote, once per repository (README "Results with DVC and MLflow"): a local folder for the
+# The remote, once per repository (docs/dvc-mlflow.md): a local folder for the
 # embedded default, `dvc remote add -d storage /srv/dvc/detnas`, or S3 / SSH for a team,
 # `dvc remote add -d storage s3://bucket/detnas` (ssh://host/path); or DETNAS_DVC_REMOTE=URL here
 # adds it as the default remote. Without a default remote nothing is written. Then commit the

@@ -286,15 +286,13 @@ def _arch(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_section_works_as_written(repo_root, tmp_path, monkeypatch):
-    """The commands and the snippet of "Use the found network", on a stand-in of the embedded
+def test_the_export_page_works_as_written(repo_root, tmp_path, monkeypatch):
+    """The commands and the snippet of docs/export.md, on a stand-in of the embedded
     study's outputs (the paths `make run` writes; the `test` space for speed)."""
     import re
     import shlex
 
-    text = (repo_root / "README.md").read_text()
-    section = text[text.index("## Use the found network"):]
-    section = section[:section.index("\n## ", 1)]
+    section = (repo_root / "docs" / "export.md").read_text()
     bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.S)
     monkeypatch.chdir(tmp_path)
     found = ARCH

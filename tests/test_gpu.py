@@ -1,7 +1,7 @@
 """The CUDA-only paths: bf16 autocast, channels_last, extraction, the search's workers on a GPU.
 
 Marked `gpu`: skipped without a CUDA device (tests/conftest.py). Run them on a GPU machine with
-``python -m pytest -m gpu`` (README, "GPU tests").
+``python -m pytest -m gpu`` (docs/testing.md).
 """
 
 from __future__ import annotations

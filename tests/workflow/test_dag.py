@@ -233,7 +233,7 @@ def test_a_killed_run_is_rerun_cleanly(finished):
         proc.wait()
     partial = root / "results/retrain/detnas/synth/fpn/checkpoint.pt"
     assert partial.read_text() == "partial"
-    # The stale lock stops the next run until `snakemake --unlock` (README: resuming) ...
+    # The stale lock stops the next run until `snakemake --unlock` (docs/resume.md) ...
     locked = subprocess.run([*cmd, "--rerun-incomplete"], cwd=root, env=finished.env,
                             capture_output=True, text=True, timeout=300)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr

@@ -1,4 +1,4 @@
-"""DVC round trip as the README's "Results with DVC and MLflow" section tells it: run (stub CLI,
+"""DVC round trip as docs/dvc-mlflow.md tells it: run (stub CLI,
 real MLflow tracking), `make dvc-push` refused without a remote, the remote set, pushed and
 recorded; clone into another folder, `make dvc-pull`, and the study is there as it was pushed
 (`dvc status` clean, the MLflow parent run's times unchanged, Snakemake has nothing to do). The
@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_REMOTE = "/srv/dvc/detnas"  # the README's example remote, replaced by a scratch folder
+LOCAL_REMOTE = "/srv/dvc/detnas"  # docs/dvc-mlflow.md's remote, made a scratch folder
 
 STAGE = """
 import torch
@@ -55,12 +55,10 @@ def run(cmd: str | list[str], cwd: Path, env: dict, ok: bool = True) -> subproce
     return proc
 
 
-def readme_commands(section: str) -> list[list[str]]:
-    """The command lines of each bash block of a README section, comments stripped."""
-    text = (REPO / "README.md").read_text()
-    body = text[text.index(f"## {section}"):]
-    body = body[:body.index("\n## ", 1)]
-    blocks = re.findall(r"```bash\n(.*?)```", body, re.S)
+def page_commands(page: str) -> list[list[str]]:
+    """The command lines of each bash block of a page of docs/, comments stripped."""
+    text = (REPO / "docs" / page).read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return [[line.split("  #")[0].strip() for line in block.splitlines()
              if line.strip() and not line.startswith("#")] for block in blocks]
 
@@ -123,7 +121,7 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
     run([sys.executable, "-c", STAGE], repo, env)
     push_without_a_remote_writes_nothing(repo, env)
 
-    record, in_clone = readme_commands("Results with DVC and MLflow")
+    record, in_clone = page_commands("dvc-mlflow.md")
     remote = tmp_path.parent / f"{tmp_path.name}-remote"
     for line in record:
         run(line.replace(LOCAL_REMOTE, str(remote)), repo, env)
@@ -176,7 +174,7 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
 
     real = {**env, "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
                                              if ".stub-bin" not in p)}
-    export = next(line for line in readme_commands("Use the found network")[0]
+    export = next(line for line in page_commands("export.md")[0]
                   if line.startswith("detnas export") and "--part" not in line
                   and "--arch" not in line)
     sidecar = json.loads(run(export, clone, real).stdout)

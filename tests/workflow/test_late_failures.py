@@ -76,7 +76,7 @@ def test_a_yaml_syntax_error_in_the_default_config_names_its_line_and_column(stu
 
 def test_a_configfiles_yaml_error_is_snakemakes_and_config_check_names_the_place(study):
     """Snakemake reads a --configfile before the Snakefile runs, and says only that it is not
-    JSON or YAML; the README sends the reader to `detnas config check FILE`."""
+    JSON or YAML; the docs send the reader to `detnas config check FILE`."""
     import subprocess
     import sys
 

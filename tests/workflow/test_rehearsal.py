@@ -86,8 +86,8 @@ def rehearsal_config(paper: dict) -> dict:
 
 
 def slurm_overrides(profile: dict, partition: str) -> list[str]:
-    """The CI cluster's site settings (what a user's site profile holds, README), on the command
-    line; every rule the profile gives GPUs gets 2 of them."""
+    """The CI cluster's site settings (what a user's site profile holds, docs/cluster.md), on the
+    command line; every rule the profile gives GPUs gets 2 of them."""
     resources = []
     for rule, res in profile["set-resources"].items():
         if res.get("gpu", 0):
