@@ -130,3 +130,12 @@ def test_the_check_sees_drift():
     assert len(ALL) > 40  # the pages' commands were found
     assert bash_commands("```bash\na \\\n  b  # c\ncat > f <<'Y'\nk: v\nY\nd && e\n```") == [
         "a    b", "cat > f", "d", "e"]
+
+
+def test_the_workflow_catalog_file_names_a_profile_that_exists():
+    import yaml
+
+    usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert usage["report"] is True and "software-stack-deployment" in usage
+    _check_snakemake(usage["mandatory-flags"]["flags"].split())
+    assert (REPO / "config" / "README.md").exists() and (REPO / "workflow" / "Snakefile").exists()
