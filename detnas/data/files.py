@@ -13,6 +13,9 @@ from typing import Any
 
 from detnas.io import load_json
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+"""The image files of an ImageFolder split (by suffix, in any case)."""
+
 PARSE_LIMIT = 32 * 2**20
 """Annotation files up to this size (32 MiB: VOC's, COCO's val2017 at 25 MB) are parsed whole
 when the workflow is parsed (a few tenths of a second); a larger one (COCO's train2017, 450 MB:
@@ -153,6 +156,12 @@ def class_folders(split_dir: Path) -> list[str]:
     if not classes:
         raise ValueError(f"{split_dir}: empty split: no class folders")
     return classes
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder (`IMAGE_EXTENSIONS`), sorted: an ImageFolder class's."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in
+                  IMAGE_EXTENSIONS)
 
 
 def check_same_classes(split_dir: Path, classes: list[str], reference_dir: Path) -> None:
