@@ -194,22 +194,22 @@ def _check_boxes(audit: FileAudit) -> None:
             audit.boxes[im["id"]].append(ann["category_id"])
 
 
-def _check_categories(audit: FileAudit) -> None:
+def _category_ids(audit: FileAudit) -> list[Problem]:
+    """Category ids other than 1..K or 0..K-1: a warning (detnas maps any ids)."""
     ids = sorted(audit.categories)
-    if not ids:
-        audit.add("error", "no-categories", "categories", "empty: no class to detect")
-        return
-    if ids not in (list(range(1, len(ids) + 1)), list(range(len(ids)))):
-        gaps = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids))
-        said = (f"start at {ids[0]}" if ids[0] > 1 else "") + (
-            (" and " if ids[0] > 1 else "") + f"leave gaps ({_some(gaps)})" if gaps else "")
-        audit.add("warning", "category-ids", "categories",
-                  f"the {len(ids)} category ids {said}: detnas maps them to labels 1..{len(ids)} "
-                  "in id order (detnas/data/coco.py), and back in its results; other tools may "
-                  "expect 1..K")
+    if not ids or ids in (list(range(1, len(ids) + 1)), list(range(len(ids)))):
+        return []
+    gaps = sorted(set(range(ids[0], ids[-1] + 1)) - set(ids))
+    said = [f"start at {ids[0]}"] if ids[0] > 1 else []
+    said += [f"leave gaps ({some(gaps)})"] if gaps else []
+    return [Problem("warning", "category-ids", audit.path, "categories",
+                    f"the {len(ids)} category ids {' and '.join(said)}: detnas maps them to "
+                    f"labels 1..{len(ids)} in id order (detnas/data/coco.py), and back in its "
+                    "results; other tools may expect 1..K")]
 
 
-def _some(values: list, n: int = 5) -> str:
+def some(values: list, n: int = 5) -> str:
+    """The first ``n`` of ``values``, and how many more."""
     head = ", ".join(map(str, values[:n]))
     return head + (f", ... {len(values) - n} more" if len(values) > n else "")
 
@@ -234,16 +234,17 @@ def check_file(annotation_file: str | Path, images_dir: str | Path,
         for i, im in enumerate(data["images"]):
             _check_image(audit, i, im, quick)
     _check_boxes(audit)
-    _check_categories(audit)
+    if not audit.categories:
+        audit.add("error", "no-categories", "categories", "empty: no class to detect")
     return audit
 
 
 def check_parts(train: Part, others: list[Part]) -> list[Problem]:
-    """The classes of the study's splits: each category of the training file has a box in the
-    training part (else an error) and in each other part (the test images, the search split:
-    else a warning); a test file of its own has the training file's categories (else an
-    error)."""
-    problems = []
+    """The classes of the study's splits: the training file's category ids (1..K or 0..K-1,
+    else a warning); each category has a box in the training part (else an error) and in each
+    other part (the test images, the search split: else a warning); a test file of its own has
+    the training file's categories (else an error)."""
+    problems = _category_ids(train.audit)
     categories = train.audit.categories
     items = {c: f"categories[{i}] (id {c}, {name!r})" for i, (c, name) in
              enumerate(categories.items())}

@@ -71,8 +71,8 @@ def split_annotations(annotation_file: str | Path, holdout: int, seed: int,
     source = f"{Path(annotation_file).name}, seed {seed}"
     rest_path = save_json(rest_path, _part(data, rest, f"{names[0]} of {source}"))
     held_path = save_json(held_path, _part(data, held, f"{names[1]} of {source}"))
-    log.info("%s: %d %s and %d %s images", annotation_file, len(rest), names[0], len(held),
-             names[1])
+    log.info("%s: %d images of the %s, %d of the %s", annotation_file, len(rest), names[0],
+             len(held), names[1])
     return rest_path, held_path
 
 
