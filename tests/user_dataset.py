@@ -74,3 +74,18 @@ def write_user_dataset(root: Path, train: int = 30, test: int = 10, seed: int = 
     for split, content in data.items():
         (root / "annotations" / f"{split}.json").write_text(json.dumps(content, indent=1))
     return root
+
+
+def write_imagefolder(root: Path, classes: int = 2, per_class: int = 4, seed: int = 0) -> Path:
+    """A small ImageFolder classification set: ``root/{train,val}/<class>/*.JPEG``."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                colour = tuple(rng.randrange(256) for _ in range(3))
+                Image.new("RGB", (40 + 8 * i, 32), colour).save(folder / f"{split}_{i}.JPEG")
+    return root
