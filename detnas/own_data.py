@@ -525,7 +525,8 @@ def _decide_full(s: Settings, request: Request, train: data_audit.Part, gpus: in
               "no --classification: the embedded default's synthetic stand-in "
               "(config/config.yaml) pre-trains the supernet and the retrained classifiers. A "
               "check of the pipeline, not ImageNet pre-training: the rows that start from it "
-              "(DetNAS, the baselines, ClsNASNet) start from shapes; DetNAS-scratch does not. "
+              "(DetNAS and its random search, the baselines, ClsNASNet, NATS) start from "
+              "shapes; DetNAS-scratch does not. "
               "Give an ImageFolder set (--classification) for the paper's recipe")
         for key in CLASSIFICATION_EPOCHS:
             s.set(key, stand_in[key], "the stand-in's schedule (config/config.yaml)")
@@ -584,8 +585,9 @@ _Dumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
 def render(data: dict, comments: dict[str, str], header: list[str], width: int = 100) -> str:
     """``data`` as YAML, ``header`` as the file's opening comment, and each comment of
     ``comments`` (dotted key -> text) above its key."""
-    lines = [f"# {w}" if w.strip() else "#" for h in header for w in
-             textwrap.wrap(h, width - 2, subsequent_indent=" " * (len(h) - len(h.lstrip()) + 2))]
+    lines = [f"# {w}" for h in header for w in textwrap.wrap(
+        h, width - 2, subsequent_indent=" " * (len(h) - len(h.lstrip()) + 2),
+        break_on_hyphens=False)]
     for key, value in data.items():
         text = yaml.dump({key: value}, Dumper=_Dumper, sort_keys=False, width=width - 4,
                          default_flow_style=False)
@@ -601,7 +603,7 @@ def render(data: dict, comments: dict[str, str], header: list[str], width: int =
                 stack.append((indent, m[2]))
                 why = comments.get(".".join(k for _, k in stack))
                 if why:
-                    lines += [f"{' ' * indent}# {w}" for w in
-                              textwrap.wrap(why, width - indent - 2)]
+                    lines += [f"{' ' * indent}# {w}" for w in textwrap.wrap(
+                        why, width - indent - 2, break_on_hyphens=False)]
             lines.append(line)
     return "\n".join(lines) + "\n"

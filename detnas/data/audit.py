@@ -39,11 +39,16 @@ Images without boxes are no problem (negatives): they are counted and said.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from detnas.data.files import box_in_image, load_coco_json
+
+log = logging.getLogger(__name__)
+
+PROGRESS = 5000  # images between two lines of progress
 
 MAX_LINES = 10
 """Lines per kind of problem and file; the rest are counted in one more line."""
@@ -233,6 +238,8 @@ def check_file(annotation_file: str | Path, images_dir: str | Path,
     if audit.images_dir.is_dir():
         for i, im in enumerate(data["images"]):
             _check_image(audit, i, im, quick)
+            if (i + 1) % PROGRESS == 0:
+                log.info("%s: %d of %d images checked", audit.path, i + 1, len(data["images"]))
     _check_boxes(audit)
     if not audit.categories:
         audit.add("error", "no-categories", "categories", "empty: no class to detect")
