@@ -556,7 +556,7 @@ def _run_commands(request: Request) -> list[str]:
                f": its GPU rules have {REFERENCE_GPUS} GPUs, this config's batches are for "
                f"{request.gpus} (docs/own-data.md)")
     return [f"snakemake --profile profiles/local --cores 1 --configfile {request.out}   # one "
-            "machine: one job at a time on its first GPU",
+            "machine: one GPU job at a time",
             f"snakemake --profile profiles/slurm --configfile {request.out}   # a SLURM cluster"
             f"{cluster}"]
 
