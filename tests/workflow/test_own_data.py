@@ -4,7 +4,7 @@ category ids 1, 3, 7, 12, one class with no box in the test images, one image wi
 a finished toy study, with Snakemake, on the CPU; the full-scale configs it then writes for GPUs
 are dry runs (CI has no GPU).
 
-The commands are the `sh` blocks of the page, as written, but for the user's folders (`~/mydata`,
+The commands are the `bash` blocks of the page, as written, but for the user's folders (`~/mydata`,
 `~/imagenet`: the test's), a `snakemake` of a CUDA config (run with `-n`) and `mlflow ui` (a
 server a person looks at: run with `--help`, and the store read through MLflow's client as the
 UI's view reads it). The page's example output is checked against what `detnas init` prints, and
@@ -34,8 +34,8 @@ DOC = REPO / "docs" / "own-data.md"
 
 
 def doc_commands(text: str) -> list[str]:
-    """The commands of the page's `sh` blocks, in order (continued lines joined)."""
-    blocks = re.findall(r"^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    """The commands of the page's `bash` blocks, in order (continued lines joined)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
     return [" ".join(line.split()) for block in blocks
             for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
