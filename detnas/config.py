@@ -772,7 +772,18 @@ def load(path: str | Path | None = None, overrides: list[str] = (),
         ValueError: the file is missing or malformed, or a field has a bad name, type or value.
     """
     where = str(path) if path else "config"
-    data = read_file(path) if path else {}
+    return from_settings(read_file(path) if path else {}, where, overrides, generated)
+
+
+def from_settings(data: dict, where: str, overrides: list[str] = (),
+                  generated: bool = False) -> StudyConfig:
+    """The checked study config of the settings ``data`` (of ``where``) with ``overrides``
+    (``dotted.key=yaml_value``) set in them (``data`` is changed): `load` of a file, `detnas
+    init` of the settings it writes. An error of an overridden field is said of its ``--set``.
+
+    Raises:
+        ValueError: an override that is not key=YAML, or as `from_data`.
+    """
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:

@@ -11,7 +11,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "detnas"
 LIGHT = ("detnas.config", "detnas.space", "detnas.flops", "detnas.report", "detnas.dilations",
          "detnas.io", "detnas.provenance", "detnas.study", "detnas.layout", "detnas.data.files",
-         "detnas.data.synthetic", "detnas.latency", "detnas.preflight")
+         "detnas.data.synthetic", "detnas.latency", "detnas.preflight", "detnas.data.split",
+         "detnas.data.audit", "detnas.own_data")
 
 
 def test_light_modules_import_without_torch():

@@ -17,7 +17,7 @@ import sys
 from detnas.stop import Stopped
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
-                  "report", "launch", "export", "warm", "config")
+                  "report", "launch", "export", "warm", "config", "init")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ _MODULES = {
     "classification_loader": "imagefolder",
     "convert_voc": "voc",
     "detection_loader": "coco",
-    "load_coco_json": "coco",
+    "load_coco_json": "files",
     "make_search_split": "split",
     "make_synthetic_classification": "synthetic",
     "make_synthetic_detection": "synthetic",

@@ -42,68 +42,20 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
-from detnas.data.files import check_coco_top_level
+from detnas.data.files import box_in_image, load_coco_json
 from detnas.data.images import read_image
-from detnas.io import load_json
 
 log = logging.getLogger(__name__)
 
 
 def _fail(path: Path, message: str) -> None:
     raise ValueError(f"{path}: {message}")
-
-
-def _check_fields(path: Path, kind: str, index: int, item: Any, fields: dict[str, tuple]) -> None:
-    if not isinstance(item, dict):
-        _fail(path, f"not COCO: {kind}[{index}] is {type(item).__name__}, expected an object")
-    for name, types in fields.items():
-        value = item.get(name)
-        if not isinstance(value, types) or isinstance(value, bool):
-            _fail(path, f"not COCO: {kind}[{index}].{name} = {value!r}")
-
-
-def load_coco_json(path: str | Path) -> dict:
-    """Read a COCO annotation file and check its structure and references.
-
-    Raises:
-        ValueError: the file is missing, not JSON, not COCO, or inconsistent (see module table).
-    """
-    path = Path(path)
-    data = load_json(path)
-    check_coco_top_level(path, data)
-    image_ids, category_ids = set(), set()
-    for i, im in enumerate(data["images"]):
-        _check_fields(path, "images", i, im, {"id": (int,), "file_name": (str,),
-                                              "width": (int,), "height": (int,)})
-        if im["width"] < 1 or im["height"] < 1:
-            _fail(path, f"images[{i}] (id {im['id']}): size {im['width']}x{im['height']}")
-        if im["id"] in image_ids:
-            _fail(path, f"duplicate image id {im['id']} (images[{i}])")
-        image_ids.add(im["id"])
-    for i, cat in enumerate(data["categories"]):
-        _check_fields(path, "categories", i, cat, {"id": (int,), "name": (str,)})
-        if cat["id"] in category_ids:
-            _fail(path, f"duplicate category id {cat['id']} (categories[{i}])")
-        category_ids.add(cat["id"])
-    for i, ann in enumerate(data["annotations"]):
-        _check_fields(path, "annotations", i, ann, {"id": (int,), "image_id": (int,),
-                                                    "category_id": (int,), "bbox": (list,)})
-        bbox = ann["bbox"]
-        if len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
-            _fail(path, f"not COCO: annotations[{i}].bbox = {bbox!r} (expected [x, y, w, h])")
-        if ann["image_id"] not in image_ids:
-            _fail(path, f"annotations[{i}] (id {ann['id']}): unknown image_id {ann['image_id']}")
-        if ann["category_id"] not in category_ids:
-            _fail(path, f"annotations[{i}] (id {ann['id']}): unknown category_id "
-                        f"{ann['category_id']} (known: {sorted(category_ids)})")
-    return data
 
 
 def coco_from_dict(data: dict) -> COCO:
@@ -115,6 +67,11 @@ def coco_from_dict(data: dict) -> COCO:
     return coco
 
 
+_ISSUES = {"empty": "box with non-positive size (skipped)",
+           "outside": "box outside the image (skipped)",
+           "clipped": "box partly outside the image (clipped)"}
+
+
 def _targets(path: Path, data: dict, label_of: dict[int, int],
              issues: Counter) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Training targets per image id: clean xyxy boxes and contiguous labels."""
@@ -123,19 +80,11 @@ def _targets(path: Path, data: dict, label_of: dict[int, int],
     for ann in data["annotations"]:
         if ann.get("iscrowd", 0):
             continue
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        width, height = sizes[ann["image_id"]]
-        if w <= 0 or h <= 0:
-            issues["box with non-positive size (skipped)"] += 1
-            continue
-        x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-        x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-        if x2 - x1 <= 0 or y2 - y1 <= 0:
-            issues["box outside the image (skipped)"] += 1
-            continue
-        if max(abs(x1 - x), abs(y1 - y), abs(x2 - x - w), abs(y2 - y - h)) > 1:
-            issues["box partly outside the image (clipped)"] += 1
-        per_image[ann["image_id"]].append((x1, y1, x2, y2, label_of[ann["category_id"]]))
+        issue, box = box_in_image(ann["bbox"], *sizes[ann["image_id"]])
+        if issue:
+            issues[_ISSUES[issue]] += 1
+        if box is not None:
+            per_image[ann["image_id"]].append((*box, label_of[ann["category_id"]]))
     out = {}
     for image_id, rows in per_image.items():
         array = np.asarray(rows, dtype=np.float64).reshape(-1, 5)

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from detnas.data.coco import make_loader
-from detnas.data.files import check_same_classes, class_folders
-from detnas.data.images import IMAGE_EXTENSIONS, read_image
+from detnas.data.files import check_same_classes, class_folders, image_files
+from detnas.data.images import read_image
 from detnas.data.split import holdout_indices
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class ImageFolderClassification(Dataset):
         self.num_classes = len(self.classes)
         self.samples: list[tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
-            files = sorted(p for p in (self.root / name).iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = image_files(self.root / name)
             if not files:
                 raise ValueError(f"{self.root / name}: class folder has no images")
             self.samples.extend((p, label) for p in files)

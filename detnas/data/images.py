@@ -8,8 +8,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
 
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file to an RGB uint8 tensor of shape (3, H, W).

@@ -13,7 +13,7 @@ import logging
 import random
 from pathlib import Path
 
-from detnas.data.coco import load_coco_json
+from detnas.data.files import load_coco_json
 from detnas.io import save_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,39 @@ def holdout_indices(size: int, holdout: int, seed: int) -> tuple[list[int], list
     return [i for i in range(size) if i not in held], sorted(held)
 
 
+def held_out_ids(ids: list[int], holdout: int, seed: int) -> set[int]:
+    """The ``holdout`` image ids drawn from ``ids`` with a seeded RNG over their sorted order: the
+    same ids, count and seed always give the same draw (`split_annotations`; `detnas init`
+    foresees the search split with it, `detnas.data.audit`)."""
+    return set(random.Random(seed).sample(sorted(ids), holdout))
+
+
+def split_annotations(annotation_file: str | Path, holdout: int, seed: int,
+                      rest_path: str | Path, held_path: str | Path,
+                      names: tuple[str, str]) -> tuple[Path, Path]:
+    """Split a COCO annotation file in two by images: ``holdout`` images drawn with
+    `held_out_ids` to ``held_path``, the rest to ``rest_path`` (atomically), each file's
+    ``info.split`` saying which part of which file it is (``names``: the rest's, the held-out
+    part's).
+
+    Raises:
+        ValueError: the file is not valid COCO, or ``holdout`` leaves either part empty.
+    """
+    data = load_coco_json(annotation_file)
+    ids = [im["id"] for im in data["images"]]
+    if not 0 < holdout < len(ids):
+        raise ValueError(f"{annotation_file}: holdout {holdout} must be between 1 and "
+                         f"{len(ids) - 1} (the file has {len(ids)} images)")
+    held = held_out_ids(ids, holdout, seed)
+    rest = set(ids) - held
+    source = f"{Path(annotation_file).name}, seed {seed}"
+    rest_path = save_json(rest_path, _part(data, rest, f"{names[0]} of {source}"))
+    held_path = save_json(held_path, _part(data, held, f"{names[1]} of {source}"))
+    log.info("%s: %d images of the %s, %d of the %s", annotation_file, len(rest), names[0],
+             len(held), names[1])
+    return rest_path, held_path
+
+
 def make_search_split(annotation_file: str | Path, holdout: int, seed: int,
                       out_dir: str | Path) -> tuple[Path, Path]:
     """Split a COCO annotation file into supernet-training and search-validation files.
@@ -59,19 +92,7 @@ def make_search_split(annotation_file: str | Path, holdout: int, seed: int,
     Raises:
         ValueError: the file is not valid COCO, or ``holdout`` leaves either part empty.
     """
-    data = load_coco_json(annotation_file)
-    ids = sorted(im["id"] for im in data["images"])
-    if not 0 < holdout < len(ids):
-        raise ValueError(f"{annotation_file}: holdout {holdout} must be between 1 and "
-                         f"{len(ids) - 1} (the file has {len(ids)} images)")
-    search = set(random.Random(seed).sample(ids, holdout))
-    supernet = set(ids) - search
     out_dir = Path(out_dir)
-    source = f"{Path(annotation_file).name}, seed {seed}"
-    supernet_path = save_json(out_dir / "instances_supernet.json",
-                              _part(data, supernet, f"supernet training of {source}"))
-    search_path = save_json(out_dir / "instances_search.json",
-                            _part(data, search, f"search validation of {source}"))
-    log.info("%s: %d supernet-training and %d search-validation images in %s",
-             annotation_file, len(supernet), len(search), out_dir)
-    return supernet_path, search_path
+    return split_annotations(annotation_file, holdout, seed, out_dir / "instances_supernet.json",
+                             out_dir / "instances_search.json",
+                             ("supernet training", "search validation"))
