@@ -76,8 +76,35 @@ def load_model(path: str | Path, map_location="cpu",
     if not is_model_checkpoint(ckpt):
         raise ValueError(f"{path}: not a detnas model checkpoint (no 'task'/'model' entries)")
     model = model_from_meta(ckpt, norm_layer)
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"], path, ckpt)
     return model, ckpt
+
+
+def load_state(model: nn.Module, state: dict, path: str | Path, meta: dict) -> None:
+    """Load the state dict ``state`` of checkpoint ``path`` (which describes its model as
+    ``meta`` says) into ``model``, built from that description.
+
+    Raises:
+        ValueError: one line naming the file and the first tensor that differs from the model
+            built here (e.g. a supernet of a space that another version of detnas defined
+            otherwise), instead of torch's list of every difference.
+    """
+    expected = model.state_dict()
+    backbone = meta.get("backbone") or {}
+    built = (f"the {meta.get('task')} model of space {backbone.get('space')} built here"
+             if backbone.get("kind") == "supernet" else
+             f"the {meta.get('task')} model of {describe(backbone)} built here")
+    for key, value in state.items():
+        if key not in expected:
+            raise ValueError(f"{path}: has tensor {key}, which {built} lacks")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{path}: tensor {key} has shape {list(value.shape)}, {built} "
+                             f"{list(expected[key].shape)}")
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ValueError(f"{path}: lacks tensor {missing[0]} of {built} ({len(missing)} "
+                         "missing)")
+    model.load_state_dict(state)
 
 
 def load_fixed_model(path: str | Path, spec: dict | None = None, where: str = "arch",
