@@ -55,11 +55,13 @@ def run(cmd: str | list[str], cwd: Path, env: dict, ok: bool = True) -> subproce
     return proc
 
 
-def readme_commands(section: str) -> list[list[str]]:
-    """The command lines of each bash block of a README section, comments stripped."""
-    text = (REPO / "README.md").read_text()
+def readme_commands(section: str, page: str = "README.md") -> list[list[str]]:
+    """The command lines of each bash block of a section of the README (or of another page of
+    the repository), comments stripped."""
+    text = (REPO / page).read_text()
     body = text[text.index(f"## {section}"):]
-    body = body[:body.index("\n## ", 1)]
+    end = body.find("\n## ", 1)
+    body = body if end < 0 else body[:end]
     blocks = re.findall(r"```bash\n(.*?)```", body, re.S)
     return [[line.split("  #")[0].strip() for line in block.splitlines()
              if line.strip() and not line.startswith("#")] for block in blocks]
