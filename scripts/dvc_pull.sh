@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 remote=$(dvc remote default 2>/dev/null) || remote=""
 if [ -z "$remote" ]; then
     echo "dvc_pull: no default DVC remote in .dvc/config: the study's repository records the" \
-         "one it was pushed to (README \"Results with DVC and MLflow\")" >&2
+         "one it was pushed to (docs/dvc-mlflow.md)" >&2
     exit 1
 fi
 url=$(dvc config "remote.$remote.url")

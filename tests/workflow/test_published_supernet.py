@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import base_env, copy_recipe
-from test_dvc import LOCAL_REMOTE, REPO, make_study_repo, readme_commands, run
+from test_dvc import LOCAL_REMOTE, REPO, make_study_repo, run
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -28,8 +28,14 @@ CLSNAS = "results/search/cls/clsnas"
 
 
 def commands(section: str) -> list[str]:
-    (block,) = readme_commands(section, PAGE)
-    return block
+    """The command lines of the bash block of the page's section ``section``, as a user types
+    them (comments stripped)."""
+    text = (REPO / PAGE).read_text()
+    body = text[text.index(f"\n## {section}"):]
+    end = body.find("\n## ", 1)
+    (block,) = re.findall(r"```bash\n(.*?)```", body if end < 0 else body[:end], re.S)
+    return [line.split("  #")[0].strip() for line in block.splitlines()
+            if line.strip() and not line.startswith("#")]
 
 
 def planned(out: str) -> dict[str, int]:
