@@ -89,22 +89,35 @@ def load_state(model: nn.Module, state: dict, path: str | Path, meta: dict) -> N
             built here (e.g. a supernet of a space that another version of detnas defined
             otherwise), instead of torch's list of every difference.
     """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {_difference(model, state, meta) or _first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), repr(e))
+
+
+def _difference(model: nn.Module, state: dict, meta: dict) -> str | None:
+    """The first tensor of ``state`` of another shape than ``model``'s, else the first one
+    either lacks (None if none)."""
     expected = model.state_dict()
     backbone = meta.get("backbone") or {}
     built = (f"the {meta.get('task')} model of space {backbone.get('space')} built here"
              if backbone.get("kind") == "supernet" else
              f"the {meta.get('task')} model of {describe(backbone)} built here")
     for key, value in state.items():
-        if key not in expected:
-            raise ValueError(f"{path}: has tensor {key}, which {built} lacks")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(f"{path}: tensor {key} has shape {list(value.shape)}, {built} "
-                             f"{list(expected[key].shape)}")
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            return (f"tensor {key} has shape {list(value.shape)}, {built} "
+                    f"{list(expected[key].shape)}")
     missing = [k for k in expected if k not in state]
     if missing:
-        raise ValueError(f"{path}: lacks tensor {missing[0]} of {built} ({len(missing)} "
-                         "missing)")
-    model.load_state_dict(state)
+        return f"lacks tensor {missing[0]} of {built} ({len(missing)} missing)"
+    extra = [k for k in state if k not in expected]
+    if extra:
+        return f"has tensor {extra[0]}, which {built} lacks ({len(extra)} extra)"
+    return None
 
 
 def load_fixed_model(path: str | Path, spec: dict | None = None, where: str = "arch",
