@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas import study
-from detnas.config import StudyConfig, check_floor, check_holdouts, with_overrides
+from detnas.config import StudyConfig, check_floor, check_holdouts, to_dict, with_overrides
 from detnas.data import files
 from detnas.io import checkpoint_header
 from detnas.latency import load_table
@@ -89,12 +89,6 @@ def check_workflow(cfg: StudyConfig, where: str) -> None:
                             cfg.space, "ms predicted by the latency table")
 
 
-def _dotted(data: dict, key: str):
-    for k in key.split("."):
-        data = data.get(k) if isinstance(data, dict) else None
-    return data
-
-
 def check_supernet_from(cfg: StudyConfig, where: str) -> None:
     """A published classification supernet (``supernet_from.classification``) is one this study
     could have pre-trained: there (a DVC import pulled), a classification supernet of the study's
@@ -121,7 +115,6 @@ def check_supernet_from(cfg: StudyConfig, where: str) -> None:
     if not isinstance(backbone, dict) or "model" not in header:
         raise ValueError(f"{at}: {path}: not a detnas model checkpoint (no model and backbone "
                          "entries)")
-    differs = None
     if header.get("task") != "classification":
         differs = (f"a {header.get('task')} checkpoint, not a classification supernet (`detnas "
                    "train supernet --task classification`'s checkpoint.pt)")
@@ -152,9 +145,8 @@ def _holdout_differs(header: dict, cfg: StudyConfig) -> str | None:
     """What differs between the pre-training recorded in checkpoint ``header`` (its provenance's
     config) and this study in the images the pre-training held out for the ClsNASNet search
     (`HOLDOUT_KEYS`); None when nothing does, or the checkpoint records no config."""
-    from detnas.config import to_dict
-
-    theirs = (header.get("provenance") or {}).get("config")
+    made = header.get("provenance")
+    theirs = made.get("config") if isinstance(made, dict) else None
     if not isinstance(theirs, dict):
         return None
     ours = to_dict(cfg)
@@ -165,3 +157,9 @@ def _holdout_differs(header: dict, cfg: StudyConfig) -> str | None:
                     f"{_dotted(ours, key)}: the ClsNASNet search would score images the supernet "
                     "trained on (set it as the publisher's)")
     return None
+
+
+def _dotted(data: dict, key: str):
+    for k in key.split("."):
+        data = data.get(k) if isinstance(data, dict) else None
+    return data
