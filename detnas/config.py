@@ -327,6 +327,17 @@ class AblationConfig:
 
 
 @dataclass
+class SupernetFromConfig:
+    """A published supernet the study starts from instead of training its own
+    (docs/published-supernet.md)."""
+
+    classification: str = ""  # a classification supernet checkpoint (`detnas train supernet
+    # --task classification`'s checkpoint.pt, e.g. brought in by `dvc import`): the study has no
+    # pre-training job; its space, classes and held-out images must be this study's
+    # (`detnas.preflight`). "": the study pre-trains its own
+
+
+@dataclass
 class StudyConfig:
     seed: Annotated[int, MIN0] = 0
     space: str = "tiny"
@@ -345,6 +356,8 @@ class StudyConfig:
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     supernet_pretrain: TrainConfig = field(default_factory=TrainConfig)
+    supernet_from: SupernetFromConfig = late(SupernetFromConfig)  # a published supernet instead
+    # of supernet_pretrain's (docs/published-supernet.md)
     supernet_finetune: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     clsnas_search: SearchConfig | None = None  # the ClsNASNet search's own settings, one ImageNet

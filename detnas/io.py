@@ -7,12 +7,15 @@ full disk (or any other failed write) is a ValueError naming the file, with the 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
 import re
 import secrets
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,3 +122,82 @@ def _reason(message: str) -> str:
         word in line for word in ("weights_only", "torch.load", "Weights only", "Please "))]
     return found[0].removeprefix("WeightsUnpickler error: ") if found else "unknown content"
 
+
+
+@dataclass(frozen=True)
+class TensorShape:
+    """A tensor of a checkpoint read by `checkpoint_header`: its shape, not its data."""
+
+    shape: tuple[int, ...]
+
+
+class _TorchObject:
+    """A torch object of a checkpoint's pickle (a storage, a dtype) read without torch."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _rebuild_tensor(storage, offset, size, *rest) -> TensorShape:  # torch._utils' v2 and v3
+    return TensorShape(tuple(size))
+
+
+def _rebuild_parameter(data, *rest):
+    return data
+
+
+class _HeaderUnpickler(pickle.Unpickler):
+    """Unpickles torch's ``data.pkl`` with tensors as `TensorShape`; any object but a torch
+    tensor, a storage, a dtype and an OrderedDict is refused (nothing of the file runs)."""
+
+    TORCH = {"_rebuild_tensor_v2": _rebuild_tensor, "_rebuild_tensor_v3": _rebuild_tensor,
+             "_rebuild_parameter": _rebuild_parameter,
+             "_rebuild_parameter_with_state": _rebuild_parameter}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch._utils" and name in self.TORCH:
+            return self.TORCH[name]
+        if (module, name) == ("torch", "Size"):
+            return tuple
+        if module == "torch" and re.fullmatch(r"\w*(Storage|float\d*|int\d*|bfloat16|bool|uint8)",
+                                              name):
+            return _TorchObject
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
+
+    def persistent_load(self, pid):
+        return _TorchObject()  # a storage: its data stays in the archive
+
+
+def checkpoint_header(path: str | Path) -> dict:
+    """A checkpoint's content without torch and without its tensors' data: its plain entries
+    as saved, each tensor a `TensorShape`. Reads only the pickle of torch's zip format (kilobytes
+    to a few megabytes, whatever the checkpoint's size), so that the workflow checks a
+    checkpoint given by the config when it is parsed, without importing torch (seconds at every
+    invocation).
+
+    Raises:
+        ValueError: naming the file: missing, not torch's zip format, or holding an object
+            other than tensors and plain data (`load_checkpoint` refuses it too).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                raise ValueError(f"{path}: not a readable checkpoint (a zip without data.pkl)")
+            with archive.open(name) as f:
+                return _HeaderUnpickler(f).load()
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path}: not a readable checkpoint (not torch's zip format)") from None
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({e}: detnas loads only tensors "
+                         "and plain data)") from None
+    except (EOFError, OSError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None

@@ -76,8 +76,48 @@ def load_model(path: str | Path, map_location="cpu",
     if not is_model_checkpoint(ckpt):
         raise ValueError(f"{path}: not a detnas model checkpoint (no 'task'/'model' entries)")
     model = model_from_meta(ckpt, norm_layer)
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"], path, ckpt)
     return model, ckpt
+
+
+def load_state(model: nn.Module, state: dict, path: str | Path, meta: dict) -> None:
+    """Load the state dict ``state`` of checkpoint ``path`` (which describes its model as
+    ``meta`` says) into ``model``, built from that description.
+
+    Raises:
+        ValueError: one line naming the file and the first tensor that differs from the model
+            built here (e.g. a supernet of a space that another version of detnas defined
+            otherwise), instead of torch's list of every difference.
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {_difference(model, state, meta) or _first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), repr(e))
+
+
+def _difference(model: nn.Module, state: dict, meta: dict) -> str | None:
+    """The first tensor of ``state`` of another shape than ``model``'s, else the first one
+    either lacks (None if none)."""
+    expected = model.state_dict()
+    backbone = meta.get("backbone") or {}
+    built = (f"the {meta.get('task')} model of space {backbone.get('space')} built here"
+             if backbone.get("kind") == "supernet" else
+             f"the {meta.get('task')} model of {describe(backbone)} built here")
+    for key, value in state.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            return (f"tensor {key} has shape {list(value.shape)}, {built} "
+                    f"{list(expected[key].shape)}")
+    missing = [k for k in expected if k not in state]
+    if missing:
+        return f"lacks tensor {missing[0]} of {built} ({len(missing)} missing)"
+    extra = [k for k in state if k not in expected]
+    if extra:
+        return f"has tensor {extra[0]}, which {built} lacks ({len(extra)} extra)"
+    return None
 
 
 def load_fixed_model(path: str | Path, spec: dict | None = None, where: str = "arch",

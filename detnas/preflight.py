@@ -9,9 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas import study
-from detnas.config import StudyConfig, check_floor, check_holdouts, with_overrides
+from detnas.config import StudyConfig, check_floor, check_holdouts, to_dict, with_overrides
 from detnas.data import files
+from detnas.io import checkpoint_header
 from detnas.latency import load_table
+
+# The settings that decide which images a classification supernet's pre-training held out (the
+# ClsNASNet search's fitness images): the seed, the held-out count, the data (a synthetic set's
+# is generated from its settings; a real set is compared by its classes).
+HOLDOUT_KEYS = ("seed", "classification.kind", "classification.search_images")
+SYNTHETIC_KEYS = tuple(f"classification.{k}" for k in ("num_classes", "num_train", "num_val",
+                                                         "image_size"))
 
 
 def _check_nats_batches(cfg: StudyConfig, where: str, name: str, size: int) -> None:
@@ -66,6 +74,7 @@ def check_workflow(cfg: StudyConfig, where: str) -> None:
             files.check_same_classes(val, files.class_folders(val), train)
         except ValueError as e:
             raise ValueError(f"{where}.classification.root: {e}") from None
+    check_supernet_from(cfg, where)
     if cfg.latency.table and Path(cfg.latency.table).is_file():
         try:
             table = load_table(cfg.latency.table, cfg.space)
@@ -78,3 +87,79 @@ def check_workflow(cfg: StudyConfig, where: str) -> None:
             if s is not None:
                 check_floor(f"{where}.{key}.max_latency", s.max_latency, table.floor(),
                             cfg.space, "ms predicted by the latency table")
+
+
+def check_supernet_from(cfg: StudyConfig, where: str) -> None:
+    """A published classification supernet (``supernet_from.classification``) is one this study
+    could have pre-trained: there (a DVC import pulled), a classification supernet of the study's
+    space, its classifier of the study's classes, and pre-trained holding out the images this
+    study's ClsNASNet search scores on (`HOLDOUT_KEYS`, as its provenance records them). Read
+    without torch (`detnas.io.checkpoint_header`); the tensors' shapes against the space's
+    definition are checked where the stages load it (`detnas.models.load_model`).
+
+    Raises:
+        ValueError: one line naming the key, the file and what differs.
+    """
+    path = cfg.supernet_from.classification
+    if not path:
+        return
+    at = f"{where}.supernet_from.classification"
+    if not Path(path).is_file():
+        raise ValueError(f"{at}: {path} does not exist (a DVC import: `dvc pull {path}.dvc`; "
+                         "docs/published-supernet.md)")
+    try:
+        header = checkpoint_header(path)
+    except ValueError as e:
+        raise ValueError(f"{at}: {e}") from None
+    backbone = header.get("backbone") if isinstance(header, dict) else None
+    if not isinstance(backbone, dict) or "model" not in header:
+        raise ValueError(f"{at}: {path}: not a detnas model checkpoint (no model and backbone "
+                         "entries)")
+    if header.get("task") != "classification":
+        differs = (f"a {header.get('task')} checkpoint, not a classification supernet (`detnas "
+                   "train supernet --task classification`'s checkpoint.pt)")
+    elif backbone.get("kind") != "supernet":
+        differs = f"a checkpoint of a fixed {backbone.get('kind')} network, not a supernet"
+    elif backbone.get("space") != cfg.space:
+        differs = f"a supernet of space {backbone.get('space')}, this study's space is {cfg.space}"
+    elif header.get("num_classes") != (classes := _classification_classes(cfg)) and classes:
+        differs = (f"its classifier has {header.get('num_classes')} classes, this study's "
+                   f"classification set has {classes}")
+    else:
+        differs = _holdout_differs(header, cfg)
+    if differs:
+        raise ValueError(f"{at}: {path}: {differs}")
+
+
+def _classification_classes(cfg: StudyConfig) -> int | None:
+    """The classes of the study's classification set: a synthetic set's setting, an ImageFolder
+    set's class folders (None before they are there)."""
+    c = cfg.classification
+    if c.kind == "synthetic":
+        return c.num_classes
+    train = Path(c.root) / "train"
+    return len(files.class_folders(train)) if train.is_dir() else None
+
+
+def _holdout_differs(header: dict, cfg: StudyConfig) -> str | None:
+    """What differs between the pre-training recorded in checkpoint ``header`` (its provenance's
+    config) and this study in the images the pre-training held out for the ClsNASNet search
+    (`HOLDOUT_KEYS`); None when nothing does, or the checkpoint records no config."""
+    made = header.get("provenance")
+    theirs = made.get("config") if isinstance(made, dict) else None
+    if not isinstance(theirs, dict):
+        return None
+    ours = to_dict(cfg)
+    synthetic = SYNTHETIC_KEYS if cfg.classification.kind == "synthetic" else ()
+    for key in (*HOLDOUT_KEYS, *synthetic):
+        if _dotted(theirs, key) != _dotted(ours, key):
+            return (f"pre-trained with {key} {_dotted(theirs, key)}, this study's is "
+                    f"{_dotted(ours, key)}: the ClsNASNet search would score images the supernet "
+                    "trained on (set it as the publisher's)")
+    return None
+
+
+def _dotted(data: dict, key: str):
+    for k in key.split("."):
+        data = data.get(k) if isinstance(data, dict) else None
+    return data

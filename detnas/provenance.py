@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from detnas.io import checkpoint_header
 from detnas.version import __version__
 
 log = logging.getLogger(__name__)
@@ -143,25 +146,68 @@ def provenance(config: dict, seed: int, **extra: Any) -> dict:
             "numeric_environment": numeric_environment(), **extra, "config": config}
 
 
+def sha256(path: str | Path) -> str:
+    """The sha256 of a file's content (hex, whole)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def digest(path: str | Path) -> str:
     """A short digest of an input: a file's content (sha256); a folder's files by relative path,
     size and modification time (an image folder of a million files is listed, not read: a copy
     that does not keep the times reads as another input, which at worst trains again)."""
     path = Path(path)
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                         .encode())
-    elif path.is_file():
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    else:
+    if path.is_file():
+        return sha256(path)[:16]
+    if not path.is_dir():
         raise ValueError(f"{path}: input does not exist")
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                     .encode())
     return h.hexdigest()[:16]
+
+
+MADE_BY = ("stage", "git_commit", "detnas_version", "seed", "fingerprint", "mlflow_run_id")
+"""What an input checkpoint's own provenance says of the run that made it (`source`)."""
+
+
+def source(path: str | Path) -> dict:
+    """Where an input checkpoint came from, for the provenance of what is made from it: its
+    path and sha256; a DVC import's origin, from the ``PATH.dvc`` file `dvc import` (or `dvc
+    import-url`) wrote beside it: the repository, the commit (``rev_lock``) and the path in it
+    (or the URL); and the run that made it (`MADE_BY`), from the provenance the checkpoint
+    carries (read without torch)."""
+    path = Path(path)
+    found: dict[str, Any] = {"path": str(path), "sha256": sha256(path)}
+    origin = _dvc_origin(path.with_name(f"{path.name}.dvc"))
+    if origin:
+        found["dvc"] = origin
+    try:
+        made = checkpoint_header(path).get("provenance")
+    except (ValueError, AttributeError):
+        made = None
+    if isinstance(made, dict):
+        found["made_by"] = {k: made[k] for k in MADE_BY if k in made}
+    return found
+
+
+def _dvc_origin(record: Path) -> dict | None:
+    """Where `dvc import` (``repo``, ``rev``: its commit, ``path`` in it) or `dvc import-url`
+    (``url``) took a file from, as its record ``record`` says; None without a readable one."""
+    try:
+        dep = yaml.safe_load(record.read_text())["deps"][0]
+        if isinstance(dep.get("repo"), dict):
+            return {"repo": dep["repo"].get("url"), "rev": dep["repo"].get("rev_lock"),
+                    "path": dep.get("path")}
+        return {"url": dep["path"]}
+    except (OSError, yaml.YAMLError, TypeError, KeyError, IndexError, AttributeError):
+        return None
 
 
 def fingerprint(config: dict, inputs: Iterable[str | Path | None] = (), **facts: Any) -> str:

@@ -26,7 +26,7 @@ from detnas.data.imagefolder import check_same_classes, class_folders
 from detnas.detection import detection_loss
 from detnas.io import save_checkpoint, save_json, save_text
 from detnas.models import backbone_of, build_model, load_model, model_meta
-from detnas.provenance import fingerprint, provenance
+from detnas.provenance import fingerprint, provenance, source
 from detnas.space import get_space, sample, sample_binned
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,14 @@ def run_fingerprint(cfg: StudyConfig, run: Run) -> str:
 
 
 def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfig,
-               evaluate) -> dict:
-    """Train, evaluate, and write checkpoint, metrics and resolved config (main process only)."""
+               evaluate, sources: dict[str, Path] | None = None) -> dict:
+    """Train, evaluate, and write checkpoint, metrics and resolved config (main process only);
+    ``sources``: the input checkpoints whose origin the provenance records (`source`), by role."""
     ddp = engine.setup_distributed(cfg.device)
     torch.manual_seed(cfg.run_seed)
+    origins = {"sources": {k: source(v) for k, v in sources.items()}} if sources else {}
     prov = provenance(config_mod.to_dict(cfg), cfg.run_seed, stage=run.stage, tags=run.tags,
-                      fingerprint=run_fingerprint(cfg, run))
+                      fingerprint=run_fingerprint(cfg, run), **origins)
     gpus = ddp.world if ddp.device.type == "cuda" else 0
     tracker = tracking.start_stage(cfg, run.stage, run.tags, gpus=gpus, arch=run.arch,
                                    out=run.out, main=ddp.main)
@@ -224,7 +226,8 @@ def supernet_detection(cfg: StudyConfig, dataset: str, detector: str, images: Pa
     net = study.SUPERNETS["pretrained" if init else "scratch"]  # DetNAS's, DetNAS-scratch's
     tags = {"ablation": net.tag, "space": cfg.space, "dataset": dataset, "detector": detector}
     run = Run(out, net.stage, tags, inputs=(images, annotations, init))
-    return _run_stage(cfg, run, stage, tcfg, _no_evaluation)
+    return _run_stage(cfg, run, stage, tcfg, _no_evaluation,
+                      sources={"init": init} if init is not None else None)
 
 
 def _spec_tags(spec: dict) -> dict:

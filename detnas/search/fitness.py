@@ -22,7 +22,7 @@ from torch import nn
 from detnas.bn import recalibrated
 from detnas.config import SearchConfig
 from detnas.io import load_checkpoint
-from detnas.models import backbone_of, model_from_meta
+from detnas.models import backbone_of, load_state, model_from_meta
 from detnas.space import Arch
 from detnas.supernet import Classifier, Supernet
 
@@ -203,7 +203,7 @@ def load_supernet_model(spec: FitnessSpec) -> nn.Module:
         raise ValueError(f"{spec.checkpoint}: not a detnas model checkpoint (no 'model' entry)")
     check_checkpoint(ckpt, spec.checkpoint, spec)
     model = model_from_meta(ckpt)
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"], spec.checkpoint, ckpt)
     return model.to(spec.device).eval()
 
 

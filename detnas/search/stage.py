@@ -21,7 +21,7 @@ from detnas import tracking
 from detnas.config import StudyConfig, to_dict
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
-from detnas.provenance import fingerprint, provenance
+from detnas.provenance import fingerprint, provenance, source
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
@@ -157,7 +157,8 @@ def search_stage(cfg: StudyConfig, strategy: str, out_dir: str | Path, *,
             raise ValueError(f"{state_path}: the search evaluated no candidate")
         prov = provenance(to_dict(cfg), cfg.run_seed, stage="search", strategy=strategy,
                           ablation=ablation, dataset=dataset, detector=detector,
-                          supernet=spec.checkpoint if spec else None, evaluations=budget)
+                          supernet=spec.checkpoint if spec else None, evaluations=budget,
+                          **({"sources": {"supernet": source(spec.checkpoint)}} if spec else {}))
         checked = None
         if latency is not None:  # the top candidates' standalone backbones, measured here
             checked = check_winners(latency, [Arch.parse(r["arch"], cfg.space)

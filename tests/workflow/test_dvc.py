@@ -143,6 +143,10 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
         if line.startswith("dvc "):  # e.g. "DVC failed to load some plots" (.snakemake_timestamp)
             assert proc.stderr == "", (line, proc.stderr)
     assert "up to date" in out["dvc status"].stdout, out["dvc status"].stdout
+    said = out["make dvc-pull"].stdout.splitlines()  # make's echo of the command, then one line
+    assert len(said) == 2 and re.fullmatch(
+        rf"dvc_pull: \d+ files fetched and \d+ files added from DVC remote 'storage' \({remote}\); "
+        "Snakemake marked the restored outputs up to date", said[1]), said
     assert run(["git", "status", "--porcelain"], clone, env).stdout == ""  # dvc_plots/ ignored
     assert "Nothing to be done" in out["snakemake -n"].stdout
     header = out["dvc metrics show"].stdout.splitlines()[0].split()  # the stub's metrics have
@@ -186,3 +190,26 @@ def test_a_pushed_study_pulled_into_another_folder_works_there(stub_study, tmp_p
     assert not repo.exists()  # nothing written where the study came from
     for folder in (remote, clone, dest.parent):
         shutil.rmtree(folder)
+
+
+def test_a_pull_from_a_remote_folder_that_is_gone_says_so_in_one_line(tmp_path):
+    """Not DVC's "Checkout failed for following targets ... Is your cache up to date?", which
+    names no remote: the remote folder is checked first."""
+    from conftest import base_env
+
+    repo, remote, env = tmp_path / "study", tmp_path / "remote", base_env()
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts/dvc_pull.sh", repo / "scripts")
+    (repo / "results").mkdir()
+    (repo / "results/metrics.json").write_text("{}")
+    for cmd in ("git init -q", "dvc init -q", "dvc add -q results",
+                f"dvc remote add -q -d storage {remote}", "dvc push -q"):
+        run(cmd, repo, env)
+    for folder in (remote, repo / ".dvc/cache", repo / "results"):  # a clone, the remote gone
+        shutil.rmtree(folder)
+    proc = run("scripts/dvc_pull.sh", repo, env, ok=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"dvc_pull: DVC remote 'storage' is the folder {remote}, which does not exist: mount it, "
+        "or point the remote at where the study was pushed: dvc remote modify --local storage "
+        "url PATH\n")

@@ -188,7 +188,12 @@ def test_annotations(wildcards):
 
 CLS_TRAIN = f"{STUDY.classification.root}/train"
 CLS_VAL = f"{STUDY.classification.root}/val"
-CLS_SUPERNET = rpath(layout.classification_supernet_dir(), layout.CHECKPOINT)
+# The classification supernet the fine-tuning and the ClsNASNet search start from: the study's own
+# (rule supernet_classification), or a published one (config supernet_from.classification,
+# docs/published-supernet.md): no rule makes that one, so the DAG has no pre-training job; a newer
+# one (`dvc update`) reruns what starts from it.
+CLS_SUPERNET = STUDY.supernet_from.classification or rpath(
+    layout.classification_supernet_dir(), layout.CHECKPOINT)
 
 
 def split(name):

@@ -1,11 +1,12 @@
 rule supernet_classification:
-    """Step 1: pre-train the supernet on classification, one sampled path per step."""
+    """Step 1: pre-train the supernet on classification, one sampled path per step (not a job of a
+    study that starts from a published one: `CLS_SUPERNET`)."""
     input:
         CLS_TRAIN,
         CLS_VAL,
         TRACKING,
     output:
-        checkpoint=CLS_SUPERNET,
+        checkpoint=rpath(layout.classification_supernet_dir(), layout.CHECKPOINT),
         metrics=report(
             rpath(layout.classification_supernet_dir(), layout.METRICS),
             caption="../report/supernet.rst",
