@@ -111,13 +111,13 @@ def test_no_import_cycle():
 
 
 def test_the_bottom_modules_import_nothing_above_them():
-    """The rows of the study, the results layout, the version and provenance are at the bottom:
-    any module may import them (provenance reads the version from detnas.version, not from the
-    package's face, whose `backbone` reaches the models)."""
+    """The rows of the study, the results layout, the version, io and provenance are at the
+    bottom: any module may import them (provenance reads the version from detnas.version, not from
+    the package's face, whose `backbone` reaches the models, and a checkpoint's header from io)."""
     graph = import_graph()
-    assert graph["detnas.study"] == graph["detnas.version"] == set()
+    assert graph["detnas.study"] == graph["detnas.version"] == graph["detnas.io"] == set()
     assert graph["detnas.layout"] == {"detnas.study"}
-    assert graph["detnas.provenance"] == {"detnas.version"}
+    assert graph["detnas.provenance"] == {"detnas.version", "detnas.io"}
 
 
 CORE = ("detnas.study", "detnas.layout", "detnas.version", "detnas.config", "detnas.space",
