@@ -231,6 +231,10 @@ class SearchConfig:
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
     # batches)
+    recalib_padding: Literal["include", "exclude"] = late(lambda: "include")  # detection: the
+    # BN statistics of the backbone and FPN over the padded batch (include: torchvision's batching)
+    # | over each image's own pixels (exclude: the reference, one image per GPU under SyncBN;
+    # a COCO batch of mixed orientations is 25-30 % padding). Classification: no padding
     workers: Annotated[int, MIN0] = 1  # evaluation processes; `detnas launch` sets one per GPU of
     # the job; 0 = one
     # per visible GPU (worker i on cuda:i). The fitness does not depend on it.
