@@ -14,7 +14,9 @@ whose inputs are maps of the padded batch (the backbone's and the FPN's) take th
 over each image's own pixels only, and normalise with them, as the reference's SyncBN at one
 image per GPU does (each GPU's tensor is padded only to a multiple of 32; its statistics are the
 mean of the GPUs' means and mean squares, each image weighing the same). Without it, the zeros
-of the padding (25 to 30 % of a COCO batch of mixed orientations) enter every statistic.
+of the padding (25 to 30 % of a COCO batch of mixed orientations) enter every statistic; with it,
+only the padding of each image alone to a multiple of 32, which the reference's statistics hold
+too.
 """
 
 from __future__ import annotations
@@ -53,9 +55,14 @@ class ImageRegions:
         self.padded: tuple[int, int] = (0, 0)
         self.sizes: list[tuple[int, int]] = []
 
-    def set(self, sizes: Iterable[tuple[int, int]], padded: tuple[int, int]) -> None:
-        """The batch about to run: each image's (h, w), and the (H, W) it is padded to."""
-        self.sizes = [(int(h), int(w)) for h, w in sizes]
+    def set(self, sizes: Iterable[tuple[int, int]], padded: tuple[int, int],
+            divisible: int = 1) -> None:
+        """The batch about to run: each image's (h, w), and the (H, W) it is padded to.
+
+        ``divisible``: an image's region is its size rounded up to a multiple of it, as it would
+        be padded alone (torchvision's and maskrcnn-benchmark's transforms: 32 for an FPN)."""
+        up = max(int(divisible), 1)
+        self.sizes = [(-(-int(h) // up) * up, -(-int(w) // up) * up) for h, w in sizes]
         self.padded = (int(padded[0]), int(padded[1]))
 
     def valid(self, x: torch.Tensor) -> list[tuple[int, int]] | None:

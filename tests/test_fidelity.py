@@ -174,6 +174,44 @@ def test_fitness_recalibrates_a_normalised_detector_whole_with_targets():
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_recalibration_statistics_leave_out_the_padding_of_other_images(detector):
+    """test_server.py::bn_statistic recalibrates at one image per GPU (8 GPUs, SyncBN): an image
+    is padded only to a multiple of 32 (DATALOADER.SIZE_DIVISIBILITY), never to another image's
+    size. With coco.yaml's search.recalib_padding, a landscape and a portrait image batched
+    together give the stem's BN the statistics of the two images run one at a time."""
+    from detnas.search.fitness import fitness_spec
+
+    specs = [fitness_spec(dataclasses.replace(c, device="cpu"), "detection", "s.pt", "a.json",
+                          "b.json", dataset=next(iter(c.datasets))) for c in PAPER]
+    model = _paper_detector(detector).eval()
+    regions = specs[0].recalib_regions(model)
+    assert regions is not None and specs[1].recalib_regions(model) is not None
+    assert config.StudyConfig().search.recalib_padding == "include"  # the embedded default's
+    g = torch.Generator().manual_seed(0)
+    target = {"boxes": torch.tensor([[4.0, 4.0, 28.0, 28.0]]), "labels": torch.tensor([1])}
+    pairs = [(torch.rand(3, 32, 64, generator=g), target),  # 64 x 64 when batched together
+             (torch.rand(3, 64, 32, generator=g), target)]
+    stem = model.backbone.body.stem[1]  # the first BN
+    seen = []
+
+    def evaluate(m):
+        seen.append((stem.running_mean.clone(), stem.running_var.clone()))
+        return {"mmap": 0.0}
+
+    if not has_head_norm(model):  # RetinaNet: the backbone alone, on images
+        pairs = [image for image, _ in pairs]
+    arch = Arch.parse("0-12-30-2", "test")
+    for batches, regions_ in (([pairs], regions), ([pairs[:1], pairs[1:]], None),
+                              ([pairs], None)):
+        SupernetFitness(model, evaluate, "mmap", lambda b=batches: b, 2,
+                        recalib_regions=regions_)(arch)
+    (together, alone, padded) = seen
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(padded[1], alone[1], rtol=0.02)  # half the batch is padding
+
+
 # --- 5. the ImageNet recipe -------------------------------------------------------------------
 
 

@@ -166,7 +166,8 @@ def detector_recalib_forward(model: nn.Module, device: torch.device | str,
     def forward(images: list[torch.Tensor]) -> None:
         batch, _ = model.transform([img.to(device) for img in images])  # resize + normalise
         if regions is not None:
-            regions.set(batch.image_sizes, batch.tensors.shape[-2:])
+            regions.set(batch.image_sizes, batch.tensors.shape[-2:],
+                        model.transform.size_divisible)
         supernet(batch.tensors)  # (N, 3, H, W) padded to a multiple of 32
 
     return forward
@@ -189,7 +190,7 @@ def detector_train_forward(model: nn.Module, device: torch.device | str,
 
     def transformed(_transform, _inputs, output) -> None:
         images = output[0]
-        regions.set(images.image_sizes, images.tensors.shape[-2:])
+        regions.set(images.image_sizes, images.tensors.shape[-2:], model.transform.size_divisible)
 
     def forward(pairs: list) -> None:
         images = [image.to(device) for image, _ in pairs]

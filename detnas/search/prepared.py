@@ -154,7 +154,8 @@ def prepared_recalib_forward(model: nn.Module, device: torch.device | str, regio
         batch = model.transform.batch_images([im.to(device, non_blocking=True) for im in images],
                                              model.transform.size_divisible)
         if regions is not None:
-            regions.set([im.shape[-2:] for im in images], batch.shape[-2:])
+            regions.set([im.shape[-2:] for im in images], batch.shape[-2:],
+                        model.transform.size_divisible)
         supernet(batch)  # (N, 3, H, W) padded to a multiple of 32
 
     return forward
