@@ -124,6 +124,9 @@ class TrainConfig:
     # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
     bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
     # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
+    aspect_grouping: bool = late(bool)  # detection: every batch of one orientation (wider than
+    # high, or not), as maskrcnn-benchmark's DATALOADER.ASPECT_RATIO_GROUPING (data/build.py):
+    # less padding, which train-mode BN counts in its statistics; false: batches as drawn
     freeze_bn_affine: bool = False  # BN weights and biases not trained (DetNAS's supernet
     # fine-tuning: engine/trainer.py:112-113 freezes every parameter, tools/train_net.py:62-72
     # thaws Conv2d, Linear and nn.BatchNorm2d, which its DistributedSyncBN is not)
@@ -485,6 +488,10 @@ def check(cfg: StudyConfig, where: str) -> None:
     if cfg.clsnas_search is not None:
         check_search(cfg.clsnas_search, cfg.space, f"{where}.clsnas_search")
     schedules = {name: t for name, t in vars(cfg).items() if isinstance(t, TrainConfig)}
+    for name in ("supernet_pretrain", "retrain_pretrain", "resnet_pretrain"):
+        if schedules[name].aspect_grouping:
+            raise ValueError(f"{where}.{name}.aspect_grouping: true, but ImageNet batches are "
+                             "crops of one size (a detection setting)")
     for name, t in {**schedules, "rank.train": cfg.rank.train}.items():
         if t.sampling == "flops_bins":
             check_bins(t.flops_bins, cfg.space, cfg.search.flops_input_size,

@@ -212,6 +212,36 @@ def test_recalibration_statistics_leave_out_the_padding_of_other_images(detector
     assert not torch.allclose(padded[1], alone[1], rtol=0.02)  # half the batch is padding
 
 
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_detection_batches_are_grouped_by_aspect_ratio(cfg, tmp_path):
+    """maskrcnn_benchmark/data/build.py:87-93, 146 (DATALOADER.ASPECT_RATIO_GROUPING, defaults.py
+    :86): the images of a batch are all wider than high, or all not, in every detection training
+    (supernet fine-tuning, DetNAS-scratch, retraining, NATS, the ranking check)."""
+    import json
+
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 640 if i % 3 else 480,
+               "height": 480 if i % 3 else 640} for i in range(1, 101)]  # 67 wide, 33 high
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": images, "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    for im in images:
+        (tmp_path / im["file_name"]).touch()
+    data = CocoDetection(tmp_path, tmp_path / "annotations.json", cache=False)
+    wide = {i for i, im in enumerate(images) if im["width"] > im["height"]}
+    schedules = [train.finetune_schedule(cfg, d, scratch=s) for d in DETECTORS
+                 for s in (False, True)]
+    schedules += [cfg.retrain_finetune.for_detector(d) for d in DETECTORS]
+    for tcfg in schedules + [cfg.nats.search, cfg.rank.train]:
+        assert tcfg.aspect_grouping, tcfg
+        loader = engine.step_loader(data, dataclasses.replace(tcfg, steps=10), 0, 0,
+                                    engine.Dist(), lambda batch: batch)
+        batches = list(loader.batch_sampler)
+        assert len(batches) == 10 and all(len(b) == 16 for b in batches)
+        assert all(len({i in wide for i in b}) == 1 for b in batches)  # 4 + 2 an epoch
+    assert not config.StudyConfig().supernet_finetune.aspect_grouping  # the embedded default's
+    with pytest.raises(ValueError, match=r"supernet_pretrain\.aspect_grouping: true"):
+        config.load(REPO / "config" / "coco.yaml", ["supernet_pretrain.aspect_grouping=true"])
+
+
 # --- 5. the ImageNet recipe -------------------------------------------------------------------
 
 

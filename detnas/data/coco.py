@@ -248,6 +248,11 @@ class CocoDetection(Dataset):
         view.ids = self._check_ids(image_ids)
         return view
 
+    def aspect_groups(self) -> list[int]:
+        """Each image's orientation from the annotation file's sizes: 0 wider than high, 1
+        otherwise (maskrcnn-benchmark's aspect-ratio groups, height / width quantised at 1)."""
+        return [int(self._images[i]["height"] >= self._images[i]["width"]) for i in self.ids]
+
     def label_counts(self) -> Counter:
         """Training boxes per contiguous label over this dataset's images."""
         counts: Counter = Counter()
