@@ -27,9 +27,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import torch.nn.functional as F
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
