@@ -198,6 +198,15 @@ class DetectorConfig:
     # reference) | gn (GroupNorm, torchvision's RetinaNet v2: trains in minutes on CPU)
     retinanet_levels: Literal[3, 5] = 5  # RetinaNet's pyramid:
     # P3..P7 (5: the reference) | P3..P5 (3: no P6/P7, whose anchors outgrow small images)
+    box_loss_beta: Annotated[float, POSITIVE] = late(lambda: 1 / 9)  # Faster R-CNN's box head:
+    # smooth L1's beta (torchvision 1/9; the reference 1: roi_heads/box_head/loss.py)
+    rpn_straddle_thresh: Annotated[int, {"minimum": -1}] = late(lambda: -1)  # RPN training
+    # ignores anchors crossing the image border by more than this many pixels (the reference's
+    # RPN.STRADDLE_THRESH 0); -1 samples every anchor (torchvision)
+    retinanet_loss: Literal["torchvision", "reference"] = late(lambda: "torchvision")  #
+    # torchvision (per image: focal loss over every logit / its positives, L1 / its positives) |
+    # reference (maskrcnn-benchmark: focal loss without the background logit / (the batch's
+    # positives + images), smooth L1 beta 0.11 on deltas weighted (10, 10, 5, 5) / 4 x positives)
 
 
 @dataclass

@@ -124,10 +124,10 @@ def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
 # --- 4. the reference's Faster R-CNN head and FPN ---------------------------------------------
 
 
-def _paper_detector(detector: str, cfg=COCO):
+def _paper_detector(detector: str, cfg=COCO, **changes):
     small = config.from_dict(config.DetectorConfig, {
         **config.to_dict(cfg.detector), "min_size": 64, "max_size": 64, "fpn_channels": 16,
-        "box_conv_channels": 8, "box_head_channels": 32})
+        "box_conv_channels": 8, "box_head_channels": 32, **changes})
     torch.manual_seed(0)
     return build_model("detection", {"kind": "supernet", "space": "test"}, 2, detector, small)
 
@@ -240,6 +240,131 @@ def test_detection_batches_are_grouped_by_aspect_ratio(cfg, tmp_path):
     assert not config.StudyConfig().supernet_finetune.aspect_grouping  # the embedded default's
     with pytest.raises(ValueError, match=r"supernet_pretrain\.aspect_grouping: true"):
         config.load(REPO / "config" / "coco.yaml", ["supernet_pretrain.aspect_grouping=true"])
+
+
+# --- 4b. the reference's training losses --------------------------------------------------------
+
+
+LOSSES = ("box_loss_beta", "rpn_straddle_thresh", "retinanet_loss")
+
+
+def _embedded_detector(detector: str, cfg=COCO):
+    """The paper detector with the embedded default's losses (torchvision's)."""
+    embedded = config.load(REPO / "config" / "config.yaml").detector
+    return _paper_detector(detector, cfg, **{k: getattr(embedded, k) for k in LOSSES})
+
+
+def _fixed_box_loss(model) -> dict:
+    """The box head's training losses of ``model`` on a fixed input: three sampled RoIs of
+    labels 1, 0, 2 with fixed predictions (the RoI sampling and the predictor replaced)."""
+    heads = model.roi_heads.train()
+    labels = [torch.tensor([1, 0, 2])]
+    targets = [torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.5, 1.0]])]
+    proposals = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 10.0, 40.0, 50.0],
+                               [30.0, 5.0, 60.0, 60.0]])]
+    logits = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    deltas = torch.zeros(3, 3, 4)
+    deltas[0, 1] = targets[0][0] + torch.tensor([0.5, -2.0, 0.0, 0.25])  # the errors of RoI 0
+    deltas[2, 2] = targets[0][2] + torch.tensor([1.0, 0.1, -0.3, 3.0])  # and of RoI 2
+    heads.select_training_samples = lambda p, t: (proposals, None, labels, targets)
+    heads.box_predictor = type("Fixed", (nn.Module,), {
+        "forward": lambda self, x: (logits, deltas.reshape(3, 12))})()
+    features = {str(i): torch.zeros(1, 16, 16 // 2**i, 16 // 2**i) for i in range(4)}
+    boxes = {"boxes": torch.zeros(1, 4), "labels": torch.ones(1, dtype=torch.long)}
+    _, losses = heads(features, proposals, [(64, 64)], [boxes])
+    return losses
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_faster_rcnn_box_loss_is_smooth_l1_with_beta_1(cfg):
+    """modeling/roi_heads/box_head/loss.py:159-165: smooth L1 with beta 1 (torchvision's
+    fastrcnn_loss: 1/9), summed over the positives' 4 deltas of their class, divided by the
+    sampled RoIs. Errors 0.5, -2, 0, 0.25 and 1, 0.1, -0.3, 3 over 3 RoIs:
+    beta 1: (0.125 + 1.5 + 0 + 0.03125 + 0.5 + 0.005 + 0.045 + 2.5) / 3 = 1.56875;
+    beta 1/9: (0.4444 + 1.9444 + 0 + 0.1944 + 0.9444 + 0.045 + 0.2444 + 2.9444) / 3 = 2.25389."""
+    assert cfg.detector.box_loss_beta == 1.0
+    losses = _fixed_box_loss(_paper_detector("fpn", cfg))
+    assert losses["loss_box_reg"].item() == pytest.approx(1.56875, abs=1e-5)
+    cross_entropy = -torch.log_softmax(torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0],
+                                                     [0.0, 0.0, 0.0]]), 1)[[0, 1, 2], [1, 0, 2]]
+    assert losses["loss_classifier"].item() == pytest.approx(cross_entropy.mean().item())
+    assert _fixed_box_loss(_embedded_detector("fpn", cfg))["loss_box_reg"].item() == \
+        pytest.approx(2.253889, abs=1e-5)
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_rpn_training_drops_the_anchors_across_the_image_border(cfg):
+    """RPN.STRADDLE_THRESH 0 (defaults.py:139; rpn/anchor_generator.py:97-110, rpn/loss.py:
+    72-74): an anchor not inside the image (the resized image, not the padded batch) is ignored
+    by the RPN's sampler, even one matched to a box at the image's corner; torchvision samples
+    every anchor."""
+    from torchvision.models.detection.image_list import ImageList
+
+    assert cfg.detector.rpn_straddle_thresh == 0
+    images = ImageList(torch.rand(2, 3, 64, 64), [(64, 48), (48, 64)])  # padded to 64 x 64
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 20.0, 40.0, 60.0]]),
+                "labels": torch.tensor([1, 2])},
+               {"boxes": torch.tensor([[30.0, 24.0, 60.0, 46.0]]), "labels": torch.tensor([1])}]
+    seen = {}
+    for name, model in (("paper", _paper_detector("fpn", cfg)),
+                        ("torchvision", _embedded_detector("fpn", cfg))):
+        rpn = model.rpn.train()
+        sampler = rpn.fg_bg_sampler
+        rpn.fg_bg_sampler = lambda labels, s=sampler, n=name: seen.setdefault(
+            n, [x.clone() for x in labels]) and s(labels)
+        with model.backbone.body.use(Arch.parse("0-12-30-2", "test")), torch.no_grad():
+            features = model.backbone(images.tensors)
+            rpn(images, features, targets)
+            anchors = rpn.anchor_generator(images, list(features.values()))
+    for i, (h, w) in enumerate(images.image_sizes):
+        a = anchors[i]
+        inside = (a[:, 0] >= 0) & (a[:, 1] >= 0) & (a[:, 2] <= w) & (a[:, 3] <= h)
+        paper, plain = seen["paper"][i], seen["torchvision"][i]
+        if i == 0:  # anchors matched to the box at the corner: sampled by torchvision only
+            assert (plain[~inside] == 1).any()
+        assert 0 < inside.sum() < len(a) // 2
+        assert (paper[~inside] == -1).all()
+        torch.testing.assert_close(paper[inside], plain[inside])
+        assert (paper[inside] == 1).any() and (paper[inside] == 0).any()
+        assert (plain[~inside] == 0).any()
+
+
+def _fixed_retinanet_losses(model) -> dict:
+    """RetinaNet's training losses on a fixed input: two images of three anchors, zero logits
+    (p = 0.5) over the background and 2 classes; image 0's anchor 0 matches a box of class 2,
+    its anchor 1 is background, its anchor 2 between the thresholds; image 1 is background."""
+    head = model.head
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0],
+                             [0.0, 20.0, 10.0, 30.0]])] * 2
+    targets = [{"boxes": torch.tensor([[1.0, 1.0, 11.0, 11.0]]), "labels": torch.tensor([2])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    matched = [torch.tensor([0, -1, -2]), torch.tensor([-1, -1, -1])]
+    regression = torch.zeros(2, 3, 4)
+    regression[0, 0] = torch.tensor([0.0, 1.05, 0.0, 0.5])
+    outputs = {"cls_logits": torch.zeros(2, 3, 3), "bbox_regression": regression}
+    return head.compute_loss(targets, outputs, anchors, matched)
+
+
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_retinanet_losses_are_normalised_over_the_batch_as_the_reference(cfg):
+    """modeling/rpn/retinanet/loss.py:66-78: focal loss (alpha 0.25, gamma 2) over the object
+    classes only (no background logit), anchors between the thresholds ignored, summed over the
+    batch and divided by its positives + images; smooth L1 (beta 0.11) on deltas encoded with
+    (10, 10, 5, 5) (retinanet.py), divided by 4 x the positives (BBOX_REG_WEIGHT, defaults.py:
+    322-325). At p = 0.5 a positive costs 0.25 x 0.25 ln 2, a negative 0.75 x 0.25 ln 2:
+    reference (0.25 + 0.375 + 1.125) ln 2 / (1 + 2) = 0.404336; torchvision (per image over
+    every logit, by its positives, then the mean) (1.0 + 1.6875) ln 2 / 2 = 0.931417. Box: the
+    target (1, 1, 0, 0) against (0, 1.05, 0, 0.5): (0.945 + 0.011364 + 0.445) / 4 = 0.350341;
+    torchvision's L1 on (0.1, 0.1, 0, 0) / 1, then the mean over the 2 images: 0.775."""
+    assert cfg.detector.retinanet_loss == "reference"
+    model = _paper_detector("retinanet", cfg)
+    losses = _fixed_retinanet_losses(model)
+    assert losses["classification"].item() == pytest.approx(0.404336, abs=1e-5)
+    assert losses["bbox_regression"].item() == pytest.approx(0.350341, abs=1e-5)
+    assert model.box_coder.weights == (10.0, 10.0, 5.0, 5.0)  # detections decode alike
+    plain = _fixed_retinanet_losses(_embedded_detector("retinanet", cfg))
+    assert plain["classification"].item() == pytest.approx(0.931417, abs=1e-5)
+    assert plain["bbox_regression"].item() == pytest.approx(0.775, abs=1e-5)
 
 
 # --- 5. the ImageNet recipe -------------------------------------------------------------------
