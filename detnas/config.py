@@ -70,6 +70,10 @@ class DatasetConfig:
     # voc07 (VOC 11-point AP50)
     flip_prob: Annotated[float, PROB] = 0.5  # horizontal flips of training images
     # (maskrcnn-benchmark: 0.5)
+    eval_padding: Literal["include", "exclude"] = late(lambda: "include")  # evaluation batches
+    # (the search fitness, the final test, the ranking check): include: the images in order,
+    # padded to the batch's largest (its borders reach into their features) | exclude: images
+    # of one size a batch, none padded to another's (the reference evaluates one image per GPU)
     cache: bool = True  # decode every image once into memory: small sets only (not COCO)
     num_train: Annotated[int, MIN1] = 240  # synthetic only: training images
     num_test: Annotated[int, MIN1] = 60  # synthetic only: test images

@@ -57,6 +57,8 @@ class FitnessSpec:
     cache: bool = True  # decode the images once into memory (small sets only)
     holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
+    eval_padding: str = "include"  # detection: the dataset's eval_padding (exclude: batches of
+    # images of one size)
     recalib_augment: tuple[float, float] | None = None  # classification with
     # search.recalib_augment: (crop_scale, color_jitter) of the training-augmented
     # recalibration images; None: evaluation preprocessing
@@ -90,6 +92,7 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=cfg.datasets[dataset].cache if detection else cfg.classification.cache,
         holdout=0 if detection else cfg.classification.search_images,
+        eval_padding=cfg.datasets[dataset].eval_padding if detection else "include",
         recalib_augment=(cfg.classification.crop_scale, cfg.classification.color_jitter)
         if cfg.search.recalib_augment and not detection else None,
     )
@@ -265,8 +268,9 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
                     for images, targets in loader)
 
         return SupernetFitness(
-            model, lambda m: evaluation.evaluate_detector(m, search, spec.search.eval_batch_size,
-                                                          device, spec.search.coco_backend),
+            model, lambda m: evaluation.evaluate_detector(
+                m, search, spec.search.eval_batch_size, device, spec.search.coco_backend,
+                spec.eval_padding == "exclude"),
             spec.metric, batches, spec.search.recalib_images,
             recalib_momentum=spec.recalib_momentum, recalib_regions=spec.recalib_regions(model),
         )
@@ -316,7 +320,8 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
         resize and not with_targets, with_targets)
     evaluated = prepared.prepare_batches(
         model, data.detection_loader(search, batch_size=s.eval_batch_size, shuffle=False,
-                                     seed=0), device, resize=resize)
+                                     seed=0, same_size=spec.eval_padding == "exclude"),
+        device, resize=resize)
 
     def evaluate(m: nn.Module) -> dict:
         predictions = prepared.predict_prepared(m, evaluated, device)
