@@ -12,7 +12,9 @@ that a recalibration batch of 8 is 1/3 padding, as a COCO one (800 x 1067 and 10
 - one by one: one image per forward (``recalib_batch_size: 1``; 64 and 96 are multiples of 32,
   so no image is padded): no padding and each image normalised by its own statistics;
 - evaluation at 8 images a batch (padded, BN in eval mode) against 1 (the reference's TEST
-  batch of one image per GPU), after the ``exclude`` recalibration.
+  batch of one image per GPU) and against batches of one image size (``datasets.*.eval_padding:
+  exclude``, which must give the fitness of one image at a time), after the ``exclude``
+  recalibration.
 
 It prints the time of each recalibration and evaluation per candidate, their ratios, every
 candidate's fitness, and Kendall's tau between the variants' rankings. With ``--supernet`` (a
@@ -126,19 +128,20 @@ def main() -> None:
                            recalib_data=str(ann / "instances_train.json"),
                            recalib_image_dir=str(root / "train"), detector=meta["detector"],
                            metric="ap50", search=search, device=args.device)
-        variants = {
-            "padded": search,
-            "regions": dataclasses.replace(search, recalib_padding="exclude"),
-            "one by one": dataclasses.replace(search, recalib_batch_size=1),
-            "regions, eval 1": dataclasses.replace(search, recalib_padding="exclude",
-                                                   eval_batch_size=1),
+        regions = dataclasses.replace(search, recalib_padding="exclude")
+        variants = {  # (search settings, eval_padding)
+            "padded": (search, "include"),
+            "regions": (regions, "include"),
+            "one by one": (dataclasses.replace(search, recalib_batch_size=1), "include"),
+            "regions, eval 1": (dataclasses.replace(regions, eval_batch_size=1), "include"),
+            "regions, same size": (regions, "exclude"),
         }
-        fitness = {name: build_fitness(dataclasses.replace(spec, search=s))
-                   for name, s in variants.items()}
+        fitness = {name: build_fitness(dataclasses.replace(spec, search=s, eval_padding=e))
+                   for name, (s, e) in variants.items()}
         rng = random.Random(0)
         archs = [sample(space, rng) for _ in range(args.candidates)]
         recalib_s = dict.fromkeys(("padded", "regions", "one by one"), 0.0)
-        total_s = {"regions": 0.0, "regions, eval 1": 0.0}
+        total_s = {"regions": 0.0, "regions, eval 1": 0.0, "regions, same size": 0.0}
         values: dict[str, list[float]] = {name: [] for name in variants}
         fitness["padded"](archs[0])  # warm-up
         for arch in archs:
@@ -160,14 +163,16 @@ def main() -> None:
     print(f"recalibration s/candidate: padded {r['padded']:.3f}, regions {r['regions']:.3f} "
           f"(ratio {r['regions'] / r['padded']:.2f}), one by one {r['one by one']:.3f} "
           f"(ratio {r['one by one'] / r['padded']:.2f})")
-    print(f"fitness s/candidate (regions): evaluation at 8 a batch {total_s['regions'] / n:.3f}, "
-          f"at 1 {total_s['regions, eval 1'] / n:.3f} "
-          f"(ratio {total_s['regions, eval 1'] / total_s['regions']:.2f})")
-    print("candidate            " + "  ".join(f"{name:>15}" for name in variants))
+    t = {name: seconds / n for name, seconds in total_s.items()}
+    print(f"fitness s/candidate (regions): evaluation at 8 a batch {t['regions']:.3f}, at 1 "
+          f"{t['regions, eval 1']:.3f} (ratio {t['regions, eval 1'] / t['regions']:.2f}), in "
+          f"batches of one size {t['regions, same size']:.3f} "
+          f"(ratio {t['regions, same size'] / t['regions']:.2f})")
+    print("candidate            " + "  ".join(f"{name:>18}" for name in variants))
     for i, arch in enumerate(archs):
-        print(f"{str(arch):20} " + "  ".join(f"{values[name][i]:15.4f}" for name in variants))
+        print(f"{str(arch):20} " + "  ".join(f"{values[name][i]:18.4f}" for name in variants))
     for a, b in (("padded", "regions"), ("regions", "one by one"), ("padded", "one by one"),
-                 ("regions", "regions, eval 1")):
+                 ("regions", "regions, eval 1"), ("regions, eval 1", "regions, same size")):
         tau = rank_correlation(values[a], values[b])["kendall_tau"]
         diff = max(abs(x - y) for x, y in zip(values[a], values[b], strict=True))
         print(f"Kendall tau {a} vs {b}: {tau if tau is None else f'{tau:.2f}'}, "

@@ -242,6 +242,51 @@ def test_detection_batches_are_grouped_by_aspect_ratio(cfg, tmp_path):
         config.load(REPO / "config" / "coco.yaml", ["supernet_pretrain.aspect_grouping=true"])
 
 
+@pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
+def test_evaluation_batches_hold_images_of_one_size(cfg, tmp_path):
+    """test_server.py (fitness) and tools/test_net.py evaluate at one image per GPU
+    (TEST.IMS_PER_BATCH = GPUs): no image is padded to another's, whose padding would reach into
+    its features. The paper configs batch images of one size: the detections are those of one
+    image at a time, in the fitness (the search split) and the final evaluation alike."""
+    import json
+
+    from PIL import Image
+
+    from detnas.evaluation import predict_detector
+    from detnas.search.fitness import fitness_spec
+
+    name = next(iter(cfg.datasets))
+    assert cfg.datasets[name].eval_padding == "exclude"
+    spec = fitness_spec(dataclasses.replace(cfg, device="cpu"), "detection", "s.pt", "a.json",
+                        "b.json", dataset=name)
+    assert spec.eval_padding == "exclude"
+    assert config.StudyConfig().datasets["synth"].eval_padding == "include"  # the default's
+    rng = torch.Generator().manual_seed(0)
+    sizes = [(32, 64), (64, 32), (32, 64), (64, 32), (32, 64)]
+    images = []
+    for i, (h, w) in enumerate(sizes, 1):
+        pixels = torch.randint(0, 256, (h, w, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": w, "height": h})
+    (tmp_path / "a.json").write_text(json.dumps({"images": images, "annotations": [],
+                                                 "categories": [{"id": 1, "name": "a"}]}))
+    data = CocoDetection(tmp_path, tmp_path / "a.json")
+    assert data.same_size_batches(2) == [[0, 2], [1, 3], [4]]
+    model = _paper_detector("fpn", cfg, score_thresh=0.0).eval()
+
+    def predictions(batch_size, same_size):
+        with model.backbone.body.use(Arch.parse("0-12-30-2", "test")):
+            return sorted(predict_detector(model, data, batch_size, "cpu", same_size),
+                          key=lambda p: p["image_id"])
+
+    alone, grouped, padded = predictions(1, False), predictions(8, True), predictions(8, False)
+    for a, g, p in zip(alone, grouped, padded, strict=True):
+        assert a["image_id"] == g["image_id"] == p["image_id"]
+        torch.testing.assert_close(g["scores"], a["scores"], rtol=1e-4, atol=1e-5)
+    assert any(p["scores"].shape != a["scores"].shape or not torch.allclose(
+        p["scores"], a["scores"], rtol=1e-3) for a, p in zip(alone, padded, strict=True))
+
+
 # --- 4b. the reference's training losses --------------------------------------------------------
 
 
