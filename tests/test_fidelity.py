@@ -706,25 +706,52 @@ def _search_run(search_cfg, space: str = "300M"):
 
 
 @pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
-def test_paper_ea_settings_run_the_references_search(cfg):
-    """distributed_arch_search/arch_search_config.py: population 50, top 10, 20 generations,
-    20 mutations (p 0.1) + 20 crossovers, the rest random, a FLOPs limit on backbone FLOPs at
-    224 (COCO 300M; VOC 330M: docs/fidelity.md); BN recalibration on 500 x 8 training images
-    (test_server.py::bn_statistic) with torch's momentum 0.1."""
+def test_paper_ea_settings_run_the_references_search(cfg, monkeypatch):
+    """distributed_arch_search/arch_search_config.py:29-36 and search.py: population 50, top 10,
+    20 generations, 20 mutations (p 0.1) + 20 crossovers of top-10 parents, the rest random,
+    under a FLOPs limit on backbone FLOPs at 224 (COCO 300M; VOC 330M: docs/fidelity.md); BN
+    recalibration on 500 x 8 training images (test_server.py::bn_statistic), torch's momentum
+    0.1. Three generations run: what each proposes, from which parents, with which operator."""
+    from detnas.search import evolution
     from detnas.search.evolution import evaluation_budget, search_limits
     from detnas.search.fitness import fitness_spec
 
     s = cfg.search
-    assert (s.population, s.topk, s.generations, s.mutations, s.crossovers, s.mutation_prob) == \
-        (50, 10, 20, 20, 20, 0.1)
+    assert evaluation_budget(s) == s.population * s.generations == 1000
     limits = search_limits(s, cfg.space)
     assert limits.limits == {"backbone_flops": 300e6 if cfg is COCO else 330e6}
     fpn = REGISTRY["DetNAS-COCO-FPN-300M"].arch
     assert limits.costs["backbone_flops"](fpn) == 288_082_368  # at 224 px
-    state = _search_run(s, cfg.space)
-    assert len(state.history) == evaluation_budget(s) == 1000
-    assert [g["generation"] for g in state.generations] == list(range(20))
+    made: dict[str, tuple] = {}  # candidate -> (operator, parents, mutation probability)
+
+    def recorded(kind, operator):
+        def run(*args):
+            arch = operator(*args)
+            parents = [a for a in args if isinstance(a, Arch)]
+            made.setdefault(str(arch), (kind, [str(a) for a in parents],
+                                        args[2] if kind == "mutation" else None))
+            return arch
+        return run
+
+    for name, kind in (("mutate", "mutation"), ("crossover", "crossover"),
+                       ("sample_where", "random")):
+        monkeypatch.setattr(evolution, name, recorded(kind, getattr(evolution, name)))
+    state = _search_run(dataclasses.replace(s, generations=3), cfg.space)
+    assert [g["generation"] for g in state.generations] == [0, 1, 2]
     assert all(r["backbone_flops"] <= s.max_flops for r in state.history)
+    assert len({r["arch"] for r in state.history}) == len(state.history) == 3 * s.population
+    for generation in (1, 2):
+        before = [r for r in state.history if r["generation"] < generation]
+        top = {r["arch"] for r in evolution.top_k(before, s.topk)}
+        rows = sorted((r for r in state.history if r["generation"] == generation),
+                      key=lambda r: r["order"])
+        kinds = [made[r["arch"]] for r in rows]
+        assert [k for k, _, _ in kinds] == ["mutation"] * s.mutations + \
+            ["crossover"] * s.crossovers + ["random"] * (s.population - s.mutations - s.crossovers)
+        for kind, parents, prob in kinds:
+            assert set(parents) <= top  # mutants and children of the top 10 only
+            assert len(parents) == {"mutation": 1, "crossover": 2, "random": 0}[kind]
+            assert prob == (s.mutation_prob if kind == "mutation" else None)
     spec = fitness_spec(dataclasses.replace(cfg, device="cpu"), "detection", "s.pt", "a.json",
                         "b.json", dataset=next(iter(cfg.datasets)))
     assert (spec.search.recalib_images, spec.search.recalib_batch_size,
