@@ -202,6 +202,10 @@ class DetectorConfig:
     # reference) | gn (GroupNorm, torchvision's RetinaNet v2: trains in minutes on CPU)
     retinanet_levels: Literal[3, 5] = 5  # RetinaNet's pyramid:
     # P3..P7 (5: the reference) | P3..P5 (3: no P6/P7, whose anchors outgrow small images)
+    head_init: Literal["torchvision", "reference"] = late(lambda: "torchvision")  # Faster
+    # R-CNN's box head and predictor: torchvision (kaiming-normal convs, torch's Linear) |
+    # reference (convs N(0, 0.01), fc kaiming-uniform a=1, class scores N(0, 0.01), boxes
+    # N(0, 0.001), biases 0: roi_box_feature_extractors.py, roi_box_predictors.py)
     box_loss_beta: Annotated[float, POSITIVE] = late(lambda: 1 / 9)  # Faster R-CNN's box head:
     # smooth L1's beta (torchvision 1/9; the reference 1: roi_heads/box_head/loss.py)
     rpn_straddle_thresh: Annotated[int, {"minimum": -1}] = late(lambda: -1)  # RPN training

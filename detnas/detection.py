@@ -230,6 +230,27 @@ def _reference_losses(model: nn.Module, detector: str, cfg: DetectorConfig) -> n
     return model
 
 
+def reference_head_init(model: nn.Module) -> nn.Module:
+    """maskrcnn-benchmark's initialisation of Faster R-CNN's box head and predictor
+    (``roi_box_feature_extractors.py:131-141``, ``make_layers.py:81-92``,
+    ``roi_box_predictors.py:45-48``): convs N(0, 0.01), fc layers kaiming-uniform with a = 1,
+    class scores N(0, 0.01), box deltas N(0, 0.001), every bias 0. (The RPN, the FPN and
+    RetinaNet's heads are initialised alike by torchvision and the reference.)"""
+    heads = model.roi_heads
+    for m in heads.box_head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, a=1)
+        if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    nn.init.normal_(heads.box_predictor.cls_score.weight, std=0.01)
+    nn.init.normal_(heads.box_predictor.bbox_pred.weight, std=0.001)
+    for layer in (heads.box_predictor.cls_score, heads.box_predictor.bbox_pred):
+        nn.init.zeros_(layer.bias)
+    return model
+
+
 def _anchor_sizes(first: int, levels: int) -> list[int]:
     """Anchor sides per level: ``first`` pixels, doubling per level (the reference: 32..512)."""
     return [first * 2**i for i in range(levels)]
@@ -287,6 +308,8 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
             box_score_thresh=cfg.score_thresh,
             **sizes,
         )
+        if cfg.head_init == "reference":
+            reference_head_init(model)
         return _reference_losses(model, detector, cfg)
     if detector == "retinanet":
         levels = cfg.retinanet_levels  # P3..P5 from C3..C5, then P6 and P7 from P5

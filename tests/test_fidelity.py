@@ -659,6 +659,33 @@ def test_paper_faster_rcnn_at_the_references_widths_sizes_sampling_and_postproce
     assert (roi.score_thresh, roi.nms_thresh, roi.detections_per_img) == (0.05, 0.5, 100)
 
 
+def test_faster_rcnn_head_has_the_references_initialisation():
+    """roi_box_feature_extractors.py:131-141 (FPNXconv1fcFeatureExtractor: convs N(0, 0.01),
+    bias 0; fc6 by make_fc, make_layers.py:81-92: kaiming-uniform a = 1, bias 0) and
+    roi_box_predictors.py:45-48 (FPNPredictor: scores N(0, 0.01), boxes N(0, 0.001), bias 0);
+    torchvision: kaiming-normal (fan out) convs, torch's Linear init."""
+    assert VOC.detector.head_init == COCO.detector.head_init == "reference"
+    cfg = COCO
+    model = _real_detector("fpn", cfg)
+    head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    (fc,) = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert len(convs) == 4
+    for conv in convs:
+        assert conv.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    bound = (3 / fc.in_features) ** 0.5  # kaiming-uniform, a = 1: U(-sqrt(3 / fan_in), ...)
+    assert fc.weight.abs().max().item() <= bound
+    assert fc.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.02)
+    assert predictor.cls_score.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert predictor.bbox_pred.weight.std().item() == pytest.approx(0.001, rel=0.05)
+    for layer in (fc, predictor.cls_score, predictor.bbox_pred):
+        assert not layer.bias.any()
+    plain = _paper_detector("fpn", cfg, head_init="torchvision").roi_heads
+    assert plain.box_head[0][0].weight.std().item() == pytest.approx((2 / (9 * 8)) ** 0.5,
+                                                                     rel=0.1)  # fan out 8 x 9
+    assert config.StudyConfig().detector.head_init == "torchvision"  # the embedded default's
+
+
 @pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
 def test_paper_retinanet_at_the_references_widths_sizes_and_postprocessing(cfg):
     """configs/retinanet/retinanet_DETNAS_COCO_FPN_300M_{search,1x}.yaml and config/defaults.py:
