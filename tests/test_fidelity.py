@@ -56,6 +56,13 @@ def test_supernet_paths_are_uniform_over_seven_classifier_flops_bins():
     assert sum(table.backbone_flops(a) < 290e6 for a in archs) > 1000
     for name in PUBLISHED_300M[:3]:  # VOC-RetinaNet has 360.6M, 0.2 % above the last bin
         assert 290e6 <= table.classifier_flops(REGISTRY[name].arch) <= 360e6, name
+    finetune = train.path_sampler(cfg, train.finetune_schedule(cfg, "fpn", scratch=False))
+    paths = [finetune(rng) for _ in range(2000)]  # fine-tuning: every block's choice uniform
+    choices = Counter((block, c) for a in paths for block, c in enumerate(a.choices))
+    assert len(choices) == 4 * len(paths[0].choices)
+    assert all(abs(n - 500) < 5 * (500 * 0.75) ** 0.5 for n in choices.values()), choices
+    edge = sum(290e6 <= table.classifier_flops(a) < 300e6 for a in paths) / len(paths)
+    assert edge < 0.05 < bins[0] / 10_000  # not the bins' 1/7 (uniform paths: about 1 %)
 
 
 # --- 2. horizontal flip -----------------------------------------------------------------------
