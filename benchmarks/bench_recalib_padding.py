@@ -172,7 +172,8 @@ def main() -> None:
     for i, arch in enumerate(archs):
         print(f"{str(arch):20} " + "  ".join(f"{values[name][i]:18.4f}" for name in variants))
     for a, b in (("padded", "regions"), ("regions", "one by one"), ("padded", "one by one"),
-                 ("regions", "regions, eval 1"), ("regions, eval 1", "regions, same size")):
+                 ("regions", "regions, eval 1"), ("regions, eval 1", "regions, same size"),
+                 ("padded", "regions, same size")):
         tau = rank_correlation(values[a], values[b])["kendall_tau"]
         diff = max(abs(x - y) for x, y in zip(values[a], values[b], strict=True))
         print(f"Kendall tau {a} vs {b}: {tau if tau is None else f'{tau:.2f}'}, "
