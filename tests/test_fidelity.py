@@ -893,7 +893,7 @@ def test_every_row_of_the_fidelity_table_names_an_existing_test():
     assert len(rows) > 25
     for setting, column in rows:
         names = re.findall(r"`([^`]+)`", column)
-        if column == "same test":
+        if column.startswith("same test"):  # the row above's
             continue
         assert names, f"docs/fidelity.md: the row {setting!r} names no test"
         for name in names:
