@@ -579,10 +579,11 @@ def test_warm_up_starts_at_a_third_of_the_lr():
 
 
 def _train_zero_steps(model: nn.Module, tcfg: config.TrainConfig, tmp_path) -> None:
-    """`engine.train` up to its first step: what it sets on the model before training."""
+    """`engine.train` up to its first step: what it sets on the model before training (no data:
+    nothing to group by aspect ratio)."""
     stage = engine.Stage(model, lambda m, b: torch.zeros(()), [0], list, {})
-    engine.train(stage, dataclasses.replace(tcfg, steps=0), 0, engine.Dist(),
-                 tmp_path / "resume.pt", tracking.NullTracker(), {})
+    engine.train(stage, dataclasses.replace(tcfg, steps=0, aspect_grouping=False), 0,
+                 engine.Dist(), tmp_path / "resume.pt", tracking.NullTracker(), {})
 
 
 @pytest.mark.parametrize("cfg", PAPER, ids=["coco", "voc"])
