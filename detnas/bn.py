@@ -84,17 +84,19 @@ def masked_moments(x: torch.Tensor, valid: list[tuple[int, int]],
     ``image_weighted``: the mean of the images' means and the mean of their mean squared
     deviations (from the batch mean), each image weighing the same, as the reference's SyncBN
     combines its GPUs' statistics; otherwise every position weighs the same (one BN over the
-    images' pixels laid side by side). One pass over each image (its own mean and variance),
-    combined exactly: an image's mean squared deviation from the batch mean is its variance
-    plus the square of its mean's distance from it."""
-    parts = [torch.var_mean(x[i, :, :h, :w], dim=(1, 2), correction=0)
-             for i, (h, w) in enumerate(valid)]
-    variances, means = torch.stack([v for v, _ in parts]), torch.stack([m for _, m in parts])
-    counts = torch.tensor([h * w for h, w in valid], dtype=x.dtype, device=x.device)
-    weights = torch.full_like(counts, 1 / len(valid)) if image_weighted else counts / counts.sum()
+    images' pixels laid side by side)."""
+    n, _c, h, w = x.shape
+    hs = torch.tensor([v[0] for v in valid], device=x.device)
+    ws = torch.tensor([v[1] for v in valid], device=x.device)
+    mask = ((torch.arange(h, device=x.device)[None, :, None] < hs[:, None, None])
+            & (torch.arange(w, device=x.device)[None, None, :] < ws[:, None, None]))
+    mask = mask[:, None].to(x.dtype)  # (N, 1, H, W)
+    counts = (hs * ws).to(x.dtype)  # (N,)
+    weights = (torch.full_like(counts, 1 / n) if image_weighted else counts / counts.sum())
+    means = (x * mask).sum((2, 3)) / counts[:, None]  # (N, C)
     mean = (weights[:, None] * means).sum(0)  # (C,)
-    var = (weights[:, None] * (variances + (means - mean).square())).sum(0)
-    return mean, var, int(sum(h * w for h, w in valid))
+    squares = ((x - mean[None, :, None, None]).square() * mask).sum((2, 3)) / counts[:, None]
+    return mean, (weights[:, None] * squares).sum(0), int(counts.sum())
 
 
 def _masked_forward(m: _BatchNorm, regions: ImageRegions, counts: dict, image_weighted: bool,
