@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from detnas.bn import ImageRegions, recalibrated
-from detnas.config import SearchConfig
+from detnas.config import SearchConfig, late
 from detnas.io import load_checkpoint
 from detnas.models import backbone_of, model_from_meta
 from detnas.space import Arch
@@ -57,8 +57,8 @@ class FitnessSpec:
     cache: bool = True  # decode the images once into memory (small sets only)
     holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
-    eval_padding: str = "include"  # detection: the dataset's eval_padding (exclude: batches of
-    # images of one size)
+    eval_padding: str = late(lambda: "include")  # detection: the dataset's eval_padding
+    # (exclude: batches of images of one size)
     recalib_augment: tuple[float, float] | None = None  # classification with
     # search.recalib_augment: (crop_scale, color_jitter) of the training-augmented
     # recalibration images; None: evaluation preprocessing
