@@ -8,6 +8,15 @@ an exponential or per-batch average; ``momentum=0.1`` gives the reference's runn
 instead (DetNAS ``distributed_arch_search/test_server.py``: reset, then 500 batches at torch's
 default momentum, dominated by the last few). Every BN buffer and training flag is restored on
 exit, so candidates never leak into each other.
+
+A batch of detection images is padded to its largest image: with `ImageRegions`, the BN layers
+whose inputs are maps of the padded batch (the backbone's and the FPN's) take their statistics
+over each image's own pixels only, and normalise with them, as the reference's SyncBN at one
+image per GPU does (each GPU's tensor is padded only to a multiple of 32; its statistics are the
+mean of the GPUs' means and mean squares, each image weighing the same). Without it, the zeros
+of the padding (25 to 30 % of a COCO batch of mixed orientations) enter every statistic; with it,
+only the padding of each image alone to a multiple of 32, which the reference's statistics hold
+too.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -28,6 +39,81 @@ def _batch_norms(module: nn.Module) -> list[_BatchNorm]:
     return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
+class ImageRegions:
+    """Where the images of the batch being run lie in its padded tensor.
+
+    The forward of a recalibration sets them before each batch (`set`); the BN layers of
+    ``module`` (e.g. a detector's backbone and FPN, whose inputs are maps of the padded batch)
+    then read, in a map of stride ``s``, the top-left ``ceil(h / s) x ceil(w / s)`` of image
+    ``(h, w)``: every conv and pool of the backbones here (kernel k, stride 2, padding k // 2)
+    halves a size rounding up, and the padded size is a multiple of the largest stride.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.norms = set(_batch_norms(module))
+        self.padded: tuple[int, int] = (0, 0)
+        self.sizes: list[tuple[int, int]] = []
+
+    def set(self, sizes: Iterable[tuple[int, int]], padded: tuple[int, int],
+            divisible: int = 1) -> None:
+        """The batch about to run: each image's (h, w), and the (H, W) it is padded to.
+
+        ``divisible``: an image's region is its size rounded up to a multiple of it, as it would
+        be padded alone (torchvision's and maskrcnn-benchmark's transforms: 32 for an FPN)."""
+        up = max(int(divisible), 1)
+        self.sizes = [(-(-int(h) // up) * up, -(-int(w) // up) * up) for h, w in sizes]
+        self.padded = (int(padded[0]), int(padded[1]))
+
+    def valid(self, x: torch.Tensor) -> list[tuple[int, int]] | None:
+        """Each image's (h, w) in ``x``, a map (N, C, H, W) of the batch; None when ``x`` is not
+        one (another batch size, or a size that is not the padded size over a stride)."""
+        if x.dim() != 4 or x.shape[0] != len(self.sizes):
+            return None
+        (ph, pw), (h, w) = self.padded, x.shape[-2:]
+        if not h or not w or ph % h or pw % w or ph // h != pw // w:
+            return None
+        s = ph // h
+        return [(-(-ih // s), -(-iw // s)) for ih, iw in self.sizes]
+
+
+def masked_moments(x: torch.Tensor, valid: list[tuple[int, int]],
+                   image_weighted: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per channel, the mean and biased variance of ``x`` (N, C, H, W) over the top-left
+    ``valid[i]`` of each image ``i``, and the number of positions they cover.
+
+    ``image_weighted``: the mean of the images' means and the mean of their mean squared
+    deviations (from the batch mean), each image weighing the same, as the reference's SyncBN
+    combines its GPUs' statistics; otherwise every position weighs the same (one BN over the
+    images' pixels laid side by side)."""
+    n, _c, h, w = x.shape
+    hs = torch.tensor([v[0] for v in valid], device=x.device)
+    ws = torch.tensor([v[1] for v in valid], device=x.device)
+    mask = ((torch.arange(h, device=x.device)[None, :, None] < hs[:, None, None])
+            & (torch.arange(w, device=x.device)[None, None, :] < ws[:, None, None]))
+    mask = mask[:, None].to(x.dtype)  # (N, 1, H, W)
+    counts = (hs * ws).to(x.dtype)  # (N,)
+    weights = (torch.full_like(counts, 1 / n) if image_weighted else counts / counts.sum())
+    means = (x * mask).sum((2, 3)) / counts[:, None]  # (N, C)
+    mean = (weights[:, None] * means).sum(0)  # (C,)
+    squares = ((x - mean[None, :, None, None]).square() * mask).sum((2, 3)) / counts[:, None]
+    return mean, (weights[:, None] * squares).sum(0), int(counts.sum())
+
+
+def _masked_forward(m: _BatchNorm, regions: ImageRegions, counts: dict, image_weighted: bool,
+                    x: torch.Tensor) -> torch.Tensor:
+    """A BN layer's training-mode forward with the statistics of the images' own pixels."""
+    valid = regions.valid(x)
+    if valid is None:
+        counts.pop(m, None)
+        return type(m).forward(m, x)
+    mean, var, n = masked_moments(x, valid, image_weighted)
+    m.running_mean.lerp_(mean.to(m.running_mean.dtype), m.momentum)
+    m.running_var.lerp_((var * n / max(n - 1, 1)).to(m.running_var.dtype), m.momentum)
+    m.num_batches_tracked.add_(1)
+    counts[m] = n
+    return F.batch_norm(x, mean, var, m.weight, m.bias, False, 0.0, m.eps)
+
+
 @contextmanager
 def recalibrated(
     module: nn.Module,
@@ -35,6 +121,7 @@ def recalibrated(
     num_images: int,
     forward: Callable[[Any], Any] | None = None,
     momentum: float | None = None,
+    regions: ImageRegions | None = None,
 ) -> Iterator[nn.Module]:
     """Inside the block, ``module``'s BN layers hold statistics recomputed on ``batches``.
 
@@ -51,6 +138,10 @@ def recalibrated(
         forward: runs one batch through ``module``; default ``module(batch)``.
         momentum: None for the exact statistics; a number for a running average with that
             momentum from reset buffers (mean 0, variance 1), as the reference.
+        regions: the unpadded part of each image of a batch, which ``forward`` sets: the BN
+            layers of ``regions`` take the statistics of those pixels only (with ``momentum``,
+            each batch's statistics weigh its images alike, as the reference's SyncBN; exact
+            statistics weigh every pixel alike). None: the statistics of the padded batch.
 
     Raises:
         ValueError: ``num_images`` < 1 or ``batches`` holds no image.
@@ -63,10 +154,11 @@ def recalibrated(
               m.num_batches_tracked.clone()) for m in norms]
     flags = [(m, m.training) for m in module.modules()]
     stats: dict[_BatchNorm, list] = {}  # layer -> [count, mean, m2] in float64
+    counts: dict[_BatchNorm, int] = {}  # masked layer -> positions of its last batch
 
     def merge(m: _BatchNorm, inputs: tuple, _output) -> None:
         # momentum 1 makes the buffers this batch's mean and unbiased variance (no extra pass).
-        n = inputs[0].numel() // inputs[0].shape[1]
+        n = counts.get(m) or inputs[0].numel() // inputs[0].shape[1]
         mean, m2 = m.running_mean.double(), m.running_var.double() * (n - 1)
         if m not in stats:
             stats[m] = [n, mean, m2]
@@ -77,7 +169,10 @@ def recalibrated(
                     total_m2 + m2 + delta**2 * count * n / (count + n)]
 
     hooks = [m.register_forward_hook(merge) for m in norms] if momentum is None else []
+    masked = [m for m in norms if regions is not None and m in regions.norms]
     try:
+        for m in masked:  # an instance attribute: nn.Module.__call__ runs it, hooks included
+            m.forward = partial(_masked_forward, m, regions, counts, momentum is not None)
         module.train()
         for m in norms:
             m.reset_running_stats()
@@ -105,6 +200,8 @@ def recalibrated(
             m.training = training
         yield module
     finally:
+        for m in masked:
+            del m.forward
         for hook in hooks:
             hook.remove()
         for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):

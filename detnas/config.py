@@ -70,6 +70,10 @@ class DatasetConfig:
     # voc07 (VOC 11-point AP50)
     flip_prob: Annotated[float, PROB] = 0.5  # horizontal flips of training images
     # (maskrcnn-benchmark: 0.5)
+    eval_padding: Literal["include", "exclude"] = late(lambda: "include")  # evaluation batches
+    # (the search fitness, the final test, the ranking check): include: the images in order,
+    # padded to the batch's largest (its borders reach into their features) | exclude: images
+    # of one size a batch, none padded to another's (the reference evaluates one image per GPU)
     cache: bool = True  # decode every image once into memory: small sets only (not COCO)
     num_train: Annotated[int, MIN1] = 240  # synthetic only: training images
     num_test: Annotated[int, MIN1] = 60  # synthetic only: test images
@@ -124,6 +128,9 @@ class TrainConfig:
     # weights included (maskrcnn-benchmark solver/build.py: BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS 0)
     bn_momentum: Annotated[float, FRACTION] = 0.1  # BN running-average momentum while training
     # (torch's 0.1; DetNAS's DistributedSyncBN: 0.01, 0.1 for search supernets)
+    aspect_grouping: bool = late(bool)  # detection: every batch of one orientation (wider than
+    # high, or not), as maskrcnn-benchmark's DATALOADER.ASPECT_RATIO_GROUPING (data/build.py):
+    # less padding, which train-mode BN counts in its statistics; false: batches as drawn
     freeze_bn_affine: bool = False  # BN weights and biases not trained (DetNAS's supernet
     # fine-tuning: engine/trainer.py:112-113 freezes every parameter, tools/train_net.py:62-72
     # thaws Conv2d, Linear and nn.BatchNorm2d, which its DistributedSyncBN is not)
@@ -195,6 +202,19 @@ class DetectorConfig:
     # reference) | gn (GroupNorm, torchvision's RetinaNet v2: trains in minutes on CPU)
     retinanet_levels: Literal[3, 5] = 5  # RetinaNet's pyramid:
     # P3..P7 (5: the reference) | P3..P5 (3: no P6/P7, whose anchors outgrow small images)
+    head_init: Literal["torchvision", "reference"] = late(lambda: "torchvision")  # Faster
+    # R-CNN's box head and predictor: torchvision (kaiming-normal convs, torch's Linear) |
+    # reference (convs N(0, 0.01), fc kaiming-uniform a=1, class scores N(0, 0.01), boxes
+    # N(0, 0.001), biases 0: roi_box_feature_extractors.py, roi_box_predictors.py)
+    box_loss_beta: Annotated[float, POSITIVE] = late(lambda: 1 / 9)  # Faster R-CNN's box head:
+    # smooth L1's beta (torchvision 1/9; the reference 1: roi_heads/box_head/loss.py)
+    rpn_straddle_thresh: Annotated[int, {"minimum": -1}] = late(lambda: -1)  # RPN training
+    # ignores anchors crossing the image border by more than this many pixels (the reference's
+    # RPN.STRADDLE_THRESH 0); -1 samples every anchor (torchvision)
+    retinanet_loss: Literal["torchvision", "reference"] = late(lambda: "torchvision")  #
+    # torchvision (per image: focal loss over every logit / its positives, L1 / its positives) |
+    # reference (maskrcnn-benchmark: focal loss without the background logit / (the batch's
+    # positives + images), smooth L1 beta 0.11 on deltas weighted (10, 10, 5, 5) / 4 x positives)
 
 
 @dataclass
@@ -231,6 +251,10 @@ class SearchConfig:
     recalib: Literal["exact", "momentum"] = "exact"  # BN statistics: exact (cumulative over all
     # images) | momentum (the reference's running average, momentum 0.1, dominated by the last
     # batches)
+    recalib_padding: Literal["include", "exclude"] = late(lambda: "include")  # detection: the
+    # BN statistics of the backbone and FPN over the padded batch (include: torchvision's batching)
+    # | over each image's own pixels (exclude: the reference, one image per GPU under SyncBN;
+    # a COCO batch of mixed orientations is 25-30 % padding). Classification: no padding
     workers: Annotated[int, MIN0] = 1  # evaluation processes; `detnas launch` sets one per GPU of
     # the job; 0 = one
     # per visible GPU (worker i on cuda:i). The fitness does not depend on it.
@@ -494,6 +518,10 @@ def check(cfg: StudyConfig, where: str) -> None:
     if cfg.clsnas_search is not None:
         check_search(cfg.clsnas_search, cfg.space, f"{where}.clsnas_search")
     schedules = {name: t for name, t in vars(cfg).items() if isinstance(t, TrainConfig)}
+    for name in ("supernet_pretrain", "retrain_pretrain", "resnet_pretrain"):
+        if schedules[name].aspect_grouping:
+            raise ValueError(f"{where}.{name}.aspect_grouping: true, but ImageNet batches are "
+                             "crops of one size (a detection setting)")
     for name, t in {**schedules, "rank.train": cfg.rank.train}.items():
         if t.sampling == "flops_bins":
             check_bins(t.flops_bins, cfg.space, cfg.search.flops_input_size,

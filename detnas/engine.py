@@ -103,15 +103,34 @@ def step_seed(seed: int, step: int) -> int:
 
 class StepBatchSampler(Sampler[list[int]]):
     """Batches of steps ``start..stop-1``: step ``s`` takes the next ``batch_size`` indices of a
-    permutation that depends only on ``(seed, epoch)``; each rank takes its share of the batch."""
+    permutation that depends only on ``(seed, epoch)``; each rank takes its share of the batch.
+
+    With ``groups`` (a group per index: `aspect_groups`), a batch holds one group's images, as
+    maskrcnn-benchmark's ``GroupedBatchSampler`` makes them (``DATALOADER.ASPECT_RATIO_GROUPING``):
+    in each epoch's permutation, every group's images in turn make full batches, the groups'
+    remainders together make mixed ones (with two groups, at most one an epoch), the fewer than
+    ``batch_size`` images left sit the epoch out, and the batches follow the permutation by their
+    first image. Every epoch has as many batches: a batch is still a function of the step.
+    """
 
     def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, groups: list[int] | None = None):
         if size == 0:
             raise ValueError("the training set is empty")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self._epoch, self._perm = -1, []
+        self.groups = groups
+        if groups is not None:
+            if len(groups) != size:
+                raise ValueError(f"{len(groups)} groups for {size} images")
+            counts = [groups.count(g) for g in sorted(set(groups))]
+            rest = sum(n % batch_size for n in counts)
+            self._per_epoch = sum(n // batch_size for n in counts) + rest // batch_size
+            if not self._per_epoch:
+                raise ValueError(f"batches of {batch_size} grouped by aspect ratio: the training "
+                                 f"set has only {size} images")
+            self._grouped_epoch, self._grouped = -1, []
 
     def _permutation(self, epoch: int) -> list[int]:
         if epoch != self._epoch:
@@ -119,7 +138,28 @@ class StepBatchSampler(Sampler[list[int]]):
             self._epoch, self._perm = epoch, torch.randperm(self.size, generator=g).tolist()
         return self._perm
 
+    def _grouped_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of ``epoch`` with ``groups``."""
+        if epoch != self._grouped_epoch:
+            perm, b = self._permutation(epoch), self.batch_size
+            batches, rest = [], []
+            for group in sorted(set(self.groups)):
+                members = [i for i in perm if self.groups[i] == group]
+                full = len(members) - len(members) % b
+                batches += [members[k:k + b] for k in range(0, full, b)]
+                rest += members[full:]
+            place = {index: p for p, index in enumerate(perm)}
+            rest.sort(key=place.__getitem__)
+            batches += [rest[k:k + b] for k in range(0, len(rest) - b + 1, b)]
+            batches.sort(key=lambda batch: place[batch[0]])
+            assert len(batches) == self._per_epoch
+            self._grouped_epoch, self._grouped = epoch, batches
+        return self._grouped
+
     def indices(self, step: int) -> list[int]:
+        if self.groups is not None:
+            epoch, i = divmod(step, self._per_epoch)
+            return self._grouped_batches(epoch)[i][self.rank :: self.world]
         out = []
         for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
             epoch, i = divmod(pos, self.size)
@@ -137,14 +177,29 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.stop - self.start
 
 
+def aspect_groups(dataset: Dataset) -> list[int]:
+    """Each image's orientation, as maskrcnn-benchmark groups them (``_quantize`` of height /
+    width at 1): 0 wider than high, 1 otherwise (`detnas.data.CocoDetection.aspect_groups`).
+
+    Raises:
+        ValueError: the dataset does not know its images' sizes (not a detection set).
+    """
+    if not hasattr(dataset, "aspect_groups"):
+        raise ValueError(f"aspect_grouping: a {type(dataset).__name__} does not know its images' "
+                         "sizes (a detection set does)")
+    return dataset.aspect_groups()
+
+
 def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp: Dist,
                 collate: Callable, num_workers: int = 0, end: int | None = None) -> DataLoader:
-    """The batches of steps ``start..end-1`` (default: to ``tcfg.steps``), this rank's share."""
+    """The batches of steps ``start..end-1`` (default: to ``tcfg.steps``), this rank's share;
+    with ``tcfg.aspect_grouping``, each of one orientation (`StepBatchSampler`)."""
     if tcfg.batch_size % ddp.world:
         raise ValueError(f"batch_size: {tcfg.batch_size} is not a multiple of the {ddp.world} "
                          "processes")
+    groups = aspect_groups(dataset) if tcfg.aspect_grouping else None
     sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start,
-                               tcfg.steps if end is None else end, ddp.rank, ddp.world)
+                               tcfg.steps if end is None else end, ddp.rank, ddp.world, groups)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=ddp.device.type == "cuda",
                       persistent_workers=False, worker_init_fn=stop.shield)

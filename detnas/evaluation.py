@@ -217,8 +217,10 @@ def bootstrap_coco(dataset: CocoDetection, predictions: list[dict],
 
 @torch.no_grad()
 def predict_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
-                     device: str | torch.device) -> list[dict]:
-    """Run a torchvision detector in eval mode over ``dataset``; its training mode is restored."""
+                     device: str | torch.device, same_size: bool = False) -> list[dict]:
+    """Run a torchvision detector in eval mode over ``dataset``; its training mode is restored.
+    ``same_size``: batches of images of one size (no image padded to another's, whose borders
+    would reach into its features: the reference evaluates one image per GPU)."""
     if getattr(dataset, "flip_prob", 0.0):
         dataset = dataset.subset(dataset.ids)
         dataset.flip_prob = 0.0
@@ -226,7 +228,8 @@ def predict_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
     model.eval()
     predictions = []
     try:
-        for images, targets in detection_loader(dataset, batch_size, shuffle=False, seed=0):
+        for images, targets in detection_loader(dataset, batch_size, shuffle=False, seed=0,
+                                                same_size=same_size):
             outputs = model([image.to(device) for image in images])
             for output, target in zip(outputs, targets, strict=True):
                 predictions.append({"image_id": target["image_id"],
@@ -298,10 +301,11 @@ def voc07_map(dataset: CocoDetection, predictions: list[dict], iou: float = 0.5)
 
 
 def evaluate_detector(model: nn.Module, dataset: CocoDetection, batch_size: int,
-                      device: str | torch.device, backend: str = "auto") -> dict[str, float]:
+                      device: str | torch.device, backend: str = "auto",
+                      same_size: bool = False) -> dict[str, float]:
     """COCO bbox metrics (see `coco_evaluate`) and VOC07 mAP of a torchvision detector."""
-    return detection_metrics(dataset, predict_detector(model, dataset, batch_size, device),
-                             backend)
+    return detection_metrics(
+        dataset, predict_detector(model, dataset, batch_size, device, same_size), backend)
 
 
 def detection_metrics(dataset: CocoDetection, predictions: list[dict],

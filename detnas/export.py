@@ -31,7 +31,7 @@ from torch import nn
 
 from detnas import config as config_mod
 from detnas.backbones import read_spec, torchvision_backbone
-from detnas.detection import replace_detector_backbone
+from detnas.detection import inference_heads, replace_detector_backbone
 from detnas.io import atomic_write, save_json
 from detnas.models import backbone_of, load_fixed_model
 from detnas.provenance import git_commit
@@ -77,7 +77,7 @@ def _torchscript(model: nn.Module, part: str, example: torch.Tensor) -> torch.ji
     around its traced backbone (torchvision's detectors are written for TorchScript)."""
     if part == "backbone":
         return torch.jit.trace(model, example, strict=False)
-    model = copy.deepcopy(model)
+    model = inference_heads(copy.deepcopy(model))
     heads = getattr(model, "roi_heads", None)
     if isinstance(getattr(heads, "box_roi_pool", None), RoIPooler):
         heads.box_roi_pool = heads.box_roi_pool.as_torchvision()

@@ -22,7 +22,7 @@ from detnas.backbones import (
     torchvision_backbone,
 )
 from detnas.blocks import NormLayer
-from detnas.config import DetectorConfig, from_dict
+from detnas.config import DetectorConfig, from_dict, to_dict
 from detnas.detection import build_detector, detector_backbone, replace_detector_backbone
 from detnas.io import load_checkpoint
 from detnas.space import Arch
@@ -52,11 +52,10 @@ def build_model(task: str, backbone: dict, num_classes: int, detector: str | Non
 
 def model_meta(task: str, backbone: dict, num_classes: int, detector: str | None = None,
                detector_cfg: DetectorConfig | None = None) -> dict:
-    """What a checkpoint must carry to rebuild its model."""
-    from dataclasses import asdict
-
+    """What a checkpoint must carry to rebuild its model (the detector settings added late, at
+    their default, left out: `detnas.config.to_dict`)."""
     return {"task": task, "backbone": backbone, "num_classes": num_classes, "detector": detector,
-            "detector_cfg": asdict(detector_cfg) if detector_cfg else None}
+            "detector_cfg": to_dict(detector_cfg) if detector_cfg else None}
 
 
 def model_from_meta(meta: dict, norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Module:

@@ -297,7 +297,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
         from detnas.evaluation import bootstrap_coco, detection_metrics, predict_detector
 
         test = _detection_data(test_images, test_annotations, d.cache)
-        predictions = predict_detector(trained, test, 8, device)
+        predictions = predict_detector(trained, test, 8, device, d.eval_padding == "exclude")
         size = flops.count(backbone_of(trained).cpu(), cfg.search.flops_input_size)
         backbone_of(trained).to(device)
         return {**detection_metrics(test, predictions), "backbone_flops": size.flops,

@@ -80,3 +80,14 @@ def test_default_speed_benchmark_prints_its_ratios():
     out = _run("bench_default_speed.py", "--rounds", "1", "--iters", "1")
     assert re.search(r"RetinaNet step +P3\.\.P5 .* ratio \d+\.\d\d", out)
     assert re.search(r"classification step .* ratio \d+\.\d\d", out)
+
+
+@pytest.mark.slow
+def test_recalib_padding_benchmark_prints_its_ratios():
+    out = _run("bench_recalib_padding.py", "--recalib", "8", "--val", "8", "--candidates", "2")
+    assert re.search(r"recalibration s/candidate: padded [\d.]+, regions [\d.]+ \(ratio "
+                     r"\d+\.\d\d\), one by one [\d.]+ \(ratio \d+\.\d\d\)", out)
+    assert re.search(r"in batches of one size [\d.]+ \(ratio \d+\.\d\d\)", out)
+    assert re.search(r"Kendall tau padded vs regions: (-?\d\.\d\d|None)", out)
+    # batches of one size give the detections of one image at a time
+    assert re.search(r"regions, eval 1 vs regions, same size: .*difference 0\.00[0-4]", out)

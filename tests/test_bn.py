@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from detnas.bn import recalibrated
+from detnas.bn import ImageRegions, recalibrated
 from detnas.space import Arch
 from detnas.supernet import Supernet
 
@@ -99,3 +99,72 @@ def test_momentum_switch_gives_the_reference_running_average():
         torch.testing.assert_close(net[1].running_mean, mean, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(net[1].running_var, var, rtol=1e-5, atol=1e-5)
     assert net[1].running_mean.eq(5.0).all()  # restored
+
+
+def _padded_pair():
+    """A strided toy net, and a landscape and a portrait image padded into one 12 x 12 batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 2, 3, stride=2, padding=1), nn.BatchNorm2d(2)).eval()
+    images = [torch.randn(3, 7, 10) * 3 + 1, torch.randn(3, 12, 5) + 2]
+    batch = torch.zeros(2, 3, 12, 12)
+    for i, im in enumerate(images):
+        batch[i, :, : im.shape[1], : im.shape[2]] = im
+    regions = ImageRegions(net)
+
+    def forward(b):
+        regions.set([im.shape[1:] for im in images], b.shape[-2:])
+        net(b)
+
+    return net, images, batch, regions, forward
+
+
+def test_image_regions_keep_the_padding_out_of_the_statistics():
+    """With the images' regions, BN takes the statistics of their own pixels (a stride-2 map of
+    a 7 x 10 image: its top-left 4 x 5), as the reference's SyncBN at one image per GPU."""
+    net, images, batch, regions, forward = _padded_pair()
+    assert regions.valid(torch.zeros(2, 4, 6, 6)) is None  # before any batch
+    regions.set([(7, 10), (12, 5)], (12, 12))
+    assert regions.valid(torch.zeros(2, 4, 6, 6)) == [(4, 5), (6, 3)]  # stride 2
+    assert regions.valid(torch.zeros(2, 2, 3, 3)) == [(2, 3), (3, 2)]  # stride 4
+    assert regions.valid(torch.zeros(3, 2, 3, 3)) is None  # not a map of this batch
+    with torch.no_grad():  # the first BN's input, each image run alone (no padding)
+        alone = [net[0](im[None])[0] for im in images]  # (4, 4, 5) and (4, 6, 3)
+    pixels = torch.cat([a.flatten(1) for a in alone], 1)  # 20 + 18 positions
+    with recalibrated(net, [batch], 2, forward, regions=regions):
+        torch.testing.assert_close(net[1].running_mean, pixels.mean(1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net[1].running_var, pixels.var(1), rtol=1e-5, atol=1e-5)
+    with recalibrated(net, [batch], 2, forward):  # the padded batch's: 106 zeros of 144 enter
+        assert not torch.allclose(net[1].running_var, pixels.var(1), rtol=0.05)
+    # the reference's running average: each image weighs the same (SyncBN averages the GPUs'
+    # means and mean squares), from reset buffers (mean 0, variance 1), momentum 0.1
+    mean = torch.stack([a.mean((1, 2)) for a in alone]).mean(0)
+    var = torch.stack([(a - mean[:, None, None]).square().mean((1, 2)) for a in alone]).mean(0)
+    with recalibrated(net, [batch], 2, forward, momentum=0.1, regions=regions):
+        torch.testing.assert_close(net[1].running_mean, 0.1 * mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net[1].running_var, 0.9 + 0.1 * var * 38 / 37, rtol=1e-5,
+                                   atol=1e-6)
+        assert not torch.allclose(mean, pixels.mean(1), rtol=1e-3)  # the weights matter here
+    for m in (net[1], net[4]):
+        assert "forward" not in vars(m)  # BN's own forward again
+
+
+def test_image_regions_normalise_with_the_images_statistics():
+    """Downstream layers see the batch normalised with its images' statistics (SyncBN's), and
+    a layer outside the regions' module keeps torch's padded statistics."""
+    net, images, batch, _, _ = _padded_pair()
+    regions = ImageRegions(net[:2])  # the first BN only
+
+    def forward(b):
+        regions.set([im.shape[1:] for im in images], b.shape[-2:])
+        net(b)
+
+    with torch.no_grad():
+        x = net[0](batch)
+        valid = torch.zeros(2, 1, 6, 6)
+        valid[0, :, :4, :5] = valid[1, :, :6, :3] = 1
+        mean = (x * valid).sum((0, 2, 3)) / 38
+        var = ((x - mean[:, None, None]).square() * valid).sum((0, 2, 3)) / 38
+        y = net[3](torch.relu((x - mean[:, None, None]) / (var[:, None, None] + 1e-5).sqrt()))
+    with recalibrated(net, [batch], 2, forward, regions=regions):
+        torch.testing.assert_close(net[4].running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)

@@ -103,6 +103,35 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_grouped_step_batches_hold_one_group_and_resume_exactly():
+    """maskrcnn-benchmark's GroupedBatchSampler: full batches of one group in the order of the
+    permutation, the groups' remainders in one mixed batch, the rest out of the epoch."""
+    groups = [0] * 7 + [1] * 6  # 13 images: 7 landscape, 6 portrait; batches of 3
+    s = engine.StepBatchSampler(13, 3, seed=3, start=0, stop=8, groups=groups)
+    batches = list(s)
+    per_epoch = 2 + 2 + (1 + 0) // 3 + 0  # 7 // 3 + 6 // 3, remainders 1 + 0: no mixed batch
+    assert s._per_epoch == per_epoch == 4
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)
+    assert all(len(b) == 3 for b in batches)
+    for epoch in (0, 1):
+        images = sum(batches[epoch * 4:(epoch + 1) * 4], [])
+        assert len(set(images)) == 12  # one landscape image sits this epoch out
+        order = s._permutation(epoch)
+        firsts = [order.index(b[0]) for b in batches[epoch * 4:(epoch + 1) * 4]]
+        assert firsts == sorted(firsts)  # the batches follow the permutation
+    assert batches[5] == engine.StepBatchSampler(13, 3, 3, 5, 8, groups=groups).indices(5)
+    ranks = [engine.StepBatchSampler(13, 3, 3, 0, 8, rank=r, world=3, groups=groups).indices(6)
+             for r in range(3)]
+    assert sorted(sum(ranks, [])) == sorted(batches[6])
+    mixed = engine.StepBatchSampler(10, 4, 0, 0, 2, groups=[0] * 5 + [1] * 5)
+    assert mixed._per_epoch == 2 and len({i >= 5 for i in mixed.indices(0)}) == 1
+    remainders = engine.StepBatchSampler(10, 3, 0, 0, 3, groups=[0] * 5 + [1] * 5)
+    assert remainders._per_epoch == 3  # 1 + 1 full, the remainders 2 + 2 make one mixed batch
+    assert sorted(len({i >= 5 for i in remainders.indices(k)}) for k in range(3)) == [1, 1, 2]
+    with pytest.raises(ValueError, match="only 2 images"):
+        engine.StepBatchSampler(2, 3, 0, 0, 1, groups=[0, 1])
+
+
 def test_step_batches_are_a_function_of_the_step():
     s = engine.StepBatchSampler(10, 4, seed=3, start=0, stop=6)
     batches = list(s)

@@ -3,6 +3,7 @@ a found backbone drops into a plain torchvision detector, bad inputs are named."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -27,9 +28,9 @@ SUPERNET = {"kind": "supernet", "space": "test"}
 DETECTOR = DetectorConfig(min_size=64, max_size=64, score_thresh=0.0)  # every box kept
 
 
-def _save(path, task, spec, detector=None):
+def _save(path, task, spec, detector=None, cfg=DETECTOR):
     torch.manual_seed(0)
-    cfg = DETECTOR if task == "detection" else None
+    cfg = cfg if task == "detection" else None
     model = build_model(task, spec, 3, detector, cfg)
     with torch.no_grad():  # non-trivial BN statistics: eval mode must use them, not defaults
         for m in model.modules():
@@ -103,9 +104,15 @@ def test_the_sidecar_states_the_input_contract(files):
     assert contract["image_size"] == 32 and contract["mean"] == pytest.approx(IMAGENET_MEAN)
 
 
+@pytest.mark.parametrize("losses", ["torchvision",
+                                    pytest.param("reference", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("detector", ["fpn", "retinanet"])
-def test_detector_exports_to_torchscript_with_equal_detections(tmp_path, detector):
-    path = _save(tmp_path / "detector.pt", "detection", ARCH, detector)
+def test_detector_exports_to_torchscript_with_equal_detections(tmp_path, detector, losses):
+    """The reference's losses (config/coco.yaml) change training only: the scripted detector
+    has torchvision's heads (TorchScript has no super()) and RetinaNet's box weights."""
+    cfg = DETECTOR if losses == "torchvision" else dataclasses.replace(
+        DETECTOR, box_loss_beta=1.0, rpn_straddle_thresh=0, retinanet_loss="reference")
+    path = _save(tmp_path / "detector.pt", "detection", ARCH, detector, cfg)
     if detector == "retinanet":  # the background logit far above the others: must stay unused
         ckpt = load_checkpoint(path)
         ckpt["model"]["head.classification_head.cls_logits.bias"].view(-1, 4)[:, 0] = 8.0

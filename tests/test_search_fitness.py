@@ -79,7 +79,7 @@ def _fake_modules(monkeypatch, calls):
             for i in range(0, len(ds), batch_size)],
     )
 
-    def evaluate_detector(model, dataset, batch_size, device, backend="auto"):
+    def evaluate_detector(model, dataset, batch_size, device, backend="auto", same_size=False):
         calls.append(("evaluate", len(dataset), batch_size))
         return _probe([])(model)
 
@@ -151,18 +151,43 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-@pytest.mark.parametrize("detector,mode,norm", [
-    ("fpn", "resized", "none"), ("retinanet", "resized", "none"), ("fpn", "decoded", "none"),
-    ("fpn", "resized", "bn"), ("fpn", "decoded", "bn")])  # bn: the paper configs' detector
+def _widen(root, split: str) -> None:
+    """Every other image of a synthetic split 16 px wider (grey on the right): two sizes."""
+    import json
+
+    from PIL import Image
+
+    path = root / "annotations" / f"instances_{split}.json"
+    data = json.loads(path.read_text())
+    for image in data["images"][::2]:
+        old = Image.open(root / split / image["file_name"])
+        new = Image.new("RGB", (old.width + 16, old.height), (128, 128, 128))
+        new.paste(old)
+        new.save(root / split / image["file_name"])
+        image["width"] += 16
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("detector,mode,norm,padding", [
+    ("fpn", "resized", "none", "include"), ("retinanet", "resized", "none", "include"),
+    ("fpn", "decoded", "none", "include"), ("fpn", "resized", "bn", "include"),
+    ("fpn", "decoded", "bn", "include"),  # bn: the paper configs' detector
+    ("retinanet", "resized", "none", "exclude"), ("fpn", "decoded", "bn", "exclude")])
 def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector, mode, norm,
-                                                 device):
+                                                 padding, device):
     """Images decoded (and resized) once give the fitness of the loader path, bit for bit; with
-    BN in the FPN and head the whole detector recalibrates on the kept (image, target) pairs."""
+    BN in the FPN and head the whole detector recalibrates on the kept (image, target) pairs;
+    with the paper configs' padding settings (images of two sizes: BN statistics of the images'
+    own pixels, evaluation batches of one size) too."""
     from detnas import evaluation
     from detnas.data import make_synthetic_detection
 
     make_synthetic_detection(tmp_path, seed=0, num_train=7, num_test=5, image_size=48,
                              num_classes=2)
+    if padding == "exclude":
+        _widen(tmp_path, "train")
+        _widen(tmp_path, "test")
     cfg = DetectorConfig(min_size=64, max_size=64, fpn_channels=16, score_thresh=0.0, norm=norm,
                          box_head="4conv1fc" if norm == "bn" else "twomlp",
                          box_conv_channels=8, box_head_channels=16)
@@ -180,7 +205,9 @@ def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector
     spec = _spec(path, data=str(ann / "instances_test.json"), images=str(tmp_path / "test"),
                  recalib_data=str(ann / "instances_train.json"),
                  recalib_image_dir=str(tmp_path / "train"), detector=detector, device=device,
-                 search={"recalib_images": 5, "recalib_batch_size": 2, "eval_batch_size": 2})
+                 eval_padding=padding,
+                 search={"recalib_images": 5, "recalib_batch_size": 2, "eval_batch_size": 2,
+                         "recalib_padding": padding})
     loader_path, prepared = build_fitness(spec), build_fitness(dataclasses.replace(
         spec, search=dataclasses.replace(spec.search, prepare=mode)))
     for arch in (A, B, A):
@@ -191,3 +218,5 @@ def test_prepared_fitness_equals_the_loader_path(tmp_path, monkeypatch, detector
             for key in ("boxes", "scores", "labels"):
                 assert torch.equal(p[key], q[key]), key  # the same kernels on the same values
     assert sum(len(p["boxes"]) for p in seen[0]) > 0
+    if padding == "exclude":  # the regions were set: not the padded batches' statistics
+        assert loader_path.recalib_regions is not None and loader_path.recalib_regions.sizes

@@ -197,6 +197,23 @@ class CocoDetection(Dataset):
         view.ids = self._check_ids(image_ids)
         return view
 
+    def same_size_batches(self, batch_size: int) -> list[list[int]]:
+        """The indices in batches of up to ``batch_size`` images of one size (from the
+        annotation file): no image is padded to another's. Each size's images in order, the
+        batches in the order of their first image; one size throughout: ``range`` in batches."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image_id in enumerate(self.ids):
+            info = self._images[image_id]
+            by_size.setdefault((info["height"], info["width"]), []).append(index)
+        batches = [indices[k:k + batch_size] for indices in by_size.values()
+                   for k in range(0, len(indices), batch_size)]
+        return sorted(batches, key=lambda batch: batch[0])
+
+    def aspect_groups(self) -> list[int]:
+        """Each image's orientation from the annotation file's sizes: 0 wider than high, 1
+        otherwise (maskrcnn-benchmark's aspect-ratio groups, height / width quantised at 1)."""
+        return [int(self._images[i]["height"] >= self._images[i]["width"]) for i in self.ids]
+
     def label_counts(self) -> Counter:
         """Training boxes per contiguous label over this dataset's images."""
         counts: Counter = Counter()
@@ -232,7 +249,14 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
 
 
 def detection_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                     num_workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A loader of ``(list[image], list[target])`` batches, reproducible from ``seed``."""
-    return make_loader(dataset, batch_size, shuffle, seed, num_workers, drop_last,
-                       collate_detection)
+                     num_workers: int = 0, drop_last: bool = False,
+                     same_size: bool = False) -> DataLoader:
+    """A loader of ``(list[image], list[target])`` batches, reproducible from ``seed``;
+    ``same_size`` (evaluation, in order): batches of images of one size
+    (`CocoDetection.same_size_batches`), none padded to another's."""
+    if not same_size:
+        return make_loader(dataset, batch_size, shuffle, seed, num_workers, drop_last,
+                           collate_detection)
+    assert not shuffle and not drop_last, "same-size batches are for evaluation, in order"
+    return DataLoader(dataset, batch_sampler=dataset.same_size_batches(batch_size),
+                      num_workers=num_workers, collate_fn=collate_detection)

@@ -7,6 +7,10 @@ only the backbone (the supernet, on the candidate's path) is recalibrated, on im
 the detector's own ``transform``; a detector with BN in its FPN and box head (the reference's
 Faster R-CNN) is recalibrated whole, in training mode with targets, as the reference's
 ``bn_statistic`` does. A classifier is recalibrated whole (its last conv has a BN).
+
+With ``search.recalib_padding: exclude`` the BN layers of the backbone and the FPN take their
+recalibration statistics over each image's own pixels (`detnas.bn.ImageRegions`), not over the
+padding that batching images of other sizes adds: the reference recalibrates at one image per GPU.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas.bn import recalibrated
-from detnas.config import SearchConfig
+from detnas.bn import ImageRegions, recalibrated
+from detnas.config import SearchConfig, late
 from detnas.io import load_checkpoint
 from detnas.models import backbone_of, load_state, model_from_meta
 from detnas.space import Arch
@@ -53,6 +57,8 @@ class FitnessSpec:
     cache: bool = True  # decode the images once into memory (small sets only)
     holdout: int = 0  # classification: images of ``data`` (the train dir) that score, the rest
     # of ``recalib_data`` (the same dir) recalibrates; 0 = ``data`` whole (a separate val dir)
+    eval_padding: str = late(lambda: "include")  # detection: the dataset's eval_padding
+    # (exclude: batches of images of one size)
     recalib_augment: tuple[float, float] | None = None  # classification with
     # search.recalib_augment: (crop_scale, color_jitter) of the training-augmented
     # recalibration images; None: evaluation preprocessing
@@ -61,6 +67,13 @@ class FitnessSpec:
     def recalib_momentum(self) -> float | None:
         """None: exact BN statistics; 0.1: the reference's running average (search.recalib)."""
         return 0.1 if self.search.recalib == "momentum" else None
+
+    def recalib_regions(self, model: nn.Module) -> ImageRegions | None:
+        """The images' own regions for the BN statistics of a detector's backbone and FPN
+        (``search.recalib_padding: exclude``); None: the padded batches'."""
+        if self.kind != "detection" or self.search.recalib_padding != "exclude":
+            return None
+        return ImageRegions(model.backbone)
 
 
 def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
@@ -79,6 +92,7 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
         seed=cfg.seed, device=str(resolve_device(cfg.device)),
         cache=cfg.datasets[dataset].cache if detection else cfg.classification.cache,
         holdout=0 if detection else cfg.classification.search_images,
+        eval_padding=cfg.datasets[dataset].eval_padding if detection else "include",
         recalib_augment=(cfg.classification.crop_scale, cfg.classification.color_jitter)
         if cfg.search.recalib_augment and not detection else None,
     )
@@ -100,13 +114,17 @@ class SupernetFitness:
             classifier), `detector_recalib_forward` (a detector), `detector_train_forward` (a
             detector with BN outside its backbone: batches are lists of (image, target)).
         recalib_momentum: None for exact statistics, else the reference's running average.
+        recalib_regions: a detector's: the BN layers of its backbone and FPN take the statistics
+            of each image's own pixels (the default forwards set the regions of each batch; a
+            ``recalib_forward`` given must set them itself); None: those of the padded batch.
     """
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict], metric: str,
                  recalib_batches: Callable[[], Iterable], recalib_num_images: int,
                  recalib_module: nn.Module | None = None,
                  recalib_forward: Callable | None = None,
-                 recalib_momentum: float | None = None):
+                 recalib_momentum: float | None = None,
+                 recalib_regions: ImageRegions | None = None):
         self.model = model
         self.supernet = backbone_of(model)
         if not isinstance(self.supernet, Supernet):
@@ -119,19 +137,22 @@ class SupernetFitness:
             device = next(model.parameters()).device
             if has_head_norm(model):
                 recalib_module = model
-                recalib_forward = recalib_forward or detector_train_forward(model, device)
+                recalib_forward = recalib_forward or detector_train_forward(
+                    model, device, recalib_regions)
             else:
                 recalib_module = self.supernet
-                recalib_forward = recalib_forward or detector_recalib_forward(model, device)
+                recalib_forward = recalib_forward or detector_recalib_forward(
+                    model, device, recalib_regions)
         self.recalib_module = recalib_module or model
         self.recalib_forward = recalib_forward
         self.recalib_momentum = recalib_momentum
+        self.recalib_regions = recalib_regions
 
     def __call__(self, arch: Arch) -> float:
         self.model.eval()
         with self.supernet.use(arch), recalibrated(
             self.recalib_module, self.recalib_batches(), self.recalib_num_images,
-            self.recalib_forward, self.recalib_momentum,
+            self.recalib_forward, self.recalib_momentum, self.recalib_regions,
         ):
             metrics = self.evaluate(self.model)
         if self.metric not in metrics:
@@ -139,12 +160,17 @@ class SupernetFitness:
         return float(metrics[self.metric])
 
 
-def detector_recalib_forward(model: nn.Module, device: torch.device | str) -> Callable:
-    """Run a list of images through the detector's backbone as the detector would see them."""
+def detector_recalib_forward(model: nn.Module, device: torch.device | str,
+                             regions: ImageRegions | None = None) -> Callable:
+    """Run a list of images through the detector's backbone as the detector would see them
+    (telling ``regions`` where they lie in the padded batch)."""
     supernet = backbone_of(model)
 
     def forward(images: list[torch.Tensor]) -> None:
         batch, _ = model.transform([img.to(device) for img in images])  # resize + normalise
+        if regions is not None:
+            regions.set(batch.image_sizes, batch.tensors.shape[-2:],
+                        model.transform.size_divisible)
         supernet(batch.tensors)  # (N, 3, H, W) padded to a multiple of 32
 
     return forward
@@ -157,20 +183,32 @@ def has_head_norm(model: nn.Module) -> bool:
                for m in model.modules())
 
 
-def detector_train_forward(model: nn.Module, device: torch.device | str) -> Callable:
+def detector_train_forward(model: nn.Module, device: torch.device | str,
+                           regions: ImageRegions | None = None) -> Callable:
     """Run (image, target) pairs through the whole detector in training mode, without gradients
     (the losses are discarded): every BN of backbone, FPN and heads sees what training feeds it.
     The RoI samplers draw from a fixed seed, so a candidate's statistics do not depend on the
-    order of evaluation."""
+    order of evaluation. ``regions`` is told where the images lie in the batch the detector's
+    transform pads."""
+
+    def transformed(_transform, _inputs, output) -> None:
+        images = output[0]
+        regions.set(images.image_sizes, images.tensors.shape[-2:], model.transform.size_divisible)
 
     def forward(pairs: list) -> None:
         images = [image.to(device) for image, _ in pairs]
         targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
                    for _, t in pairs]
         devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
-            model(images, targets)
+        hook = (model.transform.register_forward_hook(transformed) if regions is not None
+                else None)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
+                model(images, targets)
+        finally:
+            if hook is not None:
+                hook.remove()
 
     return forward
 
@@ -230,10 +268,11 @@ def build_fitness(spec: FitnessSpec) -> SupernetFitness:
                     for images, targets in loader)
 
         return SupernetFitness(
-            model, lambda m: evaluation.evaluate_detector(m, search, spec.search.eval_batch_size,
-                                                          device, spec.search.coco_backend),
+            model, lambda m: evaluation.evaluate_detector(
+                m, search, spec.search.eval_batch_size, device, spec.search.coco_backend,
+                spec.eval_padding == "exclude"),
             spec.metric, batches, spec.search.recalib_images,
-            recalib_momentum=spec.recalib_momentum,
+            recalib_momentum=spec.recalib_momentum, recalib_regions=spec.recalib_regions(model),
         )
     # the held-out images of the training set score; the rest (what the supernet trained on)
     # recalibrates, with evaluation preprocessing (the statistics of what evaluation sees) or,
@@ -281,22 +320,24 @@ def _prepared_detection_fitness(spec: FitnessSpec, model: nn.Module, search, tra
         resize and not with_targets, with_targets)
     evaluated = prepared.prepare_batches(
         model, data.detection_loader(search, batch_size=s.eval_batch_size, shuffle=False,
-                                     seed=0), device, resize=resize)
+                                     seed=0, same_size=spec.eval_padding == "exclude"),
+        device, resize=resize)
 
     def evaluate(m: nn.Module) -> dict:
         predictions = prepared.predict_prepared(m, evaluated, device)
         return evaluation.detection_metrics(search, predictions, s.coco_backend)
 
+    regions = spec.recalib_regions(model)
     if with_targets:
         batches, module = (lambda: (b.pairs(device) for b in recalib)), model
-        forward = detector_train_forward(model, device)
+        forward = detector_train_forward(model, device, regions)
     else:
         batches, module = (lambda: (b.inputs(device) for b in recalib)), backbone_of(model)
-        forward = (prepared.prepared_recalib_forward(model, device) if resize
-                   else detector_recalib_forward(model, device))
+        forward = (prepared.prepared_recalib_forward(model, device, regions) if resize
+                   else detector_recalib_forward(model, device, regions))
     fitness = SupernetFitness(
         model, evaluate, spec.metric, batches, s.recalib_images, recalib_module=module,
-        recalib_forward=forward, recalib_momentum=spec.recalib_momentum,
+        recalib_forward=forward, recalib_momentum=spec.recalib_momentum, recalib_regions=regions,
     )
     fitness.search, fitness.prepared_search = search, evaluated  # for benchmarks
     return fitness

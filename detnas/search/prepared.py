@@ -145,13 +145,17 @@ def prepared_inputs(model: nn.Module, original_sizes: list[tuple[int, int]]) -> 
             del transform.__dict__[name]  # the class's methods again
 
 
-def prepared_recalib_forward(model: nn.Module, device: torch.device | str):
-    """`detector_recalib_forward` for prepared images: batch (pad) them, run the backbone."""
+def prepared_recalib_forward(model: nn.Module, device: torch.device | str, regions=None):
+    """`detector_recalib_forward` for prepared images: batch (pad) them, run the backbone
+    (telling ``regions``, a `detnas.bn.ImageRegions`, where they lie in the padded batch)."""
     supernet = backbone_of(model)
 
     def forward(images: list[torch.Tensor]) -> None:
         batch = model.transform.batch_images([im.to(device, non_blocking=True) for im in images],
                                              model.transform.size_divisible)
+        if regions is not None:
+            regions.set([im.shape[-2:] for im in images], batch.shape[-2:],
+                        model.transform.size_divisible)
         supernet(batch)  # (N, 3, H, W) padded to a multiple of 32
 
     return forward

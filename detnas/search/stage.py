@@ -37,7 +37,7 @@ def search_fingerprint(cfg: StudyConfig, strategy: str, spec: FitnessSpec | None
     """What a search is made from: the config, the supernet and the data its fitness reads (a
     state of another, e.g. of a supernet trained again, is set aside: `run_search`)."""
     paths = ("checkpoint", "data", "recalib_data", "images", "recalib_image_dir")
-    fields = {} if spec is None else dataclasses.asdict(spec)
+    fields = {} if spec is None else to_dict(spec)  # late settings at their default left out
     inputs = [fields.pop(name) or None for name in paths if name in fields]  # by content
     extra = {"fitness": fields} if fields else {}
     return fingerprint(to_dict(cfg), inputs, stage="search", strategy=strategy, **facts, **extra)
