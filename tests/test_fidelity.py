@@ -31,8 +31,8 @@ PUBLISHED_300M = ("DetNAS-COCO-FPN-300M", "DetNAS-COCO-RetinaNet-300M", "DetNAS-
 def _capture_stage(monkeypatch) -> list:
     """Replace the training loop: keep what a stage function would train, train nothing."""
     seen = []
-    monkeypatch.setattr(train, "_run_stage",
-                        lambda cfg, run, stage, tcfg, evaluate: seen.append((stage, tcfg)) or {})
+    monkeypatch.setattr(train, "_run_stage", lambda cfg, run, stage, tcfg, evaluate, **_:
+                        seen.append((stage, tcfg)) or {})
     return seen
 
 
