@@ -200,6 +200,8 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, ddp:
     groups = aspect_groups(dataset) if tcfg.aspect_grouping else None
     sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start,
                                tcfg.steps if end is None else end, ddp.rank, ddp.world, groups)
+    if num_workers:
+        stop.end_helpers_at_exit()  # the workers ignore SIGTERM (stop.shield)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=ddp.device.type == "cuda",
                       persistent_workers=False, worker_init_fn=stop.shield)

@@ -80,6 +80,38 @@ def requested(ddp=None) -> int | None:
 def shield(_worker_id: int | None = None) -> None:
     """In a helper process (a DataLoader worker, a search's evaluation worker): ignore the stop
     signals, which SLURM sends to every process of the job. The stage's main process honours
-    them and ends its helpers; a helper ended by the signal would fail the step it serves."""
+    them and ends its helpers; a helper ended by the signal would fail the step it serves. The
+    process that starts shielded helpers calls `end_helpers_at_exit`."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+_ending_helpers = False
+
+
+def end_helpers_at_exit() -> None:
+    """In a process that starts shielded helpers (`shield`) as daemon processes (DataLoader
+    workers): at its exit, kill the ones still there. multiprocessing ends daemon children at exit
+    with SIGTERM, which they ignore, and then waits for them: a loader left to the garbage
+    collector (an error's traceback holds it) would make the process wait for ever at exit.
+    Registered once, after multiprocessing's own exit handler, so that it runs before it."""
+    global _ending_helpers
+    if _ending_helpers:
+        return
+    import atexit
+    import multiprocessing.util  # noqa: F401 (its exit handler first: it runs after ours)
+
+    atexit.register(_kill_daemon_children)
+    _ending_helpers = True
+
+
+def _kill_daemon_children() -> None:
+    import multiprocessing
+
+    # torch's SIGCHLD handler raises when a loader worker dies of a signal: moot at exit
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=5)

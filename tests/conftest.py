@@ -16,26 +16,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _no_process_or_thread_outlives_its_test():
-    """A child process or a non-daemon thread that a test leaves behind makes pytest hang at exit
-    (multiprocessing joins its children, threading its non-daemon threads): it fails the test
-    that left it, naming it."""
+    """A non-daemon child process or thread that a test leaves behind makes pytest hang at exit
+    (multiprocessing and threading wait for them): it fails the test that left it, naming it.
+    (Daemon children, a DataLoader's workers kept by an error's traceback, are killed at exit by
+    `detnas.stop.end_helpers_at_exit`: tests/test_stop.py.)"""
     import concurrent.futures.thread
     import multiprocessing
     import threading
 
     before = {t.ident for t in threading.enumerate()}
     yield
-    children = multiprocessing.active_children()  # also joins the ones that ended
     # A thread pool's idle workers (MLflow's artifact uploads) end at exit: concurrent.futures
     # wakes and joins them. Any other non-daemon thread is waited for.
     pooled = getattr(concurrent.futures.thread, "_threads_queues", {})
     threads = [t for t in threading.enumerate()
                if not t.daemon and t.ident not in before and t.is_alive() and t not in pooled]
-    for t in threads:  # a timer or a helper thread may be ending: give it a moment
+    children = [c for c in multiprocessing.active_children() if not c.daemon]
+    for t in threads:  # a timer or a helper may be ending: give it a moment
         t.join(timeout=5)
-    threads = [t for t in threads if t.is_alive()]
     for child in children:
         child.join(timeout=5)
+    threads = [t for t in threads if t.is_alive()]
     children = [c for c in children if c.is_alive()]
     for child in children:
         child.kill()

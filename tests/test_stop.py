@@ -181,3 +181,25 @@ def test_a_search_with_workers_stops_without_waiting_for_them(tmp_path):
     assert multiprocessing.active_children() == []
     evaluated = len(load_json(tmp_path / "state.json")["history"])
     assert 2 <= evaluated < evaluation_budget(cfg.search)
+
+
+LINGERING_LOADER = """
+import sys, torch
+from detnas import engine
+from detnas.config import TrainConfig
+from detnas.engine import Dist
+data = torch.utils.data.TensorDataset(torch.arange(64.0))
+loader = engine.step_loader(data, TrainConfig(steps=8, batch_size=4), 0, 0,
+                            Dist(), None, num_workers=2)
+kept = iter(loader)  # as an error's traceback keeps a loader: never shut down before exit
+next(kept)
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_with_shielded_loader_workers_left_running_still_exits():
+    """The workers ignore SIGTERM (`stop.shield`), multiprocessing ends daemon children at exit
+    with SIGTERM and waits: `stop.end_helpers_at_exit` kills them first."""
+    proc = subprocess.run([sys.executable, "-c", LINGERING_LOADER], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "exiting", proc.stderr[-2000:]
