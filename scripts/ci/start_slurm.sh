@@ -7,18 +7,15 @@
 # slurmctld and slurmd, and waits until the node takes jobs. Idempotent: a cluster that already
 # answers is left as it is. Needs root. Tested on Debian 12 (Slurm 22.05).
 #
-# The node declares SLURM_CI_GPUS (default 4) GPUs as a GRES backed by stand-in device files
+# The node declares SLURM_CI_GPUS (default 2) GPUs as a GRES backed by stand-in device files
 # (/dev/fakegpuN, copies of /dev/null): `sbatch --gpus=2` is then scheduled, counted and given
 # CUDA_VISIBLE_DEVICES as on a GPU cluster, so profiles/slurm runs unchanged; the processes run on
-# the CPU (the cluster rehearsal, tests/workflow/test_rehearsal.py). Memory and GPUs are the
-# consumable resources, not the cores (CR_Memory): two 2-GPU jobs run at once on a 2-core
-# machine, as on a GPU node, and share its cores. (A job's wall time is mostly the executor's
-# status polling at this toy size; two at once halve the rehearsal's.)
+# the CPU (the cluster rehearsal, tests/workflow/test_rehearsal.py).
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
 PARTITION=${SLURM_CI_PARTITION:-debug}
-GPUS=${SLURM_CI_GPUS:-4}
+GPUS=${SLURM_CI_GPUS:-2}
 
 log() { echo "start_slurm: $*" >&2; }
 
@@ -84,7 +81,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Memory
+SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 ReturnToService=2
 # No accounting database: squeue answers job states, for MinJobAge seconds after a job ends
