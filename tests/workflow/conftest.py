@@ -55,7 +55,9 @@ def copy_recipe(dest: Path) -> None:
 
 
 def base_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment as a user's shell has it: without the variables of a `make`
+    the tests may run under (`make test`: a nested make would print its directory)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
