@@ -22,7 +22,6 @@ data-dependent postprocessing, so ``formats=("onnx",)`` with the detector is ref
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from detnas.backbones import read_spec, torchvision_backbone
 from detnas.detection import inference_heads, replace_detector_backbone
 from detnas.io import atomic_write, save_json
 from detnas.models import backbone_of, load_fixed_model
-from detnas.provenance import git_commit
+from detnas.provenance import git_commit, sha256
 from detnas.roi_pool import RoIPooler
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,6 @@ def _require_onnx() -> None:
     if missing:
         raise ValueError(f"format 'onnx' needs {', '.join(missing)}: pip install 'detnas[export]' "
                          "(or export --format torchscript only)")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _flat(outputs) -> list[torch.Tensor]:
@@ -227,7 +218,7 @@ def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module
                     else dict(zip(OUTPUT_NAMES, net.stage_channels, strict=True))),
         "check": check,
         "load": LOAD[part] if "torchscript" in files else None,
-        "source": {"checkpoint": str(checkpoint), "sha256": _sha256(checkpoint),
+        "source": {"checkpoint": str(checkpoint), "sha256": sha256(checkpoint),
                    "task": ckpt["task"], "detector": ckpt.get("detector"),
                    "config_hash": config_mod.config_hash(study) if study else None,
                    "provenance": {k: v for k, v in ckpt.get("provenance", {}).items()

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from doc_pages import bash_blocks
 
 from detnas.cli import build_parser
 
@@ -23,18 +24,14 @@ OTHERS = {"dvc", "git", "mlflow", "mkdir", "cat", "cd", "cp", "ls", "scancel", "
 
 
 def bash_commands(text: str) -> list[str]:
-    """The command lines of the bash blocks of ``text``: continuation lines joined, comments,
-    here-documents and blank lines dropped, ``a && b`` split."""
+    """The command lines of the bash blocks of ``text`` (`doc_pages.bash_blocks`), here-documents
+    dropped, ``a && b`` split."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        block = block.replace("\\\n", " ")
+    for block in bash_blocks(text):
         heredoc = None
-        for line in block.splitlines():
+        for line in block:
             if heredoc:
-                heredoc = None if line.strip() == heredoc else heredoc
-                continue
-            line = line.split("  #")[0].strip()
-            if not line or line.startswith("#"):
+                heredoc = None if line == heredoc else heredoc
                 continue
             if m := re.search(r"<<-?'?(\w+)'?", line):
                 heredoc = m.group(1)

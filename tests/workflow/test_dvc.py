@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from doc_pages import bash_blocks
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -56,11 +57,8 @@ def run(cmd: str | list[str], cwd: Path, env: dict, ok: bool = True) -> subproce
 
 
 def page_commands(page: str) -> list[list[str]]:
-    """The command lines of each bash block of a page of docs/, comments stripped."""
-    text = (REPO / "docs" / page).read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
-    return [[line.split("  #")[0].strip() for line in block.splitlines()
-             if line.strip() and not line.startswith("#")] for block in blocks]
+    """The command lines of each bash block of a page of docs/."""
+    return bash_blocks((REPO / "docs" / page).read_text())
 
 
 def use_this_venv(root: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from doc_pages import bash_blocks
 from user_dataset import CATEGORIES, write_imagefolder, write_user_dataset
 
 from detnas import layout
@@ -34,10 +35,8 @@ DOC = REPO / "docs" / "own-data.md"
 
 
 def doc_commands(text: str) -> list[str]:
-    """The commands of the page's `bash` blocks, in order (continued lines joined)."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    return [" ".join(line.split()) for block in blocks
-            for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    """The commands of the page's `bash` blocks, in order, each on one line of single spaces."""
+    return [" ".join(line.split()) for block in bash_blocks(text) for line in block]
 
 
 def doc_example(text: str) -> list[str]:

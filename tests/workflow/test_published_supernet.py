@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import base_env, copy_recipe
+from doc_pages import bash_blocks
 from test_dvc import LOCAL_REMOTE, REPO, make_study_repo, run
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -33,9 +34,8 @@ def commands(section: str) -> list[str]:
     text = (REPO / PAGE).read_text()
     body = text[text.index(f"\n## {section}"):]
     end = body.find("\n## ", 1)
-    (block,) = re.findall(r"```bash\n(.*?)```", body if end < 0 else body[:end], re.S)
-    return [line.split("  #")[0].strip() for line in block.splitlines()
-            if line.strip() and not line.startswith("#")]
+    (block,) = bash_blocks(body if end < 0 else body[:end])
+    return block
 
 
 def planned(out: str) -> dict[str, int]:
