@@ -21,11 +21,11 @@ import time
 
 import torch
 
-from detnas.config import StudyConfig
-from detnas.models import build_model
+from detnas.nets.models import build_model
+from detnas.plan.config import StudyConfig
+from detnas.plan.space import sample
 from detnas.search.fitness import SupernetFitness
 from detnas.search.parallel import WorkerPool
-from detnas.space import sample
 
 TARGET = 1.2
 

@@ -1,7 +1,7 @@
 """A training step with the model in channels_last against contiguous (NCHW), side by side in one
 run (interleaved rounds, median), on the embedded default's networks (ShuffleNetV2 of the tiny
 space, one thread): the classifier at its retraining batch and image size, each detector at its
-batch. The engine trains in channels_last on every device (`detnas.engine.train`). Prints, per
+batch. The engine trains in channels_last on every device (`detnas.run.engine.train`). Prints, per
 workload, the time of a step in each layout and the ratio channels_last / contiguous (below 1:
 channels_last is faster).
 
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from bench_roi_pool import _batch, default_detector  # benchmarks/ is the script's path
 from bench_train_step import _time
 
-from detnas.engine import make_optimizer
-from detnas.models import build_model
+from detnas.nets.models import build_model
+from detnas.run.engine import make_optimizer
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 

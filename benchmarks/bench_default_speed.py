@@ -23,10 +23,10 @@ import torch
 from bench_roi_pool import _batch, default_detector  # benchmarks/ is the script's path
 from bench_train_step import _time
 
-from detnas import engine, train
 from detnas.data import make_synthetic_classification
-from detnas.engine import make_optimizer
-from detnas.models import build_model
+from detnas.nets.models import build_model
+from detnas.run import engine, train
+from detnas.run.engine import make_optimizer
 
 
 def _median_ratio(steps: dict, device, rounds: int, iters: int) -> tuple[dict, float]:

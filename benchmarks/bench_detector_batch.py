@@ -17,8 +17,8 @@ import torch
 from bench_roi_pool import _batch, default_detector  # benchmarks/ is the script's path
 from bench_train_step import _time
 
-from detnas.engine import make_optimizer
-from detnas.models import build_model
+from detnas.nets.models import build_model
+from detnas.run.engine import make_optimizer
 
 BATCHES = (4, 8)
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from detnas import evaluation
-from detnas.config import SearchConfig, StudyConfig
 from detnas.data import make_synthetic_detection
 from detnas.io import save_checkpoint
-from detnas.models import build_model, model_meta
+from detnas.nets.models import build_model, model_meta
+from detnas.plan.config import SearchConfig, StudyConfig
+from detnas.plan.space import sample
 from detnas.search import prepared
 from detnas.search.fitness import FitnessSpec, build_fitness
-from detnas.space import sample
 
 TARGET = 1.2
 

@@ -7,8 +7,8 @@ Run: ``python benchmarks/bench_flops.py``.
 import random
 import time
 
-from detnas.flops import cost_table
-from detnas.space import sample
+from detnas.plan.flops import cost_table
+from detnas.plan.space import sample
 
 TARGET = 10_000
 

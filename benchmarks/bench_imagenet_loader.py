@@ -8,7 +8,8 @@ temporary folder, then measures side by side in one run on ``--device``:
 - device path (``classification.loader: gpu``): file bytes read in the process, batched
   ``decode_jpeg`` + the same transforms on the device (`detnas.data.device_loader`);
 - the consumer: the classification supernet's training step on one path (``--space``, batch
-  ``--batch`` at ``--image-size``), as `detnas.engine.train` runs it (channels_last, bf16 on CUDA).
+  ``--batch`` at ``--image-size``), as `detnas.run.engine.train` runs it (channels_last, bf16 on
+  CUDA).
 
 Target (issue 12): loader >= 1.2x the step on a GPU with 8 cores.
 Run: ``python benchmarks/bench_imagenet_loader.py --device cuda --space 300M --batch 256``;
@@ -30,8 +31,8 @@ from PIL import Image
 from detnas.data import ImageFolderClassification, classification_loader
 from detnas.data.coco import make_loader
 from detnas.data.device_loader import DeviceAugment, EncodedImages, collate_encoded
-from detnas.models import backbone_of, build_model
-from detnas.space import sample
+from detnas.nets.models import backbone_of, build_model
+from detnas.plan.space import sample
 
 TARGET = 1.2
 

@@ -28,7 +28,8 @@ STAGE = r"""
 import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from detnas import config, train
+from detnas.plan import config
+from detnas.run import train
 from detnas.data.synthetic import synthesize_classification, synthesize_detection
 root, steps, task = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cfg = config.load("config/config.yaml", [f"results={root}", "device=cpu",

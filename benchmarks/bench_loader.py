@@ -21,8 +21,6 @@ from pathlib import Path
 
 import torch
 
-from detnas import space
-from detnas.config import ClassificationConfig, DatasetConfig, DetectorConfig
 from detnas.data import (
     CocoDetection,
     ImageFolderClassification,
@@ -31,8 +29,10 @@ from detnas.data import (
     make_synthetic_classification,
     make_synthetic_detection,
 )
-from detnas.detection import build_detector
-from detnas.supernet import Classifier, Supernet
+from detnas.nets.detection import build_detector
+from detnas.nets.supernet import Classifier, Supernet
+from detnas.plan import space
+from detnas.plan.config import ClassificationConfig, DatasetConfig, DetectorConfig
 
 
 def _loader_rate(loader, batches: int) -> float:

@@ -16,12 +16,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from detnas.config import DetectorConfig, NatsConfig, TrainConfig, load
-from detnas.detection import build_detector, detection_loss, detector_backbone
-from detnas.engine import Dist, backward, make_optimizer, resolve_device
 from detnas.nats import search as nats_search
 from detnas.nats.ops import DilationMixConv, arch_parameters, make_searchable
-from detnas.resnet import ResNetBackbone, bottlenecks
+from detnas.nets.detection import build_detector, detection_loss, detector_backbone
+from detnas.nets.resnet import ResNetBackbone, bottlenecks
+from detnas.plan.config import DetectorConfig, NatsConfig, TrainConfig, load
+from detnas.run.engine import Dist, backward, make_optimizer, resolve_device
 
 
 def _batch(n: int, size: int, num_classes: int, device):
@@ -98,7 +98,7 @@ def main() -> None:
         sgd.step()
         sgd.zero_grad(set_to_none=True)
 
-    def weight_step():  # as `detnas.engine.train` takes it
+    def weight_step():  # as `detnas.run.engine.train` takes it
         backward(searched, detection_loss, batch, Dist(device=device), False)
         s_sgd.step()
 

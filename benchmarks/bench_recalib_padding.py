@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detnas.config import SearchConfig, StudyConfig
 from detnas.data import make_synthetic_detection
 from detnas.io import load_checkpoint, load_json, save_checkpoint, save_json
-from detnas.models import build_model, model_meta
+from detnas.nets.models import build_model, model_meta
+from detnas.plan.config import SearchConfig, StudyConfig
+from detnas.plan.space import sample
 from detnas.search.fitness import FitnessSpec, build_fitness
 from detnas.search.rank import rank_correlation
-from detnas.space import sample
 
 
 def cut(src: Path, annotations: Path, dst: Path, split: str, limit: int) -> Path:

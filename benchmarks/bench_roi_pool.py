@@ -1,4 +1,4 @@
-"""Faster R-CNN + FPN's training step with `detnas.roi_pool.RoIPooler` against torchvision's
+"""Faster R-CNN + FPN's training step with `detnas.nets.roi_pool.RoIPooler` against torchvision's
 `MultiScaleRoIAlign`, side by side in one run (interleaved rounds, median), on the embedded
 default's detector (ShuffleNetV2 of the tiny space, 96-px images, batch 4, 64 sampled RoIs per
 image); also the pooler's forward + backward alone on the RoIs of one step. Prints the ratios
@@ -16,10 +16,10 @@ import torch
 from bench_train_step import _time  # the same timer (benchmarks/ is the script's path)
 from torchvision.ops import MultiScaleRoIAlign
 
-from detnas import config
-from detnas.engine import make_optimizer
-from detnas.models import build_model
-from detnas.roi_pool import RoIPooler
+from detnas.nets.models import build_model
+from detnas.nets.roi_pool import RoIPooler
+from detnas.plan import config
+from detnas.run.engine import make_optimizer
 
 
 def _batch(device, size: int, images: int = 4):

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from detnas import config as config_mod
 from detnas import evaluation
 from detnas.data import CocoDetection, make_synthetic_detection
-from detnas.engine import make_optimizer
-from detnas.models import backbone_of, build_model
-from detnas.space import sample
+from detnas.nets.models import backbone_of, build_model
+from detnas.plan import config as config_mod
+from detnas.plan.space import sample
+from detnas.run.engine import make_optimizer
 
 PAPER_GPU_DAYS = 44  # DetNAS (NeurIPS 2019): supernet pre-training + fine-tuning + search, COCO
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,14 +16,14 @@ import time
 
 import torch
 
-from detnas.config import DetectorConfig, TrainConfig
-from detnas.engine import make_optimizer
-from detnas.models import backbone_of, build_model
-from detnas.space import sample
+from detnas.nets.models import backbone_of, build_model
+from detnas.plan.config import DetectorConfig, TrainConfig
+from detnas.plan.space import sample
+from detnas.run.engine import make_optimizer
 
 
 def _step_fn(model, loss_fn, batch):
-    """One step as `detnas.engine.train` takes it in one process."""
+    """One step as `detnas.run.engine.train` takes it in one process."""
     opt = make_optimizer(model, TrainConfig(lr=1e-3))
 
     def step():

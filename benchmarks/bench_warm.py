@@ -1,5 +1,5 @@
 """A study job cold (a fresh ``detnas`` process) against warm (a fork of the warm server,
-`detnas.warm`), side by side in one run (alternating rounds, median): ``detnas train supernet``
+`detnas.run.warm`), side by side in one run (alternating rounds, median): ``detnas train supernet``
 of a few steps on a tiny synthetic classification set, tracked to a SQLite MLflow store, one
 thread, the way a local Snakemake run's jobs run. Prints the wall time of each and the ratio
 warm / cold (below 1: the warm start saves the imports).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from detnas import warm
 from detnas.data import make_synthetic_classification
+from detnas.run import warm
 
 
 def _study(root: Path, steps: int) -> Path:

@@ -1,13 +1,13 @@
 """The cost ledger: what one stage cost in wall time, GPU-hours, CPU time and peak memory.
 
-Every stage opens its tracker with `detnas.tracking.start`, which starts a `Meter`; when the stage
-writes its ``metrics.json`` it adds ``"cost": tracker.cost()`` (the `Meter.read` record, also
+Every stage opens its tracker with `detnas.run.tracking.start`, which starts a `Meter`; when the
+stage writes its ``metrics.json`` it adds ``"cost": tracker.cost()`` (the `Meter.read` record, also
 logged as ``cost.*`` MLflow metrics). The report sums the records per row of the study
 (`detnas.report.ledger`).
 
 - ``wall_s``: from the start of the stage's tracked run (inputs loaded, model built) to the
   writing of its ``metrics.json``.
-- ``gpus``: the GPUs the stage's process model holds (`detnas.launch`): the torchrun world size
+- ``gpus``: the GPUs the stage's process model holds (`detnas.run.launch`): the torchrun world size
   for training and NATS, the evaluation workers (at most the visible GPUs) for a search; 0 on the
   CPU. ``gpu_hours`` = ``gpus`` x wall time.
 - ``cpu_s``: user + system CPU time of this process and of its children that ended (data-loader

@@ -1,8 +1,8 @@
 """Export of a found network to TorchScript and ONNX, checked against PyTorch, with provenance.
 
 The source is a detnas checkpoint: a retrained classifier or detector, or a supernet with the
-architecture to take from it (`detnas.models.load_fixed_model`). ``part="backbone"`` exports the
-backbone in the form `detnas.backbone` returns (outputs C2..C5); ``part="detector"`` the whole
+architecture to take from it (`detnas.nets.models.load_fixed_model`). ``part="backbone"`` exports
+the backbone in the form `detnas.backbone` returns (outputs C2..C5); ``part="detector"`` the whole
 torchvision detector (eval mode: a list of ``(3, H, W)`` images in, ``(losses, detections)`` out).
 
 In the output folder: ``<part>.torchscript.pt`` (``torch.jit.load``; for the detector,
@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas import config as config_mod
-from detnas.backbones import read_spec, torchvision_backbone
-from detnas.detection import inference_heads, replace_detector_backbone
 from detnas.io import atomic_write, save_json
-from detnas.models import backbone_of, load_fixed_model
+from detnas.nets.backbones import read_spec, torchvision_backbone
+from detnas.nets.detection import inference_heads, replace_detector_backbone
+from detnas.nets.models import backbone_of, load_fixed_model
+from detnas.nets.roi_pool import RoIPooler
+from detnas.plan import config as config_mod
 from detnas.provenance import git_commit, sha256
-from detnas.roi_pool import RoIPooler
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def input_contract(model: nn.Module, ckpt: dict, part: str) -> dict:
 
 def _log(study: dict, prov: dict, part: str, spec: dict, files: list[Path]) -> str:
     """Log the export into the checkpoint's MLflow run, or a child run named after it."""
-    from detnas import tracking
+    from detnas.run import tracking
 
     t = study["tracking"]
     tags = {**prov.get("tags", {}), "stage": f"export-{part}", "seed": prov.get("seed"),

@@ -1,6 +1,6 @@
 """Latency of architectures on the user's device, from a measured per-block table.
 
-The twin of `detnas.flops`: the table holds the latency of the fixed part of the backbone (the
+The twin of `detnas.plan.flops`: the table holds the latency of the fixed part of the backbone (the
 first conv) and of every (block, choice) of a space; the predicted latency of an arch is the sum
 of its entries. Each entry is timed in context, between the neighbouring modules of whole
 forwards of the supernet's paths (`measure_table`), in inference mode: the median of ``repeats``
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from detnas.io import load_json, save_json
+from detnas.plan.space import CHOICES, Arch, get_space
 from detnas.provenance import cpu_model
-from detnas.space import CHOICES, Arch, get_space
 
 TABLE_VERSION = 1
 
@@ -80,7 +80,7 @@ def measurement(cfg) -> Measurement:
     c = cfg.latency
     device = c.device
     if device == "auto":
-        from detnas.engine import resolve_device
+        from detnas.run.engine import resolve_device
 
         device = resolve_device(cfg.device).type
     return Measurement(device, c.batch_size, c.input_size, c.threads, c.warmup, c.repeats,
@@ -198,7 +198,7 @@ def measure_table(space: str, how: Measurement, seed: int = 0) -> LatencyTable:
     """
     import torch
 
-    from detnas.supernet import Supernet
+    from detnas.nets.supernet import Supernet
 
     sp, device = get_space(space), torch.device(how.device)
     rng = random.Random(seed)
@@ -238,7 +238,7 @@ def measure_backbone(arch: Arch, how: Measurement) -> float:
     ``how.repeats`` forwards after ``how.warmup``, with the table's clock."""
     import torch
 
-    from detnas.supernet import Backbone
+    from detnas.nets.supernet import Backbone
 
     device = torch.device(how.device)
     torch.manual_seed(0)

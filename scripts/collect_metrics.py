@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from detnas import layout
-from detnas.config import StudyConfig, from_dict
 from detnas.io import atomic_write, save_text
+from detnas.plan import layout
+from detnas.plan.config import StudyConfig, from_dict
 from detnas.report.headline import FIELDS, file_name, study_headline
 
 
@@ -50,7 +50,8 @@ def _put(table: dict, keys: tuple[str, ...], path: Path) -> None:
 
 
 def collect(results: Path, cfg: StudyConfig) -> dict:
-    """Every retrained model's numbers, where detnas.layout puts them (`detnas.layout.outputs`);
+    """Every retrained model's numbers, where detnas.plan.layout puts them
+    (`detnas.plan.layout.outputs`);
     absent ones are left out."""
     table: dict = {}
     for out in layout.outputs(cfg):

@@ -42,9 +42,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from detnas import config, train  # noqa: E402
 from detnas.data.synthetic import synthesize_classification, synthesize_detection  # noqa: E402
+from detnas.plan import config
 from detnas.provenance import numeric_environment, pin_cpu_isa  # noqa: E402
+from detnas.run import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLS_STEPS = (100, 200, 300, 400)
@@ -192,8 +193,8 @@ def study_curves(study: Path, out: Path) -> None:
 def rank_sweep(out: Path) -> None:
     """The ranking check's standalone training against its budget: does a larger one separate
     the architectures by more than the seeds do?"""
-    from detnas.backbones import shufflenet_spec
     from detnas.data import make_search_split
+    from detnas.nets.backbones import shufflenet_spec
     from detnas.search.evolution import search_limits
     from detnas.search.rank import spread_archs
 
@@ -274,8 +275,8 @@ def main() -> None:
         rank_sweep(Path(args.out))
         return
     losses = _Losses()
-    logging.getLogger("detnas.engine").setLevel(logging.INFO)
-    logging.getLogger("detnas.engine").addHandler(losses)
+    logging.getLogger("detnas.run.engine").setLevel(logging.INFO)
+    logging.getLogger("detnas.run.engine").addHandler(losses)
     pick = (lambda s: s[1::2]) if args.quick else (lambda s: s)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

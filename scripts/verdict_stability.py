@@ -107,9 +107,9 @@ def judged(tables: dict, calibrated: dict | None) -> tuple[dict, dict]:
 
 
 def _comparisons(detectors: list[str]) -> list[tuple[str, str, str]]:
-    """(detector, a, b) of the paper's comparisons (`detnas.study`), for a report that has no
+    """(detector, a, b) of the paper's comparisons (`detnas.plan.study`), for a report that has no
     verdicts of its own."""
-    from detnas import study
+    from detnas.plan import study
 
     return [(det, a.name, b.name) for a, b, _ in study.comparisons(study.ROWS)
             for det in detectors]

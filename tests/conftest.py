@@ -19,7 +19,7 @@ def _no_process_or_thread_outlives_its_test():
     """A non-daemon child process or thread that a test leaves behind makes pytest hang at exit
     (multiprocessing and threading wait for them): it fails the test that left it, naming it.
     (Daemon children, a DataLoader's workers kept by an error's traceback, are killed at exit by
-    `detnas.stop.end_helpers_at_exit`: tests/test_stop.py.)"""
+    `detnas.run.stop.end_helpers_at_exit`: tests/test_stop.py.)"""
     import concurrent.futures.thread
     import multiprocessing
     import threading

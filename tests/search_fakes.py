@@ -3,8 +3,8 @@
 import hashlib
 import time
 
-from detnas.config import SearchConfig
-from detnas.space import Arch
+from detnas.plan.config import SearchConfig
+from detnas.plan.space import Arch
 
 TARGET = (3, 1, 2, 0, 3, 3, 1, 2, 0, 3)  # the optimum of `hamming_fitness` in the tiny space
 

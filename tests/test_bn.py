@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from detnas.bn import ImageRegions, recalibrated
-from detnas.space import Arch
-from detnas.supernet import Supernet
+from detnas.nets.bn import ImageRegions, recalibrated
+from detnas.nets.supernet import Supernet
+from detnas.plan.space import Arch
 
 
 def _toy():

@@ -1,4 +1,5 @@
-"""scripts/collect_metrics.py reads a results folder through detnas.layout (the fixture tree)."""
+"""scripts/collect_metrics.py reads a results folder through detnas.plan.layout (the fixture
+tree)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The settings that used to fail when their job ran, hours into a study, refused when the config
-is loaded (`detnas.config.check`, every command and the workflow's parse) or when the workflow
-is parsed (`detnas.preflight.check_workflow`); one line naming the key and the value, a YAML syntax
-error as FILE:LINE:COLUMN. docs/config-checks.md lists them; tests/workflow/test_late_failures.py
+is loaded (`detnas.plan.config.check`, every command and the workflow's parse) or when the workflow
+is parsed (`detnas.plan.preflight.check_workflow`); one line naming the key and the value, a YAML
+syntax error as FILE:LINE:COLUMN. docs/config-checks.md lists them;
+tests/workflow/test_late_failures.py
 runs a few through `snakemake -n`."""
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import random
 
 import pytest
 
-from detnas import config, preflight
 from detnas.cli import main
 from detnas.data import files
-from detnas.flops import cost_table
 from detnas.latency import LatencyTable, Measurement, save_table
-from detnas.space import Arch, get_space
+from detnas.plan import config, preflight
+from detnas.plan.flops import cost_table
+from detnas.plan.space import Arch, get_space
 
 TINY = cost_table("tiny")  # the default config's space, at the default flops_input_size 224
 # a classifier FLOPs limit above the cheapest backbone, below the cheapest classifier

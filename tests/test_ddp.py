@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from detnas.models import build_model, load_model
+from detnas.nets.models import build_model, load_model
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_ranks_that_drift_apart_are_caught(tmp_path):
     script = tmp_path / "drift.py"
     script.write_text(textwrap.dedent("""
         import torch
-        from detnas.engine import check_replicas, setup_distributed
+        from detnas.run.engine import check_replicas, setup_distributed
         ddp = setup_distributed("cpu")
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))

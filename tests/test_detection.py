@@ -1,10 +1,10 @@
-"""What `detnas.detection` adds to torchvision's detectors."""
+"""What `detnas.nets.detection` adds to torchvision's detectors."""
 
 import torch
 
-from detnas.config import DetectorConfig
-from detnas.models import build_model
-from detnas.space import Arch
+from detnas.nets.models import build_model
+from detnas.plan.config import DetectorConfig
+from detnas.plan.space import Arch
 
 
 def test_retinanet_never_returns_its_background_class():

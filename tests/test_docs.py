@@ -58,7 +58,7 @@ def _check_detnas(args: list[str], written: set[str]) -> None:
         if flag in args:
             _check_repo_file(args[args.index(flag) + 1], written)
     if args[0] == "init":  # the config it writes exists for the page's next commands
-        from detnas.own_data import default_name
+        from detnas.plan.own_data import default_name
 
         name = parsed.name or default_name(parsed.train_images)
         written.add(str(parsed.out or Path("config") / f"{name}.yaml"))

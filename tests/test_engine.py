@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset, default_collate
 
-from detnas import engine, tracking
-from detnas.config import TrainConfig
-from detnas.models import backbone_of, build_model, model_meta
-from detnas.space import Arch, sample
-from detnas.train import classification_loss
+from detnas.nets.models import backbone_of, build_model, model_meta
+from detnas.plan.config import TrainConfig
+from detnas.plan.space import Arch, sample
+from detnas.run import engine, tracking
+from detnas.run.train import classification_loss
 
 
 def _stage(paths=None, n=24):

@@ -16,12 +16,12 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import detnas
 from detnas import export
-from detnas.backbones import RETURN_LAYERS
 from detnas.cli import main
-from detnas.config import DetectorConfig
 from detnas.io import load_checkpoint, save_checkpoint
-from detnas.models import backbone_of, build_model, load_model, model_meta
-from detnas.space import Arch
+from detnas.nets.backbones import RETURN_LAYERS
+from detnas.nets.models import backbone_of, build_model, load_model, model_meta
+from detnas.plan.config import DetectorConfig
+from detnas.plan.space import Arch
 
 ARCH = {"kind": "shufflenet", "space": "test", "arch": "1-23-01-3"}
 SUPERNET = {"kind": "supernet", "space": "test"}
@@ -85,7 +85,7 @@ def test_supernet_path_exports_to_torchscript_and_onnx_equal_to_pytorch(files, t
 
 def test_the_sidecar_states_the_input_contract(files):
     from detnas.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-    from detnas.models import load_fixed_model
+    from detnas.nets.models import load_fixed_model
 
     model, _, ckpt = load_fixed_model(files["detector"])
     for part in ("backbone", "detector"):
@@ -251,7 +251,8 @@ def test_export_is_logged_into_the_run_that_made_the_checkpoint(tmp_path, classi
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from detnas import config, tracking, train
+    from detnas.plan import config
+    from detnas.run import tracking, train
 
     path, _env = classification_study(12, 1)
     study = yaml.safe_load(path.read_text())

@@ -13,12 +13,13 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.transforms import v2
 
-from detnas import config, engine, flops, tracking, train
-from detnas.config import DETECTORS
 from detnas.data import CocoDetection, make_synthetic_classification, make_synthetic_detection
-from detnas.models import build_model
+from detnas.nets.models import build_model
+from detnas.plan import config, flops
+from detnas.plan.config import DETECTORS
+from detnas.plan.space import REGISTRY, Arch
+from detnas.run import engine, tracking, train
 from detnas.search.fitness import SupernetFitness, has_head_norm
-from detnas.space import REGISTRY, Arch
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = config.load(REPO / "config" / "coco.yaml")
@@ -557,7 +558,7 @@ def test_paper_configs_use_the_reference_switches():
     the BN recalibration's running average, fp32 training (the precision each training loop
     builds for a GPU: no autocast, no scaler), the search fitness's metric (what `detnas search`
     scores: COCO's mmAP, VOC 2007's 11-point mAP)."""
-    from detnas.precision import Precision
+    from detnas.run.precision import Precision
     from detnas.search.fitness import fitness_spec
 
     for cfg in PAPER:
@@ -1007,7 +1008,7 @@ def test_clsnas_recalibrates_on_augmented_training_images_the_same_for_every_can
     ColorJitter(0.4) and flips (imagenet_dataset.py:64-72); here the same augmented images for
     every candidate, so that the fitness is a function of the path."""
     from detnas.io import save_checkpoint
-    from detnas.models import model_meta
+    from detnas.nets.models import model_meta
     from detnas.search.fitness import build_fitness, fitness_spec
 
     make_synthetic_classification(tmp_path, seed=0, num_classes=2, num_train=12, num_val=2,

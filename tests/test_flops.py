@@ -3,9 +3,9 @@ import random
 import pytest
 import torch
 
-from detnas import flops
-from detnas.space import REGISTRY, SPACES, get_space, resolve, sample
-from detnas.supernet import Backbone, Classifier
+from detnas.nets.supernet import Backbone, Classifier
+from detnas.plan import flops
+from detnas.plan.space import REGISTRY, SPACES, get_space, resolve, sample
 
 
 @pytest.mark.parametrize("space", list(SPACES))

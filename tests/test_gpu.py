@@ -12,18 +12,19 @@ import random
 import pytest
 import torch
 
-from detnas import config, engine
-from detnas.config import DetectorConfig, SearchConfig, TrainConfig
 from detnas.data import make_search_split, make_synthetic_detection
 from detnas.data.coco import collate_detection
-from detnas.detection import detection_loss
 from detnas.io import load_json, save_checkpoint
-from detnas.models import build_model, model_meta
+from detnas.nets.detection import detection_loss
+from detnas.nets.models import build_model, model_meta
+from detnas.nets.supernet import Classifier, Supernet
+from detnas.plan import config
+from detnas.plan.config import DetectorConfig, SearchConfig, TrainConfig
+from detnas.plan.space import Arch, sample
+from detnas.run import engine
+from detnas.run.train import classification_loss
 from detnas.search.fitness import FitnessSpec
 from detnas.search.stage import search_stage, worker_fitness
-from detnas.space import Arch, sample
-from detnas.supernet import Classifier, Supernet
-from detnas.train import classification_loss
 
 pytestmark = pytest.mark.gpu
 
@@ -116,7 +117,7 @@ def test_training_stage_runs_on_cuda(tmp_path):
                                     DET_CFG),
                          lambda rng: sample("test", rng), model.backbone.body)
     tcfg = TrainConfig(steps=3, batch_size=2, lr=0.01, checkpoint_every=2, log_every=1)
-    from detnas.tracking import NullTracker
+    from detnas.run.tracking import NullTracker
 
     result = engine.train(stage, tcfg, 0, engine.Dist(device=CUDA), tmp_path / "resume.pt",
                           NullTracker(), {})

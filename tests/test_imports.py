@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "detnas"
-LIGHT = ("detnas.config", "detnas.space", "detnas.flops", "detnas.report", "detnas.dilations",
-         "detnas.io", "detnas.provenance", "detnas.study", "detnas.layout", "detnas.data.files",
-         "detnas.data.synthetic", "detnas.latency", "detnas.preflight", "detnas.data.split",
-         "detnas.data.audit", "detnas.own_data")
+LIGHT = ("detnas.plan.config", "detnas.plan.space", "detnas.plan.flops", "detnas.report",
+         "detnas.plan.dilations", "detnas.io", "detnas.provenance", "detnas.plan.study",
+         "detnas.plan.layout", "detnas.data.files", "detnas.data.synthetic", "detnas.latency",
+         "detnas.plan.preflight", "detnas.data.split", "detnas.data.audit", "detnas.plan.own_data")
 
 
 def test_light_modules_import_without_torch():
     code = (f"import sys, {', '.join(LIGHT)}\n"
-            "from detnas.config import load\n"
+            "from detnas.plan.config import load\n"
             "load(None)\n"  # the default config, checked (the NATS check included)
             "from detnas.cli import build_parser\n"
             "build_parser()\n"  # every subcommand registered, as `detnas report` does
@@ -105,7 +105,7 @@ def test_import_graph_sees_function_level_imports(tmp_path):
 
 def test_no_import_cycle():
     graph = import_graph()
-    assert "detnas.nats.search" in graph and "detnas.engine" in graph["detnas.nats.search"]
+    assert "detnas.nats.search" in graph and "detnas.run.engine" in graph["detnas.nats.search"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -115,15 +115,16 @@ def test_the_bottom_modules_import_nothing_above_them():
     bottom: any module may import them (provenance reads the version from detnas.version, not from
     the package's face, whose `backbone` reaches the models, and a checkpoint's header from io)."""
     graph = import_graph()
-    assert graph["detnas.study"] == graph["detnas.version"] == graph["detnas.io"] == set()
-    assert graph["detnas.layout"] == {"detnas.study"}
+    assert graph["detnas.plan.study"] == graph["detnas.version"] == graph["detnas.io"] == set()
+    assert graph["detnas.plan.layout"] == {"detnas.plan.study"}
     assert graph["detnas.provenance"] == {"detnas.version", "detnas.io"}
 
 
-CORE = ("detnas.study", "detnas.layout", "detnas.version", "detnas.config", "detnas.space",
-        "detnas.flops", "detnas.dilations", "detnas.io", "detnas.provenance", "detnas.engine",
-        "detnas.resnet", "detnas.supernet", "detnas.detection", "detnas.models",
-        "detnas.backbones", "detnas.data", "detnas.tracking")
+CORE = ("detnas.plan.study", "detnas.plan.layout", "detnas.version", "detnas.plan.config",
+        "detnas.plan.space", "detnas.plan.flops", "detnas.plan.dilations", "detnas.io",
+        "detnas.provenance", "detnas.run.engine", "detnas.nets.resnet", "detnas.nets.supernet",
+        "detnas.nets.detection", "detnas.nets.models", "detnas.nets.backbones", "detnas.data",
+        "detnas.run.tracking")
 
 
 def test_core_modules_reach_no_search_method():

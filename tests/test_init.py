@@ -16,10 +16,10 @@ import pytest
 import yaml
 from user_dataset import NOT_IN_TEST, write_imagefolder, write_user_dataset
 
-from detnas import config, own_data, preflight
 from detnas.cli import main
 from detnas.data import audit
 from detnas.data.split import held_out_ids
+from detnas.plan import config, own_data, preflight
 
 
 @pytest.fixture(scope="session")

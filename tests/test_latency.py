@@ -7,11 +7,11 @@ import random
 import pytest
 from search_fakes import make_noisy
 
-from detnas import config
 from detnas.cli import main
 from detnas.latency import Measurement, check_winners, load_table, measure_table, save_table
+from detnas.plan import config
+from detnas.plan.space import Arch, get_space, sample
 from detnas.search import stage
-from detnas.space import Arch, get_space, sample
 
 # CPU time of the measuring thread: other jobs on a shared CI machine preempt it (its wall time
 # then grows by their share), but do not count in it.

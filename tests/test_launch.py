@@ -1,11 +1,12 @@
-"""The process model (`detnas.launch`): the command each stage runs under for G GPUs, N nodes."""
+"""The process model (`detnas.run.launch`): the command each stage runs under for G GPUs, N
+nodes."""
 
 import sys
 
 import pytest
 
-from detnas.config import load
-from detnas.launch import launch_command, process_model
+from detnas.plan.config import load
+from detnas.run.launch import launch_command, process_model
 from detnas.search.stage import resolve_workers, search_stage
 
 PY = [sys.executable, "-m"]

@@ -35,15 +35,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnas import config, engine, train
 from detnas.data import ImageFolderClassification
 from detnas.data.images import read_image
 from detnas.data.synthetic import synthesize_classification, synthesize_detection
-from detnas.detection import detector_backbone
 from detnas.io import load_checkpoint, save_checkpoint
-from detnas.models import build_model, load_model
+from detnas.nets.detection import detector_backbone
+from detnas.nets.models import build_model, load_model
+from detnas.plan import config
+from detnas.plan.space import Arch, get_space, sample
+from detnas.run import engine, train
 from detnas.search.fitness import build_fitness, fitness_spec
-from detnas.space import Arch, get_space, sample
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

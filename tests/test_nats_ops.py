@@ -7,10 +7,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import Bottleneck
 
-from detnas.backbones import build_backbone, describe
-from detnas.config import TrainConfig
-from detnas.dilations import format_dilations, parse_dilations
-from detnas.engine import make_optimizer
 from detnas.nats.derive import arch_tag, derive, derived_backbone
 from detnas.nats.ops import (
     DilationMixConv,
@@ -18,7 +14,11 @@ from detnas.nats.ops import (
     make_searchable,
     searched_layers,
 )
-from detnas.resnet import DilatedConv2d, ResNetBackbone
+from detnas.nets.backbones import build_backbone, describe
+from detnas.nets.resnet import DilatedConv2d, ResNetBackbone
+from detnas.plan.config import TrainConfig
+from detnas.plan.dilations import format_dilations, parse_dilations
+from detnas.run.engine import make_optimizer
 
 CANDS = [[1, 1], [2, 2], [3, 3]]
 

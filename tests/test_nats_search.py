@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import detnas.nats.search as nats_search
-from detnas import tracking
-from detnas.backbones import build_backbone
 from detnas.cli import main
-from detnas.config import check_nats, load
-from detnas.detection import detector_backbone
 from detnas.io import load_checkpoint, load_json, save_checkpoint
-from detnas.models import build_model, model_meta
 from detnas.nats.derive import derive_checkpoint
-from detnas.resnet import ResNetBackbone
+from detnas.nets.backbones import build_backbone
+from detnas.nets.detection import detector_backbone
+from detnas.nets.models import build_model, model_meta
+from detnas.nets.resnet import ResNetBackbone
+from detnas.plan.config import check_nats, load
+from detnas.run import tracking
 
 
 class FakeDetection(torch.utils.data.Dataset):
@@ -248,8 +248,8 @@ def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
 
 TWO_PROCESS_STEP = """
 import torch
-from detnas import engine, tracking
-from detnas.config import TrainConfig
+from detnas.run import engine, tracking
+from detnas.plan.config import TrainConfig
 
 class Pairs(torch.utils.data.Dataset):  # 8 (x, y) pairs; a batch is (list of x, list of y)
     def __init__(self, seed):

@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
-from detnas import config, engine, tracking
-from detnas.config import TrainConfig
-from detnas.precision import Precision
+from detnas.plan import config
+from detnas.plan.config import TrainConfig
+from detnas.run import engine, tracking
+from detnas.run.precision import Precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def test_cpu_training_stays_fp32_and_bf16_falls_back_to_fp16_without_native_supp
         Precision.for_device("yes", torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
-    with caplog.at_level(logging.WARNING, logger="detnas.precision"):
+    with caplog.at_level(logging.WARNING, logger="detnas.run.precision"):
         p = Precision("bf16", torch.device("cuda", 0))
     assert p.mode == "fp16" and p.dtype == torch.float16
     assert "bf16 is not supported natively on Tesla V100; using fp16" in caplog.text

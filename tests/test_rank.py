@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from detnas import config, flops, tracking, train
 from detnas.cli import main
 from detnas.data import make_synthetic_detection
+from detnas.plan import config, flops
+from detnas.run import tracking, train
 from detnas.search import rank
 from detnas.search.evolution import search_limits
 from detnas.search.rank import rank_correlation, spread_archs

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from detnas import config, report
+from detnas import report
 from detnas.cli import main
-from detnas.space import Arch
+from detnas.plan import config
+from detnas.plan.space import Arch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 STUDY = """\
@@ -73,7 +74,7 @@ def test_main_table_values_from_metrics(built):
     tables = json.loads((built / "tables.json").read_text())
     synth = tables["tables"]["synth"]
     assert [r["row"] for r in synth["rows"]] == [  # the paper's order: the method after the rows
-        # it is compared with (detnas.study.table_order)
+        # it is compared with (detnas.plan.study.table_order)
         "shufflenetv2", "resnet50", "clsnas", "scratch", "random", "detnas", "nats"]
     detnas = _row(tables, "synth", "detnas")
     fpn = _fixture_json("retrain/detnas/synth/fpn/metrics.json")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from detnas import config, report
+from detnas import report
+from detnas.plan import config
 from detnas.report.ledger import collect_costs, cost_tables
 
 # folder -> (stage, ablation, dataset, detector, arch, wall hours on 8 GPUs, peak RSS MB)

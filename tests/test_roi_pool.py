@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign
 
-from detnas.roi_pool import RoIPooler
+from detnas.nets.roi_pool import RoIPooler
 
 
 def _inputs(seed: int, boxes_per_image: int = 40):

@@ -5,8 +5,9 @@ import random
 import pytest
 from search_fakes import TARGET, hamming_fitness, noisy_fitness, small_config
 
-from detnas import config
-from detnas.flops import cost_table
+from detnas.plan import config
+from detnas.plan.flops import cost_table
+from detnas.plan.space import Arch
 from detnas.search.evolution import (
     evaluation_budget,
     pareto_front,
@@ -15,7 +16,6 @@ from detnas.search.evolution import (
     serial,
     top_k,
 )
-from detnas.space import Arch
 
 
 class Counting:
@@ -161,7 +161,8 @@ def _arch_test(text):
     ("max_latency", -1.0, "max_latency: -1.0"), ("objective", "best", "objective: 'best'"),
 ])
 def test_bad_settings_are_the_configs_to_refuse(field, value, match):
-    """The search runs the settings of a loaded config: `detnas.config` refuses bad ones, by their
+    """The search runs the settings of a loaded config: `detnas.plan.config` refuses bad ones, by
+    their
     types' choices and bounds and by `check_search`, before any stage runs."""
     small = {"population": 8, "topk": 3, "mutations": 3, "crossovers": 3}
     with pytest.raises(ValueError, match=f"^--set search.{field}={value}: search.{match}"):

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import detnas
-from detnas.config import DetectorConfig, SearchConfig
 from detnas.io import save_checkpoint
-from detnas.models import backbone_of, build_model, model_meta
+from detnas.nets.models import backbone_of, build_model, model_meta
+from detnas.plan.config import DetectorConfig, SearchConfig
+from detnas.plan.space import Arch
 from detnas.search.fitness import (
     FitnessSpec,
     SupernetFitness,
@@ -15,7 +16,6 @@ from detnas.search.fitness import (
     check_checkpoint,
     has_head_norm,
 )
-from detnas.space import Arch
 
 DET_CFG = DetectorConfig(min_size=64, max_size=64, fpn_channels=16)
 A, B = Arch.parse("0-12-30-2", "test"), Arch.parse("1-03-21-3", "test")

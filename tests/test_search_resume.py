@@ -10,9 +10,9 @@ import pytest
 from search_fakes import make_noisy, make_worker_index, noisy_fitness, small_config
 
 from detnas.io import load_json
+from detnas.plan.space import sample
 from detnas.search.evolution import evaluation_budget, run_search, serial
 from detnas.search.parallel import WorkerPool
-from detnas.space import sample
 
 TESTS = Path(__file__).parent
 

@@ -4,14 +4,15 @@ import json
 import pytest
 from search_fakes import make_noisy, noisy_fitness
 
-from detnas import config, tracking
 from detnas import cost as cost_module
 from detnas.cli import main
 from detnas.io import save_checkpoint
-from detnas.models import model_meta
+from detnas.nets.models import model_meta
+from detnas.plan import config
+from detnas.plan.space import Arch
+from detnas.run import tracking
 from detnas.search import stage
 from detnas.search.evolution import evaluation_budget
-from detnas.space import Arch
 
 
 class Recorder(tracking.NullTracker):

@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from detnas import flops
-from detnas.space import (
+from detnas.plan import flops
+from detnas.plan.space import (
     REGISTRY,
     SPACES,
     Arch,

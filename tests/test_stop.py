@@ -1,6 +1,6 @@
 """A stop signal (SLURM's SIGTERM before a time limit or on preemption, or SIGUSR1): the stage saves
 its state at the step it is in, its MLflow run ends KILLED, the process exits with 128 + the
-signal, and the rerun ends with what an uninterrupted run ends with (`detnas.stop`)."""
+signal, and the rerun ends with what an uninterrupted run ends with (`detnas.run.stop`)."""
 
 import os
 import random
@@ -15,8 +15,9 @@ import pytest
 import torch
 from search_fakes import noisy_fitness
 
-from detnas import config, stop
 from detnas.io import load_json
+from detnas.plan import config
+from detnas.run import stop
 from detnas.search import stage
 from detnas.search.evolution import evaluation_budget, run_search, serial
 
@@ -185,9 +186,9 @@ def test_a_search_with_workers_stops_without_waiting_for_them(tmp_path):
 
 LINGERING_LOADER = """
 import sys, torch
-from detnas import engine
-from detnas.config import TrainConfig
-from detnas.engine import Dist
+from detnas.run import engine
+from detnas.plan.config import TrainConfig
+from detnas.run.engine import Dist
 data = torch.utils.data.TensorDataset(torch.arange(64.0))
 loader = engine.step_loader(data, TrainConfig(steps=8, batch_size=4), 0, 0,
                             Dist(), None, num_workers=2)

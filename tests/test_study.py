@@ -1,6 +1,7 @@
-"""The rows of the study (detnas/study.py): every row, the paper's and one a config adds (a DetNAS
-search with `search.objective: pareto`), has its outputs in the layout, its line in the report,
-its cost in the ledger and its MLflow group; the workflow's side is tests/workflow/test_rows.py.
+"""The rows of the study (detnas/plan/study.py): every row, the paper's and one a config adds (a
+DetNAS search with `search.objective: pareto`), has its outputs in the layout, its line in the
+report, its cost in the ledger and its MLflow group; the workflow's side is
+tests/workflow/test_rows.py.
 
 Each test runs once per row (timm-style): a row added to the study is checked with no new test.
 """
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detnas import config, layout, report, study, tracking
+from detnas import report
+from detnas.plan import config, layout, study
 from detnas.report.ledger import collect_costs, cost_tables
+from detnas.run import tracking
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "results"

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from detnas.space import SPACES, get_space, sample
-from detnas.supernet import Backbone, Classifier, Supernet
+from detnas.nets.supernet import Backbone, Classifier, Supernet
+from detnas.plan.space import SPACES, get_space, sample
 
 
 def _randomise_bn(model):

@@ -15,12 +15,13 @@ import pytest
 import torch
 import yaml
 
-from detnas import config, preflight, train
-from detnas.backbones import shufflenet_spec
 from detnas.io import TensorShape, checkpoint_header, save_checkpoint
-from detnas.models import build_model, load_model, model_meta
+from detnas.nets.backbones import shufflenet_spec
+from detnas.nets.models import build_model, load_model, model_meta
+from detnas.plan import config, preflight
+from detnas.plan.space import Arch, get_space
 from detnas.provenance import provenance, source
-from detnas.space import Arch, get_space
+from detnas.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 TEST = str(REPO / "config/test.yaml")
@@ -186,7 +187,7 @@ def test_the_provenance_records_its_sha256_where_it_came_from_and_what_made_it(t
 
 def test_a_state_made_from_another_published_supernet_is_not_resumed(tmp_path):
     """`dvc update` replaces the file under the same path: the fine-tuning's fingerprint (which
-    a resumable state must match, `detnas.engine.train`) binds its content."""
+    a resumable state must match, `detnas.run.engine.train`) binds its content."""
     cfg = study(tmp_path / "cls.pt")
     images, annotations = tmp_path / "images", tmp_path / "instances.json"
     images.mkdir()

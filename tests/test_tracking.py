@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detnas import config, cost, tracking
+from detnas import cost
 from detnas.cli import main
+from detnas.plan import config
+from detnas.run import tracking
 
 TAGS = {"stage": "retrain-detection", "ablation": "detnas", "dataset": "synth",
         "detector": "fpn", "arch": "0-00-00-0"}

@@ -1,8 +1,8 @@
-"""The study's own tracking server (`detnas tracking serve`, `detnas.tracking_server`): a real
+"""The study's own tracking server (`detnas tracking serve`, `detnas.run.tracking_server`): a real
 PostgreSQL (the distribution's package, started here, on loopback) under a real `mlflow server`
 with MLflow's basic-auth app; jobs log over HTTP with ``tracking.uri: server``.
 
-8 stage-like jobs (tests/tracking_job.py, the `detnas.tracking` API) log at once: every run ends
+8 stage-like jobs (tests/tracking_job.py, the `detnas.run.tracking` API) log at once: every run ends
 FINISHED with every metric, tag and artifact (the artifacts under the results folder). Then the
 server is stopped in the middle of a second batch: the jobs finish and keep their outputs and
 what they could not log (tracking_pending.json); the server is started again and `detnas
@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detnas import config, layout, tracking, tracking_server
 from detnas.cli import main
 from detnas.io import load_json
+from detnas.plan import config, layout
+from detnas.run import tracking, tracking_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tracking_job import KEYS, STEPS, value  # noqa: E402

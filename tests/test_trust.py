@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnas import config, engine, tracking, train
-from detnas.backbones import shufflenet_spec
 from detnas.cli import main
 from detnas.io import save_checkpoint, save_json
-from detnas.space import Arch
+from detnas.nets.backbones import shufflenet_spec
+from detnas.plan import config
+from detnas.plan.space import Arch
+from detnas.run import engine, tracking, train
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Warm starts (`detnas.warm`): a command run in a fork of the server behaves as a fresh process,
+"""Warm starts (`detnas.run.warm`): a command run in a fork of the server behaves as a fresh
+process,
 bit for bit, and a job cancelled or killed takes its fork with it."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnas import warm
+from detnas.run import warm
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not warm.available(), reason="warm starts need Linux")]

@@ -1,4 +1,4 @@
-"""A stage-like job of tests/test_tracking_server.py: one tracked run through `detnas.tracking`
+"""A stage-like job of tests/test_tracking_server.py: one tracked run through `detnas.run.tracking`
 as a stage logs it (start_stage: tags, the config artifact; params, metrics per step, a tag, its
 output as an artifact, its cost, the end), its outputs written to OUT first.
 
@@ -32,8 +32,9 @@ def _wait(out: Path, mark: str, gate: str) -> None:
 
 
 def run(config_path: str, out: str, index: int, start_gate: str, half: str | None = None) -> None:
-    from detnas import config, tracking
     from detnas.io import save_json
+    from detnas.plan import config
+    from detnas.run import tracking
 
     cfg, out = config.load(config_path), Path(out)
     out.mkdir(parents=True, exist_ok=True)

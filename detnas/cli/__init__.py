@@ -3,7 +3,7 @@
 Each command group lives in its own module with a ``register(subparsers)`` function. A bad input
 prints one line naming the file, field and value, and exits with status 2 (set DETNAS_DEBUG=1 for
 the traceback); a stage stopped by SIGTERM or SIGUSR1 saves its state and exits with 128 + the
-signal's number (`detnas.stop`).
+signal's number (`detnas.run.stop`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from detnas.stop import Stopped
+from detnas.run.stop import Stopped
 
 COMMAND_GROUPS = ("arch", "data", "train", "search", "rank", "latency", "nats", "tracking",
                   "report", "launch", "export", "warm", "config", "init")
@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``detnas argv`` (default: the command line), in a fork of the warm server where a
-    local Snakemake run has one (`detnas.warm`)."""
+    local Snakemake run has one (`detnas.run.warm`)."""
     if argv is None:
-        from detnas import warm
+        from detnas.run import warm
 
         code = warm.run(sys.argv[1:])
         if code is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from detnas import flops, space, study
 from detnas.cli.common import add_config_args, load_config, print_json
+from detnas.plan import flops, space, study
 
 
 def register(sub) -> None:
@@ -95,11 +95,11 @@ def _sample(args) -> int:
 
 
 def _spec(args) -> int:
-    from detnas.backbones import shufflenet_spec
-    from detnas.config import to_dict
     from detnas.io import save_json
+    from detnas.nets.backbones import shufflenet_spec
+    from detnas.plan.config import to_dict
     from detnas.provenance import provenance
-    from detnas.train import baseline_spec
+    from detnas.run.train import baseline_spec
 
     cfg = load_config(args)
     row = study.find(cfg, args.arch)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from detnas import config
+from detnas.plan import config
 from detnas.provenance import pin_cpu_isa
 
 
@@ -33,6 +33,6 @@ def print_json(obj) -> None:
 
 def load_spec(arch: str, cfg: config.StudyConfig) -> dict:
     """A backbone spec from an ``arch.json`` file or a registered arch name."""
-    from detnas.backbones import read_spec
+    from detnas.nets.backbones import read_spec
 
     return read_spec(arch)

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def _check(args) -> int:
-    from detnas import config, preflight
+    from detnas.plan import config, preflight
 
     cfg = config.load(args.file, args.overrides, generated=True)
     preflight.check_workflow(cfg, args.file)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from detnas import config
 from detnas.cli.common import add_config_args, load_config
+from detnas.plan import config
 
 
 def register(sub) -> None:

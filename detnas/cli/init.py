@@ -1,5 +1,5 @@
 """``detnas init``: a study config for your own COCO-format detection data, the data checked
-(`detnas.own_data`)."""
+(`detnas.plan.own_data`)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _value(value) -> str:
 def _init(args) -> int:
     import shlex
 
-    from detnas import own_data
+    from detnas.plan import own_data
 
     name = args.name or own_data.default_name(args.train_images)
     request = own_data.Request(

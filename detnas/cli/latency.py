@@ -29,8 +29,8 @@ def register(sub) -> None:
 
 
 def _table(args) -> int:
-    from detnas.config import latency_table_path, to_dict
     from detnas.latency import measure_table, measurement, save_table
+    from detnas.plan.config import latency_table_path, to_dict
     from detnas.provenance import provenance
 
     cfg = load_config(args)
@@ -47,7 +47,7 @@ def _table(args) -> int:
 def _check(args) -> int:
     from detnas.io import load_json
     from detnas.latency import check_winners, load_table
-    from detnas.space import Arch, resolve
+    from detnas.plan.space import Arch, resolve
 
     data = load_json(args.table)
     table = load_table(args.table, str(data.get("space") if isinstance(data, dict) else None))

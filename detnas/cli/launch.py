@@ -1,10 +1,10 @@
-"""``detnas launch``: run a command with the process model of its stage (`detnas.launch`)."""
+"""``detnas launch``: run a command with the process model of its stage (`detnas.run.launch`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from detnas.launch import __doc__ as MODEL_DOC
+from detnas.run.launch import __doc__ as MODEL_DOC
 
 
 def register(sub) -> None:
@@ -23,9 +23,9 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from detnas import warm
     from detnas.cli import main
-    from detnas.launch import run
+    from detnas.run import warm
+    from detnas.run.launch import run
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.config import DETECTORS
+from detnas.plan.config import DETECTORS
 
 
 def register(sub) -> None:

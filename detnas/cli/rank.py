@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.config import DETECTORS
+from detnas.plan.config import DETECTORS
 
 
 def register(sub) -> None:

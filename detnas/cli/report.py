@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detnas import layout
 from detnas.cli.common import add_config_args, load_config
+from detnas.plan import layout
 
 
 def register(sub) -> None:
@@ -19,8 +19,8 @@ def register(sub) -> None:
 
 
 def _report(args) -> int:
-    from detnas import tracking
     from detnas.report import build_report
+    from detnas.run import tracking
 
     cfg = load_config(args)
     results = args.results or Path(cfg.results)

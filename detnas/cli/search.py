@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from detnas import study
 from detnas.cli.common import add_config_args, load_config, print_json
-from detnas.config import DETECTORS, clsnas_search, dataset_of, with_overrides
+from detnas.plan import study
+from detnas.plan.config import DETECTORS, clsnas_search, dataset_of, with_overrides
 
 _EPILOG = """\
 detection fitness (DetNAS; mmAP, or the dataset's metric, on the held-out search split):
@@ -21,7 +21,7 @@ classification fitness (ClsNASNet ablation; top-1):
 
 Settings come from the config's `search` section (the classification fitness: its
 `clsnas_search` section when set), with the overrides of the --ablation's row of the study
-(detnas/study.py, the config's `ablations`) (population, generations, max_flops,
+(detnas/plan/study.py, the config's `ablations`) (population, generations, max_flops,
 max_params, max_latency (needs the latency table, `detnas latency-table`), objective, workers,
 recalib_images (a count), ...); override with --set search.KEY=VALUE. Both strategies evaluate
 population * generations candidates. An existing OUT/state.json is resumed.

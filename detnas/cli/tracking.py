@@ -44,9 +44,10 @@ def register(sub) -> None:
 
 
 def _init(args) -> int:
-    from detnas import config, layout, tracking
     from detnas.io import save_json
+    from detnas.plan import config, layout
     from detnas.provenance import git_commit
+    from detnas.run import tracking
 
     cfg = load_config(args)
     if not cfg.tracking.enabled:
@@ -62,7 +63,7 @@ def _init(args) -> int:
 
 
 def _finish(args) -> int:
-    from detnas import tracking
+    from detnas.run import tracking
 
     cfg = load_config(args)
     run_id = tracking.finish_parent(cfg.results, args.status) if cfg.tracking.enabled else None
@@ -71,7 +72,7 @@ def _finish(args) -> int:
 
 
 def _replay(args) -> int:
-    from detnas import tracking
+    from detnas.run import tracking
 
     for folder in args.folders:
         print(f"{folder}: {tracking.replay(folder)} calls logged")
@@ -79,7 +80,7 @@ def _replay(args) -> int:
 
 
 def _relocate(args) -> int:
-    from detnas import tracking
+    from detnas.run import tracking
 
     cfg = load_config(args)
     moved = (tracking.relocate(cfg.tracking.uri, cfg.tracking.experiment, cfg.results)
@@ -89,7 +90,8 @@ def _relocate(args) -> int:
 
 
 def _serve(args) -> int:
-    from detnas import layout, tracking_server
+    from detnas.plan import layout
+    from detnas.run import tracking_server
 
     cfg = load_config(args)
     if args.stop:

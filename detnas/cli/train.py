@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, load_spec
-from detnas.config import DETECTORS, dataset_of
+from detnas.plan.config import DETECTORS, dataset_of
 
 
 def register(sub) -> None:
@@ -52,7 +52,7 @@ def _require(args, *names) -> None:
 
 
 def _supernet(args) -> int:
-    from detnas import train
+    from detnas.run import train
 
     cfg = load_config(args)
     if args.task == "classification":
@@ -66,7 +66,7 @@ def _supernet(args) -> int:
 
 
 def _classifier(args) -> int:
-    from detnas import train
+    from detnas.run import train
 
     cfg = load_config(args)
     train.train_classifier(cfg, load_spec(args.arch, cfg), args.ablation, args.out)
@@ -74,7 +74,7 @@ def _classifier(args) -> int:
 
 
 def _detector(args) -> int:
-    from detnas import train
+    from detnas.run import train
 
     cfg = load_config(args)
     dataset_of(cfg, args.dataset)

@@ -1,5 +1,5 @@
 """``detnas warm serve ADDRESS --parent PID``: the warm server of a local Snakemake run
-(`detnas.warm`; started by the Snakefile's onstart handler, not by hand)."""
+(`detnas.run.warm`; started by the Snakefile's onstart handler, not by hand)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    from detnas import warm
     from detnas.cli import main
+    from detnas.run import warm
 
     warm.serve(args.address, args.parent, main)
     return 0

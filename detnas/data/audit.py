@@ -1,5 +1,5 @@
 """The checks of a user's COCO-format detection data that `detnas init` makes before it writes a
-study config (`detnas.own_data`): every image file, every box, the categories of each file and
+study config (`detnas.plan.own_data`): every image file, every box, the categories of each file and
 of each split the study will make of it.
 
 Each problem is one line, ``SEVERITY: FILE: ITEM: what is wrong``, naming the annotation file and

@@ -2,8 +2,8 @@
 its structure and references), a box against its image, an ImageFolder split's class folders.
 
 The readers (`detnas.data.coco`, `detnas.data.imagefolder`) check their inputs with these, and
-so do the workflow when it is parsed (`detnas.preflight`), before any job runs, and `detnas init`
-(`detnas.data.audit`).
+so do the workflow when it is parsed (`detnas.plan.preflight`), before any job runs, and `detnas
+init` (`detnas.data.audit`).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def check_detection_settings(num_train: int, num_test: int, image_size: int, num
                              where: str = "") -> None:
     """The settings of a synthetic detection set (``where``: the config section, e.g.
     ``config.datasets.synth.``), checked by `make_synthetic_detection` and by the config's
-    check (`detnas.config.check_data`), when the workflow is parsed.
+    check (`detnas.plan.config.check_data`), when the workflow is parsed.
 
     Raises:
         ValueError: a count, the image size or the number of classes out of range.

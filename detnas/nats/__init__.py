@@ -2,5 +2,5 @@
 
 `detnas.nats.ops` holds the searchable conv, `detnas.nats.search` the alternating search stage
 (``search.search``), `detnas.nats.derive` the derivation (``derive.derive``) of the fixed network,
-written as a backbone spec that `detnas.backbones.build_backbone` builds.
+written as a backbone spec that `detnas.nets.backbones.build_backbone` builds.
 """

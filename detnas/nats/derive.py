@@ -1,6 +1,6 @@
 """Derivation: from architecture parameters to the fixed NATS network, written as data.
 
-The derived architecture is a backbone spec of `detnas.backbones` (what ``arch.json`` holds):
+The derived architecture is a backbone spec of `detnas.nets.backbones` (what ``arch.json`` holds):
 ``{"kind": "resnet", "depth": 50, "width": 64, "dilations": {"layer1.0": "1,1,2,3", ...}, ...}``,
 built by ``build_backbone(spec)`` with exactly the parameters and FLOPs of the plain ResNet.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas.dilations import check_candidates, format_dilations
 from detnas.io import load_checkpoint
 from detnas.nats.ops import is_arch_key, searched_layers
-from detnas.resnet import ResNetBackbone
+from detnas.nets.resnet import ResNetBackbone
+from detnas.plan.dilations import check_candidates, format_dilations
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def derive(alphas: Mapping[str, torch.Tensor | list], candidates) -> dict[str, s
         candidates: the dilations the alphas index, ``[[1, 1], [2, 2], ...]``.
 
     Returns:
-        ``{"layer2.0": "1,2,2,3", ...}``, the encoding of `detnas.dilations.parse_dilations`.
+        ``{"layer2.0": "1,2,2,3", ...}``, the encoding of `detnas.plan.dilations.parse_dilations`.
 
     Raises:
         ValueError: an alpha whose last dimension is not the number of candidates.

@@ -3,7 +3,7 @@
 `make_searchable` swaps the ``conv2`` of ResNet/ResNeXt bottlenecks for a `DilationMixConv` that
 keeps the very same ``weight`` Parameter (so state dicts of the plain network load by name) and adds
 one architecture parameter ``alpha`` (groups x candidates). `arch_parameters` lists them: the
-search's Adam steps them, its SGD (`detnas.engine.make_optimizer`) every other parameter.
+search's Adam steps them, its SGD (`detnas.run.engine.make_optimizer`) every other parameter.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detnas.dilations import check_candidates
-from detnas.resnet import DilatedConv2d, bottlenecks, check_grouping, conv_padding
+from detnas.nets.resnet import DilatedConv2d, bottlenecks, check_grouping, conv_padding
+from detnas.plan.dilations import check_candidates
 
 ALPHA = "alpha"  # the state-dict name of the architecture parameter inside a searched conv
 
@@ -79,7 +79,8 @@ def make_searchable(net: nn.Module, candidates, groups: int = 4, group_width: in
     """Replace, in place, the ``conv2`` of every bottleneck of ``stages`` by a `DilationMixConv`.
 
     Args:
-        net: a `detnas.resnet.ResNetBackbone` or torchvision ResNet/ResNeXt (weights loaded first).
+        net: a `detnas.nets.resnet.ResNetBackbone` or torchvision ResNet/ResNeXt (weights loaded
+        first).
         candidates: dilations ``[[1, 1], [2, 2], ...]``.
         groups: equal channel groups per conv (1 = path-level search).
         group_width: channels per group instead of a group count (0 = use ``groups``).

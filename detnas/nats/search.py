@@ -1,14 +1,14 @@
 """The NATS search stage: first-order alternating updates of weights and dilation alphas.
 
 A pretrained ResNet is made searchable (`detnas.nats.ops.make_searchable`) inside a torchvision
-detector; the search is a stage of the one training loop, `detnas.engine.train`: each step takes
+detector; the search is a stage of the one training loop, `detnas.run.engine.train`: each step takes
 an SGD step on the weights with a batch of the weights split and an Adam step on the alphas with a
-batch of the architecture split (DARTS, first order; `detnas.engine.ArchStep`). The state is saved
-atomically to ``search.pt`` every ``checkpoint_every`` steps and after the last (model, both
+batch of the architecture split (DARTS, first order; `detnas.run.engine.ArchStep`). The state is
+saved atomically to ``search.pt`` every ``checkpoint_every`` steps and after the last (model, both
 optimisers, history; batches and RNG are functions of the step), so a killed search continues
 where it was and ends where an uninterrupted one would.
 
-Under torchrun (`detnas.launch`: one process per GPU) each rank takes its share of every batch,
+Under torchrun (`detnas.run.launch`: one process per GPU) each rank takes its share of every batch,
 DDP averages the weight and alpha gradients (and the engine the logged losses) over the ranks, BN
 is synchronised on GPU, and rank 0 alone writes; the ranks' weights and alphas stay identical.
 """
@@ -24,23 +24,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas import layout, study, tracking
-from detnas.config import (
+from detnas.data.coco import collate_detection
+from detnas.io import load_checkpoint, save_json
+from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
+from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
+from detnas.nets.detection import build_detector, detection_loss, detector_backbone
+from detnas.nets.resnet import ResNetBackbone
+from detnas.plan import layout, study
+from detnas.plan.config import (
     DETECTORS,
     NatsConfig,
     StudyConfig,
     config_hash,
     to_dict,
 )
-from detnas.data.coco import collate_detection
-from detnas.detection import build_detector, detection_loss, detector_backbone
-from detnas.dilations import check_candidates
-from detnas.engine import ArchStep, Stage, setup_distributed, train
-from detnas.io import load_checkpoint, save_json
-from detnas.nats.derive import alphas_of, arch_spec, arch_tag, derive
-from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
+from detnas.plan.dilations import check_candidates
 from detnas.provenance import fingerprint, provenance
-from detnas.resnet import ResNetBackbone
+from detnas.run import tracking
+from detnas.run.engine import ArchStep, Stage, setup_distributed, train
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,15 @@ ROW = next(r for r in study.ROWS if r.kind == "nats")
 def load_pretrained(path: str | Path, depth: int, width: int) -> dict[str, torch.Tensor]:
     """The ResNet backbone state dict of a pretrained checkpoint, in `ResNetBackbone` names.
 
-    Accepts a classification checkpoint of the pipeline (`detnas.models`) or a torchvision ResNet
-    state dict (``resnet50-*.pth``; its ``fc`` is dropped).
+    Accepts a classification checkpoint of the pipeline (`detnas.nets.models`) or a torchvision
+    ResNet state dict (``resnet50-*.pth``; its ``fc`` is dropped).
 
     Raises:
         ValueError: the file is unreadable, of another network, or of another depth or width.
     """
     ckpt = load_checkpoint(path)
     if "task" in ckpt and "model" in ckpt:
-        from detnas.models import backbone_of, load_model
+        from detnas.nets.models import backbone_of, load_model
 
         backbone = backbone_of(load_model(path)[0])
         if not isinstance(backbone, ResNetBackbone):
@@ -95,7 +96,8 @@ def build_search_model(nats: NatsConfig, detector: str, num_classes: int, detect
 
 
 def make_arch_optimizer(alphas: list[nn.Parameter], nats: NatsConfig) -> torch.optim.Adam:
-    """Adam on the architecture alphas (the weights take `detnas.engine.make_optimizer`'s SGD)."""
+    """Adam on the architecture alphas (the weights take `detnas.run.engine.make_optimizer`'s
+    SGD)."""
     return torch.optim.Adam(alphas, lr=nats.arch_lr, betas=tuple(nats.arch_betas),
                             weight_decay=nats.arch_weight_decay)
 
@@ -117,11 +119,11 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
            pretrained: str | Path | None = None, dataset: str = "") -> dict:
     """Run (or resume) the NATS search and write its outputs to ``out_dir``.
 
-    The search is a stage of `detnas.engine.train`: each step an SGD step on the weights with a
+    The search is a stage of `detnas.run.engine.train`: each step an SGD step on the weights with a
     batch of the weights split, then (from step ``nats.arch_warmup_steps`` on) an Adam step on
     the alphas with a batch of the architecture split. Writes ``search.pt`` (resumable state;
     also the final one), ``alphas.json``, ``metrics.json`` and ``arch.json`` (the derived
-    backbone spec with provenance); tracks the run with `detnas.tracking`.
+    backbone spec with provenance); tracks the run with `detnas.run.tracking`.
 
     Args:
         cfg: the study config; ``cfg.nats`` holds the search settings, ``cfg.nats.search`` the
@@ -139,7 +141,7 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
 
     Raises:
         ValueError: bad detector, data or checkpoint, named in the message (the config is
-            checked when it is loaded: `detnas.config.check_nats`).
+            checked when it is loaded: `detnas.plan.config.check_nats`).
     """
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")

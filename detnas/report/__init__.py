@@ -4,18 +4,18 @@
 ``report.html`` (figures embedded, self-contained), ``tables.json`` and ``figures/*.png``. A
 missing input never stops the report: its cells stay blank and the file is named in the report.
 
-Inputs: what a study writes, and where, is `detnas.layout.outputs` (`detnas.report.results.collect`
-reads that list): the retrained classifiers' and detectors' metrics.json (top1; mmap, ap50, voc07,
-backbone FLOPs and params, arch, bootstrap: mmap and ap50 on test resamples) of every replicate
-(`replicates`: ``rep{K}/`` folders), each search's history.csv (order, generation, arch, fitness,
-flops) and arch.json (its winner) of every search seed, each NATS search's arch.json (dilations
-per layer) and each ranking check's rank.json (`rank.enabled`). The noise under every figure
-and the verdict of every comparison: `detnas.report.noise`.
+Inputs: what a study writes, and where, is `detnas.plan.layout.outputs`
+(`detnas.report.results.collect` reads that list): the retrained classifiers' and detectors'
+metrics.json (top1; mmap, ap50, voc07, backbone FLOPs and params, arch, bootstrap: mmap and ap50 on
+test resamples) of every replicate (`replicates`: ``rep{K}/`` folders), each search's history.csv
+(order, generation, arch, fitness, flops) and arch.json (its winner) of every search seed, each NATS
+search's arch.json (dilations per layer) and each ranking check's rank.json (`rank.enabled`). The
+noise under every figure and the verdict of every comparison: `detnas.report.noise`.
 
 Figure file names depend on the config only (`expected_figures`), so a Snakemake rule can list
 them as ``report()`` outputs; a figure without data is drawn as a labelled placeholder.
 
-The rows of the report, their names, colours and comparisons are the study's (`detnas.study`).
+The rows of the report, their names, colours and comparisons are the study's (`detnas.plan.study`).
 Modules, each importing only those above it: `detnas.report.paper` (reference figures, claims,
 names), `detnas.report.results` (loading), `detnas.report.tables` (main table, searches,
 architectures, observations), `detnas.report.ledger` (the Cost section: every stage's ``cost``

@@ -6,15 +6,15 @@ import re
 import statistics
 from pathlib import Path
 
-from detnas import study
-from detnas.config import StudyConfig
-from detnas.dilations import parse_dilations
 from detnas.io import atomic_write
+from detnas.plan import study
+from detnas.plan.config import StudyConfig
+from detnas.plan.dilations import parse_dilations
+from detnas.plan.space import REGISTRY, Arch
 from detnas.report.paper import CHOICE_COLOURS, CHOICE_LABELS, DETECTOR_NAMES
 from detnas.report.results import Results, search_key
 from detnas.report.tables import search_curve
 from detnas.search.evolution import pareto_front
-from detnas.space import REGISTRY, Arch
 
 
 def _safe(name: str) -> str:

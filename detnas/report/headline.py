@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from detnas.config import StudyConfig
+from detnas.plan.config import StudyConfig
 from detnas.report.paper import DETECTOR_NAMES
 from detnas.report.results import Results
 from detnas.report.tables import _pct, _si  # the main table's number formats

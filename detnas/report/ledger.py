@@ -3,9 +3,9 @@
 Every stage's ``metrics.json`` carries a ``cost`` record (`detnas.cost`) with the stage's tags
 (stage, ablation, dataset, detector, arch), so the ledger finds them anywhere under the results
 folder and places them by tag, not by path. A row of the main table (per dataset and detector)
-costs its own stages (tagged with its name) plus the ones it builds on (`detnas.study.upstream`:
-its supernets, a classifier it borrows): shared stages count in every row that uses them; the
-study's total counts each stage once.
+costs its own stages (tagged with its name) plus the ones it builds on
+(`detnas.plan.study.upstream`: its supernets, a classifier it borrows): shared stages count in every
+row that uses them; the study's total counts each stage once.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from detnas import layout, study
-from detnas.config import StudyConfig
 from detnas.io import load_json
+from detnas.plan import layout, study
+from detnas.plan.config import StudyConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def row_stages(records: list[dict], row: str, dataset: str, detector: str, datas
                upstream: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """The records of the stages that row ``row`` of cell (``dataset``, ``detector``) used: its
     own (tagged with its name) and the ``upstream`` ones, ``(stage, ablation tag)``
-    (`detnas.study.upstream`)."""
+    (`detnas.plan.study.upstream`)."""
     wanted = {(None, row), *upstream}
     found = [r for r in records if _in_cell(r, dataset, detector, datasets)
              and ((None, r.get("ablation")) in wanted or (r.get("stage"), r.get("ablation"))

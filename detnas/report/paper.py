@@ -1,7 +1,7 @@
 """The paper's side of the report: reference figures, claims, and the names of things.
 
 The rows of the study, their printed names and colours, and the comparisons between them are
-`detnas.study`'s.
+`detnas.plan.study`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ CHOICE_COLOURS = ("#9ecae1", "#fdae6b", "#e6550d", "#74c476")
 class Ref:
     """One figure from the papers (percent), for the ``paper`` columns of the main table."""
 
-    row: str  # a row of the study (detnas.study)
+    row: str  # a row of the study (detnas.plan.study)
     dataset: str  # coco | voc (the paper's dataset); "" for any
     detector: str  # fpn | retinanet; "" for any
     field: str  # top1 | map | flops

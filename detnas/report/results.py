@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas import layout
-from detnas.config import StudyConfig
 from detnas.io import load_json
+from detnas.plan import layout
+from detnas.plan.config import StudyConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 def collect(cfg: StudyConfig, root: str | Path) -> Results:
-    """Read every input the config implies under ``root`` (`detnas.layout.outputs`); absent ones
+    """Read every input the config implies under ``root`` (`detnas.plan.layout.outputs`); absent
+    ones
     go to ``missing``."""
     res = Results(Path(root))
     for out in layout.outputs(cfg):

@@ -6,12 +6,12 @@ import logging
 import statistics
 from typing import Any
 
-from detnas import study
-from detnas.config import StudyConfig, replicate_seed
+from detnas.plan import study
+from detnas.plan.config import StudyConfig, replicate_seed
+from detnas.plan.space import KERNEL_SIZES, Arch
 from detnas.report import noise
 from detnas.report.paper import DETECTOR_NAMES, METRIC_NAMES, paper_dataset, paper_refs
 from detnas.report.results import Results, search_key
-from detnas.space import KERNEL_SIZES, Arch
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def searched_archs(cfg: StudyConfig, res: Results) -> list[dict]:
 
 
 def _zero_arch(cfg: StudyConfig) -> Arch:
-    from detnas.space import get_space
+    from detnas.plan.space import get_space
 
     return Arch(cfg.space, (0,) * get_space(cfg.space).num_blocks)
 
@@ -487,7 +487,7 @@ def _rank_observation(row: dict) -> str:
 def observations(cfg: StudyConfig, res: Results, tables: dict, kernels: list[dict],
                  ranking: list[dict] = ()) -> list[str]:
     """Short statements computed from the data, each beside the paper's claim where there is one:
-    per comparison of two rows (`detnas.study.comparisons`) their scores and, for an
+    per comparison of two rows (`detnas.plan.study.comparisons`) their scores and, for an
     evolution against a random search, their fitness; the kernel sizes of the detection
     searches' winners against the classification search's."""
     rows = study.rows(cfg)
@@ -557,7 +557,7 @@ def key_observations(notes: list[str]) -> list[str]:
 
 def verdicts(cfg: StudyConfig, table: dict, det: str, figures: dict[str, noise.Figure],
              training: noise.TrainingNoise) -> list[dict]:
-    """Each comparison of two rows (`detnas.study.comparisons`) of a main table's column,
+    """Each comparison of two rows (`detnas.plan.study.comparisons`) of a main table's column,
     judged with both sources of noise (`detnas.report.noise.compare`): ``{"dataset",
     "detector", "a", "b", "claim", "same_network", "diff", "interval", "outcome", "seeds"}``."""
     ds = table["dataset"]

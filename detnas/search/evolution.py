@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detnas import stop, study
-from detnas.config import check_floor
-from detnas.flops import cost_table
 from detnas.io import load_json, save_json
+from detnas.plan import study
+from detnas.plan.config import check_floor
+from detnas.plan.flops import cost_table
+from detnas.plan.space import Arch, crossover, mutate, sample_where
 from detnas.provenance import set_aside
-from detnas.space import Arch, crossover, mutate, sample_where
+from detnas.run import stop
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def serial(fitness: Fitness) -> Evaluator:
 
 
 def evaluation_budget(cfg) -> int:
-    """Fitness evaluations of a search with config ``cfg`` (a `detnas.config.SearchConfig`).
+    """Fitness evaluations of a search with config ``cfg`` (a `detnas.plan.config.SearchConfig`).
 
     Every generation evaluates ``population`` new candidates, so evolution and random search with
     the same config get the same budget. (Only a space too small to hold that many distinct
@@ -77,7 +78,7 @@ def evaluation_budget(cfg) -> int:
 class Limits:
     """The predicted costs of a candidate, as history columns, and the search's limits on them.
 
-    Every cost is a sum over a table (`detnas.flops`, `detnas.latency`), so it is known before
+    Every cost is a sum over a table (`detnas.plan.flops`, `detnas.latency`), so it is known before
     the candidate is evaluated.
     """
 
@@ -113,7 +114,7 @@ def search_limits(cfg, space: str, latency=None) -> Limits:
 def check_settings(cfg, space: str, where: str = "search", latency=None) -> None:
     """The checks of search settings that need the latency table, which the workflow may
     measure after the config is loaded; the config checks every other setting when it is loaded
-    (`detnas.config.check_search`: top k and operators within the population, the FLOPs and
+    (`detnas.plan.config.check_search`: top k and operators within the population, the FLOPs and
     params limits at or above the cheapest network), and the search relies on it.
 
     Args:
@@ -312,9 +313,9 @@ def run_search(
     Args:
         strategy: ``evolution`` or ``random``.
         space: the search space's name.
-        cfg: a `detnas.config.SearchConfig` (population, topk, generations, mutations,
+        cfg: a `detnas.plan.config.SearchConfig` (population, topk, generations, mutations,
             crossovers, mutation_prob, max_flops, flops_input_size, max_params, max_latency),
-            checked as the config loader checks it (`detnas.config.check_search`).
+            checked as the config loader checks it (`detnas.plan.config.check_search`).
         evaluate: an `Evaluator` (`serial` (fitness) or a worker pool); higher fitness is better.
         rng: a seeded ``random.Random``; a resumed search continues from the saved RNG state.
         state_path: JSON file of the resumable state; an existing one is resumed.

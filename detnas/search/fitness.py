@@ -9,7 +9,7 @@ Faster R-CNN) is recalibrated whole, in training mode with targets, as the refer
 ``bn_statistic`` does. A classifier is recalibrated whole (its last conv has a BN).
 
 With ``search.recalib_padding: exclude`` the BN layers of the backbone and the FPN take their
-recalibration statistics over each image's own pixels (`detnas.bn.ImageRegions`), not over the
+recalibration statistics over each image's own pixels (`detnas.nets.bn.ImageRegions`), not over the
 padding that batching images of other sizes adds: the reference recalibrates at one image per GPU.
 """
 
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas.bn import ImageRegions, recalibrated
-from detnas.config import SearchConfig, late
 from detnas.io import load_checkpoint
-from detnas.models import backbone_of, load_state, model_from_meta
-from detnas.space import Arch
-from detnas.supernet import Classifier, Supernet
+from detnas.nets.bn import ImageRegions, recalibrated
+from detnas.nets.models import backbone_of, load_state, model_from_meta
+from detnas.nets.supernet import Classifier, Supernet
+from detnas.plan.config import SearchConfig, late
+from detnas.plan.space import Arch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ FITNESS_KINDS = ("detection", "classification")
 @dataclass(frozen=True)
 class FitnessSpec:
     """What a process needs to build the fitness (picklable: each worker builds its own): the
-    supernet and the data, and the search's settings (`detnas.config.SearchConfig`: BN
+    supernet and the data, and the search's settings (`detnas.plan.config.SearchConfig`: BN
     recalibration, batch sizes, threads, preparation, COCO backend)."""
 
     checkpoint: str  # the supernet model checkpoint
@@ -80,7 +80,7 @@ def fitness_spec(cfg, kind: str, supernet: str, data: str, recalib_data: str, *,
                  dataset: str = "", images: str = "", recalib_image_dir: str = "",
                  detector: str | None = None) -> FitnessSpec:
     """The search's fitness of study ``cfg`` (its `search` section, the dataset's metric)."""
-    from detnas.engine import resolve_device
+    from detnas.run.engine import resolve_device
 
     detection = kind == "detection"
     return FitnessSpec(

@@ -12,11 +12,11 @@ import io
 import math
 from pathlib import Path
 
-from detnas import layout
-from detnas.flops import cost_table
 from detnas.io import atomic_write, save_json
+from detnas.plan import layout
+from detnas.plan.flops import cost_table
+from detnas.plan.space import Arch
 from detnas.search.evolution import SearchState, pareto_front, top_k
-from detnas.space import Arch
 
 HISTORY_FIELDS = ("order", "generation", "arch", "fitness", "backbone_flops", "backbone_params",
                   "latency_ms")

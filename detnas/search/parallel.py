@@ -14,8 +14,8 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-from detnas import stop
-from detnas.space import Arch
+from detnas.plan.space import Arch
+from detnas.run import stop
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class WorkerPool:
     def close(self, now: bool = False) -> None:
         """End the workers once their evaluations finish, or ``now`` (an error or a stop
         signal: the evaluations in flight are dropped; the search's state holds every finished
-        one). The workers ignore the stop signals (`detnas.stop.shield`): they are killed."""
+        one). The workers ignore the stop signals (`detnas.run.stop.shield`): they are killed."""
         if now:
             for process in list((getattr(self._executor, "_processes", None) or {}).values()):
                 process.kill()

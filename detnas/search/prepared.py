@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from detnas.models import backbone_of
+from detnas.nets.models import backbone_of
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def prepared_inputs(model: nn.Module, original_sizes: list[tuple[int, int]]) -> 
 
 def prepared_recalib_forward(model: nn.Module, device: torch.device | str, regions=None):
     """`detector_recalib_forward` for prepared images: batch (pad) them, run the backbone
-    (telling ``regions``, a `detnas.bn.ImageRegions`, where they lie in the padded batch)."""
+    (telling ``regions``, a `detnas.nets.bn.ImageRegions`, where they lie in the padded batch)."""
     supernet = backbone_of(model)
 
     def forward(images: list[torch.Tensor]) -> None:

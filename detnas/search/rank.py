@@ -2,7 +2,7 @@
 
 The premise of one-shot search. `spread_archs` picks K architectures spread over the FLOPs range
 the search may pick from (under its FLOPs and params limits; seeded); each is trained alone
-(`detnas.train.train_detector`, from scratch, the ``rank.train`` schedule) on the supernet's
+(`detnas.run.train.train_detector`, from scratch, the ``rank.train`` schedule) on the supernet's
 training split, with the same detector, and scored on the search split with the search's metric.
 Beside each, its fitness on the pre-trained and on the scratch supernet: the search's own
 function (`detnas.search.fitness`) on the same split. Kendall's tau (tau-b) and Spearman's rho
@@ -28,11 +28,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from detnas import flops, layout, tracking
-from detnas.config import StudyConfig, dataset_of, to_dict
 from detnas.io import load_json, save_json
+from detnas.plan import flops, layout
+from detnas.plan.config import StudyConfig, dataset_of, to_dict
+from detnas.plan.space import Arch, sample
 from detnas.provenance import provenance
-from detnas.space import Arch, sample
+from detnas.run import tracking
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def rank_correlation(x: list[float], y: list[float]) -> dict:
 
 def _finished(folder: Path, expected: str) -> dict | None:
     """The metrics of a standalone run that finished made from ``expected`` (its fingerprint:
-    this very config and these very inputs, `detnas.train.run_fingerprint`), else None: a run
+    this very config and these very inputs, `detnas.run.train.run_fingerprint`), else None: a run
     of another config or data is trained again."""
     try:
         metrics = load_json(folder / layout.METRICS)
@@ -119,10 +120,10 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
     Returns:
         The content of ``rank.json``.
     """
-    from detnas.backbones import shufflenet_spec
+    from detnas.nets.backbones import shufflenet_spec
+    from detnas.run.train import detector_run, run_fingerprint, train_detector
     from detnas.search.evolution import search_limits
     from detnas.search.fitness import build_fitness, fitness_spec
-    from detnas.train import detector_run, run_fingerprint, train_detector
 
     metric = dataset_of(cfg, dataset).metric
     out = Path(out)

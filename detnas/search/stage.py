@@ -16,17 +16,17 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from detnas import config as study_config
-from detnas import tracking
-from detnas.config import StudyConfig, to_dict
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
+from detnas.plan import config as study_config
+from detnas.plan.config import StudyConfig, to_dict
+from detnas.plan.space import Arch
 from detnas.provenance import fingerprint, provenance, source
+from detnas.run import tracking
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k
 from detnas.search.fitness import FitnessSpec, build_fitness, check_checkpoint
 from detnas.search.outputs import write_outputs
 from detnas.search.parallel import WorkerPool, worker_index
-from detnas.space import Arch
 
 log = logging.getLogger(__name__)
 

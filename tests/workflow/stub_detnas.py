@@ -3,7 +3,7 @@
 The DAG tests run the real Snakefile with this script first on PATH (as `detnas`), so they check
 the wiring (every path a rule passes exists, every declared output is written) and Snakemake's
 rerun behaviour without training anything. It parses its arguments with the real CLI's parser
-(an unknown flag fails as it would for real) and writes what detnas/layout.py says each command
+(an unknown flag fails as it would for real) and writes what detnas/plan/layout.py says each command
 writes. Environment:
     STUB_LOG     append one line per call: the command words and --out (or --status)
     STUB_HANG    the end of an --out: write the first output, touch STUB_HANG_FLAG, sleep
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from detnas import layout
 from detnas.cli import build_parser
+from detnas.plan import layout
 
 # Arguments that name an existing file or folder (every one the rules pass).
 PATH_ARGS = ("supernet", "data", "images", "recalib_annotations", "recalib_image_dir",
@@ -63,7 +63,7 @@ def write(path: Path, text: str) -> None:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     if argv[:1] == ["launch"]:  # `detnas launch ... -- COMMAND`: its process model must exist
-        from detnas.launch import process_model
+        from detnas.run.launch import process_model
 
         parser.parse_args(argv)
         argv = argv[argv.index("--") + 1 :]

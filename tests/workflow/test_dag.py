@@ -255,7 +255,7 @@ def test_a_replicate_job_runs_one_valid_config_with_its_replicate(study):
     the replicate's run apart from the study's data and supernets."""
     import re
 
-    from detnas import config
+    from detnas.plan import config
 
     out = study.snakemake("results/retrain/detnas/synth/fpn/rep1/metrics.json", "-n", "-p",
                           *TEST).stdout

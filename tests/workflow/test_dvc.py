@@ -25,10 +25,11 @@ LOCAL_REMOTE = "/srv/dvc/detnas"  # docs/dvc-mlflow.md's remote, made a scratch 
 
 STAGE = """
 import torch
-from detnas import config, tracking
-from detnas.config import DetectorConfig
+from detnas.plan import config
+from detnas.run import tracking
+from detnas.plan.config import DetectorConfig
 from detnas.io import save_checkpoint
-from detnas.models import build_model, model_meta
+from detnas.nets.models import build_model, model_meta
 from detnas.provenance import provenance
 
 cfg = config.load("config/config.yaml")

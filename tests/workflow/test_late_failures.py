@@ -1,6 +1,6 @@
 """`snakemake -n` refuses the settings that used to fail only when their job ran, hours into a
 study (docs/config-checks.md), in one line naming the file, the key and the value: one case per
-kind of check here, every item through `detnas.config` in tests/test_config_checks.py."""
+kind of check here, every item through `detnas.plan.config` in tests/test_config_checks.py."""
 
 from __future__ import annotations
 

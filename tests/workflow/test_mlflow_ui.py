@@ -1,12 +1,12 @@
 """The MLflow UI on a real study's store: the cluster rehearsal's (the `rehearsed` session fixture:
-config/coco.yaml's structure at toy size, every stage tracked by detnas.tracking), served by
+config/coco.yaml's structure at toy size, every stage tracked by detnas.run.tracking), served by
 `mlflow server` from its SQLite store and rendered by headless Chromium, grouped by ablation.
 
 DETNAS_UI_STUDY=DIR checks the study in DIR instead (a folder where a study ran, holding
 results/config.yaml, results/tracking.json and the store, e.g. this repository after `make run`).
 
 The server runs in the study's folder, as the README's `mlflow ui` does: the store's artifact
-locations are relative to it (`detnas.tracking`).
+locations are relative to it (`detnas.run.tracking`).
 
 Screenshots are kept in test-artifacts/: mlflow-ui-ablation.png (the runs grouped by ablation,
 with the AP columns) and mlflow-ui-run.png (a retraining run: metrics, tags, parent run).
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detnas import study
-from detnas.tracking import ABLATION_VIEW
+from detnas.plan import study
+from detnas.run.tracking import ABLATION_VIEW
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

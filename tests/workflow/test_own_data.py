@@ -25,8 +25,8 @@ import yaml
 from doc_pages import bash_blocks
 from user_dataset import CATEGORIES, write_imagefolder, write_user_dataset
 
-from detnas import layout
-from detnas.study import ROWS
+from detnas.plan import layout
+from detnas.plan.study import ROWS
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

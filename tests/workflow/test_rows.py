@@ -1,6 +1,6 @@
-"""Every row of the study (detnas/study.py) has its jobs in the DAG of every config: the default,
-the paper's (config/coco.yaml's structure, as the cluster rehearsal shrinks it) and the test
-config with a row added in its `ablations` section (DetNAS with `search.objective: pareto`).
+"""Every row of the study (detnas/plan/study.py) has its jobs in the DAG of every config: the
+default, the paper's (config/coco.yaml's structure, as the cluster rehearsal shrinks it) and the
+test config with a row added in its `ablations` section (DetNAS with `search.objective: pareto`).
 Each job of a row is tagged with it (`--ablation`: its MLflow group), the report reads its
 outputs, and adding the row adds its jobs and changes no other job.
 
@@ -21,7 +21,7 @@ import yaml
 from test_dag import TEST_JOBS
 from test_rehearsal import rehearsal_config
 
-from detnas import config, layout, study
+from detnas.plan import config, layout, study
 
 pytestmark = pytest.mark.workflow
 

@@ -1,4 +1,4 @@
-"""The JSON schema generated from detnas/config.py (the workflow validates with it), and
+"""The JSON schema generated from detnas/plan/config.py (the workflow validates with it), and
 config/*.yaml against it and the loader."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from detnas import config as detnas_config
-from detnas.space import SPACES
+from detnas.plan import config as detnas_config
+from detnas.plan.space import SPACES
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = detnas_config.json_schema()

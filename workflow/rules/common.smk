@@ -10,13 +10,13 @@ started with. That file is not an input of any rule, so editing the config rerun
 whose `params.cfg` (their slice of the resolved config) changed, through Snakemake's params
 trigger.
 
-The config is checked twice from the one definition, detnas/config.py's dataclasses: against the
+The config is checked twice from the one definition, detnas/plan/config.py's dataclasses: against the
 JSON schema generated from them (`json_schema()`, in memory: no schema file to fall out of date),
-then by the loader itself (`detnas.config.from_data`: types, data roots, the cross-field checks,
+then by the loader itself (`detnas.plan.config.from_data`: types, data roots, the cross-field checks,
 the settings a stage would refuse hours later: docs/config-checks.md), then the input files
-there already (`detnas.preflight.check_workflow`). `snakemake -n` refuses a bad one in one line.
+there already (`detnas.plan.preflight.check_workflow`). `snakemake -n` refuses a bad one in one line.
 
-The rows of the study (`detnas.study`: the paper's, and those the config's `ablations` adds) make
+The rows of the study (`detnas.plan.study`: the paper's, and those the config's `ablations` adds) make
 the rules' wildcards, inputs and settings: a rule runs for each row of its kind (its wildcard's
 values), with what the row's record says. Rule names and shell commands are those of the rules
 before the rows were declared: a changed command would rerun every job of a finished study
@@ -30,8 +30,9 @@ import os
 import jsonschema
 from snakemake.exceptions import WorkflowError
 
-from detnas import config as detnas_config
-from detnas import layout, preflight, study, warm
+from detnas.plan import config as detnas_config
+from detnas.plan import layout, preflight, study
+from detnas.run import warm
 
 # A --configfile is a whole study: it replaces config/config.yaml instead of being merged into it
 # (merging would add the default's synthetic dataset to e.g. config/coco.yaml's datasets).
@@ -59,7 +60,7 @@ def _source(field):
 
 
 def _validate(data):
-    """Validate against the JSON schema generated from detnas/config.py's dataclasses; on error,
+    """Validate against the JSON schema generated from detnas/plan/config.py's dataclasses; on error,
     one line naming the file (or the --config override), the key and the value."""
     validator = jsonschema.Draft202012Validator(detnas_config.json_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
@@ -82,7 +83,7 @@ R = STUDY.results
 
 
 def rpath(*parts):
-    """A path of detnas/layout.py (relative to the results folder) in this study's results."""
+    """A path of detnas/plan/layout.py (relative to the results folder) in this study's results."""
     return os.path.join(R, *parts)
 
 
@@ -92,7 +93,7 @@ STUDY_CONFIG = rpath(layout.CONFIG)
 
 
 def start_warm_server():
-    """A local run's warm server (detnas/warm.py): torch, torchvision, MLflow and detnas imported
+    """A local run's warm server (detnas/run/warm.py): torch, torchvision, MLflow and detnas imported
     once, and each job's `detnas` a fork of it instead of a fresh process (5 to 7 s of imports a
     job). Called by the `onstart` handler; the server ends with this Snakemake process. Not for
     jobs on cluster nodes, nor where DETNAS_WARM=off."""
@@ -114,7 +115,7 @@ def write_study_config():
 DATASETS = list(STUDY.datasets)
 SYNTHETIC = [d for d in DATASETS if STUDY.datasets[d].kind == "synthetic"]
 DETECTORS = list(STUDY.detectors)
-# The rows of the study, and those of each kind the rules loop over (detnas/study.py).
+# The rows of the study, and those of each kind the rules loop over (detnas/plan/study.py).
 ROWS = study.rows(STUDY)
 BASELINES = [r for r in ROWS if r.kind == "baseline"]
 SHARED = [r for r in ROWS if r.shared]  # one architecture and classifier for the whole study
@@ -228,13 +229,13 @@ def row_classifier(wildcards):
 
 
 def replicate(wildcards):
-    """params.rep: the job's replicate (`detnas.config.StudyConfig.replicate`), for the
+    """params.rep: the job's replicate (`detnas.plan.config.StudyConfig.replicate`), for the
     command's --set."""
     return f" --set replicate={wildcards.rep}"
 
 
 def search_cfg(w):
-    """params.cfg of a row's search: its settings, and the row's own (`detnas.study.Row`
+    """params.cfg of a row's search: its settings, and the row's own (`detnas.plan.study.Row`
     overrides, which the command applies by the row's name)."""
     overrides = dict(study_row(w.ablation).overrides)
     return part("seed", "space", "detector", "search", dataset=w.dataset, overrides=overrides)
@@ -250,7 +251,7 @@ def out_dir(wildcards, output):
     return os.path.dirname(output[0])
 
 
-# What the report reads (detnas/layout.py `outputs`: the one list the report's collector and
+# What the report reads (detnas/plan/layout.py `outputs`: the one list the report's collector and
 # scripts/collect_metrics.py read too), by kind; the supernets for their cost.
 OUTPUTS = layout.outputs(STUDY)
 
@@ -266,7 +267,7 @@ def study_outputs(kind, shared=None):
 
 
 # Every GPU rule's command goes through `detnas launch`, which decides once, per command, how the
-# job's GPUs are used (detnas/launch.py): training and the NATS search as DDP processes through
+# job's GPUs are used (detnas/run/launch.py): training and the NATS search as DDP processes through
 # torchrun (several nodes: srun + a torchrun rendezvous), the DetNAS searches as one process with
 # one evaluation worker per GPU. resources.gpu (GPUs of the job in all) and resources.nodes come
 # from the profile (profiles/slurm); 0 GPUs runs the plain command.

@@ -30,7 +30,7 @@ _received: int | None = None  # the first stop signal this process got inside `h
 class Stopped(Exception):
     """A stop signal was honoured: the stage saved its state and ends (its MLflow run KILLED)."""
 
-    status = "KILLED"  # the stage's MLflow run status (`detnas.tracking.NullTracker.__exit__`)
+    status = "KILLED"  # the stage's MLflow run status (`detnas.run.tracking.NullTracker.__exit__`)
 
     def __init__(self, signum: int, where: str):
         self.signum = signum

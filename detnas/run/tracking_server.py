@@ -11,7 +11,7 @@ login node takes every job's records, for one results folder:
   PostgreSQL, artifacts (uploaded through the server) to `layout.ARTIFACTS` under the
   results folder, where a local store keeps them too.
 
-Jobs log to it over HTTP with ``tracking.uri: server`` (`SERVER`): `detnas.tracking` reads the
+Jobs log to it over HTTP with ``tracking.uri: server`` (`SERVER`): `detnas.run.tracking` reads the
 URL and the credentials from `STATE`, so the server may move to another port or node between
 runs. Stopping and starting it again keeps every record (the database stays in the folder).
 
@@ -41,8 +41,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from detnas import layout
 from detnas.io import atomic_write, load_json, save_json
+from detnas.plan import layout
 
 SERVER = "server"
 """The ``tracking.uri`` of a study that logs to its own server (`serve`)."""

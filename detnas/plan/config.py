@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from detnas import layout, study
-from detnas.dilations import DEPTHS, check_candidates
-from detnas.tracking_server import SERVER
+from detnas.plan import layout, study
+from detnas.plan.dilations import DEPTHS, check_candidates
+from detnas.run.tracking_server import SERVER
 
 # A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
 # (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
@@ -335,7 +335,7 @@ class RankConfig:
 
 @dataclass
 class AblationConfig:
-    """A row of the study beyond the paper's (detnas/study.py): a detection search of a DetNAS
+    """A row of the study beyond the paper's (detnas/plan/study.py): a detection search of a DetNAS
     supernet with settings of its own, retrained and reported like the paper's rows."""
 
     title: str = ""  # its name in the report; "": its key
@@ -358,7 +358,7 @@ class SupernetFromConfig:
     classification: str = ""  # a classification supernet checkpoint (`detnas train supernet
     # --task classification`'s checkpoint.pt, e.g. brought in by `dvc import`): the study has no
     # pre-training job; its space, classes and held-out images must be this study's
-    # (`detnas.preflight`). "": the study pre-trains its own
+    # (`detnas.plan.preflight`). "": the study pre-trains its own
 
 
 @dataclass
@@ -408,7 +408,7 @@ class StudyConfig:
     nats: NatsConfig = field(default_factory=NatsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ablations: dict[str, AblationConfig] = late(dict)  # rows of the study beyond the paper's
-    # (detnas/study.py), by name, e.g. {pareto: {overrides: {search.objective: pareto},
+    # (detnas/plan/study.py), by name, e.g. {pareto: {overrides: {search.objective: pareto},
     # compared_with: [detnas]}}
 
     @property
@@ -510,7 +510,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 def check(cfg: StudyConfig, where: str) -> None:
     """Cross-field checks that types, choices and bounds alone cannot express."""
-    from detnas.space import SPACES
+    from detnas.plan.space import SPACES
 
     if cfg.space not in SPACES:
         raise ValueError(f"{where}.space: unknown space {cfg.space!r} (known: {', '.join(SPACES)})")
@@ -553,8 +553,9 @@ def check(cfg: StudyConfig, where: str) -> None:
 
 
 def check_ablations(cfg: StudyConfig, where: str) -> None:
-    """The rows the config adds (``ablations``): named apart from the paper's (detnas/study.py),
-    compared with rows of the study, their overrides valid keys and values of ``search``.
+    """The rows the config adds (``ablations``): named apart from the paper's
+    (detnas/plan/study.py), compared with rows of the study, their overrides valid keys and values
+    of ``search``.
 
     Raises:
         ValueError: naming the row, the field and the value.
@@ -562,8 +563,8 @@ def check_ablations(cfg: StudyConfig, where: str) -> None:
     for name, ablation in cfg.ablations.items():
         at = f"{where}.ablations.{name}"
         if any(r.name == name for r in study.ROWS):
-            raise ValueError(f"{at}: {name!r} is a row of the paper's table (detnas/study.py); "
-                             "name the new row otherwise")
+            raise ValueError(f"{at}: {name!r} is a row of the paper's table "
+                             "(detnas/plan/study.py); name the new row otherwise")
         for key in ablation.overrides:
             if not key.startswith("search."):
                 raise ValueError(f"{at}.overrides.{key}: a row overrides its search's settings "
@@ -574,7 +575,7 @@ def check_ablations(cfg: StudyConfig, where: str) -> None:
 
 def with_overrides(cfg: StudyConfig, overrides: dict[str, Any], where: str) -> StudyConfig:
     """``cfg`` with ``overrides`` (dotted key -> value) set, checked; e.g. a row's search
-    settings (`detnas.study.Row.overrides`).
+    settings (`detnas.plan.study.Row.overrides`).
 
     Raises:
         ValueError: an unknown key or a bad value, said of ``where``.
@@ -631,12 +632,12 @@ def check_search(s: SearchConfig, space: str, where: str) -> None:
     """Search settings that the search itself would refuse, or run for nothing, after the
     supernets it searches are trained: the top k and the candidates a generation breeds within
     the population, each cost limit at or above the cheapest network of the space (the
-    latency's: `detnas.preflight`, or the search, which has the table).
+    latency's: `detnas.plan.preflight`, or the search, which has the table).
 
     Raises:
         ValueError: naming the key and the value.
     """
-    from detnas.flops import cost_table
+    from detnas.plan.flops import cost_table
 
     if s.topk > s.population:
         raise ValueError(f"{where}.topk: {s.topk} exceeds population ({s.population}): the "
@@ -652,14 +653,14 @@ def check_search(s: SearchConfig, space: str, where: str) -> None:
 
 
 def check_bins(bins: list[list[float]], space: str, input_size: int, where: str) -> None:
-    """Supernet path sampling's FLOPs bins (`detnas.train.path_sampler`: classifier FLOPs at
+    """Supernet path sampling's FLOPs bins (`detnas.run.train.path_sampler`: classifier FLOPs at
     ``input_size``): each a range ``[low, high]`` that some network of ``space`` falls into
     (else training draws 10,000 paths for it, then fails).
 
     Raises:
         ValueError: naming the bin and the space's FLOPs range.
     """
-    from detnas.flops import cost_table
+    from detnas.plan.flops import cost_table
 
     if not bins:
         raise ValueError(f"{where}: sampling flops_bins needs bins")
@@ -685,7 +686,7 @@ def check_holdout(where: str, holdout: int, size: int, of: str) -> None:
 def check_data(cfg: StudyConfig, where: str) -> None:
     """What the config says of the data, checked before the data exist: the synthetic sets'
     settings (`detnas.data.synthetic`), the images held out of their training sets (the
-    search split, NATS's architecture split). Real datasets' files: `detnas.preflight`.
+    search split, NATS's architecture split). Real datasets' files: `detnas.plan.preflight`.
 
     Raises:
         ValueError: naming the key and the value.
@@ -718,7 +719,7 @@ def check_holdouts(cfg: StudyConfig, where: str, name: str, size: int, of: str) 
 
 def resolve_data_roots(cfg: StudyConfig, where: str, generated: bool = False) -> None:
     """Fill in the roots of the synthetic sets: ``<results>/data/<name>`` and
-    ``<results>/data/classification`` (detnas.layout), where the workflow generates them.
+    ``<results>/data/classification`` (detnas.plan.layout), where the workflow generates them.
 
     ``generated`` (the workflow, which writes the synthetic sets itself): a synthetic set's root,
     when given, and its file layout must be those; every other kind needs a root.
@@ -1003,13 +1004,13 @@ def json_schema() -> dict:
     The workflow validates its config with it (workflow/rules/common.smk). Every field has a
     default, so no key is required.
     """
-    from detnas.space import SPACES
+    from detnas.plan.space import SPACES
 
     defs: dict = {}
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               **_dataclass_schema(StudyConfig, defs)}
     schema["description"] = ("The detnas study config: Snakemake's configfile and every `detnas` "
-                             "command's --config (detnas/config.py).")
-    schema["properties"]["space"]["enum"] = list(SPACES)  # registered in detnas/space.py
+                             "command's --config (detnas/plan/config.py).")
+    schema["properties"]["space"]["enum"] = list(SPACES)  # registered in detnas/plan/space.py
     schema["$defs"] = defs
     return schema

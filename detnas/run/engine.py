@@ -22,12 +22,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from detnas import stop
-from detnas.config import TrainConfig
 from detnas.io import load_checkpoint, save_checkpoint
-from detnas.precision import Precision
+from detnas.plan.config import TrainConfig
+from detnas.plan.space import Arch
 from detnas.provenance import set_aside
-from detnas.space import Arch
+from detnas.run import stop
+from detnas.run.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class Stage:
     loss: Callable[[nn.Module, object], torch.Tensor]  # (model_to_call, batch) -> scalar loss
     dataset: Dataset
     collate: Callable
-    meta: dict  # what the checkpoint carries to rebuild the model (`detnas.models.model_meta`)
+    meta: dict  # what the checkpoint carries to rebuild the model (`detnas.nets.models.model_meta`)
     sample_path: Callable[[random.Random], Arch] | None = None  # supernets: one path per step
     supernet: nn.Module | None = None  # the `Supernet` inside ``model``
     sync_bn: bool = False  # SyncBN across GPU processes (detection: few images per GPU)
@@ -332,8 +332,8 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     """Run ``tcfg.steps`` optimizer steps of ``stage``, resuming from ``resume_path`` if present
     and made from this run's ``provenance["fingerprint"]`` (another one is set aside). The files
     of a previous run in the folder stay until the stage's own replace them: a run that fails
-    costs no earlier result. A stop signal (`detnas.stop`) saves the step it arrives in and
-    raises `detnas.stop.Stopped`.
+    costs no earlier result. A stop signal (`detnas.run.stop`) saves the step it arrives in and
+    raises `detnas.run.stop.Stopped`.
 
     Under DDP the gradients and the logged loss are averaged over the ranks, and rank 0 alone
     writes checkpoints and logs metrics.

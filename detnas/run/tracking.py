@@ -14,7 +14,7 @@ relative to the working directory as the store's own URI is (``sqlite:///results
 the store finds them wherever the study's folder is copied or DVC-pulled, and no run writes
 outside the results folder it was given (`relocate` converts a store that holds absolute paths).
 On a cluster a study logs over HTTP to a tracking server instead: its own (``tracking.uri:
-server``, `detnas.tracking_server`: ``detnas tracking serve``, whose URL and credentials the
+server``, `detnas.run.tracking_server`: ``detnas tracking serve``, whose URL and credentials the
 results folder keeps) or a site's (``http(s)://...``); that server keeps the artifacts.
 
 Tracking records the work and never costs it: a store that cannot be written fails as the stage
@@ -33,9 +33,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from detnas import cost, layout, tracking_server
+from detnas import cost
 from detnas.io import load_json, save_json
-from detnas.layout import ARTIFACTS
+from detnas.plan import layout
+from detnas.plan.layout import ARTIFACTS
+from detnas.run import tracking_server
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ TAG_KEYS = ("stage", "ablation", "detector", "dataset", "space", "arch", "seed",
             "config_hash",
             "git_commit")
 """The tags of every stage run (`stage_tags`): ``ablation`` is the row of the study it belongs to
-(`detnas.study`), the tag `ABLATION_VIEW` groups by."""
+(`detnas.plan.study`), the tag `ABLATION_VIEW` groups by."""
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 ABLATION_VIEW = "ablation"
@@ -138,7 +140,7 @@ class NullTracker:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        # an exception may say how the run ended (`detnas.stop.Stopped`: KILLED)
+        # an exception may say how the run ended (`detnas.run.stop.Stopped`: KILLED)
         self.finish(getattr(exc, "status", "FAILED") if exc_type else "FINISHED")
 
 
@@ -489,7 +491,7 @@ def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
     """The tags of a run of stage ``stage`` of study config ``cfg``: `TAG_KEYS` (the given ones:
     ablation, dataset, detector, space, arch; and the seed, the config's hash, the code's
     commit), then the stage's own (e.g. a search's ``strategy``)."""
-    from detnas.config import config_hash
+    from detnas.plan.config import config_hash
     from detnas.provenance import git_commit
 
     given = {"stage": stage, **tags, "seed": cfg.run_seed, "replicate": cfg.replicate,
@@ -519,14 +521,14 @@ def start_stage(cfg, stage: str, tags: dict[str, Any], *, name: str | None = Non
 
 def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
           arch: dict | None = None, out: str | Path | None = None) -> NullTracker:
-    """A tracker for one stage run of study config ``cfg`` (a `detnas.config.StudyConfig`), on
+    """A tracker for one stage run of study config ``cfg`` (a `detnas.plan.config.StudyConfig`), on
     ``gpus`` GPUs (`detnas.cost`), writing into folder ``out``; logs the resolved config and
     ``arch`` (a backbone spec) as artifacts.
 
     Raises:
         ValueError: the store cannot be written (checked here, before the stage's work).
     """
-    from detnas.config import to_dict
+    from detnas.plan.config import to_dict
 
     meter = cost.Meter(gpus, tags)
     if not cfg.tracking.enabled:

@@ -5,7 +5,7 @@ an ImageFolder classification set, and the GPUs a job has, it checks the data
 (`detnas.data.audit`: one line per problem, naming the file and the item), counts the classes,
 holds the test split out where none is given, foresees the search split the workflow holds out
 of train (the `split` job: `detnas.data.split`, the same seeded draw), and writes a study config
-built on one of the repository's configs, in the keys they use (`detnas.config`):
+built on one of the repository's configs, in the keys they use (`detnas.plan.config`):
 
 - ``full`` (the default): ``config/coco.yaml``, the paper's recipe (the 300M space, both
   detectors, every ablation), with its dataset replaced and its schedules scaled to the dataset's
@@ -15,8 +15,8 @@ built on one of the repository's configs, in the keys they use (`detnas.config`)
   minutes on a CPU, a check of the data and the pipeline before the GPU-days, not a result.
 
 Each decision is said twice, in the written config's comments and in what `detnas init` prints;
-the config is checked as the workflow checks it (the JSON schema, `detnas.config.from_data`,
-`detnas.preflight.check_workflow`) before it is written, atomically. Torch-free.
+the config is checked as the workflow checks it (the JSON schema, `detnas.plan.config.from_data`,
+`detnas.plan.preflight.check_workflow`) before it is written, atomically. Torch-free.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import yaml
 from detnas.data import audit as data_audit
 from detnas.data.split import held_out_ids
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 BASES = {"full": "coco.yaml", "toy": "test.yaml"}
 """The config each scale is built on (in the repository's config/ folder)."""
 STAND_IN = "config.yaml"
@@ -338,8 +338,8 @@ def init(request: Request) -> Outcome:
                           paths["test"], ("training images", "test images held out by "
                                           "detnas init"))
         outcome.written += [paths["train"], paths["test"]]
-    from detnas import preflight
     from detnas.io import save_text
+    from detnas.plan import preflight
 
     preflight.check_workflow(cfg, str(request.out))  # the dataset's files all there now
     save_text(request.out, render(settings.data, settings.why,
@@ -537,7 +537,7 @@ def _check_config(s: Settings, request: Request):
     """The settings with the request's overrides, checked as the workflow checks a config."""
     import jsonschema
 
-    from detnas import config
+    from detnas.plan import config
 
     where = str(request.out)
     cfg = config.from_settings(s.data, where, request.overrides, generated=True)
@@ -569,7 +569,7 @@ def _header(request: Request, name: str, base: str, outcome: Outcome) -> list[st
             *([f"  {request.command}"] if request.command else []),
             *(f"  {line}" for line in outcome.summary),
             f"Built on config/{base}: what is not decided here is its (its comments say why);",
-            "each decided key says why above it. Every key and its default: detnas/config.py.",
+            "each decided key says why above it. Every key and its default: detnas/plan/config.py.",
             f"Check: detnas config check {request.out}",
             f"Run:   {_run_commands(request)[0].split('   #')[0]}"]
 

@@ -1,7 +1,7 @@
-"""One function per training stage: data + model + `detnas.engine` + checkpoints + tracking.
+"""One function per training stage: data + model + `detnas.run.engine` + checkpoints + tracking.
 
 Every stage writes, in its output folder: ``checkpoint.pt`` (the model, rebuildable with
-`detnas.models.load_model`), ``metrics.json`` and ``config.yaml`` (the resolved config with its
+`detnas.nets.models.load_model`), ``metrics.json`` and ``config.yaml`` (the resolved config with its
 provenance). A run in progress keeps ``resume.pt`` there, which a restart picks up.
 """
 
@@ -18,16 +18,17 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
-from detnas import config as config_mod
-from detnas import engine, flops, layout, study, tracking
-from detnas.config import StudyConfig, TrainConfig
 from detnas.data.coco import collate_detection
 from detnas.data.imagefolder import check_same_classes, class_folders
-from detnas.detection import detection_loss
 from detnas.io import save_checkpoint, save_json, save_text
-from detnas.models import backbone_of, build_model, load_model, model_meta
+from detnas.nets.detection import detection_loss
+from detnas.nets.models import backbone_of, build_model, load_model, model_meta
+from detnas.plan import config as config_mod
+from detnas.plan import flops, layout, study
+from detnas.plan.config import StudyConfig, TrainConfig
+from detnas.plan.space import get_space, sample, sample_binned
 from detnas.provenance import fingerprint, provenance, source
-from detnas.space import get_space, sample, sample_binned
+from detnas.run import engine, tracking
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def train_detector(cfg: StudyConfig, spec: dict, ablation: str, dataset: str, de
 
 
 def baseline_spec(cfg: StudyConfig, name: str) -> dict:
-    """The arch spec of a hand-crafted baseline row (`detnas.study.SPECS`): of spec ``space``
+    """The arch spec of a hand-crafted baseline row (`detnas.plan.study.SPECS`): of spec ``space``
     (ShuffleNetV2: all 3x3 blocks in the config's space), or ``resnet`` (ResNet-50: torchvision
     ResNet at the config's NATS depth and width).
 
@@ -322,8 +323,8 @@ def baseline_spec(cfg: StudyConfig, name: str) -> dict:
         baselines = [r.name for r in study.rows(cfg) if r.kind == "baseline"]
         raise ValueError(f"unknown baseline {name!r} ({', '.join(baselines)})")
     if row.spec == "space":
-        from detnas.backbones import shufflenet_spec
-        from detnas.space import Arch
+        from detnas.nets.backbones import shufflenet_spec
+        from detnas.plan.space import Arch
 
         return shufflenet_spec(Arch(cfg.space, (0,) * get_space(cfg.space).num_blocks))
     return {"kind": "resnet", "depth": cfg.nats.depth, "width": cfg.nats.width}

@@ -1,7 +1,7 @@
 """What a dilated ResNet is, without torch: depths, dilation encodings and NATS candidates.
 
-The config check (`detnas.config`), the report and the backbone specs read these; the torch
-modules (`detnas.resnet`, `detnas.nats.ops`) build networks from them.
+The config check (`detnas.plan.config`), the report and the backbone specs read these; the torch
+modules (`detnas.nets.resnet`, `detnas.nats.ops`) build networks from them.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ G processes run with gloo instead of NCCL, and the search's workers run on the C
 rehearses the cluster.
 
 A local Snakemake run starts each command warm: a fork of a process that has torch, torchvision,
-MLflow and detnas imported (`detnas.warm`), not a fresh interpreter.
+MLflow and detnas imported (`detnas.run.warm`), not a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def run(argv: Sequence[str], gpus: int, nodes: int = 1, rendezvous: bool = False
         command: Callable[[list[str]], int] | None = None,
         replace: Callable[[list[str]], int] | None = None) -> int:
     """Run ``detnas argv`` under its process model: a command that runs as one process by
-    ``command(argv)`` (`detnas.cli.main`) in this process, which a warm start (`detnas.warm`)
+    ``command(argv)`` (`detnas.cli.main`) in this process, which a warm start (`detnas.run.warm`)
     keeps warm; torchrun and srun by ``replace(cmd)``, by default replacing this process
-    (``exec``: the signals of a time limit reach them, `detnas.stop`)."""
+    (``exec``: the signals of a time limit reach them, `detnas.run.stop`)."""
     cmd = launch_command(argv, gpus, nodes, rendezvous)
     print("detnas launch:", " ".join(cmd), file=sys.stderr, flush=True)
     if command is not None and cmd[:3] == [sys.executable, "-m", "detnas"]:

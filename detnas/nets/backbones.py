@@ -3,7 +3,7 @@
 ``{"kind": "shufflenet", "space": "300M", "arch": "2120-2112-33130031-3132"}`` is a network of the
 DetNAS search space; ``{"kind": "resnet", "depth": 50, "width": 64}`` a torchvision-style ResNet,
 and ``{"kind": "resnet", ..., "dilations": {"layer2.0": "1,2,2,3", ...}}`` its NATS transformation
-(see `detnas.resnet`). Other keys (provenance) are ignored.
+(see `detnas.nets.resnet`). Other keys (provenance) are ignored.
 
 Every backbone built here can also be taken by torchvision's own wrappers: `StageBackbone` regroups
 a ShuffleNet network as torchvision's ResNet is grouped (`RETURN_LAYERS`), and `ResNetBackbone`
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detnas.blocks import NormLayer
-from detnas.space import Arch
+from detnas.nets.blocks import NormLayer
+from detnas.plan.space import Arch
 
 RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 """The stage outputs C2..C5 by child name, for torchvision's ``BackboneWithFPN`` /
@@ -31,13 +31,13 @@ def shufflenet_spec(arch: Arch) -> dict:
 
 
 def read_spec(name_or_path: str | Path) -> dict:
-    """A backbone spec from an ``arch.json`` file or a registered arch name (`detnas.space`).
+    """A backbone spec from an ``arch.json`` file or a registered arch name (`detnas.plan.space`).
 
     Raises:
         ValueError: a missing or unreadable file, a file without ``kind``, an unknown name.
     """
     from detnas.io import load_json
-    from detnas.space import resolve
+    from detnas.plan.space import resolve
 
     if Path(name_or_path).suffix == ".json":
         spec = load_json(name_or_path)
@@ -63,11 +63,11 @@ def build_backbone(spec: dict, norm_layer: NormLayer = nn.BatchNorm2d) -> nn.Mod
     """
     kind = spec.get("kind")
     if kind == "shufflenet":
-        from detnas.supernet import Backbone
+        from detnas.nets.supernet import Backbone
 
         return Backbone(Arch.parse(spec["arch"], spec["space"]), norm_layer)
     if kind == "resnet":
-        from detnas.resnet import ResNetBackbone
+        from detnas.nets.resnet import ResNetBackbone
 
         dilations = spec.get("dilations") or {}
         if not isinstance(dilations, dict):
@@ -81,7 +81,7 @@ def describe(spec: dict) -> str:
     """One line naming the backbone, for logs and reports."""
     if spec.get("kind") == "shufflenet":
         return f"{spec['arch']} ({spec['space']})"
-    from detnas.dilations import parse_dilations
+    from detnas.plan.dilations import parse_dilations
 
     dilations = spec.get("dilations") or {}
     dilated = sum(set(parse_dilations(e)) != {(1, 1)} for e in dilations.values())
@@ -91,8 +91,8 @@ def describe(spec: dict) -> str:
 
 
 class StageBackbone(nn.Module):
-    """A ShuffleNet `detnas.supernet.Backbone` grouped as torchvision's ResNet: children ``stem``
-    and ``layer1``..``layer4`` (the same modules), run in that order.
+    """A ShuffleNet `detnas.nets.supernet.Backbone` grouped as torchvision's ResNet: children
+    ``stem`` and ``layer1``..``layer4`` (the same modules), run in that order.
 
     torchvision's ``BackboneWithFPN(net, RETURN_LAYERS, net.stage_channels, ...)`` takes its stage
     outputs through ``IntermediateLayerGetter``; ``forward`` returns them too, as the detnas
@@ -121,6 +121,6 @@ class StageBackbone(nn.Module):
 
 def torchvision_backbone(net: nn.Module) -> nn.Module:
     """``net`` with the children torchvision's wrappers take (`RETURN_LAYERS`)."""
-    from detnas.supernet import Backbone
+    from detnas.nets.supernet import Backbone
 
     return StageBackbone(net) if isinstance(net, Backbone) else net

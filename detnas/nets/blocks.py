@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from detnas.space import CHOICES, KERNEL_SIZES
+from detnas.plan.space import CHOICES, KERNEL_SIZES
 
 NormLayer = Callable[[int], nn.Module]
 

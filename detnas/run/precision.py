@@ -1,4 +1,4 @@
-"""Mixed precision of the training loops (`detnas.config.TrainConfig.amp`): bf16 | fp16 | off.
+"""Mixed precision of the training loops (`detnas.plan.config.TrainConfig.amp`): bf16 | fp16 | off.
 
 - ``bf16``: autocast to bfloat16, no loss scaling (its range is fp32's). On a GPU without native
   bf16 (compute capability < 8: V100, T4, RTX 20xx) it falls back to fp16, with a warning.

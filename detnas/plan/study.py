@@ -5,14 +5,15 @@ per dataset and detector) and reported. Its record says how the backbone is foun
 spec, a search: its strategy, the supernet it searches, its settings; NATS), which retrained
 classifier its detector starts from, and which rows it is compared with (and the paper's claim
 for the comparison). Everything else derives from the records: the workflow's rules and their
-wildcards (workflow/rules/*.smk), the results layout (`detnas.layout.outputs`), the report's
+wildcards (workflow/rules/*.smk), the results layout (`detnas.plan.layout.outputs`), the report's
 rows, names and colours (`detnas.report`), the cost each row is charged (`upstream`), and the
 MLflow grouping (every stage of a row is tagged ``ablation: <name>``).
 
 The paper's rows are `ROWS`; a study config adds searched rows in its ``ablations`` section
-(`detnas.config.AblationConfig`; `rows` returns both). A row's ``name`` is its key everywhere:
+(`detnas.plan.config.AblationConfig`; `rows` returns both). A row's ``name`` is its key everywhere:
 the ``ablation`` tag, the ``{row}`` / ``{ablation}`` wildcards and the folders under results/.
-Torch-free, and imports nothing of detnas: `detnas.layout` and `detnas.config` build on it.
+Torch-free, and imports nothing of detnas: `detnas.plan.layout` and `detnas.plan.config` build on
+it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ DETECTION_SUPERNETS = tuple(s.name for s in SUPERNETS.values() if s.task == "det
 SPECS = {"space": ("space",), "resnet": ("nats.depth", "nats.width")}
 """A baseline's spec kind -> the config keys its arch.json depends on: ``space`` (ShuffleNetV2:
 every block the 3x3 choice of the config's space), ``resnet`` (torchvision ResNet at the NATS
-depth and width); `detnas.train.baseline_spec` builds it."""
+depth and width); `detnas.run.train.baseline_spec` builds it."""
 
 
 @dataclass(frozen=True)

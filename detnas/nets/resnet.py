@@ -2,7 +2,7 @@
 
 At ``width=64`` the parameter names equal torchvision's ``resnet50``/``resnet101``, so an ImageNet
 state dict loads unchanged (its ``fc`` aside). Smaller widths keep the structure for the CPU
-default. Follows the backbone contract of `detnas.supernet`.
+default. Follows the backbone contract of `detnas.nets.supernet`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from detnas.blocks import NormLayer
-from detnas.dilations import DEPTHS, Dilation, format_dilations, parse_dilations
+from detnas.nets.blocks import NormLayer
+from detnas.plan.dilations import DEPTHS, Dilation, format_dilations, parse_dilations
 
 
 def check_grouping(out_channels: int, conv_groups: int, groups: int, where: str) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from detnas.space import CHOICES, KERNEL_SIZES, Arch, get_space
+from detnas.plan.space import CHOICES, KERNEL_SIZES, Arch, get_space
 
 
 def conv_out(size: int, kernel_size: int, stride: int) -> int:
@@ -40,7 +40,7 @@ def conv_bn(in_channels, out_channels, kernel_size, size_out, groups=1) -> Cost:
 
 
 def block_cost(choice: int, in_channels: int, out_channels: int, stride: int, size_in: int) -> Cost:
-    """Cost of one choice block (see `detnas.blocks` for the structure)."""
+    """Cost of one choice block (see `detnas.nets.blocks` for the structure)."""
     k = KERNEL_SIZES[choice]
     size_out = conv_out(size_in, 3, stride)  # every odd kernel gives the same size
     mid = out_channels // 2

@@ -6,17 +6,17 @@ them, and `outputs` lists what a study writes for its report: the report rule, t
 collector (`detnas.report.results`) and scripts/collect_metrics.py read that one list. A
 function's arguments default to Snakemake wildcards (``"{dataset}"``), so ``search_dir()`` is a
 rule's output pattern and ``search_dir("synth", "fpn", "detnas")`` one concrete folder. Which
-folders a row has follows from its record (`detnas.study`). Torch-free.
+folders a row has follows from its record (`detnas.plan.study`). Torch-free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detnas import study
+from detnas.plan import study
 
 # The files a command writes into its --out folder (writers and readers name them from here).
-CHECKPOINT = "checkpoint.pt"  # a trained model (detnas.models.load_model)
+CHECKPOINT = "checkpoint.pt"  # a trained model (detnas.nets.models.load_model)
 METRICS = "metrics.json"  # a stage's numbers, tags, cost and provenance
 ARCH = "arch.json"  # an architecture: a search's winner, a baseline's or NATS's backbone spec
 HISTORY = "history.csv"  # every candidate a search evaluated
@@ -31,7 +31,7 @@ RANK_FILES = (RANK,)  # rank
 
 CONFIG = "config.yaml"  # the config of this results folder, as the workflow resolved it
 TRACKING = "tracking.json"  # the MLflow parent run of the study
-TRACKING_SERVER = "tracking-server"  # the study's MLflow server (detnas.tracking_server)
+TRACKING_SERVER = "tracking-server"  # the study's MLflow server (detnas.run.tracking_server)
 ARTIFACTS = "mlartifacts"
 """The folder under the results where the study's MLflow runs keep their artifacts (a local store
 or the study's own server; copies of outputs: readers of the results skip it)."""
@@ -49,7 +49,7 @@ def _row(name: str) -> study.Row | None:
 def replicate_dir(folder: str, rep: int | str | None = None) -> str:
     """The folder of replicate ``rep`` of a stage whose first replicate writes to ``folder``:
     ``folder/rep{K}`` (None or 0: ``folder`` itself). A stage's replicates share its data,
-    splits and supernets; `detnas.config.StudyConfig.run_seed` seeds each."""
+    splits and supernets; `detnas.plan.config.StudyConfig.run_seed` seeds each."""
     return folder if rep in (None, 0, "0") else f"{folder}/rep{rep}"
 
 
@@ -155,7 +155,7 @@ class Output:
 
 
 def outputs(cfg) -> list[Output]:
-    """Every file of study ``cfg`` (a `detnas.config.StudyConfig`) that its report reads, in
+    """Every file of study ``cfg`` (a `detnas.plan.config.StudyConfig`) that its report reads, in
     the order the report reads them: the shared rows' classifiers (each replicate); per dataset
     and detector each row's detection retrainings (its replicates after it), each searched
     row's classifiers, histories and winners (one per search seed), the ranking check, NATS's

@@ -4,7 +4,7 @@ Any backbone of the contract (``forward`` -> OrderedDict of C2..C5, ``stage_chan
 with an FPN: Faster R-CNN uses C2..C5 (+ a max-pooled P6), RetinaNet C3..C5 (+ P6/P7), as in the
 DetNAS reference. Its Faster R-CNN (``configs/e2e_faster_rcnn_DETNAS_COCO_FPN_300M_search.yaml``)
 has BN in the FPN convs and a 4-conv + 1-fc box head with BN (``FPNXconv1fcFeatureExtractor``,
-SyncBN across GPUs: `detnas.engine` converts every BN); its RetinaNet has a plain FPN. The
+SyncBN across GPUs: `detnas.run.engine` converts every BN); its RetinaNet has a plain FPN. The
 anchors of the first level are ``anchor_size`` pixels (the reference's 32), doubling per level.
 
 Where the reference's training losses differ from torchvision's, a setting of `DetectorConfig`
@@ -44,8 +44,8 @@ from torchvision.ops.feature_pyramid_network import (
     LastLevelP6P7,
 )
 
-from detnas.config import DETECTORS, DetectorConfig  # noqa: F401 (DETECTORS: re-exported)
-from detnas.roi_pool import RoIPooler
+from detnas.nets.roi_pool import RoIPooler
+from detnas.plan.config import DETECTORS, DetectorConfig  # noqa: F401 (DETECTORS: re-exported)
 
 
 class BackboneWithFPN(nn.Module):
@@ -280,7 +280,8 @@ def build_detector(backbone: nn.Module, detector: str, num_classes: int,
     """A torchvision detector around ``backbone``.
 
     Args:
-        backbone: a module of the backbone contract (`detnas.supernet.Backbone`, `Supernet`, ...).
+        backbone: a module of the backbone contract (`detnas.nets.supernet.Backbone`, `Supernet`,
+        ...).
         detector: ``fpn`` (Faster R-CNN + FPN) or ``retinanet``.
         num_classes: object classes, without the background.
         cfg: input sizes, FPN width and norm, box head.

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from detnas.blocks import ChoiceBlock, NormLayer, conv_bn
-from detnas.space import CHOICES, Arch, get_space
+from detnas.nets.blocks import ChoiceBlock, NormLayer, conv_bn
+from detnas.plan.space import CHOICES, Arch, get_space
 
 
 class _Backbone(nn.Module):

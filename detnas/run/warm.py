@@ -1,5 +1,6 @@
 """Warm starts: one server process imports torch, torchvision, MLflow and detnas once, and each
-``detnas`` command of a local Snakemake run is a fork of it (the process model: `detnas.launch`).
+``detnas`` command of a local Snakemake run is a fork of it (the process model:
+`detnas.run.launch`).
 
 On the embedded default a stage's own work takes 10 to 100 s of CPU, and importing what it needs
 took 5 to 7 more in every one of the study's 46 jobs (torch and torchvision about 4, MLflow and its
@@ -49,8 +50,8 @@ ADDRESS_VARIABLE = "DETNAS_WARM"
 keeps Snakemake from starting one."""
 
 PRELOAD = ("torch", "torchvision.models.detection", "mlflow.tracking",
-           "mlflow.store.tracking.sqlalchemy_store", "detnas.cli", "detnas.train",
-           "detnas.search.stage", "detnas.nats.search", "detnas.tracking", "detnas.report")
+           "mlflow.store.tracking.sqlalchemy_store", "detnas.cli", "detnas.run.train",
+           "detnas.search.stage", "detnas.nats.search", "detnas.run.tracking", "detnas.report")
 """What the server imports once (every command imports a part of it)."""
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
@@ -142,7 +143,7 @@ def serve(address: str, parent: int, command: Callable[[list[str]], int]) -> Non
 
 
 def replace_process(cmd: Sequence[str]) -> int:
-    """``detnas launch``'s way to run ``cmd`` (torchrun or srun; `detnas.launch.run`): replace
+    """``detnas launch``'s way to run ``cmd`` (torchrun or srun; `detnas.run.launch.run`): replace
     this process (``exec``, so that signals reach it). In a fork, whose exit status goes back over
     a socket an ``exec`` would close, run ``cmd`` as a child instead, pass the forwarded signals
     on, and return its exit status."""

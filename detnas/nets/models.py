@@ -2,7 +2,7 @@
 rebuilt from checkpoints that describe themselves.
 
 A model checkpoint is a dict: ``model`` (state dict), ``task`` (classification | detection),
-``backbone`` (a spec of `detnas.backbones`, or ``{"kind": "supernet", "space": ...}``),
+``backbone`` (a spec of `detnas.nets.backbones`, or ``{"kind": "supernet", "space": ...}``),
 ``num_classes``, ``detector`` and ``detector_cfg`` for detection, plus whatever the stage adds
 (``step``, ``optimizer``, ``provenance``...).
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from detnas.backbones import (
+from detnas.io import load_checkpoint
+from detnas.nets.backbones import (
     build_backbone,
     describe,
     network_of,
@@ -21,12 +22,11 @@ from detnas.backbones import (
     shufflenet_spec,
     torchvision_backbone,
 )
-from detnas.blocks import NormLayer
-from detnas.config import DetectorConfig, from_dict, to_dict
-from detnas.detection import build_detector, detector_backbone, replace_detector_backbone
-from detnas.io import load_checkpoint
-from detnas.space import Arch
-from detnas.supernet import Classifier, Supernet, reference_init
+from detnas.nets.blocks import NormLayer
+from detnas.nets.detection import build_detector, detector_backbone, replace_detector_backbone
+from detnas.nets.supernet import Classifier, Supernet, reference_init
+from detnas.plan.config import DetectorConfig, from_dict, to_dict
+from detnas.plan.space import Arch
 
 
 def build_model(task: str, backbone: dict, num_classes: int, detector: str | None = None,
@@ -53,7 +53,7 @@ def build_model(task: str, backbone: dict, num_classes: int, detector: str | Non
 def model_meta(task: str, backbone: dict, num_classes: int, detector: str | None = None,
                detector_cfg: DetectorConfig | None = None) -> dict:
     """What a checkpoint must carry to rebuild its model (the detector settings added late, at
-    their default, left out: `detnas.config.to_dict`)."""
+    their default, left out: `detnas.plan.config.to_dict`)."""
     return {"task": task, "backbone": backbone, "num_classes": num_classes, "detector": detector,
             "detector_cfg": to_dict(detector_cfg) if detector_cfg else None}
 
@@ -164,7 +164,7 @@ def backbone(name_or_arch_json: str | Path, weights: str | Path | None = None,
 
     The module returns an OrderedDict of the stage outputs C2..C5 (keys ``"0"``..``"3"``), has
     ``out_channels`` (of C5) and ``stage_channels``, and children ``layer1``..``layer4``, so that
-    torchvision's ``BackboneWithFPN(net, detnas.backbones.RETURN_LAYERS, net.stage_channels,
+    torchvision's ``BackboneWithFPN(net, detnas.nets.backbones.RETURN_LAYERS, net.stage_channels,
     256)`` wraps it like a ResNet.
 
     Args:

@@ -1,5 +1,5 @@
 """What the workflow checks when it is parsed beyond the config's own checks
-(`detnas.config.check`, which every command makes too): the study as a whole, each stage run,
+(`detnas.plan.config.check`, which every command makes too): the study as a whole, each stage run,
 and the input files there already. `snakemake -n` (workflow/rules/common.smk) and `detnas config
 check` call `check_workflow`; docs/config-checks.md lists what is refused where.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detnas import study
-from detnas.config import StudyConfig, check_floor, check_holdouts, to_dict, with_overrides
 from detnas.data import files
 from detnas.io import checkpoint_header
 from detnas.latency import load_table
+from detnas.plan import study
+from detnas.plan.config import StudyConfig, check_floor, check_holdouts, to_dict, with_overrides
 
 # The settings that decide which images a classification supernet's pre-training held out (the
 # ClsNASNet search's fitness images): the seed, the held-out count, the data (a synthetic set's
@@ -39,7 +39,7 @@ def _check_nats_batches(cfg: StudyConfig, where: str, name: str, size: int) -> N
 
 
 def check_workflow(cfg: StudyConfig, where: str) -> None:
-    """What the workflow checks of study ``cfg`` (checked: `detnas.config.from_data`) when it
+    """What the workflow checks of study ``cfg`` (checked: `detnas.plan.config.from_data`) when it
     is parsed: the study as a whole (each stage runs: NATS's batches within its splits) and the
     input files there already: each real dataset's annotation files (JSON, COCO at the top
     level; those over `detnas.data.files.PARSE_LIMIT` only their ends) and the images held out
@@ -95,7 +95,7 @@ def check_supernet_from(cfg: StudyConfig, where: str) -> None:
     space, its classifier of the study's classes, and pre-trained holding out the images this
     study's ClsNASNet search scores on (`HOLDOUT_KEYS`, as its provenance records them). Read
     without torch (`detnas.io.checkpoint_header`); the tensors' shapes against the space's
-    definition are checked where the stages load it (`detnas.models.load_model`).
+    definition are checked where the stages load it (`detnas.nets.models.load_model`).
 
     Raises:
         ValueError: one line naming the key, the file and what differs.

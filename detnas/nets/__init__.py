@@ -1,0 +1,2 @@
+"""The networks: ShuffleNetV2 choice blocks and supernets, ResNet, the detectors built on them, and
+their BN."""
