@@ -1,5 +1,6 @@
-"""The import structure of detnas: light modules load without torch; no module imports itself
-back through others (every import counted, also those inside functions)."""
+"""The import structure of detnas: the plan and the light modules load without torch; the wings
+import downwards; no module imports itself back through others (every import counted, also those
+inside functions)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "detnas"
-LIGHT = ("detnas.plan.config", "detnas.plan.space", "detnas.plan.flops", "detnas.report",
-         "detnas.plan.dilations", "detnas.io", "detnas.provenance", "detnas.plan.study",
-         "detnas.plan.layout", "detnas.data.files", "detnas.data.synthetic", "detnas.latency",
-         "detnas.plan.preflight", "detnas.data.split", "detnas.data.audit", "detnas.plan.own_data")
+WINGS = ("plan", "nets", "run")
+"""detnas's three wings: the study's plan (torch-free), the networks, and the machinery that runs a
+stage. Each imports only downwards: run may import nets and plan, nets may import plan."""
+LIGHT = ("detnas.io", "detnas.provenance", "detnas.report", "detnas.latency", "detnas.data.files",
+         "detnas.data.synthetic", "detnas.data.split", "detnas.data.audit")
+"""Torch-free modules outside the plan (what `detnas report` and the workflow's parse load)."""
 
 
-def test_light_modules_import_without_torch():
-    code = (f"import sys, {', '.join(LIGHT)}\n"
+def _modules_of(wing: str) -> list[str]:
+    return sorted(m for m in import_graph() if m.split(".")[:2] == ["detnas", wing])
+
+
+def test_the_plan_and_the_light_modules_import_without_torch():
+    modules = _modules_of("plan") + list(LIGHT)
+    assert "detnas.plan.config" in modules and "detnas.plan.study" in modules
+    code = (f"import sys, {', '.join(modules)}\n"
             "from detnas.plan.config import load\n"
             "load(None)\n"  # the default config, checked (the NATS check included)
             "from detnas.cli import build_parser\n"
@@ -26,6 +35,28 @@ def test_light_modules_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def wing_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports against the wings' order (plan < nets < run), as ``"a -> b"``."""
+    def rank(module: str) -> int | None:
+        parts = module.split(".")
+        return WINGS.index(parts[1]) if len(parts) > 1 and parts[1] in WINGS else None
+
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                  if rank(a) is not None and rank(b) is not None and rank(b) > rank(a))
+
+
+def test_wing_violations_names_an_upward_import():
+    graph = {"detnas.plan.config": {"detnas.run.tracking"}, "detnas.run.train": {"detnas.nets.bn"},
+             "detnas.nets.bn": {"detnas.plan.config", "detnas.io"}}
+    assert wing_violations(graph) == ["detnas.plan.config -> detnas.run.tracking"]
+
+
+def test_each_wing_imports_only_downwards():
+    graph = import_graph()
+    assert all(_modules_of(w) for w in WINGS)
+    assert wing_violations(graph) == []
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -120,17 +151,14 @@ def test_the_bottom_modules_import_nothing_above_them():
     assert graph["detnas.provenance"] == {"detnas.version", "detnas.io"}
 
 
-CORE = ("detnas.plan.study", "detnas.plan.layout", "detnas.version", "detnas.plan.config",
-        "detnas.plan.space", "detnas.plan.flops", "detnas.plan.dilations", "detnas.io",
-        "detnas.provenance", "detnas.run.engine", "detnas.nets.resnet", "detnas.nets.supernet",
-        "detnas.nets.detection", "detnas.nets.models", "detnas.nets.backbones", "detnas.data",
-        "detnas.run.tracking")
+CORE = ("detnas.version", "detnas.io", "detnas.provenance", "detnas.data")
+"""With the three wings, the modules the search methods build on."""
 
 
 def test_core_modules_reach_no_search_method():
     """The search methods (detnas.search, detnas.nats) build on the core, never the reverse."""
     graph = import_graph()
-    for core in CORE:
+    for core in [*CORE, *(m for w in WINGS for m in _modules_of(w))]:
         seen, todo = set(), [core]
         while todo:
             m = todo.pop()

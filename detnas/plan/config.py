@@ -22,7 +22,6 @@ import yaml
 
 from detnas.plan import layout, study
 from detnas.plan.dilations import DEPTHS, check_candidates
-from detnas.run.tracking_server import SERVER
 
 # A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
 # (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
@@ -44,6 +43,10 @@ def late(default_factory) -> Any:
     holds its default, so that those studies keep the config hash and fingerprints their
     finished stages carry."""
     return field(default_factory=default_factory, metadata={"late": True})
+
+
+SERVER = "server"
+"""The ``tracking.uri`` of a study that logs to its own server (`detnas.run.tracking_server`)."""
 
 
 @dataclass

@@ -43,9 +43,8 @@ from pathlib import Path
 
 from detnas.io import atomic_write, load_json, save_json
 from detnas.plan import layout
+from detnas.plan.config import SERVER
 
-SERVER = "server"
-"""The ``tracking.uri`` of a study that logs to its own server (`serve`)."""
 STATE = "server.json"
 """In the server's folder (`layout.TRACKING_SERVER`), mode 0600: its URL, ports, process and its
 secrets (MLflow's user ``username``/``password``, PostgreSQL's ``pg_password``, the ``secret_key``
