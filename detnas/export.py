@@ -33,7 +33,7 @@ from detnas.nets.backbones import read_spec, torchvision_backbone
 from detnas.nets.detection import inference_heads, replace_detector_backbone
 from detnas.nets.models import backbone_of, load_fixed_model
 from detnas.nets.roi_pool import RoIPooler
-from detnas.plan import config as config_mod
+from detnas.plan import typed
 from detnas.provenance import git_commit, sha256
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _sidecar(checkpoint: Path, ckpt: dict, part: str, spec: dict, net: nn.Module
         "load": LOAD[part] if "torchscript" in files else None,
         "source": {"checkpoint": str(checkpoint), "sha256": sha256(checkpoint),
                    "task": ckpt["task"], "detector": ckpt.get("detector"),
-                   "config_hash": config_mod.config_hash(study) if study else None,
+                   "config_hash": typed.config_hash(study) if study else None,
                    "provenance": {k: v for k, v in ckpt.get("provenance", {}).items()
                                   if k != "config"}},
         "torch_version": torch.__version__, "onnx_opset": OPSET if "onnx" in files else None,

@@ -25,7 +25,8 @@ import yaml
 
 from detnas.io import atomic_write, save_text
 from detnas.plan import layout
-from detnas.plan.config import StudyConfig, from_dict
+from detnas.plan.config import StudyConfig
+from detnas.plan.typed import from_dict
 from detnas.report.headline import FIELDS, file_name, study_headline
 
 

@@ -251,7 +251,7 @@ def test_export_is_logged_into_the_run_that_made_the_checkpoint(tmp_path, classi
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from detnas.plan import config
+    from detnas.plan import config, typed
     from detnas.run import tracking, train
 
     path, _env = classification_study(12, 1)
@@ -271,7 +271,7 @@ def test_export_is_logged_into_the_run_that_made_the_checkpoint(tmp_path, classi
                             formats=("torchscript",), input_size=32)
     client = MlflowClient(uri)
     assert sidecar["mlflow_run_id"] == run_id
-    assert sidecar["source"]["config_hash"] == config.config_hash(cfg)
+    assert sidecar["source"]["config_hash"] == typed.config_hash(cfg)
     logged = sorted(a.path for a in client.list_artifacts(run_id, "export/backbone"))
     assert logged == ["export/backbone/backbone.json", "export/backbone/backbone.torchscript.pt"]
 

@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 
 from detnas.data import CocoDetection, make_synthetic_classification, make_synthetic_detection
 from detnas.nets.models import build_model
-from detnas.plan import config, flops
+from detnas.plan import config, flops, typed
 from detnas.plan.config import DETECTORS
 from detnas.plan.space import REGISTRY, Arch
 from detnas.run import engine, tracking, train
@@ -142,8 +142,8 @@ def test_stages_use_the_detector_learning_rate(tmp_path, monkeypatch):
 
 
 def _paper_detector(detector: str, cfg=COCO, **changes):
-    small = config.from_dict(config.DetectorConfig, {
-        **config.to_dict(cfg.detector), "min_size": 64, "max_size": 64, "fpn_channels": 16,
+    small = typed.from_dict(config.DetectorConfig, {
+        **typed.to_dict(cfg.detector), "min_size": 64, "max_size": 64, "fpn_channels": 16,
         "box_conv_channels": 8, "box_head_channels": 32, **changes})
     torch.manual_seed(0)
     return build_model("detection", {"kind": "supernet", "space": "test"}, 2, detector, small)

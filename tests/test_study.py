@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from detnas import report
-from detnas.plan import config, layout, study
+from detnas.plan import config, layout, study, typed
 from detnas.report.ledger import collect_costs, cost_tables
 from detnas.run import tracking
 
@@ -89,24 +89,24 @@ def test_a_study_without_config_rows_keeps_its_resolved_config():
     """An empty ``ablations`` is left out of the resolved config: its hash (tags, provenance)
     and the fingerprints of resumable state stay those of a study before the section."""
     cfg = config.load(None)
-    assert "ablations" not in config.to_dict(cfg)
-    assert config.to_dict(CFG)["ablations"]["pareto"]["overrides"] == PARETO["overrides"]
-    assert config.from_data(config.to_dict(CFG), "resolved").ablations == CFG.ablations
+    assert "ablations" not in typed.to_dict(cfg)
+    assert typed.to_dict(CFG)["ablations"]["pareto"]["overrides"] == PARETO["overrides"]
+    assert config.from_data(typed.to_dict(CFG), "resolved").ablations == CFG.ablations
 
 
 def test_a_late_field_is_left_out_only_at_its_default():
-    """Every `config.late` field (``ablations``, ``detector_batch_size``) at its default leaves
+    """Every `typed.late` field (``ablations``, ``detector_batch_size``) at its default leaves
     the resolved config as it was before the field existed; set, it is kept and read back."""
     cfg = config.load(None, ["retrain_finetune.detector_batch_size={}"])
-    assert "detector_batch_size" not in config.to_dict(cfg)["retrain_finetune"]
-    default = config.to_dict(config.load(REPO / "config" / "config.yaml"))
+    assert "detector_batch_size" not in typed.to_dict(cfg)["retrain_finetune"]
+    default = typed.to_dict(config.load(REPO / "config" / "config.yaml"))
     assert default["retrain_finetune"]["detector_batch_size"] == {"retinanet": 8}
     set_ = config.load(None, ["supernet_pretrain.detector_batch_size={fpn: 2}"])
-    data = config.to_dict(set_)
+    data = typed.to_dict(set_)
     assert data["supernet_pretrain"]["detector_batch_size"] == {"fpn": 2}
     assert "detector_batch_size" not in data["resnet_pretrain"]
     assert config.from_data(data, "resolved") == set_
-    assert config.config_hash(set_) != config.config_hash(config.load(
+    assert typed.config_hash(set_) != typed.config_hash(config.load(
         None, ["supernet_pretrain.detector_batch_size={}"]))
 
 
@@ -296,7 +296,7 @@ def test_collect_metrics_has_the_config_row(results, tmp_path):
     spec.loader.exec_module(module)
     copy = tmp_path / "results"
     shutil.copytree(results, copy)
-    (copy / layout.CONFIG).write_text(yaml.safe_dump(config.to_dict(CFG)))
+    (copy / layout.CONFIG).write_text(yaml.safe_dump(typed.to_dict(CFG)))
     assert module.main([str(copy)]) == 0
     table = json.loads((copy / "metrics.json").read_text())
     assert {r.name for r in ROWS} <= set(table)

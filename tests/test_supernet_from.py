@@ -18,7 +18,7 @@ import yaml
 from detnas.io import TensorShape, checkpoint_header, save_checkpoint
 from detnas.nets.backbones import shufflenet_spec
 from detnas.nets.models import build_model, load_model, model_meta
-from detnas.plan import config, preflight
+from detnas.plan import config, preflight, typed
 from detnas.plan.space import Arch, get_space
 from detnas.provenance import provenance, source
 from detnas.run import train
@@ -43,7 +43,7 @@ def publish(path: Path, space: str = "test", classes: int = 4, *overrides: str,
     torch.manual_seed(0)
     model = build_model("classification", backbone, classes)
     made = config.load(TEST, list(overrides), generated=True)
-    prov = provenance(config.to_dict(made), made.seed, stage="supernet-pretrain",
+    prov = provenance(typed.to_dict(made), made.seed, stage="supernet-pretrain",
                       fingerprint="0123456789abcdef")
     ckpt = {**model_meta("classification", backbone, classes), "model": model.state_dict(),
             "step": 4, "provenance": prov, **meta}

@@ -12,7 +12,7 @@ import yaml
 
 from detnas import cost
 from detnas.cli import main
-from detnas.plan import config
+from detnas.plan import config, typed
 from detnas.run import tracking
 
 TAGS = {"stage": "retrain-detection", "ablation": "detnas", "dataset": "synth",
@@ -53,7 +53,7 @@ def test_stage_run_artifacts_cost_and_the_parent_runs_end(study, capsys):
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
     assert artifacts == {"config.yaml", "arch.json"}
     local = client.download_artifacts(tracker.run_id, "config.yaml", str(path.parent))
-    assert yaml.safe_load(Path(local).read_text()) == config.to_dict(cfg)  # resolved config
+    assert yaml.safe_load(Path(local).read_text()) == typed.to_dict(cfg)  # resolved config
     stored = list((path.parent / "mlartifacts").rglob("arch.json"))  # under the results folder
     assert len(stored) == 1 and yaml.safe_load(stored[0].read_text()) == spec
 

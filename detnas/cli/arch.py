@@ -97,7 +97,7 @@ def _sample(args) -> int:
 def _spec(args) -> int:
     from detnas.io import save_json
     from detnas.nets.backbones import shufflenet_spec
-    from detnas.plan.config import to_dict
+    from detnas.plan.typed import to_dict
     from detnas.provenance import provenance
     from detnas.run.train import baseline_spec
 

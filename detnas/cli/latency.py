@@ -30,7 +30,8 @@ def register(sub) -> None:
 
 def _table(args) -> int:
     from detnas.latency import measure_table, measurement, save_table
-    from detnas.plan.config import latency_table_path, to_dict
+    from detnas.plan.config import latency_table_path
+    from detnas.plan.typed import to_dict
     from detnas.provenance import provenance
 
     cfg = load_config(args)

@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 def _init(args) -> int:
     from detnas.io import save_json
-    from detnas.plan import config, layout
+    from detnas.plan import layout, typed
     from detnas.provenance import git_commit
     from detnas.run import tracking
 
@@ -55,7 +55,7 @@ def _init(args) -> int:
         return 0
     run_id = tracking.init_parent(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.results, args.name,
-        {"space": cfg.space, "seed": cfg.seed, "config_hash": config.config_hash(cfg),
+        {"space": cfg.space, "seed": cfg.seed, "config_hash": typed.config_hash(cfg),
          "git_commit": git_commit()},
     )
     print(run_id)

@@ -31,14 +31,9 @@ from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
 from detnas.nets.detection import build_detector, detection_loss, detector_backbone
 from detnas.nets.resnet import ResNetBackbone
 from detnas.plan import layout, study
-from detnas.plan.config import (
-    DETECTORS,
-    NatsConfig,
-    StudyConfig,
-    config_hash,
-    to_dict,
-)
+from detnas.plan.config import DETECTORS, NatsConfig, StudyConfig
 from detnas.plan.dilations import check_candidates
+from detnas.plan.typed import config_hash, to_dict
 from detnas.provenance import fingerprint, provenance
 from detnas.run import tracking
 from detnas.run.engine import ArchStep, Stage, setup_distributed, train

@@ -25,8 +25,9 @@ from detnas.nets.backbones import (
 from detnas.nets.blocks import NormLayer
 from detnas.nets.detection import build_detector, detector_backbone, replace_detector_backbone
 from detnas.nets.supernet import Classifier, Supernet, reference_init
-from detnas.plan.config import DetectorConfig, from_dict, to_dict
+from detnas.plan.config import DetectorConfig
 from detnas.plan.space import Arch
+from detnas.plan.typed import from_dict, to_dict
 
 
 def build_model(task: str, backbone: dict, num_classes: int, detector: str | None = None,
@@ -53,7 +54,7 @@ def build_model(task: str, backbone: dict, num_classes: int, detector: str | Non
 def model_meta(task: str, backbone: dict, num_classes: int, detector: str | None = None,
                detector_cfg: DetectorConfig | None = None) -> dict:
     """What a checkpoint must carry to rebuild its model (the detector settings added late, at
-    their default, left out: `detnas.plan.config.to_dict`)."""
+    their default, left out: `detnas.plan.typed.to_dict`)."""
     return {"task": task, "backbone": backbone, "num_classes": num_classes, "detector": detector,
             "detector_cfg": to_dict(detector_cfg) if detector_cfg else None}
 

@@ -1,18 +1,17 @@
-"""Typed study configuration: a dataclass per stage, loaded from YAML, validated, written resolved.
+"""The study's configuration: a dataclass per stage, loaded from YAML, checked, written resolved.
 
 The same YAML file is Snakemake's ``configfile`` and every ``detnas`` command's ``--config``.
 Errors name the file, the dotted field and the bad value. These dataclasses are the one definition
-of the keys: their types, choices, bounds and comments also make the JSON schema the workflow
-validates with (`json_schema`).
+of the keys: their types, choices, bounds and comments (read by the generic loader,
+`detnas.plan.typed`) also make the JSON schema the workflow validates with (`json_schema`). The
+checks that types cannot express (`check`, `check_search`, ...) are here too, so that a wrong
+setting fails when the workflow is parsed, before its first job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,29 +19,29 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from detnas.plan import layout, study
+from detnas.plan import layout, study, typed
 from detnas.plan.dilations import DEPTHS, check_candidates
+from detnas.plan.typed import (
+    DROP,
+    FRACTION,
+    MIN0,
+    MIN1,
+    MIN2,
+    POSITIVE,
+    PROB,
+    blame_override,
+    from_dict,
+    late,
+    set_dotted,
+    set_overrides,
+    to_dict,
+    yaml_error,
+)
 
-# A field's choices are its type (``Literal[...]``), its bounds JSON-schema keywords in its type
-# (``Annotated[int, MIN1]``): `from_dict` enforces both, `json_schema` writes them out.
-MIN0 = {"minimum": 0}
-MIN1 = {"minimum": 1}
-MIN2 = {"minimum": 2}
-PROB = {"minimum": 0, "maximum": 1}
-FRACTION = {"exclusiveMinimum": 0, "maximum": 1}
-DROP = {"minimum": 0, "exclusiveMaximum": 1}
-POSITIVE = {"exclusiveMinimum": 0}
 Detector = Literal["fpn", "retinanet"]
 DETECTORS = typing.get_args(Detector)
 Strategy = Literal[study.STRATEGIES]
 DetectionSupernet = Literal[study.DETECTION_SUPERNETS]
-
-
-def late(default_factory) -> Any:
-    """A field added after studies were run: left out of the resolved config (`to_dict`) while it
-    holds its default, so that those studies keep the config hash and fingerprints their
-    finished stages carry."""
-    return field(default_factory=default_factory, metadata={"late": True})
 
 
 SERVER = "server"
@@ -173,6 +172,10 @@ class TrainConfig:
             self, lr=self.detector_lr.get(detector, self.lr),
             steps=self.detector_steps.get(detector, self.steps),
             batch_size=self.detector_batch_size.get(detector, self.batch_size))
+
+    def __post_init__(self):
+        if isinstance(self.amp, bool):  # YAML's `amp: off` is false
+            self.amp = "bf16" if self.amp else "off"
 
 
 @dataclass
@@ -437,80 +440,6 @@ def replicate_seed(seed: int, replicate: int) -> int:
     return seed + REPLICATE_STRIDE * replicate
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against type ``tp`` (recursing into dataclasses, lists and dicts)."""
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        inner, *bounds = typing.get_args(tp)
-        value = _convert(inner, value, where)
-        for bound in bounds:
-            _check_bounds(value, bound, where)
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):  # the first option the value is
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        errors = []
-        for option in (a for a in typing.get_args(tp) if a is not type(None)):
-            try:
-                return _convert(option, value, where)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(" or ".join(errors))
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
-        key, item = typing.get_args(tp)
-        return {_convert(key, str(k), f"{where}.{k}"): _convert(item, v, f"{where}.{k}")
-                for k, v in value.items()}
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ValueError(f"{where}: {value!r} ({', '.join(map(str, typing.get_args(tp)))})")
-        return value
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
-
-
-_BOUNDS = {  # JSON-schema keyword -> (holds, how the error says it)
-    "minimum": (lambda v, b: v >= b, ">="), "maximum": (lambda v, b: v <= b, "<="),
-    "exclusiveMinimum": (lambda v, b: v > b, ">"), "exclusiveMaximum": (lambda v, b: v < b, "<"),
-    "minItems": (lambda v, b: len(v) >= b, "items >="),
-}
-
-
-def _check_bounds(value: Any, bound: dict, where: str) -> None:
-    for keyword, limit in bound.items():
-        holds, says = _BOUNDS[keyword]
-        if not holds(value, limit):
-            raise ValueError(f"{where}: {value!r} (must be {says} {limit})")
-
-
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types, choices (Literal) and
-    bounds (Annotated) raise ValueError."""
-    if cls is TrainConfig and isinstance(data.get("amp"), bool):  # YAML's `amp: off` is false
-        data = {**data, "amp": "bf16" if data["amp"] else "off"}
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})"
-        )
-    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
-
-
 def check(cfg: StudyConfig, where: str) -> None:
     """Cross-field checks that types, choices and bounds alone cannot express."""
     from detnas.plan.space import SPACES
@@ -586,7 +515,7 @@ def with_overrides(cfg: StudyConfig, overrides: dict[str, Any], where: str) -> S
     data = to_dict(cfg)
     rows = data.pop("ablations", {})  # checked once, by the caller
     for key, value in overrides.items():
-        _set(data, key, value)
+        set_dotted(data, key, value)
     try:
         result = from_dict(StudyConfig, data, "config")
         check(result, "config")
@@ -749,43 +678,6 @@ def resolve_data_roots(cfg: StudyConfig, where: str, generated: bool = False) ->
                                  f"the fixed layout {default!r}")
 
 
-def _set(data: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        data = data.setdefault(k, {})
-    data[keys[-1]] = value
-
-
-def _blame_override(message: str, where: str, overrides: list[str]) -> str:
-    """``message`` (``<where>[.<field>]: ...``) said of the ``--set`` that gave the field, where
-    one did: the value came from the command line, not from the file ``where``."""
-    head = message.split(": ", 1)[0]
-    field = "" if head == where else head.removeprefix(f"{where}.")
-    for item in reversed(overrides):  # the last --set of a key wins
-        key = item.partition("=")[0]
-        below = key.removeprefix(f"{field}.") if field else key  # the key under the field
-        unknown = below != key or not field
-        if field == key or field.startswith((f"{key}.", f"{key}[")) or (
-                unknown and f"unknown key {below.split('.')[0]!r}" in message):
-            detail = message[len(head) + 2:]
-            return f"--set {item}: {f'{field}: ' if field else ''}{detail}"
-    return message
-
-
-def yaml_error(source: str | Path, e: yaml.YAMLError) -> str:
-    """PyYAML's error ``e`` (several lines, its position in ``"<unicode string>"``) as one line,
-    ``SOURCE:LINE:COLUMN: problem (context, at LINE:COLUMN)``, as compilers say it."""
-    mark = getattr(e, "problem_mark", None)
-    if mark is None:
-        return f"{source}: not valid YAML: {' '.join(str(e).split())}"
-    problem = getattr(e, "problem", None) or "not valid YAML"
-    text = f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
-    context, at = getattr(e, "context", None), getattr(e, "context_mark", None)
-    if context:
-        text += f" ({context}" + (f", at {at.line + 1}:{at.column + 1})" if at else ")")
-    return text
-
-
 def read_file(path: str | Path) -> dict:
     """The settings of a config file: a YAML mapping (an empty file, or one that is not a
     mapping, is an error: it would silently run the built-in defaults).
@@ -829,21 +721,11 @@ def from_settings(data: dict, where: str, overrides: list[str] = (),
     Raises:
         ValueError: an override that is not key=YAML, or as `from_data`.
     """
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r}: expected key=value")
-        try:
-            _set(data, key, yaml.safe_load(value))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at column {mark.column + 1} of the value" if mark else ""
-            problem = getattr(e, "problem", None) or " ".join(str(e).split())
-            raise ValueError(f"--set {item}: not valid YAML{at}: {problem}") from None
+    set_overrides(data, overrides)
     try:
         return from_data(data, where, generated)
     except ValueError as e:
-        raise ValueError(_blame_override(str(e), where, overrides)) from None
+        raise ValueError(blame_override(str(e), where, overrides)) from None
 
 
 def from_data(data: dict, where: str, generated: bool = False) -> StudyConfig:
@@ -903,103 +785,6 @@ def search_uses_latency(cfg: StudyConfig) -> bool:
     return bool(cfg.search.max_latency or cfg.latency.table)
 
 
-def to_dict(cfg: Any) -> dict:
-    """A config as plain data, without the `late` fields that hold their default: a study keeps
-    the resolved config, hash and fingerprints it had before those fields existed (its finished
-    stages stay valid)."""
-    data = dataclasses.asdict(cfg)
-    _drop_late_defaults(cfg, data)
-    return data
-
-
-def _drop_late_defaults(obj: Any, data: Any) -> None:
-    if dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-            if f.metadata.get("late") and value == default:
-                del data[f.name]
-            else:
-                _drop_late_defaults(value, data[f.name])
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _drop_late_defaults(value, data[key])
-    elif isinstance(obj, (list, tuple)):
-        for value, item in zip(obj, data, strict=True):
-            _drop_late_defaults(value, item)
-
-
-def config_hash(cfg: Any) -> str:
-    """A short stable hash of a (resolved) config or its dict, for tags and provenance."""
-    text = json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """The comment of each field in ``cls``'s source (its line's, and the ``#`` lines below it)."""
-    import inspect
-    import re
-
-    comments: dict[str, list[str]] = {}
-    name = None
-    for line in inspect.getsource(cls).splitlines():
-        if m := re.match(r"    (\w+): [^#]*?(?:  # (.*))?$", line):
-            name = m[1]
-            comments[name] = [m[2]] if m[2] else []
-        elif name and (m := re.match(r"    # (.*)", line)):
-            comments[name].append(m[1])
-        else:
-            name = None
-    return {k: " ".join(v) for k, v in comments.items() if v}
-
-
-def _type_schema(tp: Any, defs: dict) -> dict:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        inner, *bounds = typing.get_args(tp)
-        node = _type_schema(inner, defs)
-        for bound in bounds:
-            node.update(bound)
-        return node
-    if dataclasses.is_dataclass(tp):
-        if tp.__name__ not in defs:
-            defs[tp.__name__] = {}  # reserved: a dataclass is described once
-            defs[tp.__name__] = _dataclass_schema(tp, defs)
-        return {"$ref": f"#/$defs/{tp.__name__}"}
-    if origin is Literal:
-        return {"enum": list(typing.get_args(tp))}
-    if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [{"type": "null"} if a is type(None) else _type_schema(a, defs)
-                          for a in typing.get_args(tp)]}
-    if origin is list:
-        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0], defs)}
-    if origin is dict:
-        key, item = typing.get_args(tp)
-        node = {"type": "object", "additionalProperties": _type_schema(item, defs)}
-        if key is not str:
-            node["propertyNames"] = _type_schema(key, defs)
-        return node
-    return {"type": {int: "integer", float: "number", str: "string", bool: "boolean"}[tp]}
-
-
-def _dataclass_schema(cls: type, defs: dict) -> dict:
-    hints = typing.get_type_hints(cls, include_extras=True)
-    comments = _field_comments(cls)
-    props = {}
-    for f in dataclasses.fields(cls):
-        props[f.name] = _type_schema(hints[f.name], defs)
-        if f.name in comments:
-            props[f.name]["description"] = comments[f.name]
-    node = {"type": "object", "additionalProperties": False, "properties": props}
-    if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):  # not dataclass's own
-        node["description"] = cls.__doc__.strip()
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if required:
-        node["required"] = required
-    return node
-
-
 def json_schema() -> dict:
     """The JSON schema (draft 2020-12) of a study config, generated from these dataclasses: the
     keys, their types, choices (Literal) and bounds (Annotated), and their comments.
@@ -1009,11 +794,8 @@ def json_schema() -> dict:
     """
     from detnas.plan.space import SPACES
 
-    defs: dict = {}
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              **_dataclass_schema(StudyConfig, defs)}
+    schema = typed.json_schema(StudyConfig)
     schema["description"] = ("The detnas study config: Snakemake's configfile and every `detnas` "
                              "command's --config (detnas/plan/config.py).")
     schema["properties"]["space"]["enum"] = list(SPACES)  # registered in detnas/plan/space.py
-    schema["$defs"] = defs
     return schema

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from detnas.io import atomic_write, save_json
 from detnas.plan import layout
-from detnas.plan.config import StudyConfig, config_hash
+from detnas.plan.config import StudyConfig
+from detnas.plan.typed import config_hash
 from detnas.provenance import environment_key, git_commit
 from detnas.report.figures import expected_figures, write_figures
 from detnas.report.headline import format_headline, headline

@@ -491,7 +491,7 @@ def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
     """The tags of a run of stage ``stage`` of study config ``cfg``: `TAG_KEYS` (the given ones:
     ablation, dataset, detector, space, arch; and the seed, the config's hash, the code's
     commit), then the stage's own (e.g. a search's ``strategy``)."""
-    from detnas.plan.config import config_hash
+    from detnas.plan.typed import config_hash
     from detnas.provenance import git_commit
 
     given = {"stage": stage, **tags, "seed": cfg.run_seed, "replicate": cfg.replicate,
@@ -528,7 +528,7 @@ def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
     Raises:
         ValueError: the store cannot be written (checked here, before the stage's work).
     """
-    from detnas.plan.config import to_dict
+    from detnas.plan.typed import to_dict
 
     meter = cost.Meter(gpus, tags)
     if not cfg.tracking.enabled:

@@ -23,8 +23,7 @@ from detnas.data.imagefolder import check_same_classes, class_folders
 from detnas.io import save_checkpoint, save_json, save_text
 from detnas.nets.detection import detection_loss
 from detnas.nets.models import backbone_of, build_model, load_model, model_meta
-from detnas.plan import config as config_mod
-from detnas.plan import flops, layout, study
+from detnas.plan import flops, layout, study, typed
 from detnas.plan.config import StudyConfig, TrainConfig
 from detnas.plan.space import get_space, sample, sample_binned
 from detnas.provenance import fingerprint, provenance, source
@@ -74,7 +73,7 @@ def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
 def run_fingerprint(cfg: StudyConfig, run: Run) -> str:
     """What a training run is made from (`detnas.provenance.fingerprint`): its resumable state
     and its outputs' provenance carry it; the ranking check reuses a run only with the same."""
-    return fingerprint(config_mod.to_dict(cfg), run.inputs, stage=run.stage, tags=run.tags,
+    return fingerprint(typed.to_dict(cfg), run.inputs, stage=run.stage, tags=run.tags,
                        arch=run.arch)
 
 
@@ -85,14 +84,14 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     ddp = engine.setup_distributed(cfg.device)
     torch.manual_seed(cfg.run_seed)
     origins = {"sources": {k: source(v) for k, v in sources.items()}} if sources else {}
-    prov = provenance(config_mod.to_dict(cfg), cfg.run_seed, stage=run.stage, tags=run.tags,
+    prov = provenance(typed.to_dict(cfg), cfg.run_seed, stage=run.stage, tags=run.tags,
                       fingerprint=run_fingerprint(cfg, run), **origins)
     gpus = ddp.world if ddp.device.type == "cuda" else 0
     tracker = tracking.start_stage(cfg, run.stage, run.tags, gpus=gpus, arch=run.arch,
                                    out=run.out, main=ddp.main)
     prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
     with tracker:
-        tracker.log_params({"train." + k: v for k, v in config_mod.to_dict(tcfg).items()})
+        tracker.log_params({"train." + k: v for k, v in typed.to_dict(tcfg).items()})
         stage = dataclasses.replace(stage, num_workers=cfg.workers)
         result = engine.train(stage, tcfg, cfg.run_seed, ddp, run.resume, tracker, prov)
         metrics = {}

@@ -27,8 +27,9 @@ from detnas.io import load_checkpoint
 from detnas.nets.bn import ImageRegions, recalibrated
 from detnas.nets.models import backbone_of, load_state, model_from_meta
 from detnas.nets.supernet import Classifier, Supernet
-from detnas.plan.config import SearchConfig, late
+from detnas.plan.config import SearchConfig
 from detnas.plan.space import Arch
+from detnas.plan.typed import late
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from detnas.io import load_json, save_json
 from detnas.plan import flops, layout
-from detnas.plan.config import StudyConfig, dataset_of, to_dict
+from detnas.plan.config import StudyConfig, dataset_of
 from detnas.plan.space import Arch, sample
+from detnas.plan.typed import to_dict
 from detnas.provenance import provenance
 from detnas.run import tracking
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from detnas.io import load_checkpoint, load_json
 from detnas.latency import LatencyTable, check_winners, load_table
 from detnas.plan import config as study_config
-from detnas.plan.config import StudyConfig, to_dict
+from detnas.plan.config import StudyConfig
 from detnas.plan.space import Arch
+from detnas.plan.typed import to_dict
 from detnas.provenance import fingerprint, provenance, source
 from detnas.run import tracking
 from detnas.search.evolution import check_settings, evaluation_budget, run_search, serial, top_k

@@ -26,6 +26,7 @@ LOCAL_REMOTE = "/srv/dvc/detnas"  # docs/dvc-mlflow.md's remote, made a scratch 
 STAGE = """
 import torch
 from detnas.plan import config
+from detnas.plan import typed
 from detnas.run import tracking
 from detnas.plan.config import DetectorConfig
 from detnas.io import save_checkpoint
@@ -40,7 +41,7 @@ det = DetectorConfig(min_size=64, max_size=64)
 with tracking.start(cfg, "retrain-detection:detnas", tags, arch=spec) as tracker:
     torch.manual_seed(0)
     model = build_model("detection", spec, 3, "fpn", det)
-    prov = provenance(config.to_dict(cfg), cfg.seed, tags=tags, mlflow_run_id=tracker.run_id)
+    prov = provenance(typed.to_dict(cfg), cfg.seed, tags=tags, mlflow_run_id=tracker.run_id)
     save_checkpoint("results/retrain/detnas/synth/fpn/checkpoint.pt",
                     {**model_meta("detection", spec, 3, "fpn", det),
                      "model": model.state_dict(), "provenance": prov})

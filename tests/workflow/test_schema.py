@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from detnas.plan import config as detnas_config
+from detnas.plan import typed
 from detnas.plan.space import SPACES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_schema_knows_every_space():
 
 
 def test_schema_accepts_the_defaults():
-    defaults = detnas_config.to_dict(detnas_config.StudyConfig())
+    defaults = typed.to_dict(detnas_config.StudyConfig())
     for ds in defaults["datasets"].values():
         ds["root"] = "results/data/synth"
     jsonschema.validate(defaults, SCHEMA)
@@ -93,7 +94,7 @@ def test_schema_and_loader_reject_the_same_values(data, words):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, SCHEMA)
     with pytest.raises(ValueError) as e:
-        detnas_config.from_dict(detnas_config.StudyConfig, data)
+        typed.from_dict(detnas_config.StudyConfig, data)
     for word in words:
         assert word in str(e.value)
 
@@ -104,20 +105,20 @@ class _Either:
 
 
 def test_a_union_field_takes_any_of_its_types_in_schema_and_loader():
-    schema = detnas_config._dataclass_schema(_Either, {})
+    schema = typed._dataclass_schema(_Either, {})
     assert schema["properties"]["amp"]["description"] == "a choice, or a YAML boolean"
     for good in ("off", False):
         jsonschema.validate({"amp": good}, schema)
-        assert detnas_config.from_dict(_Either, {"amp": good}).amp == good
+        assert typed.from_dict(_Either, {"amp": good}).amp == good
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"amp": "fp8"}, schema)
     with pytest.raises(ValueError, match="'fp8'"):
-        detnas_config.from_dict(_Either, {"amp": "fp8"})
+        typed.from_dict(_Either, {"amp": "fp8"})
 
 
 def test_data_roots_one_rule_for_the_workflow_and_the_cli():
     def study(**datasets):
-        return detnas_config.from_dict(detnas_config.StudyConfig,
+        return typed.from_dict(detnas_config.StudyConfig,
                                        {"results": "out", "datasets": datasets})
 
     cfg = study(synth={})
@@ -149,7 +150,7 @@ def test_an_error_in_a_set_value_is_said_of_the_set_not_of_the_file(override, sa
     assert str(e.value).startswith(says) and str(path) not in str(e.value)
     key, value = override.split("=")  # the same value in a file: said of the file
     data: dict = {}
-    detnas_config._set(data, key, yaml.safe_load(value))
+    typed.set_dotted(data, key, yaml.safe_load(value))
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match=f"^{study}"):

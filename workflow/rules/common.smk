@@ -31,6 +31,7 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 
 from detnas.plan import config as detnas_config
+from detnas.plan import typed
 from detnas.plan import layout, preflight, study
 from detnas.run import warm
 
@@ -78,7 +79,7 @@ try:  # cross-field checks, the data roots, the resolved values (dataclass defau
 except ValueError as e:
     field = str(e).split(": ", 1)[0].removeprefix("config").removeprefix(".")
     raise WorkflowError(f"{_source(field)}: {e}") from None
-RESOLVED = detnas_config.to_dict(STUDY)
+RESOLVED = typed.to_dict(STUDY)
 R = STUDY.results
 
 
