@@ -15,9 +15,9 @@ import pytest
 
 from detnas.cli import main
 from detnas.data import files
-from detnas.latency import LatencyTable, Measurement, save_table
 from detnas.plan import config, preflight
 from detnas.plan.flops import cost_table
+from detnas.plan.latency import LatencyTable, Measurement, save_table
 from detnas.plan.space import Arch, get_space
 
 TINY = cost_table("tiny")  # the default config's space, at the default flops_input_size 224

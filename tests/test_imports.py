@@ -59,6 +59,26 @@ def test_each_wing_imports_only_downwards():
     assert wing_violations(graph) == []
 
 
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for m in graph.get(todo.pop(), ()):
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
+
+
+def test_no_wing_reaches_a_higher_one_through_the_modules_between():
+    """Not even through a module outside the wings (as the plan's checks once reached the
+    training engine through detnas.latency's measuring code)."""
+    graph = import_graph()
+    for low, high in (("plan", "nets"), ("plan", "run"), ("nets", "run")):
+        for module in _modules_of(low):
+            reached = sorted(m for m in _reach(graph, module) if m.startswith(f"detnas.{high}."))
+            assert not reached, f"{module} reaches {reached}"
+
+
 def _module_name(path: Path, package: Path) -> str:
     parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

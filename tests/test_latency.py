@@ -8,8 +8,9 @@ import pytest
 from search_fakes import make_noisy
 
 from detnas.cli import main
-from detnas.latency import Measurement, check_winners, load_table, measure_table, save_table
+from detnas.latency import check_winners, measure_table
 from detnas.plan import config
+from detnas.plan.latency import Measurement, load_table, save_table
 from detnas.plan.space import Arch, get_space, sample
 from detnas.search import stage
 

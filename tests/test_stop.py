@@ -58,15 +58,24 @@ def _status(db: Path) -> list[str]:
     return [r.info.status for r in sorted(runs, key=lambda r: r.info.start_time)]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The study of the signal tests and its uninterrupted run (one for both signals)."""
+    from conftest import _classification_study
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cfg_path, env = _classification_study(root, num_train=48, steps=STEPS)
+    subprocess.run(_train(cfg_path, root / "full"), env=env, check=True, timeout=300,
+                   capture_output=True)
+    return cfg_path, env, root / "full" / "checkpoint.pt"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
-def test_a_stop_signal_saves_the_step_and_the_rerun_ends_the_same(tmp_path, classification_study,
-                                                                  sig):
-    cfg_path, env = classification_study(num_train=48, steps=STEPS)
+def test_a_stop_signal_saves_the_step_and_the_rerun_ends_the_same(tmp_path, uninterrupted, sig):
+    cfg_path, env, full = uninterrupted
     db = tmp_path / "mlflow.db"
     tracked = ["--set", "tracking.enabled=true", "--set", f"tracking.uri=sqlite:///{db}"]
-    subprocess.run(_train(cfg_path, tmp_path / "full"), env=env, check=True, timeout=300,
-                   capture_output=True)
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
     with open(log, "w") as err:
@@ -85,7 +94,7 @@ def test_a_stop_signal_saves_the_step_and_the_rerun_ends_the_same(tmp_path, clas
     subprocess.run(_train(cfg_path, out) + tracked, env=env, check=True, timeout=300,
                    capture_output=True)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == STEPS
-    _assert_same_weights(tmp_path / "full" / "checkpoint.pt", out / "checkpoint.pt")
+    _assert_same_weights(full, out / "checkpoint.pt")
     assert not (out / "resume.pt").exists()
     assert _status(db) == ["KILLED", "FINISHED"]
 

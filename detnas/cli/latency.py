@@ -29,8 +29,9 @@ def register(sub) -> None:
 
 
 def _table(args) -> int:
-    from detnas.latency import measure_table, measurement, save_table
+    from detnas.latency import measure_table, measurement
     from detnas.plan.config import latency_table_path
+    from detnas.plan.latency import save_table
     from detnas.plan.typed import to_dict
     from detnas.provenance import provenance
 
@@ -47,7 +48,8 @@ def _table(args) -> int:
 
 def _check(args) -> int:
     from detnas.io import load_json
-    from detnas.latency import check_winners, load_table
+    from detnas.latency import check_winners
+    from detnas.plan.latency import load_table
     from detnas.plan.space import Arch, resolve
 
     data = load_json(args.table)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from detnas.data import files
 from detnas.io import checkpoint_header
-from detnas.latency import load_table
 from detnas.plan import study
 from detnas.plan.config import StudyConfig, check_floor, check_holdouts, with_overrides
+from detnas.plan.latency import load_table
 from detnas.plan.typed import to_dict
 
 # The settings that decide which images a classification supernet's pre-training held out (the

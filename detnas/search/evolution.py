@@ -98,7 +98,7 @@ class Limits:
 
 def search_limits(cfg, space: str, latency=None) -> Limits:
     """The `Limits` of search settings ``cfg`` in ``space``; ``latency``: a
-    `detnas.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
+    `detnas.plan.latency.LatencyTable` (adds the predicted latency, and ``cfg.max_latency``)."""
     table = cost_table(space, cfg.flops_input_size)
     costs = {"backbone_flops": table.backbone_flops, "backbone_params": table.backbone_params}
     flops_of = getattr(cfg, "flops_of", "backbone")
@@ -118,7 +118,7 @@ def check_settings(cfg, space: str, where: str = "search", latency=None) -> None
     params limits at or above the cheapest network), and the search relies on it.
 
     Args:
-        latency: the `detnas.latency.LatencyTable` the search uses (needed by max_latency).
+        latency: the `detnas.plan.latency.LatencyTable` the search uses (needed by max_latency).
 
     Raises:
         ValueError: naming the field and value, e.g. a latency limit below the fastest network.
@@ -319,7 +319,7 @@ def run_search(
         evaluate: an `Evaluator` (`serial` (fitness) or a worker pool); higher fitness is better.
         rng: a seeded ``random.Random``; a resumed search continues from the saved RNG state.
         state_path: JSON file of the resumable state; an existing one is resumed.
-        latency: a `detnas.latency.LatencyTable` of ``space``: every candidate's predicted
+        latency: a `detnas.plan.latency.LatencyTable` of ``space``: every candidate's predicted
             latency goes into the history, and ``cfg.max_latency`` (needs it) limits it.
         on_generation: called with ``{"generation", "best", "mean", "evaluations"}`` after each
             generation (also for those finished before a resume).

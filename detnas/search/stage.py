@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from detnas.io import load_checkpoint, load_json
-from detnas.latency import LatencyTable, check_winners, load_table
+from detnas.latency import check_winners
 from detnas.plan import config as study_config
 from detnas.plan.config import StudyConfig
+from detnas.plan.latency import LatencyTable, load_table
 from detnas.plan.space import Arch
 from detnas.plan.typed import to_dict
 from detnas.provenance import fingerprint, provenance, source
