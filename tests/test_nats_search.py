@@ -200,7 +200,7 @@ def test_retinanet_and_tracking_tags(tmp_path, monkeypatch):
         def log_artifact(self, path):
             seen.setdefault("artifacts", []).append(path.name)
 
-    def start(cfg, run_name, tags, gpus=0, arch=None, out=None):
+    def start(cfg, run_name, tags, gpus=0, arch=None, out=None, resolved=None):
         seen.update(tags, run_name=run_name)
         return Recorder()
 
@@ -280,9 +280,14 @@ for d in (ddp, engine.Dist()):
     model = Net()
     adam = torch.optim.Adam([model.alpha], lr=0.05)
     rows = []
+
+    class Recorded(engine.ArchStep):  # each step's metrics, as NatsSearch records them
+        def on_step(self, step, m):
+            rows.append(m)
+            return {}
+
     stage = engine.Stage(model, loss, Pairs(0), lambda b: tuple(map(list, zip(*b))), {},
-                         arch=engine.ArchStep([model.alpha], adam, Pairs(1), first_step=1),
-                         on_step=lambda step, m: rows.append(m) or {})
+                         arch=Recorded([model.alpha], adam, Pairs(1), first_step=1))
     engine.train(stage, tcfg, 0, d, __import__("pathlib").Path(f"/nonexistent/{d.world}"),
                  tracking.NullTracker(), {})
     results.append((rows, [p.detach().clone() for p in model.parameters()]))

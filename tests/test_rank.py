@@ -122,7 +122,7 @@ def test_rank_stage_resumes_and_reproduces(ranked, monkeypatch):
         def log_artifact(self, path):
             logged["artifact"] = Path(path).name
 
-    def start(cfg, name, tags, gpus=0, arch=None, out=None):
+    def start(cfg, name, tags, gpus=0, arch=None, out=None, resolved=None):
         logged.update(name=name, stage=tags["stage"])
         return Tracker()
 

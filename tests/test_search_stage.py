@@ -49,12 +49,12 @@ def test_outputs_and_tracking(tmp_path, monkeypatch, strategy):
     recorder = Recorder()
     started = {}
 
-    def start(cfg, name, tags, gpus=0, arch=None, out=None):
+    def start(cfg, name, tags, gpus=0, arch=None, out=None, resolved=None):
         started.update(name=name, tags=tags, gpus=gpus)
         recorder.meter = cost_module.Meter(gpus, tags)  # as tracking.start does
         return recorder
 
-    monkeypatch.setattr(stage.tracking, "start", start)
+    monkeypatch.setattr(tracking, "start", start)
     cfg = _cfg(max_flops=60e6)
     metrics = stage.search_stage(cfg, strategy, tmp_path, factory=make_noisy, metric="mmap",
                                  ablation="scratch", dataset="synth", detector="fpn")

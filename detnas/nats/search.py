@@ -15,7 +15,6 @@ is synchronised on GPU, and rank 0 alone writes; the ranks' weights and alphas s
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -31,12 +30,11 @@ from detnas.nats.ops import arch_parameters, make_searchable, searched_layers
 from detnas.nets.detection import build_detector, detection_loss, detector_backbone
 from detnas.nets.resnet import ResNetBackbone
 from detnas.plan import layout, study
-from detnas.plan.config import DETECTORS, NatsConfig, StudyConfig
+from detnas.plan.config import DETECTORS, NatsConfig, StudyConfig, TrainConfig
 from detnas.plan.dilations import check_candidates
-from detnas.plan.typed import config_hash, to_dict
-from detnas.provenance import fingerprint, provenance
-from detnas.run import tracking
+from detnas.plan.typed import config_hash
 from detnas.run.engine import ArchStep, Stage, setup_distributed, train
+from detnas.run.record import StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -110,26 +108,95 @@ def alphas_json(alphas: dict[str, torch.Tensor], candidates) -> dict:
                        for name, a in alphas.items()}}
 
 
+class NatsSearch(ArchStep):
+    """The NATS search as the loop's architecture step (`detnas.run.engine.ArchStep`): Adam on
+    the dilation alphas with batches of the architecture split, from step
+    ``nats.arch_warmup_steps`` on. It records each step's row (losses, mean alpha entropy) and
+    the time of the steps (``search_seconds``, not the setup); its resumable state (``search.pt``,
+    also the final one) holds them, the alphas, and what `detnas.nats.derive` needs."""
+
+    def __init__(self, nats: NatsConfig, model: nn.Module, arch_data, candidates: list,
+                 detector: str, num_classes: int, record: StageRecord):
+        alphas = arch_parameters(model)
+        super().__init__(alphas, make_arch_optimizer(alphas, nats), arch_data,
+                         nats.arch_warmup_steps)
+        self.nats, self.backbone, self.candidates = nats, detector_backbone(model), candidates
+        self.saved = {"depth": nats.depth, "width": nats.width, "detector": detector,
+                      "num_classes": num_classes, "config_hash": config_hash(record.config),
+                      "provenance": record.provenance}
+        self.history: list[dict] = []
+        self.seconds, self.clock = 0.0, time.perf_counter()
+
+    def on_step(self, step: int, metrics: dict) -> dict:
+        now = time.perf_counter()
+        self.seconds += now - self.clock
+        self.clock = now
+        row = {"step": step, "lr": metrics["lr"], "weight_loss": metrics["loss"]}
+        if "arch_loss" in metrics:
+            row["arch_loss"] = metrics["arch_loss"]
+        row["alpha_entropy"] = sum(entropy(a) for a in self.params) / max(1, len(self.params))
+        self.history.append(row)
+        return {"alpha_entropy": row["alpha_entropy"]}
+
+    def state(self) -> dict:
+        return {"history": self.history, "seconds": self.seconds,
+                "alphas": alphas_of(self.backbone), "candidates": self.candidates, **self.saved}
+
+    def restore(self, state: dict) -> None:
+        self.history, self.seconds = state["history"], state["seconds"]
+
+    def write(self, out_dir: Path, step: int, provenance: dict) -> dict:
+        """Write ``alphas.json`` and ``arch.json`` (the derived backbone spec, with
+        ``provenance``) after ``step`` steps; returns the numbers of ``metrics.json``."""
+        current, n = alphas_of(self.backbone), self.nats
+        dilations = derive(current, self.candidates)
+        save_json(out_dir / "alphas.json", alphas_json(current, self.candidates))
+        save_json(out_dir / layout.ARCH, arch_spec(
+            n.depth, n.width, dilations, candidates=self.candidates, groups=n.groups,
+            group_width=n.group_width, searched_stages=list(n.searched_stages),
+            detector=self.saved["detector"], provenance={**provenance, "search_steps": step}))
+        last = self.history[-1] if self.history else {}
+        return {"steps": step, "search_seconds": self.seconds,
+                "weight_loss": last.get("weight_loss", math.nan),
+                "arch_loss": last.get("arch_loss", math.nan),
+                "alpha_entropy": sum(map(entropy, current.values())) / max(1, len(current)),
+                "dilated_groups": sum(e != "1" for enc in dilations.values()
+                                      for e in enc.split(",")),
+                "groups": sum(m.num_groups for m in searched_layers(self.backbone).values()),
+                "arch": arch_tag(dilations)}
+
+
+def _schedule(cfg: StudyConfig, detector: str, weights_data, arch_data) -> TrainConfig:
+    """The weights' schedule of ``detector`` (``nats.search``), the inputs checked against it."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
+    if weights_data.num_classes != arch_data.num_classes:
+        raise ValueError(f"the weights split has {weights_data.num_classes} classes, the "
+                         f"architecture split {arch_data.num_classes}")
+    t = cfg.nats.search.for_detector(detector)
+    for name, data in (("weights", weights_data), ("architecture", arch_data)):
+        if len(data) < t.batch_size:
+            raise ValueError(f"nats.search.batch_size: {t.batch_size} is more than the "
+                             f"{len(data)} images of the {name} split")
+    return t
+
+
 def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: str | Path,
            pretrained: str | Path | None = None, dataset: str = "") -> dict:
     """Run (or resume) the NATS search and write its outputs to ``out_dir``.
 
-    The search is a stage of `detnas.run.engine.train`: each step an SGD step on the weights with a
-    batch of the weights split, then (from step ``nats.arch_warmup_steps`` on) an Adam step on
-    the alphas with a batch of the architecture split. Writes ``search.pt`` (resumable state;
-    also the final one), ``alphas.json``, ``metrics.json`` and ``arch.json`` (the derived
-    backbone spec with provenance); tracks the run with `detnas.run.tracking`.
+    A stage of `detnas.run.engine.train` whose architecture step is a `NatsSearch`. Writes
+    ``search.pt`` (resumable state, also the final one: resumed when made from this run's
+    fingerprint, else set aside), ``alphas.json``, ``arch.json`` (the derived backbone spec with
+    provenance), ``metrics.json`` and ``config.yaml`` (`detnas.run.record.StageRecord`).
 
     Args:
         cfg: the study config; ``cfg.nats`` holds the search settings, ``cfg.nats.search`` the
             weights' SGD schedule and the batch size of both splits.
-        weights_data: detection dataset of the weight steps (``.num_classes``, items as
-            `detnas.data.CocoDetection`).
-        arch_data: detection dataset of the alpha steps (the other split).
-        detector: ``fpn`` or ``retinanet``.
-        out_dir: output folder; a ``search.pt`` there is resumed.
+        weights_data, arch_data: the detection datasets of the weight and the alpha steps
+            (``.num_classes``, items as `detnas.data.CocoDetection`).
+        detector, dataset: ``fpn`` or ``retinanet``; the dataset's name, for tags.
         pretrained: classification checkpoint or torchvision state dict of the ResNet.
-        dataset: dataset name, for tags.
 
     Returns:
         The metrics written to ``metrics.json`` (``{}`` on the ranks other than 0).
@@ -138,92 +205,34 @@ def search(cfg: StudyConfig, weights_data, arch_data, detector: str, out_dir: st
         ValueError: bad detector, data or checkpoint, named in the message (the config is
             checked when it is loaded: `detnas.plan.config.check_nats`).
     """
-    if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
-    if weights_data.num_classes != arch_data.num_classes:
-        raise ValueError(f"the weights split has {weights_data.num_classes} classes, the "
-                         f"architecture split {arch_data.num_classes}")
-    out_dir, t, seed = Path(out_dir), cfg.nats.search.for_detector(detector), cfg.run_seed
-    for name, data in (("weights", weights_data), ("architecture", arch_data)):
-        if len(data) < t.batch_size:
-            raise ValueError(f"nats.search.batch_size: {t.batch_size} is more than the "
-                             f"{len(data)} images of the {name} split")
-    ddp, chash = setup_distributed(cfg.device), config_hash(cfg)
-    path = out_dir / "search.pt"  # resumed when made from this run's fingerprint, else set aside
-    torch.manual_seed(seed)
+    t = _schedule(cfg, detector, weights_data, arch_data)
+    out_dir, ddp = Path(out_dir), setup_distributed(cfg.device)
+    torch.manual_seed(cfg.run_seed)
     state = load_pretrained(pretrained, cfg.nats.depth, cfg.nats.width) if pretrained else None
     model = build_search_model(cfg.nats, detector, weights_data.num_classes, cfg.detector, state)
-    backbone = detector_backbone(model)
-    alphas = arch_parameters(model)
     candidates = [list(c) for c in check_candidates(cfg.nats.candidates, "config.nats")]
-    inputs = (pretrained, *(p for data in (weights_data, arch_data)
-                            for p in (getattr(data, "images_dir", None),
-                                      getattr(data, "annotation_file", None))))
-    prov = provenance(to_dict(cfg), seed, stage="nats-search", dataset=dataset,
-                      pretrained=str(pretrained or ""),
-                      fingerprint=fingerprint(to_dict(cfg), inputs, stage="nats-search",
-                                              detector=detector, dataset=dataset))
-    run = {"history": [], "seconds": 0.0, "clock": 0.0}
-
-    def on_step(step: int, metrics: dict) -> dict:
-        now = time.perf_counter()
-        run["seconds"] += now - run["clock"]
-        run["clock"] = now
-        row = {"step": step, "lr": metrics["lr"], "weight_loss": metrics["loss"]}
-        if "arch_loss" in metrics:
-            row["arch_loss"] = metrics["arch_loss"]
-        row["alpha_entropy"] = sum(entropy(a) for a in alphas) / max(1, len(alphas))
-        run["history"].append(row)
-        return {"alpha_entropy": row["alpha_entropy"]}
-
-    def save_state() -> dict:
-        return {"history": run["history"], "seconds": run["seconds"],
-                "alphas": alphas_of(backbone), "candidates": candidates,
-                "depth": cfg.nats.depth, "width": cfg.nats.width, "detector": detector,
-                "num_classes": weights_data.num_classes, "config_hash": chash,
-                "provenance": prov}
-
-    def load_state(ckpt: dict) -> None:
-        run["history"], run["seconds"] = ckpt["history"], ckpt["seconds"]
-
-    stage = Stage(model, detection_loss, weights_data, collate_detection,
-                  meta={}, sync_bn=True, num_workers=cfg.workers,
-                  arch=ArchStep(alphas, make_arch_optimizer(alphas, cfg.nats), arch_data,
-                                cfg.nats.arch_warmup_steps),
-                  on_step=on_step, save_state=save_state, load_state=load_state,
-                  keep_last=True)
+    inputs = (pretrained, *(getattr(data, name, None) for data in (weights_data, arch_data)
+                            for name in ("images_dir", "annotation_file")))
     tags = {"ablation": ROW.name, "detector": detector, "dataset": dataset,
             "space": f"resnet{cfg.nats.depth}", "arch": "pending"}
-    gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = tracking.start_stage(cfg, "nats-search", tags, gpus=gpus, out=out_dir,
-                                   name=f"nats-search-{detector}-{dataset}", main=ddp.main)
-    with tracker:
-        tracker.log_params({f"nats.{k}": v for k, v in dataclasses.asdict(cfg.nats).items()}
+    with StageRecord.open(cfg, "nats-search", out_dir, tags, inputs=inputs,
+                          facts={"detector": detector, "dataset": dataset},
+                          about={"dataset": dataset, "pretrained": str(pretrained or "")},
+                          name=f"nats-search-{detector}-{dataset}", main=ddp.main,
+                          gpus=ddp.world if ddp.device.type == "cuda" else 0) as record:
+        tracker = record.tracker
+        tracker.log_params({f"nats.{k}": v for k, v in record.config["nats"].items()}
                            | {"processes": ddp.world})
-        run["clock"] = time.perf_counter()  # search_seconds: the steps, not the setup
-        step = train(stage, t, seed, ddp, path, tracker, prov)["step"]
+        nats = NatsSearch(cfg.nats, model, arch_data, candidates, detector,
+                          weights_data.num_classes, record)
+        stage = Stage(model, detection_loss, weights_data, collate_detection, meta={},
+                      sync_bn=True, num_workers=cfg.workers, arch=nats)
+        step = train(stage, t, cfg.run_seed, ddp, out_dir / "search.pt", tracker,
+                     record.provenance)["step"]
         if not ddp.main:
             return {}
-        history = run["history"]
-        current = alphas_of(backbone)
-        dilations = derive(current, candidates)
-        spec = arch_spec(cfg.nats.depth, cfg.nats.width, dilations, candidates=candidates,
-                         groups=cfg.nats.groups, group_width=cfg.nats.group_width,
-                         searched_stages=list(cfg.nats.searched_stages), detector=detector,
-                         provenance={**prov, "search_steps": step})
-        last = history[-1] if history else {}
-        metrics = {"steps": step, "search_seconds": run["seconds"],
-                   "weight_loss": last.get("weight_loss", math.nan),
-                   "arch_loss": last.get("arch_loss", math.nan),
-                   "alpha_entropy": sum(map(entropy, current.values())) / max(1, len(current)),
-                   "dilated_groups": sum(e != "1" for enc in dilations.values()
-                                         for e in enc.split(",")),
-                   "groups": sum(m.num_groups for m in searched_layers(backbone).values()),
-                   "arch": arch_tag(dilations)}
-        save_json(out_dir / "alphas.json", alphas_json(current, candidates))
-        save_json(out_dir / layout.METRICS, {**metrics, "cost": tracker.cost(),
-                                             "history": history})
-        save_json(out_dir / layout.ARCH, spec)
+        metrics = nats.write(out_dir, step, record.final_provenance())
+        record.write(metrics, after={"history": nats.history})
         tracker.set_tags({"arch": metrics["arch"]})
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step)
         for name in (layout.ARCH, "alphas.json", layout.METRICS):

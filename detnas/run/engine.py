@@ -284,12 +284,28 @@ class NonFiniteLoss(ValueError):
 class ArchStep:
     """A second optimiser, stepped after each weight step from step ``first_step`` on, on
     parameters the weights' SGD leaves alone, with batches of its own dataset: NATS's
-    architecture alphas (DARTS, first order). Its loss is the stage's loss."""
+    architecture alphas (DARTS, first order). Its loss is the stage's loss.
+
+    A search subclasses it with what it records (`on_step`) and what its resumable state adds
+    (`state`, read back by `restore`): `detnas.nats.search.NatsSearch`. Its resumable state is
+    also written after the last step: the searched architecture is the stage's output."""
 
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     dataset: Dataset
     first_step: int = 0  # weight-only steps before the first architecture step
+
+    def on_step(self, step: int, metrics: dict) -> dict:
+        """Called on every rank after every step with (step done, its metrics): more metrics to
+        log."""
+        return {}
+
+    def state(self) -> dict:
+        """What the search adds to the resumable checkpoint."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        """Read back what `state` saved, on resume."""
 
 
 @dataclass
@@ -305,13 +321,25 @@ class Stage:
     supernet: nn.Module | None = None  # the `Supernet` inside ``model``
     sync_bn: bool = False  # SyncBN across GPU processes (detection: few images per GPU)
     num_workers: int = 0
-    arch: ArchStep | None = None  # NATS: an architecture step after each weight step
-    # (step done, its metrics) -> more metrics to log; called on every rank after every step
-    on_step: Callable[[int, dict], dict] | None = None
-    # what the stage adds to its resumable checkpoint, and reads back from it on resume
-    save_state: Callable[[], dict] | None = None
-    load_state: Callable[[dict], None] | None = None
-    keep_last: bool = False  # also write the resumable checkpoint after the last step (NATS)
+    arch: ArchStep | None = None  # a searched architecture (NATS): a step after each weight step
+
+    # what the loop asks of a stage's architecture step (None, False: a stage without one)
+    @property
+    def on_step(self) -> Callable[[int, dict], dict] | None:
+        return self.arch.on_step if self.arch is not None else None
+
+    @property
+    def save_state(self) -> Callable[[], dict] | None:
+        return self.arch.state if self.arch is not None else None
+
+    @property
+    def load_state(self) -> Callable[[dict], None] | None:
+        return self.arch.restore if self.arch is not None else None
+
+    @property
+    def keep_last(self) -> bool:
+        """Also write the resumable checkpoint after the last step (the search's output)."""
+        return self.arch is not None
 
 
 def _mask_off_path(supernet: nn.Module, arch: Arch) -> None:

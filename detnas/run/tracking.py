@@ -487,15 +487,16 @@ def log_headline(results: str | Path, records: list[dict]) -> int:
     return len(metrics)
 
 
-def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
+def stage_tags(cfg, stage: str, resolved: dict | None = None, **tags: Any) -> dict[str, Any]:
     """The tags of a run of stage ``stage`` of study config ``cfg``: `TAG_KEYS` (the given ones:
     ablation, dataset, detector, space, arch; and the seed, the config's hash, the code's
-    commit), then the stage's own (e.g. a search's ``strategy``)."""
+    commit), then the stage's own (e.g. a search's ``strategy``). ``resolved``: ``cfg`` as
+    `detnas.plan.typed.to_dict` gives it, where the caller has it (`detnas.run.record`)."""
     from detnas.plan.typed import config_hash
     from detnas.provenance import git_commit
 
     given = {"stage": stage, **tags, "seed": cfg.run_seed, "replicate": cfg.replicate,
-             "config_hash": config_hash(cfg),
+             "config_hash": config_hash(cfg if resolved is None else resolved),
              "git_commit": git_commit()}
     return {k: given[k] for k in TAG_KEYS if k in given} | {
         k: v for k, v in given.items() if k not in TAG_KEYS}
@@ -503,27 +504,30 @@ def stage_tags(cfg, stage: str, **tags: Any) -> dict[str, Any]:
 
 def start_stage(cfg, stage: str, tags: dict[str, Any], *, name: str | None = None,
                 gpus: int = 0, arch: dict | None = None, out: str | Path | None = None,
-                main: bool = True) -> NullTracker:
-    """The tracker of one run of stage ``stage`` (every stage starts its tracking here): tagged
-    with `stage_tags` (``tags``: the stage's ablation, dataset, detector, ...), named ``name``
-    (default ``<stage>:<ablation>``), the rest as `start`; a `NullTracker` on the processes of a
-    multi-process stage other than the ``main`` one (which alone writes and tracks).
+                main: bool = True, resolved: dict | None = None) -> NullTracker:
+    """The tracker of one run of stage ``stage`` (every stage starts its tracking here, through
+    its `detnas.run.record.StageRecord`): tagged with `stage_tags` (``tags``: the stage's
+    ablation, dataset, detector, ...), named ``name`` (default ``<stage>:<ablation>``), the rest
+    as `start`; a `NullTracker` on the processes of a multi-process stage other than the
+    ``main`` one (which alone writes and tracks).
 
     Raises:
         ValueError: the store cannot be written (checked here, before the stage's work).
     """
     if not main:
         return NullTracker()
-    tags = stage_tags(cfg, stage, **tags)
+    tags = stage_tags(cfg, stage, resolved, **tags)
     return start(cfg, name or f"{stage}:{tags.get('ablation', '')}", tags, gpus, arch=arch,
-                 out=out)
+                 out=out, resolved=resolved)
 
 
 def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
-          arch: dict | None = None, out: str | Path | None = None) -> NullTracker:
+          arch: dict | None = None, out: str | Path | None = None,
+          resolved: dict | None = None) -> NullTracker:
     """A tracker for one stage run of study config ``cfg`` (a `detnas.plan.config.StudyConfig`), on
-    ``gpus`` GPUs (`detnas.cost`), writing into folder ``out``; logs the resolved config and
-    ``arch`` (a backbone spec) as artifacts.
+    ``gpus`` GPUs (`detnas.cost`), writing into folder ``out``; logs the resolved config
+    (``resolved``, else ``cfg``'s `detnas.plan.typed.to_dict`) and ``arch`` (a backbone spec)
+    as artifacts.
 
     Raises:
         ValueError: the store cannot be written (checked here, before the stage's work).
@@ -537,7 +541,8 @@ def start(cfg, run_name: str, tags: dict[str, Any], gpus: int = 0,
     tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name, tags,
                             _parent_id(cfg.results), meter=meter, results=cfg.results, out=out)
     with _store(uri):  # the artifact store too, before the work
-        tracker.client.log_dict(tracker.run_id, to_dict(cfg), "config.yaml")
+        tracker.client.log_dict(tracker.run_id, to_dict(cfg) if resolved is None else resolved,
+                                "config.yaml")
         if arch is not None:
             tracker.client.log_dict(tracker.run_id, arch, layout.ARCH)
     return tracker

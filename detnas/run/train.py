@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
 from detnas.data.coco import collate_detection
 from detnas.data.imagefolder import check_same_classes, class_folders
-from detnas.io import save_checkpoint, save_json, save_text
+from detnas.io import save_checkpoint
 from detnas.nets.detection import detection_loss
 from detnas.nets.models import backbone_of, build_model, load_model, model_meta
 from detnas.plan import flops, layout, study, typed
 from detnas.plan.config import StudyConfig, TrainConfig
 from detnas.plan.space import get_space, sample, sample_binned
-from detnas.provenance import fingerprint, provenance, source
-from detnas.run import engine, tracking
+from detnas.provenance import fingerprint
+from detnas.run import engine
+from detnas.run.record import StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ class Run:
     def resume(self) -> Path:
         return self.out / "resume.pt"
 
+    @property
+    def facts(self) -> dict:
+        """What the run's fingerprint holds beside the config and the inputs."""
+        return {"tags": self.tags, "arch": self.arch}
+
 
 def classification_loss(label_smoothing: float):
     def loss(model: nn.Module, batch) -> torch.Tensor:
@@ -71,10 +76,10 @@ def path_sampler(cfg: StudyConfig, tcfg: TrainConfig):
 
 
 def run_fingerprint(cfg: StudyConfig, run: Run) -> str:
-    """What a training run is made from (`detnas.provenance.fingerprint`): its resumable state
-    and its outputs' provenance carry it; the ranking check reuses a run only with the same."""
-    return fingerprint(typed.to_dict(cfg), run.inputs, stage=run.stage, tags=run.tags,
-                       arch=run.arch)
+    """What a training run is made from (`detnas.provenance.fingerprint`, as its `StageRecord`
+    computes it): its resumable state and its outputs' provenance carry it; the ranking check
+    reuses a run only with the same."""
+    return fingerprint(typed.to_dict(cfg), run.inputs, stage=run.stage, **run.facts)
 
 
 def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfig,
@@ -83,28 +88,24 @@ def _run_stage(cfg: StudyConfig, run: Run, stage: engine.Stage, tcfg: TrainConfi
     ``sources``: the input checkpoints whose origin the provenance records (`source`), by role."""
     ddp = engine.setup_distributed(cfg.device)
     torch.manual_seed(cfg.run_seed)
-    origins = {"sources": {k: source(v) for k, v in sources.items()}} if sources else {}
-    prov = provenance(typed.to_dict(cfg), cfg.run_seed, stage=run.stage, tags=run.tags,
-                      fingerprint=run_fingerprint(cfg, run), **origins)
     gpus = ddp.world if ddp.device.type == "cuda" else 0
-    tracker = tracking.start_stage(cfg, run.stage, run.tags, gpus=gpus, arch=run.arch,
-                                   out=run.out, main=ddp.main)
-    prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
-    with tracker:
+    with StageRecord.open(cfg, run.stage, run.out, run.tags, inputs=run.inputs, facts=run.facts,
+                          about={"tags": run.tags}, sources=sources, gpus=gpus, arch=run.arch,
+                          main=ddp.main) as record:
+        tracker, prov = record.tracker, record.provenance
+        prov["mlflow_run_id"] = tracker.run_id  # where `detnas export` logs this stage's model
         tracker.log_params({"train." + k: v for k, v in typed.to_dict(tcfg).items()})
         stage = dataclasses.replace(stage, num_workers=cfg.workers)
         result = engine.train(stage, tcfg, cfg.run_seed, ddp, run.resume, tracker, prov)
-        metrics = {}
-        if ddp.main:
-            metrics = {"steps": result["step"], **evaluate(stage.model, ddp.device)}
-            tracker.log_metrics({k: v for k, v in metrics.items()
-                                 if isinstance(v, int | float)}, step=result["step"])
-            save_checkpoint(run.checkpoint, result)
-            save_json(run.out / layout.METRICS, {**metrics, **run.tags, "cost": tracker.cost(),
-                                                 "provenance": {k: v for k, v in prov.items()
-                                                                if k != "config"}})
-            save_text(run.out / layout.STAGE_CONFIG, yaml.safe_dump(prov, sort_keys=False))
-            run.resume.unlink(missing_ok=True)
+        if not ddp.main:
+            return {}
+        metrics = {"steps": result["step"], **evaluate(stage.model, ddp.device)}
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)},
+                            step=result["step"])
+        record.final_provenance()  # the checkpoint's (``result``) as the metrics'
+        save_checkpoint(run.checkpoint, result)
+        record.write({**metrics, **run.tags}, provenance=True)
+        run.resume.unlink(missing_ok=True)
     return metrics
 
 

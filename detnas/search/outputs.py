@@ -1,5 +1,6 @@
-"""What a search leaves in its output folder: arch.json, history.csv, metrics.json and plots;
-a Pareto search (``objective: pareto``) also front.json and front.png.
+"""What a search leaves in its output folder: arch.json, history.csv, metrics.json (written by
+the stage's record, `detnas.run.record`) and plots; a Pareto search (``objective: pareto``) also
+front.json and front.png.
 
 ``history.csv`` has one row per evaluated candidate (``order`` is the evaluation index, the same
 for any number of workers), enough to plot evolution against random search by evaluations.
@@ -138,15 +139,13 @@ def plot(state: SearchState, out_dir: str | Path, metric: str) -> list[Path]:
 
 
 def write_outputs(state: SearchState, out_dir: str | Path, metric: str, provenance: dict,
-                  latency_check: list[dict] | None = None,
-                  cost: dict | None = None) -> dict[str, Path]:
-    """Write every output of a finished search into ``out_dir``; returns them by name.
-    ``cost``: the stage's cost record (`detnas.cost`), kept in ``metrics.json``."""
+                  latency_check: list[dict] | None = None) -> dict[str, Path]:
+    """Write the files of a finished search into ``out_dir`` but ``metrics.json`` (its
+    `search_metrics`, which the stage's record writes with its cost:
+    `detnas.run.record.StageRecord.write`); returns them by name."""
     out_dir = Path(out_dir)
-    metrics = search_metrics(state, latency_check) | ({"cost": cost} if cost is not None else {})
     paths = {"arch": save_json(out_dir / layout.ARCH, best_arch(state, metric, provenance)),
-             "history": write_history(out_dir / layout.HISTORY, state),
-             "metrics": save_json(out_dir / layout.METRICS, metrics)}
+             "history": write_history(out_dir / layout.HISTORY, state)}
     fitness_png, flops_png = plot(state, out_dir, metric)
     paths.update(fitness_plot=fitness_png, flops_plot=flops_png)
     data = front(state)

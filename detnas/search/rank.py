@@ -28,13 +28,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from detnas.io import load_json, save_json
+from detnas.io import load_json
 from detnas.plan import flops, layout
 from detnas.plan.config import StudyConfig, dataset_of
 from detnas.plan.space import Arch, sample
-from detnas.plan.typed import to_dict
-from detnas.provenance import provenance
-from detnas.run import tracking
+from detnas.run.record import StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +103,40 @@ def _finished(folder: Path, expected: str) -> dict | None:
     return metrics
 
 
+def _standalone(cfg: StudyConfig, arch: Arch, dataset: str, detector: str, folder: Path,
+                split: dict) -> dict:
+    """The metrics of ``arch`` trained alone into ``folder`` (``split``: `train_detector`'s
+    training and test splits and stage name): a finished run made from the same is kept."""
+    from detnas.nets.backbones import shufflenet_spec
+    from detnas.run.train import detector_run, run_fingerprint, train_detector
+
+    spec = shufflenet_spec(arch)
+    run = detector_run(cfg, spec, "rank", dataset, detector, None, folder, **split)
+    metrics = _finished(folder, run_fingerprint(cfg, run))
+    if metrics is None:
+        metrics = train_detector(cfg, spec, "rank", dataset, detector, None, folder,
+                                 tcfg=cfg.rank.train, **split)
+    return metrics
+
+
+def _standalone_scores(cfg: StudyConfig, archs: list[Arch], dataset: str, detector: str,
+                       metric: str, out: Path, split: dict) -> dict:
+    """``archs``' standalone scores, their span, and the seed spread of the middle one (trained
+    a second time with the next seed), as ``rank.json`` holds them."""
+    standalone = [float(_standalone(cfg, a, dataset, detector, out / "standalone" / str(a),
+                                    split)[metric]) for a in archs]
+    middle, other_seed = len(archs) // 2, cfg.seed + 1
+    again = float(_standalone(dataclasses.replace(cfg, seed=other_seed), archs[middle], dataset,
+                              detector, out / "standalone" / f"{archs[middle]}-seed{other_seed}",
+                              split)[metric])
+    span, spread = max(standalone) - min(standalone), abs(standalone[middle] - again)
+    log.info("standalone %s: span %.4f over the %d architectures, seed spread %.4f (%s)",
+             metric, span, len(archs), spread, archs[middle])
+    return {"standalone": standalone, "standalone_span": span,
+            "seed_spread": {"arch": str(archs[middle]), "seeds": [cfg.seed, other_seed],
+                            "scores": [standalone[middle], again], "spread": spread}}
+
+
 def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[str, Path],
                images: Path, train_annotations: Path, search_annotations: Path,
                out: Path) -> dict:
@@ -119,67 +151,44 @@ def rank_stage(cfg: StudyConfig, dataset: str, detector: str, supernets: dict[st
         out: the output folder.
 
     Returns:
-        The content of ``rank.json``.
+        The content of ``rank.json`` (its ``cost``: the whole stage's, the standalone trainings
+        and the fitness scoring, `detnas.run.record.StageRecord`).
     """
-    from detnas.nets.backbones import shufflenet_spec
-    from detnas.run.train import detector_run, run_fingerprint, train_detector
     from detnas.search.evolution import search_limits
     from detnas.search.fitness import build_fitness, fitness_spec
 
-    metric = dataset_of(cfg, dataset).metric
-    out = Path(out)
+    metric, out = dataset_of(cfg, dataset).metric, Path(out)
     limits = search_limits(cfg.search, cfg.space)  # FLOPs and params (latency: its own device)
     archs = spread_archs(cfg.space, cfg.rank.archs, cfg.seed, limits.feasible,
                          cfg.search.flops_input_size, cfg.rank.pool)
     log.info("ranking check on %s / %s: %d architectures (and one with a second seed), "
              "supernets %s", dataset, detector, len(archs), ", ".join(supernets))
-    run = {"train_split": (images, train_annotations),
-           "test_split": (images, search_annotations), "stage_name": "rank-standalone"}
-
-    def trained(arch: Arch, run_cfg: StudyConfig, folder: Path) -> float:
-        spec = shufflenet_spec(arch)
-        metrics = _finished(folder, run_fingerprint(run_cfg, detector_run(
-            run_cfg, spec, "rank", dataset, detector, None, folder, **run)))
-        if metrics is None:
-            metrics = train_detector(run_cfg, spec, "rank", dataset, detector, None, folder,
-                                     tcfg=run_cfg.rank.train, **run)
-        return float(metrics[metric])
-
-    standalone = [trained(arch, cfg, out / "standalone" / str(arch)) for arch in archs]
-    middle, other_seed = len(archs) // 2, cfg.seed + 1
-    again = trained(archs[middle], dataclasses.replace(cfg, seed=other_seed),
-                    out / "standalone" / f"{archs[middle]}-seed{other_seed}")
-    span, spread = max(standalone) - min(standalone), abs(standalone[middle] - again)
-    log.info("standalone %s: span %.4f over the %d architectures, seed spread %.4f (%s)",
-             metric, span, len(archs), spread, archs[middle])
-    flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
-    result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
-                    "archs": [str(a) for a in archs],
-                    "backbone_flops": [flops_of(a) for a in archs],
-                    "standalone": standalone,
-                    "standalone_span": span,
-                    "seed_spread": {"arch": str(archs[middle]), "seeds": [cfg.seed, other_seed],
-                                    "scores": [standalone[middle], again], "spread": spread},
-                    "supernets": {}}
-    for init, checkpoint in supernets.items():
-        fitness = build_fitness(fitness_spec(
-            cfg, "detection", checkpoint, search_annotations, train_annotations,
-            dataset=dataset, images=images, recalib_image_dir=images, detector=detector))
-        scores = [fitness(a) for a in archs]
-        result["supernets"][init] = {"checkpoint": str(checkpoint), "fitness": scores,
-                                     **rank_correlation(scores, standalone)}
-        log.info("%s supernet: Kendall tau %s, Spearman rho %s", init,
-                 result["supernets"][init]["kendall_tau"],
-                 result["supernets"][init]["spearman_rho"])
-    result["provenance"] = provenance(to_dict(cfg), cfg.seed, stage="rank", dataset=dataset,
-                                      detector=detector)
+    split = {"train_split": (images, train_annotations),
+             "test_split": (images, search_annotations), "stage_name": "rank-standalone"}
     tags = {"ablation": "rank", "dataset": dataset, "detector": detector, "space": cfg.space}
-    with tracking.start_stage(cfg, "rank", tags, name=f"rank-{dataset}-{detector}",
-                              out=out) as tracker:
-        tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
-                            cfg.rank.train.for_detector(detector).steps, "metric": metric})
-        tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()
-                             for k in ("kendall_tau", "spearman_rho") if (v := s[k]) is not None})
-        save_json(out / layout.RANK, result)
-        tracker.log_artifact(out / layout.RANK)
-    return result
+    with StageRecord.open(cfg, "rank", out, tags, about={"dataset": dataset, "detector": detector},
+                          seed=cfg.seed, name=f"rank-{dataset}-{detector}") as record:
+        record.tracker.log_params({"rank.archs": cfg.rank.archs, "rank.steps":
+                                   cfg.rank.train.for_detector(detector).steps, "metric": metric})
+        flops_of = flops.cost_table(cfg.space, cfg.search.flops_input_size).backbone_flops
+        result: dict = {"dataset": dataset, "detector": detector, "metric": metric,
+                        "archs": [str(a) for a in archs],
+                        "backbone_flops": [flops_of(a) for a in archs],
+                        **_standalone_scores(cfg, archs, dataset, detector, metric, out, split),
+                        "supernets": {}}
+        for init, checkpoint in supernets.items():
+            fitness = build_fitness(fitness_spec(
+                cfg, "detection", checkpoint, search_annotations, train_annotations,
+                dataset=dataset, images=images, recalib_image_dir=images, detector=detector))
+            scores = [fitness(a) for a in archs]
+            row = result["supernets"][init] = {"checkpoint": str(checkpoint), "fitness": scores,
+                                               **rank_correlation(scores, result["standalone"])}
+            log.info("%s supernet: Kendall tau %s, Spearman rho %s", init, row["kendall_tau"],
+                     row["spearman_rho"])
+        record.tracker.log_metrics({f"{init}_{k}": v for init, s in result["supernets"].items()
+                                    for k in ("kendall_tau", "spearman_rho")
+                                    if (v := s[k]) is not None})
+        written = record.write(result, after={"provenance": record.final_provenance()},
+                               name=layout.RANK)
+        record.tracker.log_artifact(out / layout.RANK)
+    return written
