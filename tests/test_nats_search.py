@@ -247,6 +247,9 @@ def test_cli_search_and_derive(done, tmp_path, monkeypatch, capsys):
 
 
 TWO_PROCESS_STEP = """
+import sys
+from pathlib import Path
+
 import torch
 from detnas.run import engine, tracking
 from detnas.plan.config import TrainConfig
@@ -288,7 +291,7 @@ for d in (ddp, engine.Dist()):
 
     stage = engine.Stage(model, loss, Pairs(0), lambda b: tuple(map(list, zip(*b))), {},
                          arch=Recorded([model.alpha], adam, Pairs(1), first_step=1))
-    engine.train(stage, tcfg, 0, d, __import__("pathlib").Path(f"/nonexistent/{d.world}"),
+    engine.train(stage, tcfg, 0, d, Path(sys.argv[1]) / f"world{d.world}.pt",  # never written
                  tracking.NullTracker(), {})
     results.append((rows, [p.detach().clone() for p in model.parameters()]))
 (r2, p2), (r1, p1) = results
@@ -309,7 +312,7 @@ def test_two_process_step_equals_one_process_step_on_the_whole_batch(tmp_path):
     script = tmp_path / "step.py"
     script.write_text(TWO_PROCESS_STEP)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script)], capture_output=True, text=True,
-                         timeout=120)
+                          "--nproc_per_node=2", str(script), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("equal") == 2

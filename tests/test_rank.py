@@ -7,7 +7,7 @@ import pytest
 
 from detnas.cli import main
 from detnas.data import make_synthetic_detection
-from detnas.plan import config, flops
+from detnas.plan import config, flops, study
 from detnas.run import tracking, train
 from detnas.search import rank
 from detnas.search.evolution import search_limits
@@ -48,6 +48,31 @@ def test_spread_archs_cover_the_flops_range_deterministically():
     assert values[-1] - values[0] > 0.5 * (42e6 - 32.4e6)
     with pytest.raises(ValueError, match="rank.archs"):
         spread_archs("tiny", 3, seed=0, feasible=lambda a: cost(a) < 33e6, pool=50)
+
+
+def test_the_command_takes_a_checkpoint_of_each_detection_supernet(monkeypatch, tmp_path,
+                                                                   capsys):
+    """``detnas rank`` has a ``--<init>`` per detection supernet the rows search (as the rank
+    rule, workflow/rules/rank.smk, passes them), handed on in `study.DETECTION_SUPERNETS`'s
+    order; without any it says which it takes."""
+    given = {}
+
+    def stage(cfg, dataset, detector, supernets, *paths):
+        given.update(supernets)
+        return {"supernets": {init: {"kendall_tau": 0.0, "spearman_rho": 0.0}
+                              for init in supernets}}
+
+    monkeypatch.setattr(rank, "rank_stage", stage)
+    args = ["rank", "--config", str(REPO / "config" / "test.yaml"), "--set",
+            f"datasets.synth.root={tmp_path}", "--dataset", "synth", "--detector", "fpn",
+            "--images", "i", "--annotations", "a", "--search", "s", "--out", "o"]
+    inits = study.DETECTION_SUPERNETS
+    assert set(inits) == {r.supernet for r in study.ROWS if r.cell_search}
+    assert main([*args, *(x for init in inits for x in (f"--{init}", f"{init}.pt"))]) == 0
+    assert given == {init: Path(f"{init}.pt") for init in inits} and list(given) == list(inits)
+    assert main(args) == 2
+    assert f"give {' and/or '.join(f'--{init}' for init in inits)} supernet checkpoints" in (
+        capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")

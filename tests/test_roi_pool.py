@@ -1,9 +1,17 @@
-"""The RoI pooler's sparse-product backward against torchvision's own, on the same inputs."""
+"""The RoI pooler's sparse-product backward against torchvision's own, on the same inputs; the
+private torchvision it relies on, pinned."""
+
+import importlib
+import sys
 
 import pytest
 import torch
+import torchvision
+import torchvision.ops._utils as tv_utils
+import torchvision.ops.poolers as tv_poolers
 from torchvision.ops import MultiScaleRoIAlign
 
+from detnas.nets import roi_pool
 from detnas.nets.roi_pool import RoIPooler
 
 
@@ -48,3 +56,81 @@ def test_empty_level_and_adaptive_sampling():
     adaptive = RoIPooler(["0", "1", "2", "3"], 7, 0)(x, boxes, [(96, 100)] * 3)
     assert torch.equal(adaptive, MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 0)(
         x, boxes, [(96, 100)] * 3))
+
+
+# --- the private torchvision it relies on ---------------------------------------------------------
+
+BOXES = [torch.tensor([[0.0, 0, 8, 8], [1, 2, 40, 50]]), torch.tensor([[4.0, 4, 300, 300]])]
+FEATURES = [torch.zeros(1, 1, 24, 25), torch.zeros(1, 1, 12, 13), torch.zeros(1, 1, 6, 7)]
+
+
+def _behaviour_changes(convert, setup_scales) -> list[str]:
+    """How ``convert`` and ``setup_scales`` differ from what the pooler reads from
+    torchvision's ``convert_boxes_to_roi_format`` and ``_setup_scales``."""
+    out = []
+    rois = convert(BOXES)
+    expected = torch.tensor([[0.0, 0, 0, 8, 8], [0, 1, 2, 40, 50], [1, 4, 4, 300, 300]])
+    if not (isinstance(rois, torch.Tensor) and torch.equal(rois, expected)):
+        out.append(f"convert_boxes_to_roi_format: not one (image index, x1, y1, x2, y2) row per "
+                   f"box: {rois}")
+    scales, levels = setup_scales(FEATURES, [(96, 100)], 224, 4)
+    if list(scales) != [0.25, 0.125, 0.0625]:
+        out.append(f"_setup_scales: scales {scales}, not each map's size over the image's")
+    found = levels(BOXES).tolist()
+    if found != [0, 0, 2]:  # FPN's level k0 + log2(sqrt(area) / 224), from the first map's
+        out.append(f"_setup_scales: its level mapper puts the boxes at {found}, not [0, 0, 2]")
+    return out
+
+
+def test_the_private_torchvision_it_relies_on_is_there_and_does_what_it_reads():
+    roi_pool.check_pooler_state()
+    problems = _behaviour_changes(roi_pool.convert_boxes_to_roi_format, roi_pool._setup_scales)
+    assert not problems, (f"torchvision {torchvision.__version__} changed what "
+                          f"detnas/nets/roi_pool.py relies on: {'; '.join(problems)}")
+
+
+def test_a_changed_behaviour_is_named():
+    def no_index(boxes):
+        return torch.cat(boxes)
+
+    def other_levels(features, image_shapes, canonical_scale, canonical_level):
+        scales, mapper = tv_poolers._setup_scales(features, image_shapes, canonical_scale,
+                                                  canonical_level)
+        return scales, lambda boxes: mapper(boxes) + 1
+
+    problems = _behaviour_changes(no_index, other_levels)
+    assert len(problems) == 2
+    assert problems[0].startswith("convert_boxes_to_roi_format: not one (image index")
+    assert problems[1] == ("_setup_scales: its level mapper puts the boxes at [1, 1, 3], not "
+                           "[0, 0, 2]")
+
+
+@pytest.mark.parametrize("change", ["gone", "parameters", "attribute"])
+def test_on_a_torchvision_that_changed_them_the_module_does_not_import(monkeypatch, change):
+    """A torchvision without the private names (or with other parameters, or a pooler without
+    an attribute it reads) makes importing detnas.nets.roi_pool fail, saying what and on which
+    torchvision."""
+    if change == "gone":
+        monkeypatch.delattr(tv_poolers, "_setup_scales")
+        said = "torchvision.ops.poolers._setup_scales is gone"
+    elif change == "parameters":
+        monkeypatch.setattr(tv_utils, "convert_boxes_to_roi_format",
+                            lambda boxes, spatial_scale: boxes)
+        said = ("torchvision.ops._utils.convert_boxes_to_roi_format takes (boxes, spatial_scale), "
+                "not (boxes)")
+    else:
+        init = MultiScaleRoIAlign.__init__
+
+        def renamed(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.level_mapper = self.__dict__.pop("map_levels")
+
+        monkeypatch.setattr(MultiScaleRoIAlign, "__init__", renamed)
+        said = "a MultiScaleRoIAlign has no map_levels"
+    monkeypatch.delitem(sys.modules, "detnas.nets.roi_pool")
+    with pytest.raises(ImportError) as error:
+        importlib.import_module("detnas.nets.roi_pool")
+    assert str(error.value) == (
+        f"detnas.nets.roi_pool: torchvision {torchvision.__version__} changed what the RoI pooler "
+        f"relies on: {said} (written against torchvision 0.29: install that, or adapt "
+        "detnas/nets/roi_pool.py)")

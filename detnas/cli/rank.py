@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detnas.cli.common import add_config_args, load_config, print_json
+from detnas.plan import study
 from detnas.plan.config import DETECTORS
 
 
@@ -18,10 +19,10 @@ def register(sub) -> None:
     add_config_args(p)
     p.add_argument("--dataset", required=True, help="detection dataset name in the config")
     p.add_argument("--detector", choices=DETECTORS, required=True)
-    p.add_argument("--pretrained", type=Path, metavar="CKPT",
-                   help="the fine-tuned supernet (DetNAS)")
-    p.add_argument("--scratch", type=Path, metavar="CKPT",
-                   help="the supernet trained from scratch (DetNAS-scratch)")
+    for init in study.DETECTION_SUPERNETS:
+        rows = ", ".join(r.name for r in study.ROWS if r.supernet == init)
+        p.add_argument(f"--{init}", type=Path, metavar="CKPT",
+                       help=f"the {init} detection supernet's checkpoint (rows {rows})")
     p.add_argument("--images", type=Path, required=True, help="image folder of both splits")
     p.add_argument("--annotations", type=Path, required=True,
                    help="the supernet's training split (standalone training, BN recalibration)")
@@ -34,10 +35,11 @@ def _rank(args) -> int:
     from detnas.search.rank import rank_stage
 
     cfg = load_config(args)
-    supernets = {k: v for k, v in (("pretrained", args.pretrained), ("scratch", args.scratch))
-                 if v is not None}
+    supernets = {init: getattr(args, init) for init in study.DETECTION_SUPERNETS
+                 if getattr(args, init) is not None}
     if not supernets:
-        raise ValueError("detnas rank: give --pretrained and/or --scratch supernet checkpoints")
+        given = " and/or ".join(f"--{init}" for init in study.DETECTION_SUPERNETS)
+        raise ValueError(f"detnas rank: give {given} supernet checkpoints")
     result = rank_stage(cfg, args.dataset, args.detector, supernets, args.images,
                         args.annotations, args.search, args.out)
     print_json({init: {k: s[k] for k in ("kendall_tau", "spearman_rho")}

@@ -148,66 +148,96 @@ def recalibrated(
     """
     if num_images < 1:
         raise ValueError(f"BN recalibration needs num_images >= 1, got {num_images}")
-    forward = forward or module
     norms = _batch_norms(module)
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(),
-              m.num_batches_tracked.clone()) for m in norms]
-    flags = [(m, m.training) for m in module.modules()]
-    stats: dict[_BatchNorm, list] = {}  # layer -> [count, mean, m2] in float64
-    counts: dict[_BatchNorm, int] = {}  # masked layer -> positions of its last batch
-
-    def merge(m: _BatchNorm, inputs: tuple, _output) -> None:
-        # momentum 1 makes the buffers this batch's mean and unbiased variance (no extra pass).
-        n = counts.get(m) or inputs[0].numel() // inputs[0].shape[1]
-        mean, m2 = m.running_mean.double(), m.running_var.double() * (n - 1)
-        if m not in stats:
-            stats[m] = [n, mean, m2]
-            return
-        count, total_mean, total_m2 = stats[m]  # Chan et al.'s parallel variance update
-        delta = mean - total_mean
-        stats[m] = [count + n, total_mean + delta * n / (count + n),
-                    total_m2 + m2 + delta**2 * count * n / (count + n)]
-
-    hooks = [m.register_forward_hook(merge) for m in norms] if momentum is None else []
+    saved = _Saved(module, norms)
+    exact = _ExactStatistics()
+    hooks = [m.register_forward_hook(exact.merge) for m in norms] if momentum is None else []
     masked = [m for m in norms if regions is not None and m in regions.norms]
     try:
         for m in masked:  # an instance attribute: nn.Module.__call__ runs it, hooks included
-            m.forward = partial(_masked_forward, m, regions, counts, momentum is not None)
+            m.forward = partial(_masked_forward, m, regions, exact.counts, momentum is not None)
         module.train()
         for m in norms:
             m.reset_running_stats()
             m.momentum = 1.0 if momentum is None else momentum
-        seen = 0
-        with torch.no_grad():
-            for batch in batches:
-                batch = batch[: num_images - seen]
-                forward(batch)
-                seen += len(batch)
-                if seen >= num_images:
-                    break
-        if seen == 0:
-            raise ValueError("BN recalibration got no images")
-        if seen < num_images:
-            log.warning("BN recalibration: only %d of %d images available", seen, num_images)
+        _run(forward or module, batches, num_images)
         for hook in hooks:
             hook.remove()
-        for m, (count, mean, m2) in stats.items():
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(m2 / max(count - 1, 1))
-        for m, (momentum, *_buffers) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-        for m, training in flags:
-            m.training = training
+        exact.write()
+        saved.restore(buffers=False)
         yield module
     finally:
         for m in masked:
             del m.forward
         for hook in hooks:
             hook.remove()
-        for m, (momentum, mean, var, tracked) in zip(norms, saved, strict=True):
+        saved.restore()
+
+
+class _Saved:
+    """The BN buffers and momenta of ``norms``, and the training flags of ``module``'s modules,
+    to restore."""
+
+    def __init__(self, module: nn.Module, norms: list[_BatchNorm]):
+        self.norms = norms
+        self.buffers = [(m.momentum, m.running_mean.clone(), m.running_var.clone(),
+                         m.num_batches_tracked.clone()) for m in norms]
+        self.flags = [(m, m.training) for m in module.modules()]
+
+    def restore(self, buffers: bool = True) -> None:
+        """Momenta and training flags back; with ``buffers``, the statistics too."""
+        for m, (momentum, mean, var, tracked) in zip(self.norms, self.buffers, strict=True):
             m.momentum = momentum
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(tracked)
-        for m, training in flags:
+            if buffers:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(tracked)
+        for m, training in self.flags:
             m.training = training
+
+
+class _ExactStatistics:
+    """The exact mean and unbiased variance of each BN layer's inputs over all the batches run:
+    `merge` is a forward hook of the layers, which run at momentum 1 (the buffers then hold each
+    batch's mean and unbiased variance: no extra pass)."""
+
+    def __init__(self):
+        self.stats: dict[_BatchNorm, list] = {}  # layer -> [count, mean, m2] in float64
+        self.counts: dict[_BatchNorm, int] = {}  # masked layer -> positions of its last batch
+
+    def merge(self, m: _BatchNorm, inputs: tuple, _output) -> None:
+        n = self.counts.get(m) or inputs[0].numel() // inputs[0].shape[1]
+        mean, m2 = m.running_mean.double(), m.running_var.double() * (n - 1)
+        if m not in self.stats:
+            self.stats[m] = [n, mean, m2]
+            return
+        count, total_mean, total_m2 = self.stats[m]  # Chan et al.'s parallel variance update
+        delta = mean - total_mean
+        self.stats[m] = [count + n, total_mean + delta * n / (count + n),
+                         total_m2 + m2 + delta**2 * count * n / (count + n)]
+
+    def write(self) -> None:
+        """Each layer's buffers: the statistics over every batch."""
+        for m, (count, mean, m2) in self.stats.items():
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(m2 / max(count - 1, 1))
+
+
+def _run(forward: Callable[[Any], Any], batches: Iterable, num_images: int) -> None:
+    """``forward`` on the first ``num_images`` images of ``batches``, without gradients.
+
+    Raises:
+        ValueError: ``batches`` holds no image.
+    """
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch[: num_images - seen]
+            forward(batch)
+            seen += len(batch)
+            if seen >= num_images:
+                break
+    if seen == 0:
+        raise ValueError("BN recalibration got no images")
+    if seen < num_images:
+        log.warning("BN recalibration: only %d of %d images available", seen, num_images)

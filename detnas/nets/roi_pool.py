@@ -10,15 +10,72 @@ one sparse product. `RoIPooler` keeps torchvision's forward (same kernel, same b
 mapping, and computes that product in the backward (the same gradient, summed in another order).
 `benchmarks/bench_roi_pool.py` measures it; on a GPU, and for adaptive sampling
 (``sampling_ratio <= 0``, a grid that varies per RoI), torchvision's own backward runs.
+
+The pooler does what `MultiScaleRoIAlign.forward` does with two private functions of torchvision
+(`PRIVATE`) and the pooler's attributes (`POOLER_STATE`); on a torchvision without them this
+module does not import, and says what is missing (tests/test_roi_pool.py pins their behaviour).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
+
 import torch
+import torchvision
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops._utils import convert_boxes_to_roi_format
-from torchvision.ops.poolers import _setup_scales
+
+PRIVATE = {
+    "torchvision.ops._utils.convert_boxes_to_roi_format": ("boxes",),
+    "torchvision.ops.poolers._setup_scales": ("features", "image_shapes", "canonical_scale",
+                                              "canonical_level"),
+}
+"""torchvision's private functions the pooler calls, with their parameters (passed by position):
+written against torchvision 0.29."""
+POOLER_STATE = ("featmap_names", "output_size", "sampling_ratio", "scales", "map_levels",
+                "canonical_scale", "canonical_level")
+"""The attributes of a `MultiScaleRoIAlign` that the pooler reads (and sets: the scales and the
+level mapper, computed at the first forward)."""
+
+
+def _changed(what: str) -> str:
+    return (f"detnas.nets.roi_pool: torchvision {torchvision.__version__} changed what the RoI "
+            f"pooler relies on: {what} (written against torchvision 0.29: install that, or adapt "
+            "detnas/nets/roi_pool.py)")
+
+
+def _private(path: str) -> Callable:
+    """torchvision's private function ``path``, checked against `PRIVATE`.
+
+    Raises:
+        ImportError: it is gone or takes other parameters (naming torchvision's version).
+    """
+    module, _, name = path.rpartition(".")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ImportError(_changed(f"{path} is gone")) from None
+    params = tuple(inspect.signature(function).parameters)
+    if params != PRIVATE[path]:
+        raise ImportError(_changed(f"{path} takes ({', '.join(params)}), not "
+                                   f"({', '.join(PRIVATE[path])})"))
+    return function
+
+
+def check_pooler_state() -> None:
+    """Raises ImportError (naming torchvision's version) where a `MultiScaleRoIAlign` lacks an
+    attribute of `POOLER_STATE`."""
+    pooler = MultiScaleRoIAlign(["0"], 7, 2)
+    missing = [a for a in POOLER_STATE if not hasattr(pooler, a)]
+    if missing:
+        raise ImportError(_changed(f"a MultiScaleRoIAlign has no {', '.join(missing)}"))
+
+
+convert_boxes_to_roi_format = _private("torchvision.ops._utils.convert_boxes_to_roi_format")
+_setup_scales = _private("torchvision.ops.poolers._setup_scales")
+check_pooler_state()
 
 
 def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int

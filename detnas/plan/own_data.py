@@ -305,18 +305,7 @@ def init(request: Request) -> Outcome:
     train, test, holdout, problems = _audit(request)
     if not train.audit.ok or not test.audit.ok:
         _fail_on_problems(outcome, problems, request.strict, stop=True)
-    categories = train.audit.categories
-    ids = sorted(categories)
-    outcome.summary = [
-        f"classes: {len(ids)} (category ids {data_audit.some(ids, 12)} -> labels 1..{len(ids)}"
-        f" in id order): {data_audit.some([categories[c] for c in ids], 12)}",
-        _summary(train), _summary(test)]
-    cls_images = 0
-    if request.classification is not None:
-        cls_images, cls_classes = check_classification(Path(request.classification))
-        outcome.summary.append(f"classification: {cls_images} training images of {cls_classes}"
-                               f" classes in {request.classification}")
-
+    cls_images = _summarise(outcome, request, train, test)
     paths = _layout(request, holdout)
     _decide(settings, request, name, paths, train, test, holdout, cls_images)
     for item in request.overrides:
@@ -348,6 +337,24 @@ def init(request: Request) -> Outcome:
     outcome.next_steps = [f"detnas config check {request.out}",
                           f"snakemake -n --configfile {request.out}", *_run_commands(request)]
     return outcome
+
+
+def _summarise(outcome: Outcome, request: Request, train: data_audit.Part,
+               test: data_audit.Part) -> int:
+    """The data in a few lines (``outcome.summary``): its classes, splits and classification
+    set, checked; returns that set's training images (0: none given)."""
+    categories = train.audit.categories
+    ids = sorted(categories)
+    outcome.summary = [
+        f"classes: {len(ids)} (category ids {data_audit.some(ids, 12)} -> labels 1..{len(ids)}"
+        f" in id order): {data_audit.some([categories[c] for c in ids], 12)}",
+        _summary(train), _summary(test)]
+    if request.classification is None:
+        return 0
+    cls_images, cls_classes = check_classification(Path(request.classification))
+    outcome.summary.append(f"classification: {cls_images} training images of {cls_classes}"
+                           f" classes in {request.classification}")
+    return cls_images
 
 
 def _check_request(request: Request) -> None:
@@ -459,8 +466,23 @@ def _decide_toy(s: Settings, request: Request, cls_images: int) -> None:
 
 def _decide_full(s: Settings, request: Request, train: data_audit.Part, gpus: int,
                  search_images: int, cls_images: int) -> None:
-    n_train = len(train.image_ids)
-    n_supernet = n_train - search_images
+    s.set("device", "cuda", f"{gpus} GPU{'s' * (gpus != 1)} a job (--gpus): batches below are "
+          f"{gpus} x the per-GPU images of the paper's 8-GPU recipe")
+    s.set("space", s.get("space"), "the paper's DetNAS space (ShuffleNetV2 blocks, 300M FLOPs): "
+          "search.max_flops and supernet_pretrain.flops_bins are the paper's for it")
+    s.set("detectors", s.get("detectors"), "the paper's two detectors")
+    n_supernet = len(train.image_ids) - search_images
+    _decide_detection_schedules(s, len(train.image_ids), n_supernet, gpus)
+    _decide_search_images(s, train, search_images, n_supernet)
+    if cls_images:
+        _decide_classification(s, request, gpus, cls_images)
+    else:
+        _decide_stand_in(s)
+
+
+def _decide_detection_schedules(s: Settings, n_train: int, n_supernet: int, gpus: int) -> None:
+    """The detection stages' schedules: the paper's epochs of the images each trains on, its
+    images per GPU on ``gpus`` GPUs (`scaled_schedule`)."""
     epochs = detection_epochs(n_train)
     per_gpu = s.get("supernet_finetune")["batch_size"] // REFERENCE_GPUS
     why_epochs = (f"{epochs} epochs of {{images}} images (" + (
@@ -469,11 +491,6 @@ def _decide_full(s: Settings, request: Request, train: data_audit.Part, gpus: in
         "images") + f"), the paper's {per_gpu} images per GPU x {gpus} GPU{'s' * (gpus != 1)}, "
         "lr scaled with the batch (linear scaling; maskrcnn-benchmark's single-GPU recipe: "
         "batch 2, lr 0.0025)")
-    s.set("device", "cuda", f"{gpus} GPU{'s' * (gpus != 1)} a job (--gpus): batches below are "
-          f"{gpus} x the per-GPU images of the paper's 8-GPU recipe")
-    s.set("space", s.get("space"), "the paper's DetNAS space (ShuffleNetV2 blocks, 300M FLOPs): "
-          "search.max_flops and supernet_pretrain.flops_bins are the paper's for it")
-    s.set("detectors", s.get("detectors"), "the paper's two detectors")
     for key, images in (("supernet_finetune", n_supernet), ("retrain_finetune", n_train)):
         s.set(key, scaled_schedule(s.get(key), images, gpus, epochs),
               why_epochs.format(images=images))
@@ -486,6 +503,12 @@ def _decide_full(s: Settings, request: Request, train: data_audit.Part, gpus: in
     rank = scaled_schedule(s.get("rank.train"), n_supernet, gpus, epochs)
     rank["steps"] = max(1, finetune["steps"] // 10)
     s.set("rank.train", rank, "a tenth of the fine-tuning steps (config/coco.yaml's 9k of 90k)")
+
+
+def _decide_search_images(s: Settings, train: data_audit.Part, search_images: int,
+                          n_supernet: int) -> None:
+    """The search's recalibration images and how it holds its images, from their sizes (and a
+    word on the detector's input size where they are small)."""
     recalib = min(s.get("search.recalib_images"), n_supernet)
     s.set("search.recalib_images", recalib, "BN recalibration images per candidate: the "
           "paper's 4,000, at most the supernet's training images")
@@ -504,33 +527,40 @@ def _decide_full(s: Settings, request: Request, train: data_audit.Part, gpus: in
             "800 px, as the paper does COCO's 480; smaller and cheaper: --set "
             "detector.min_size=... detector.max_size=... (and detector.anchor_size, 32 at 800 "
             "px)")
-    if cls_images:
-        s.set("classification.root", _abs(request.classification), "your classification set "
-              "(ImageFolder: train/<class>/*, val/<class>/*)")
-        held = min(50_000, max(1, cls_images // CLASSIFICATION_HOLDOUT))
-        s.set("classification.search_images", held, "held out for ClsNASNet's fitness: 1/25 "
-              "of the training images, at most SPOS's 50,000 (of ImageNet's 1.28M)")
-        for key, epochs_cls in CLASSIFICATION_EPOCHS.items():
-            images = cls_images - held if key == "supernet_pretrain" else cls_images
-            s.set(key, scaled_schedule(s.get(key), images, gpus, epochs_cls),
-                  f"{epochs_cls} epochs of {images} images (the paper's ImageNet epochs), "
-                  f"{s.get(key)['batch_size'] // REFERENCE_GPUS} images per GPU x {gpus}, lr "
-                  "scaled with the batch")
-        s.set("clsnas_search.recalib_images",
-              min(s.get("clsnas_search.recalib_images"), cls_images - held),
-              "SPOS's 25,600, at most the training images")
-    else:
-        stand_in = read_base(STAND_IN)
-        s.set("classification", stand_in["classification"],
-              "no --classification: the embedded default's synthetic stand-in "
-              "(config/config.yaml) pre-trains the supernet and the retrained classifiers. A "
-              "check of the pipeline, not ImageNet pre-training: the rows that start from it "
-              "(DetNAS and its random search, the baselines, ClsNASNet, NATS) start from "
-              "shapes; DetNAS-scratch does not. "
-              "Give an ImageFolder set (--classification) for the paper's recipe")
-        for key in CLASSIFICATION_EPOCHS:
-            s.set(key, stand_in[key], "the stand-in's schedule (config/config.yaml)")
-        s.drop("clsnas_search")
+
+
+def _decide_classification(s: Settings, request: Request, gpus: int, cls_images: int) -> None:
+    """Your classification set (--classification): the pre-training stages' schedules at the
+    paper's ImageNet epochs, ClsNASNet's held-out images."""
+    s.set("classification.root", _abs(request.classification), "your classification set "
+          "(ImageFolder: train/<class>/*, val/<class>/*)")
+    held = min(50_000, max(1, cls_images // CLASSIFICATION_HOLDOUT))
+    s.set("classification.search_images", held, "held out for ClsNASNet's fitness: 1/25 "
+          "of the training images, at most SPOS's 50,000 (of ImageNet's 1.28M)")
+    for key, epochs_cls in CLASSIFICATION_EPOCHS.items():
+        images = cls_images - held if key == "supernet_pretrain" else cls_images
+        s.set(key, scaled_schedule(s.get(key), images, gpus, epochs_cls),
+              f"{epochs_cls} epochs of {images} images (the paper's ImageNet epochs), "
+              f"{s.get(key)['batch_size'] // REFERENCE_GPUS} images per GPU x {gpus}, lr "
+              "scaled with the batch")
+    s.set("clsnas_search.recalib_images",
+          min(s.get("clsnas_search.recalib_images"), cls_images - held),
+          "SPOS's 25,600, at most the training images")
+
+
+def _decide_stand_in(s: Settings) -> None:
+    """No classification set: the embedded default's synthetic stand-in and its schedules."""
+    stand_in = read_base(STAND_IN)
+    s.set("classification", stand_in["classification"],
+          "no --classification: the embedded default's synthetic stand-in "
+          "(config/config.yaml) pre-trains the supernet and the retrained classifiers. A "
+          "check of the pipeline, not ImageNet pre-training: the rows that start from it "
+          "(DetNAS and its random search, the baselines, ClsNASNet, NATS) start from "
+          "shapes; DetNAS-scratch does not. "
+          "Give an ImageFolder set (--classification) for the paper's recipe")
+    for key in CLASSIFICATION_EPOCHS:
+        s.set(key, stand_in[key], "the stand-in's schedule (config/config.yaml)")
+    s.drop("clsnas_search")
 
 
 def _check_config(s: Settings, request: Request):

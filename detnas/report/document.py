@@ -252,15 +252,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     costs = cost_tables(cfg, collect_costs(res.root))
     records = headline(res, tables, costs)
     write_figures(cfg, res, archs, out / layout.FIGURES)
-    prov = {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
-            "report_git_commit": git_commit(),
-            "input_git_commits": sorted({str(p.get("git_commit")) for p in res.inputs.values()
-                                         if p.get("git_commit")}),
-            "input_seeds": sorted({p["seed"] for p in res.inputs.values() if "seed" in p}),
-            "numeric_environments": sorted({environment_key(p["numeric_environment"])
-                                            for p in res.inputs.values()
-                                            if "numeric_environment" in p}),
-            "inputs": res.inputs}
+    prov = _provenance(cfg, res)
     sources: dict[str, int] = {}
     blocks: list[tuple] = [("h", 1, "DetNAS / NATS results"),
                            ("p", f"Results folder `{res.root}`, space `{cfg.space}`, datasets "
@@ -275,15 +267,7 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     blocks += [("h", 2, "Observations"), ("ul", notes), ("h", 3, "The paper's claims"),
                ("ul", list(PAPER_CLAIMS)), ("h", 2, "Missing inputs"),
                ("ul", [f"`{m}`" for m in res.missing])]
-    blocks += [("h", 2, "Provenance"),
-               ("p", f"Config hash `{prov['config_hash']}`, seed {cfg.seed}, report built at "
-                     f"commit `{prov['report_git_commit']}`; inputs from commits "
-                     f"{', '.join(f'`{c}`' for c in prov['input_git_commits']) or '—'}, seeds "
-                     f"{', '.join(map(str, prov['input_seeds'])) or '—'}; numeric "
-                     f"environment {'; '.join(prov['numeric_environments']) or '—'} (the "
-                     "figures are bit-identical only where it is the same: README, Results "
-                     "of the embedded default)."),
-               ("table", *provenance_table(res))]
+    blocks += _provenance_blocks(cfg, res, prov)
     data = {"headline": records, "tables": tables, "searches": searches,
             "search_stability": stability, "ranking": ranking,
             "kernels": kernels, "cost": costs,
@@ -297,3 +281,30 @@ def build_report(cfg: StudyConfig, results: str | Path, out: str | Path) -> dict
     atomic_write(out / layout.REPORT_HTML, lambda f: f.write(page))
     log.info("report written to %s (%d missing inputs)", out, len(res.missing))
     return data
+
+
+def _provenance(cfg: StudyConfig, res: Results) -> dict:
+    """What the report is made from: the config, the code, and its inputs' commits, seeds and
+    numeric environments (each input's provenance under ``inputs``)."""
+    return {"config_hash": config_hash(cfg), "seed": cfg.seed, "space": cfg.space,
+            "report_git_commit": git_commit(),
+            "input_git_commits": sorted({str(p.get("git_commit")) for p in res.inputs.values()
+                                         if p.get("git_commit")}),
+            "input_seeds": sorted({p["seed"] for p in res.inputs.values() if "seed" in p}),
+            "numeric_environments": sorted({environment_key(p["numeric_environment"])
+                                            for p in res.inputs.values()
+                                            if "numeric_environment" in p}),
+            "inputs": res.inputs}
+
+
+def _provenance_blocks(cfg: StudyConfig, res: Results, prov: dict) -> list[tuple]:
+    """The report's provenance section (`_provenance`), and each input's in a table."""
+    return [("h", 2, "Provenance"),
+            ("p", f"Config hash `{prov['config_hash']}`, seed {cfg.seed}, report built at "
+                  f"commit `{prov['report_git_commit']}`; inputs from commits "
+                  f"{', '.join(f'`{c}`' for c in prov['input_git_commits']) or '—'}, seeds "
+                  f"{', '.join(map(str, prov['input_seeds'])) or '—'}; numeric "
+                  f"environment {'; '.join(prov['numeric_environments']) or '—'} (the "
+                  "figures are bit-identical only where it is the same: README, Results "
+                  "of the embedded default)."),
+            ("table", *provenance_table(res))]

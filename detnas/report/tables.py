@@ -74,6 +74,56 @@ def cell_noise(figures: dict[str, noise.Figure], det: str) -> noise.TrainingNois
                                       f"rows with {DETECTOR_NAMES.get(det, det)}")
 
 
+def _row_entry(cfg: StudyConfig, res: Results, row: study.Row, dataset: str, figures: dict,
+               noises: dict, study_rows: tuple[study.Row, ...]) -> dict:
+    """The entry of ``row`` in `main_table` (the figures and noise of each detector given)."""
+    top1 = {det: _top1(res, row, dataset, det, study_rows) for det in cfg.detectors}
+    notes = {note for _, note in top1.values() if note}
+    entry: dict[str, Any] = {"row": row.name, "name": row.title,
+                             "top1": {det: spread(t)[0] for det, (t, _) in top1.items()},
+                             "top1_std": {det: spread(t)[1] for det, (t, _) in top1.items()},
+                             "top1_note": notes.pop() if notes else "",
+                             "arch": {}, "archs": {}, "backbone_flops": {},
+                             "backbone_params": {}, "map": {}, "map_std": {},
+                             "map_seeds": {}, "map_interval": {}, "map_mean_interval": {},
+                             "map_test_interval": {},
+                             "map_test_sd": {},
+                             "paper": {"top1": {}, "map": {}, "flops": {}}}
+    for det in cfg.detectors:
+        _detector_cells(entry, cfg, res, row, dataset, det, figures[det].get(row.name),
+                        noises[det])
+    return entry
+
+
+def _detector_cells(entry: dict, cfg: StudyConfig, res: Results, row: study.Row, dataset: str,
+                    det: str, fig: noise.Figure | None, cell: noise.TrainingNoise) -> None:
+    """Detector ``det``'s cells of ``row``'s entry: its arch, size, mAP (and their spread and
+    intervals, from its figure ``fig`` and the noise of its cell) and the paper's figures."""
+    d = cfg.datasets[dataset]
+    m = res.det.get((row.name, dataset, det), {})
+    runs = res.det_reps.get((row.name, dataset, det), {})
+    entry["arch"][det] = _row_arch(res, row, dataset, det)
+    entry["archs"][det] = [runs[k].get("arch") for k in sorted(runs)]
+    entry["backbone_flops"][det] = m.get("backbone_flops")
+    entry["backbone_params"][det] = m.get("backbone_params")
+    entry["map_seeds"][det] = {
+        str(replicate_seed(cfg.seed, k)): runs[k][d.metric] for k in sorted(runs)
+        if runs[k].get(d.metric) is not None}
+    entry["map"][det], entry["map_std"][det] = spread(fig.values if fig else [])
+    boot = fig.boot_means() if fig else None
+    entry["map_test_interval"][det] = list(percentile_interval(boot)) if boot else None
+    entry["map_test_sd"][det] = spread(boot or [])[1]
+    band = noise.interval(fig, cell, rerun=True) if fig else None
+    entry["map_interval"][det] = list(band) if band else None
+    band = noise.interval(fig, cell) if fig else None
+    entry["map_mean_interval"][det] = list(band) if band else None
+    for f in ("top1", "map", "flops"):
+        entry["paper"][f][det] = [
+            {"value": r.value, "source": r.source}
+            for r in paper_refs(row.name, paper_dataset(d.kind), det, f)
+        ]
+
+
 def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
     """The paper-shaped table of one dataset: one entry per ablation row.
 
@@ -99,45 +149,7 @@ def main_table(cfg: StudyConfig, res: Results, dataset: str) -> dict:
                      if (f := figure(res, r.name, dataset, det, d.metric))}
                for det in cfg.detectors}
     noises = {det: cell_noise(figures[det], det) for det in cfg.detectors}
-    rows = []
-    for row in ordered:
-        top1 = {det: _top1(res, row, dataset, det, study_rows) for det in cfg.detectors}
-        notes = {note for _, note in top1.values() if note}
-        entry: dict[str, Any] = {"row": row.name, "name": row.title,
-                                 "top1": {det: spread(t)[0] for det, (t, _) in top1.items()},
-                                 "top1_std": {det: spread(t)[1] for det, (t, _) in top1.items()},
-                                 "top1_note": notes.pop() if notes else "",
-                                 "arch": {}, "archs": {}, "backbone_flops": {},
-                                 "backbone_params": {}, "map": {}, "map_std": {},
-                                 "map_seeds": {}, "map_interval": {}, "map_mean_interval": {},
-                                 "map_test_interval": {},
-                                 "map_test_sd": {},
-                                 "paper": {"top1": {}, "map": {}, "flops": {}}}
-        for det in cfg.detectors:
-            m = res.det.get((row.name, dataset, det), {})
-            runs = res.det_reps.get((row.name, dataset, det), {})
-            entry["arch"][det] = _row_arch(res, row, dataset, det)
-            entry["archs"][det] = [runs[k].get("arch") for k in sorted(runs)]
-            entry["backbone_flops"][det] = m.get("backbone_flops")
-            entry["backbone_params"][det] = m.get("backbone_params")
-            entry["map_seeds"][det] = {
-                str(replicate_seed(cfg.seed, k)): runs[k][d.metric] for k in sorted(runs)
-                if runs[k].get(d.metric) is not None}
-            fig = figures[det].get(row.name)
-            entry["map"][det], entry["map_std"][det] = spread(fig.values if fig else [])
-            boot = fig.boot_means() if fig else None
-            entry["map_test_interval"][det] = list(percentile_interval(boot)) if boot else None
-            entry["map_test_sd"][det] = spread(boot or [])[1]
-            band = noise.interval(fig, noises[det], rerun=True) if fig else None
-            entry["map_interval"][det] = list(band) if band else None
-            band = noise.interval(fig, noises[det]) if fig else None
-            entry["map_mean_interval"][det] = list(band) if band else None
-            for f in ("top1", "map", "flops"):
-                entry["paper"][f][det] = [
-                    {"value": r.value, "source": r.source}
-                    for r in paper_refs(row.name, pds, det, f)
-                ]
-        rows.append(entry)
+    rows = [_row_entry(cfg, res, row, dataset, figures, noises, study_rows) for row in ordered]
     table = {"dataset": dataset, "kind": d.kind, "metric": d.metric, "paper_dataset": pds,
              "detectors": list(cfg.detectors), "rows": rows,
              "noise": {det: _noise_summary(noises[det], figures[det], cfg.replicates)

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -323,19 +323,6 @@ class Stage:
     num_workers: int = 0
     arch: ArchStep | None = None  # a searched architecture (NATS): a step after each weight step
 
-    # what the loop asks of a stage's architecture step (None, False: a stage without one)
-    @property
-    def on_step(self) -> Callable[[int, dict], dict] | None:
-        return self.arch.on_step if self.arch is not None else None
-
-    @property
-    def save_state(self) -> Callable[[], dict] | None:
-        return self.arch.state if self.arch is not None else None
-
-    @property
-    def load_state(self) -> Callable[[dict], None] | None:
-        return self.arch.restore if self.arch is not None else None
-
     @property
     def keep_last(self) -> bool:
         """Also write the resumable checkpoint after the last step (the search's output)."""
@@ -372,7 +359,26 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     Raises:
         NonFiniteLoss: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    model, arch = stage.model, stage.arch
+    model = _placed(stage, tcfg, ddp)
+    optimizer = make_optimizer(model, tcfg, exclude=stage.arch.params if stage.arch else ())
+    precision = Precision.for_device(tcfg.amp, ddp.device)
+    loop = _Loop(stage, tcfg, seed, ddp, resume_path, provenance.get("fingerprint"), model,
+                 optimizer, precision)
+    start = loop.resume()
+    loop.distribute()
+    done = loop.run(start, tracker)
+    check_replicas(model, ddp)
+    if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
+        loop.save(done)
+    if stage.supernet is not None:
+        stage.supernet.set_path(None)
+    return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
+
+
+def _placed(stage: Stage, tcfg: TrainConfig, ddp: Dist) -> nn.Module:
+    """``stage.model`` on this process's device, ready to train: SyncBN where the stage asks for
+    it on GPUs, channels_last, its BN set (`set_bn`)."""
+    model = stage.model
     if stage.sync_bn and ddp.world > 1 and ddp.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps BN children in place
     # channels_last on every device: cuDNN's and oneDNN's convolutions are fastest in it (on
@@ -380,80 +386,128 @@ def train(stage: Stage, tcfg: TrainConfig, seed: int, ddp: Dist, resume_path: Pa
     # benchmarks/bench_channels_last.py)
     model = model.to(ddp.device, memory_format=torch.channels_last)
     set_bn(model, tcfg)
-    optimizer = make_optimizer(model, tcfg, exclude=arch.params if arch else ())
-    precision = Precision.for_device(tcfg.amp, ddp.device)
-    start = 0
-    state = _resumable(resume_path, provenance.get("fingerprint"), ddp)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        precision.load_state_dict(state.get("scaler", {}))
-        if arch is not None:
-            arch.optimizer.load_state_dict(state["arch_optimizer"])
-        if stage.load_state is not None:
-            stage.load_state(state)
-        start = state["step"]
-        log.info("resuming from %s at step %d/%d", resume_path, start, tcfg.steps)
-    run_model: nn.Module = model
-    if ddp.world > 1:
-        run_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None,
-            find_unused_parameters=stage.supernet is not None,
-        )
-    loader = step_loader(stage.dataset, tcfg, seed, start, ddp, stage.collate, stage.num_workers)
-    arch_batches = None
-    if arch is not None:  # arch step k (at step first_step + k) takes batch k of its own stream
-        arch_batches = iter(step_loader(
-            arch.dataset, tcfg, seed + 2, max(0, start - arch.first_step), ddp, stage.collate,
-            stage.num_workers, end=max(0, tcfg.steps - arch.first_step)))
-    progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
-    model.train()
-    done = start
-    with stop.honoured():
-        for step, batch in enumerate(loader, start):
-            torch.manual_seed(step_seed(seed, step))  # augmentation, dropout: of the step
-            set_lr(optimizer, step, tcfg)
-            path = None
-            if stage.sample_path is not None:
-                rng = random.Random(step_seed(seed, step))
-                path = _same_on_every_rank(stage.sample_path(rng), ddp)
-                stage.supernet.set_path(path)
-            loss = backward(run_model, stage.loss, batch, ddp, precision,
-                            f" at step {step}" + (f" on path {path}" if path else "")
-                            + f"; the last good checkpoint is {resume_path}")
-            if path is not None and ddp.world > 1:  # alone, off-path choices get no gradient
-                _mask_off_path(stage.supernet, path)
-            precision.step(optimizer)
-            metrics = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
-            if arch is not None and step >= arch.first_step:
-                metrics["arch_loss"] = backward(
-                    run_model, stage.loss, next(arch_batches), ddp, precision,
-                    f" in the architecture step of step {step}; the last good checkpoint is "
-                    f"{resume_path}")
-                precision.step(arch.optimizer)
-            done = step + 1
-            metrics["images_per_s"] = progress.update(done, metrics, len(batch[0]) * ddp.world)
-            if stage.on_step is not None:
-                metrics.update(stage.on_step(done, metrics))
-            if ddp.main and (done % tcfg.log_every == 0 or done == tcfg.steps):
-                tracker.log_metrics(metrics, step=done)
-            halt = stop.requested(ddp)  # saved at this step; the last step's saved, not halted
-            if ddp.main and (done % tcfg.checkpoint_every == 0 and done < tcfg.steps
-                             or done == tcfg.steps and stage.keep_last or halt):
-                save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
-                                                             provenance.get("fingerprint")))
-            if halt and done < tcfg.steps:
-                if ddp.world > 1:
-                    dist.barrier()  # no rank ends (and torchrun stops the rest) before the save
-                raise stop.Stopped(halt, f"at step {done} of {tcfg.steps} ({resume_path} saved)")
-    progress.close()
-    check_replicas(model, ddp)
-    if ddp.main and stage.keep_last and not resume_path.exists():  # a run of 0 steps
-        save_checkpoint(resume_path, resumable_state(stage, optimizer, done, precision,
-                                                     provenance.get("fingerprint")))
-    if stage.supernet is not None:
-        stage.supernet.set_path(None)
-    return {**stage.meta, "model": model.state_dict(), "step": done, "provenance": provenance}
+    return model
+
+
+@dataclass
+class _Loop:
+    """One run of `train`: what its steps share."""
+
+    stage: Stage
+    tcfg: TrainConfig
+    seed: int
+    ddp: Dist
+    resume_path: Path
+    fingerprint: str | None  # what the run is made from (its resumable checkpoint's)
+    model: nn.Module  # the stage's model on its device
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    run_model: nn.Module = field(init=False)  # what a step calls: ``model``, or its DDP wrapper
+    arch_batches: Iterator | None = field(init=False, default=None)  # NATS's alphas' batches
+
+    def __post_init__(self) -> None:
+        self.run_model = self.model
+
+    def resume(self) -> int:
+        """Load the resumable checkpoint made from this run's fingerprint (`_resumable`), if
+        there is one; the step to start at."""
+        state = _resumable(self.resume_path, self.fingerprint, self.ddp)
+        if state is None:
+            return 0
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.load_state_dict(state.get("scaler", {}))
+        if self.stage.arch is not None:
+            self.stage.arch.optimizer.load_state_dict(state["arch_optimizer"])
+        if self.stage.arch is not None:
+            self.stage.arch.restore(state)
+        log.info("resuming from %s at step %d/%d", self.resume_path, state["step"],
+                 self.tcfg.steps)
+        return state["step"]
+
+    def distribute(self) -> None:
+        """Under DDP, steps call the model through its wrapper (made after `resume`: it starts
+        every rank from rank 0's weights)."""
+        if self.ddp.world > 1:
+            self.run_model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.ddp.device.index] if self.ddp.device.type == "cuda" else None,
+                find_unused_parameters=self.stage.supernet is not None,
+            )
+
+    def run(self, start: int, tracker) -> int:
+        """The steps from ``start`` on, each logged and checkpointed; the steps done."""
+        stage, tcfg, ddp = self.stage, self.tcfg, self.ddp
+        loader = step_loader(stage.dataset, tcfg, self.seed, start, ddp, stage.collate,
+                             stage.num_workers)
+        arch = stage.arch
+        if arch is not None:  # arch step k (at step first_step + k): batch k of its own stream
+            self.arch_batches = iter(step_loader(
+                arch.dataset, tcfg, self.seed + 2, max(0, start - arch.first_step), ddp,
+                stage.collate, stage.num_workers, end=max(0, tcfg.steps - arch.first_step)))
+        progress = _Progress(start, tcfg.steps, tcfg.log_every, ddp.main)
+        self.model.train()
+        done = start
+        with stop.honoured():
+            for step, batch in enumerate(loader, start):
+                metrics = self.step(step, batch)
+                done = step + 1
+                metrics["images_per_s"] = progress.update(done, metrics, len(batch[0]) * ddp.world)
+                if stage.arch is not None:
+                    metrics.update(stage.arch.on_step(done, metrics))
+                if ddp.main and (done % tcfg.log_every == 0 or done == tcfg.steps):
+                    tracker.log_metrics(metrics, step=done)
+                self.checkpoint(done)
+        progress.close()
+        return done
+
+    def step(self, step: int, batch) -> dict:
+        """Step ``step`` on ``batch`` (and its architecture step, NATS): its metrics."""
+        torch.manual_seed(step_seed(self.seed, step))  # augmentation, dropout: of the step
+        set_lr(self.optimizer, step, self.tcfg)
+        path = self._path(step)
+        loss = backward(self.run_model, self.stage.loss, batch, self.ddp, self.precision,
+                        f" at step {step}" + (f" on path {path}" if path else "")
+                        + f"; the last good checkpoint is {self.resume_path}")
+        if path is not None and self.ddp.world > 1:  # alone, off-path choices get no gradient
+            _mask_off_path(self.stage.supernet, path)
+        self.precision.step(self.optimizer)
+        metrics = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+        arch = self.stage.arch
+        if arch is not None and step >= arch.first_step:
+            metrics["arch_loss"] = backward(
+                self.run_model, self.stage.loss, next(self.arch_batches), self.ddp,
+                self.precision, f" in the architecture step of step {step}; the last good "
+                f"checkpoint is {self.resume_path}")
+            self.precision.step(arch.optimizer)
+        return metrics
+
+    def _path(self, step: int) -> Arch | None:
+        """A supernet's path of ``step`` (the same on every rank), set; None for a network."""
+        if self.stage.sample_path is None:
+            return None
+        rng = random.Random(step_seed(self.seed, step))
+        path = _same_on_every_rank(self.stage.sample_path(rng), self.ddp)
+        self.stage.supernet.set_path(path)
+        return path
+
+    def checkpoint(self, done: int) -> None:
+        """After step ``done``: save the resumable checkpoint when it is due or a stop signal
+        came (the last step's is saved, not halted), and end the run on the signal."""
+        steps = self.tcfg.steps
+        halt = stop.requested(self.ddp)
+        if self.ddp.main and (done % self.tcfg.checkpoint_every == 0 and done < steps
+                              or done == steps and self.stage.keep_last or halt):
+            self.save(done)
+        if halt and done < steps:
+            if self.ddp.world > 1:
+                dist.barrier()  # no rank ends (and torchrun stops the rest) before the save
+            raise stop.Stopped(halt, f"at step {done} of {steps} ({self.resume_path} saved)")
+
+    def save(self, done: int) -> None:
+        """Write the resumable checkpoint after ``done`` steps."""
+        save_checkpoint(self.resume_path, resumable_state(
+            self.stage, self.optimizer, done, self.precision, self.fingerprint))
 
 
 def _resumable(path: Path, fingerprint: str | None, ddp: Dist) -> dict | None:
@@ -480,8 +534,8 @@ def resumable_state(stage: Stage, optimizer: torch.optim.Optimizer, step: int,
              "scaler": precision.state_dict(), "fingerprint": fingerprint}
     if stage.arch is not None:
         state["arch_optimizer"] = stage.arch.optimizer.state_dict()
-    if stage.save_state is not None:
-        state.update(stage.save_state())
+    if stage.arch is not None:
+        state.update(stage.arch.state())
     return state
 
 

@@ -247,6 +247,18 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
     if port and not _port_free(host, port):
         raise ValueError(f"detnas tracking serve: --port {port}: in use on {host}")
     port = port or _free_port(host)
+    proc, url = _start_mlflow(root, Path(results), state, host, port, workers)
+    _check_started(proc, url, root, state)
+    state.update(uri=url, host=host, port=port, pid=proc.pid, running=True,
+                 pg_user=user.pw_name if user else None)
+    save_json(path, state, 0o600)
+    return state
+
+
+def _start_mlflow(root: Path, results: Path, state: dict, host: str, port: int,
+                  workers: int) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on the PostgreSQL of ``root`` (basic auth, its owner the one user,
+    its log root/mlflow.log); its process and URL."""
     name = socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
     url = f"http://{name}:{port}"
     db = f"postgresql://{ROLE}@{LOOPBACK}:{state['pg_port']}"  # the password: PGPASSWORD
@@ -259,7 +271,7 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
         "auth_cache_ttl_seconds = 60\n".encode()), 0o600)
     args = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
             f"{db}/{DATABASES[0]}", "--artifacts-destination",
-            str((Path(results) / layout.ARTIFACTS).resolve()), "--host", host, "--port", str(port),
+            str((results / layout.ARTIFACTS).resolve()), "--host", host, "--port", str(port),
             "--workers", str(workers), "--app-name", "basic-auth",
             "--uvicorn-opts", "--timeout-graceful-shutdown 5"]  # a stop waits for no client
     if name not in (LOOPBACK, "localhost"):  # MLflow answers only the Host names it is told
@@ -273,6 +285,18 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
                                     "MLFLOW_AUTH_CONFIG_PATH": str(ini),
                                     "MLFLOW_FLASK_SERVER_SECRET_KEY": state["secret_key"],
                                     "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true"})
+    return proc, url
+
+
+def _check_started(proc: subprocess.Popen, url: str, root: Path, state: dict) -> None:
+    """Wait for the server ``proc`` at ``url`` to answer, and check that it takes its owner's
+    credentials.
+
+    Raises:
+        ValueError: it ended, did not answer in `START_TIMEOUT` s, or refused them (it is then
+            stopped).
+    """
+    log = root / "mlflow.log"
     deadline = time.monotonic() + START_TIMEOUT
     while _request(f"{url}/health") == 0:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -285,11 +309,8 @@ def serve(results: str | Path, host: str = LOOPBACK, port: int = 0, workers: int
     if status != 200:
         _kill(proc.pid)
         raise ValueError(f"detnas tracking serve: the server refused its owner's credentials "
-                         f"(HTTP {status}; {path} and {root / 'pg'} are from different servers?)")
-    state.update(uri=url, host=host, port=port, pid=proc.pid, running=True,
-                 pg_user=user.pw_name if user else None)
-    save_json(path, state, 0o600)
-    return state
+                         f"(HTTP {status}; {root / STATE} and {root / 'pg'} are from different "
+                         "servers?)")
 
 
 def _group_alive(pgid: int) -> bool:

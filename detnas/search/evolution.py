@@ -344,53 +344,80 @@ def run_search(
     for stats in state.generations:
         if on_generation:
             on_generation(stats)
-
-    def save() -> None:
-        if state_path:
-            save_json(state_path, state.to_json())
-
     with stop.honoured():
         while not state.done:
             if state.pending is None:
-                archs = _propose(state, space, rng, limits, cfg.mutation_prob, cfg.mutations,
-                                 cfg.crossovers, cfg.population, cfg.topk,
-                                 getattr(cfg, "operator_tries", "all"))
-                state.pending = [str(a) for a in archs]
-                state.rng = list(rng.getstate())
-                save()
-            memo = state.memo()
-            todo = [a for a in state.pending if a not in memo]
-            first = len(state.history) - (len(state.pending) - len(todo))
-            orders = {a: first + i for i, a in enumerate(state.pending)}
-            if todo:
-                log.info("%s generation %d: evaluating %d candidates", strategy, state.generation,
-                         len(todo))
-            start = time.perf_counter()
-            for index, fitness in evaluate([Arch.parse(a, space) for a in todo]):
-                arch = todo[index]
-                row = {"generation": state.generation, "order": orders[arch], "arch": arch,
-                       "fitness": float(fitness), **limits.of(Arch.parse(arch, space))}
-                state.history.append(row)
-                state.elapsed_s += time.perf_counter() - start
-                start = time.perf_counter()
-                save()
-                if on_evaluation:
-                    on_evaluation(row)
-                halt = stop.requested()  # the state holds this evaluation: end here
-                if halt:
-                    raise stop.Stopped(halt, f"after {len(state.history)} evaluations "
-                                             f"({state_path or 'no state file'} saved)")
-            state.history.sort(key=lambda r: r["order"])
-            stats = _generation_stats(state)
-            state.generations.append(stats)
-            state.generation += 1
-            state.pending = None
-            save()
-            log.info("%s generation %d: best %.4f mean %.4f", strategy, stats["generation"],
-                     stats["best"], stats["mean"])
+                _start_generation(state, cfg, rng, limits, state_path)
+            _evaluate_pending(state, evaluate, limits, state_path, on_evaluation)
+            stats = _end_generation(state, state_path)
             if on_generation:
                 on_generation(stats)
     return state
+
+
+def _save(state: SearchState, state_path: str | Path | None) -> None:
+    if state_path:
+        save_json(state_path, state.to_json())
+
+
+def _start_generation(state: SearchState, cfg, rng: random.Random, limits: Limits,
+                      state_path: str | Path | None) -> None:
+    """Draw the next generation's candidates into ``state.pending``, with the RNG state after
+    them, and save the state (a resume evaluates the same candidates)."""
+    archs = _propose(state, state.space, rng, limits, cfg.mutation_prob, cfg.mutations,
+                     cfg.crossovers, cfg.population, cfg.topk,
+                     getattr(cfg, "operator_tries", "all"))
+    state.pending = [str(a) for a in archs]
+    state.rng = list(rng.getstate())
+    _save(state, state_path)
+
+
+def _evaluate_pending(state: SearchState, evaluate: Evaluator, limits: Limits,
+                      state_path: str | Path | None,
+                      on_evaluation: Callable[[dict], None] | None) -> None:
+    """Evaluate the candidates of ``state.pending`` not in its history yet, each added to the
+    history (in its order among the generation's candidates, where a resume leaves gaps) and
+    saved as it comes.
+
+    Raises:
+        detnas.run.stop.Stopped: a stop signal, after the evaluation it came in is saved.
+    """
+    memo = state.memo()
+    todo = [a for a in state.pending if a not in memo]
+    first = len(state.history) - (len(state.pending) - len(todo))
+    orders = {a: first + i for i, a in enumerate(state.pending)}
+    if todo:
+        log.info("%s generation %d: evaluating %d candidates", state.strategy, state.generation,
+                 len(todo))
+    start = time.perf_counter()
+    for index, fitness in evaluate([Arch.parse(a, state.space) for a in todo]):
+        arch = todo[index]
+        row = {"generation": state.generation, "order": orders[arch], "arch": arch,
+               "fitness": float(fitness), **limits.of(Arch.parse(arch, state.space))}
+        state.history.append(row)
+        state.elapsed_s += time.perf_counter() - start
+        start = time.perf_counter()
+        _save(state, state_path)
+        if on_evaluation:
+            on_evaluation(row)
+        halt = stop.requested()  # the state holds this evaluation: end here
+        if halt:
+            raise stop.Stopped(halt, f"after {len(state.history)} evaluations "
+                                     f"({state_path or 'no state file'} saved)")
+
+
+def _end_generation(state: SearchState, state_path: str | Path | None) -> dict:
+    """Close the generation whose candidates are all evaluated: its history in order, its
+    statistics recorded (and returned), the state saved."""
+    state.history.sort(key=lambda r: r["order"])
+    stats = _generation_stats(state)
+    state.generations.append(stats)
+    state.generation += 1
+    state.pending = None
+    _save(state, state_path)
+    log.info("%s generation %d: best %.4f mean %.4f", state.strategy, stats["generation"],
+             stats["best"], stats["mean"])
+    return stats
 
 
 def _generation_stats(state: SearchState) -> dict:

@@ -1,7 +1,8 @@
 rule rank:
     """The ranking check (`rank.enabled`): rank.archs architectures spread over the search's
     FLOPs range, each trained alone on the supernet's split, scored on the search split, against
-    their fitness on the pre-trained and the scratch supernet (Kendall's tau, Spearman's rho)."""
+    their fitness on each detection supernet (`study.DETECTION_SUPERNETS`: the pre-trained and
+    the scratch one; Kendall's tau, Spearman's rho), each given as ``--<init> CHECKPOINT``."""
     input:
         **{init: rpath(layout.supernet_dir(init=init), layout.CHECKPOINT)
            for init in study.DETECTION_SUPERNETS},
@@ -31,7 +32,8 @@ rule rank:
         detnas(
             "rank",
             "--dataset {wildcards.dataset} --detector {wildcards.detector}"
-            " --pretrained {input.pretrained} --scratch {input.scratch} --images {params.images}"
+            + "".join(f" --{init} {{input.{init}}}" for init in study.DETECTION_SUPERNETS)
+            + " --images {params.images}"
             " --annotations {input.annotations} --search {input.search} --out {params.out}",
             omp=True,
         )
