@@ -1,13 +1,15 @@
 """Are two runs of a study the same, bit for bit? (e.g. before and after a refactor, same machine)
 
     python scripts/ci/same_results.py RESULTS_A RESULTS_B [--names metrics.json arch.json ...]
+        [--across-commits]
 
 Compares every file of the given names (default: metrics.json, arch.json, history.csv,
 tables.json) under two results folders (not MLflow's copies). Each is ``identical`` (the same
 bytes), ``same numbers`` (the same once what differs from one run to the next on the same
 machine and code is left out: `VOLATILE`, the keys of the measured cost and time and of what
-names a run), or ``DIFFERENT``, with the JSON paths that differ; a file that only one folder has
-is named too. Exits 1 when a file is different or missing.
+names a run; with ``--across-commits`` also `COMMIT`, what names the code's commit), or
+``DIFFERENT``, with the JSON paths that differ; a file that only one folder has is named too.
+Exits 1 when a file is different or missing.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from pathlib import Path
 NAMES = ("metrics.json", "arch.json", "history.csv", "tables.json")
 VOLATILE = {
     "cost",  # the stage's measured wall time, CPU time and memory (detnas.cost)
-    "wall_s", "cpu_s", "gpu_hours", "peak_rss_mb",  # the same in the report's cost tables
+    "wall_s", "cpu_s", "gpu_hours", "cpu_hours", "peak_rss_mb",  # the report's cost tables
     "search_seconds", "elapsed_s",  # NATS's and a search's wall time
     "candidates_per_min",  # a search's speed
     "fingerprint",  # the digest of the inputs: a folder's by its files' modification times
     "mlflow_run_id",  # the run in the tracking store
 }
 """Keys whose values differ between two runs of the same code on the same machine."""
+COMMIT = {
+    "git_commit", "report_git_commit", "input_git_commits",  # the code's commit
+    "sha256",  # an input checkpoint's digest: its provenance holds the commit that wrote it
+}
+"""Keys that differ between two commits of the same behaviour (``--across-commits``: before
+and after a refactor)."""
 
 
 def _differences(a, b, path: str = "") -> list[str]:
@@ -47,12 +55,15 @@ def _differences(a, b, path: str = "") -> list[str]:
     return [] if a == b and type(a) is type(b) else [path or "."]
 
 
-def _volatile(path: str) -> bool:
-    return any(part.split("[")[0].split(" ")[0] in VOLATILE for part in path.split(".")[1:])
+def _volatile(path: str, keys: set[str]) -> bool:
+    return any(part.split("[")[0].split(" ")[0] in keys for part in path.split(".")[1:])
 
 
-def compare(a: Path, b: Path, names: tuple[str, ...] = NAMES) -> tuple[dict[str, list], bool]:
-    """``{verdict: [(relative path, detail)]}`` and whether the two folders agree."""
+def compare(a: Path, b: Path, names: tuple[str, ...] = NAMES,
+            across_commits: bool = False) -> tuple[dict[str, list], bool]:
+    """``{verdict: [(relative path, detail)]}`` and whether the two folders agree;
+    ``across_commits``: the `COMMIT` keys left out too."""
+    volatile = VOLATILE | COMMIT if across_commits else VOLATILE
     def files(root: Path) -> set[str]:
         return {p.relative_to(root).as_posix() for name in names for p in root.rglob(name)
                 if "mlartifacts" not in p.relative_to(root).parts}
@@ -71,7 +82,7 @@ def compare(a: Path, b: Path, names: tuple[str, ...] = NAMES) -> tuple[dict[str,
             verdicts["DIFFERENT"].append((rel, "bytes"))
             continue
         diffs = _differences(json.loads(x), json.loads(y))
-        real = [d for d in diffs if not _volatile(d)]
+        real = [d for d in diffs if not _volatile(d, volatile)]
         verdict = "DIFFERENT" if real else "same numbers"
         shown = real or sorted({d.split("[")[0] for d in diffs})
         verdicts[verdict].append((rel, ", ".join(shown[:8]) + (" ..." if len(shown) > 8 else "")))
@@ -83,9 +94,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--names", nargs="+", default=list(NAMES))
+    parser.add_argument("--across-commits", action="store_true",
+                        help="the runs are of two commits: leave out the commit and what holds it")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every file")
     args = parser.parse_args(argv)
-    verdicts, agree = compare(args.a, args.b, tuple(args.names))
+    verdicts, agree = compare(args.a, args.b, tuple(args.names), args.across_commits)
     for verdict, items in verdicts.items():
         print(f"{verdict}: {len(items)}")
         if args.verbose or verdict != "identical":
