@@ -13,8 +13,9 @@ records of each output (rule, inputs, params, shell command and its template: a 
 reruns the job) and
 ``stub-files.txt`` the files the run wrote.
 
-The paper configs (coco.yaml, voc.yaml) read their data where it is: their roots point at empty
-stand-ins under the scratch folder. ``rehearsal`` and ``rehearsal_voc`` are their shrunk copies
+The paper configs (coco.yaml, voc.yaml) read their data where it is: their roots point at
+stand-ins under the scratch folder (annotation files of image entries alone, no images).
+``rehearsal`` and ``rehearsal_voc`` are their shrunk copies
 (tests/workflow/test_rehearsal.py). ``ROOT`` (default: this checkout) is the code under test;
 ``--scratch`` must be the same for the two snapshots compared.
 """
@@ -43,6 +44,14 @@ def _edit(path: Path, change) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def _stand_in_coco(images: int) -> dict:
+    """A COCO annotation file the config checks accept (``images`` image entries, no boxes, one
+    category): the DAG reads no more of a dataset than that."""
+    return {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 800, "height": 800}
+                       for i in range(1, images + 1)],
+            "annotations": [], "categories": [{"id": 1, "name": "object"}]}
+
+
 def _paper_data(root: Path, name: str) -> None:
     """config/<name>.yaml with its roots at empty stand-ins under ``root``/data."""
     path = root / "config" / f"{name}.yaml"
@@ -54,10 +63,12 @@ def _paper_data(root: Path, name: str) -> None:
         for sub in ("train_annotations", "test_annotations"):
             file = root / "data" / key / d[sub]
             file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text("{}")
+            held_out = max(d.get("search_images", 0), data["nats"].get("arch_images", 0))
+            file.write_text(json.dumps(_stand_in_coco(held_out + 1000)))
     data["classification"]["root"] = str(root / "data" / "imagenet")
     for split in ("train", "val"):
-        (root / "data" / "imagenet" / split).mkdir(parents=True, exist_ok=True)
+        for wnid in ("n01440764", "n01443537"):  # two class folders, no images
+            (root / "data" / "imagenet" / split / wnid).mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
