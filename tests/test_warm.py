@@ -217,7 +217,7 @@ def test_the_server_starts_no_thread_and_no_cuda_before_the_fork():
     Counted: the threads of the process but jemalloc's background thread (pyarrow's allocator,
     through MLflow, which handles forks itself), with numpy's OpenBLAS at one thread; then, as a
     check of the count, after a parallel op has started torch's pool."""
-    probe = ("import os, torch\nfrom detnas import warm\nwarm.preload()\n"
+    probe = ("import os, torch\nfrom detnas.run import warm\nwarm.preload()\n"
              "def threads():\n"
              "    return sum(open(f'/proc/self/task/{t}/comm').read().strip() != 'jemalloc_bg_thd'"
              " for t in os.listdir('/proc/self/task'))\n"
