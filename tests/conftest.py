@@ -71,6 +71,13 @@ def classification_study(tmp_path: Path):
     return lambda num_train, steps: _classification_study(tmp_path, num_train, steps)
 
 
+@pytest.fixture(scope="session")
+def classification_study_in():
+    """``make(folder, num_train, steps)``: `classification_study` in a folder of the caller's (a
+    module's fixture shares one)."""
+    return _classification_study
+
+
 def _classification_study(tmp_path: Path, num_train: int, steps: int) -> tuple[Path, dict]:
     import os
 

@@ -59,12 +59,10 @@ def _status(db: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, classification_study_in):
     """The study of the signal tests and its uninterrupted run (one for both signals)."""
-    from conftest import _classification_study
-
     root = tmp_path_factory.mktemp("uninterrupted")
-    cfg_path, env = _classification_study(root, num_train=48, steps=STEPS)
+    cfg_path, env = classification_study_in(root, num_train=48, steps=STEPS)
     subprocess.run(_train(cfg_path, root / "full"), env=env, check=True, timeout=300,
                    capture_output=True)
     return cfg_path, env, root / "full" / "checkpoint.pt"
