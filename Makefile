@@ -8,7 +8,8 @@
 #   make dvc-pull    in a clone: restore them as pushed; Snakemake then has nothing to do
 #   make clean       remove results/, logs/, .snakemake/ (not the venv, not DVC's cache)
 # Variables: PYTHON (for the venv), ARGS (extra snakemake arguments, e.g. --configfile ...),
-# PYTEST_ARGS (default: every test that needs no GPU).
+# PYTEST_ARGS (default: every test that needs no GPU), PYTEST_WORKERS (default 2: the tests run
+# one thread each, in pytest-xdist workers; 0 runs them in this process).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -17,6 +18,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 ARGS ?=
 PYTEST_ARGS ?= -m "not gpu"
+PYTEST_WORKERS ?= 2
 SYSTEM_PACKAGES := slurm-wlm munge chromium chromium-driver graphviz git postgresql
 
 .PHONY: setup system-deps slurm run readme test dvc-push dvc-pull dag clean
@@ -54,7 +56,8 @@ test: setup slurm
 	ruff check detnas tests benchmarks scripts
 	python scripts/ci/lint_workflow.py
 	mkdir -p test-artifacts
-	python -m pytest $(PYTEST_ARGS) --junitxml=test-artifacts/junit.xml
+	python -m pytest $(PYTEST_ARGS) -n $(PYTEST_WORKERS) --dist loadgroup \
+	    --junitxml=test-artifacts/junit.xml
 
 dvc-push: setup
 	scripts/dvc_push.sh
