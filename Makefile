@@ -56,7 +56,7 @@ test: setup slurm
 	ruff check detnas tests benchmarks scripts
 	python scripts/ci/lint_workflow.py
 	mkdir -p test-artifacts
-	python -m pytest $(PYTEST_ARGS) -n $(PYTEST_WORKERS) --dist loadgroup \
+	python -m pytest $(PYTEST_ARGS) -n $(PYTEST_WORKERS) --dist loadfile \
 	    --junitxml=test-artifacts/junit.xml
 
 dvc-push: setup

@@ -53,20 +53,8 @@ def pytest_sessionfinish(session, exitstatus):
     faulthandler.dump_traceback_later(60, exit=True)
 
 
-SLURM_FIXTURES = {"slurm_partition", "rehearsed"}
-"""Fixtures of the tests that run jobs on the one-node SLURM cluster: one worker runs them all,
-one after another (the node's 2 stand-in GPUs hold one job at a time)."""
-
-
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests where there is no CUDA device. Under pytest-xdist (`make test`: two
-    workers, ``--dist loadgroup``; each test uses one thread), each test file runs on one worker,
-    so that its module fixtures are made once, and every test on the SLURM cluster in one group."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):  # set by its module: test_mlflow_ui.py
-            continue
-        group = "slurm" if SLURM_FIXTURES & set(item.fixturenames) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    """Skip `gpu` tests where there is no CUDA device."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -27,6 +27,17 @@ import time
 import pytest
 import yaml
 
+# The MLflow UI on the rehearsal's store (tests/workflow/mlflow_ui.py), collected here: one
+# pytest-xdist worker runs a test file (`make test`: --dist loadfile), and the rehearsal once.
+from mlflow_ui import (  # noqa: F401
+    server,
+    store,
+    test_the_study_is_tracked_whole,
+    test_ui_groups_the_study_by_ablation_with_the_ap_columns,
+    test_ui_serves_a_copied_studys_artifacts_from_the_copy,
+    test_ui_shows_a_retraining_run_with_its_metrics_and_parent,
+)
+
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 GPUS = 2  # per GPU rule: the stand-in GPUs of the CI node
@@ -304,9 +315,10 @@ def test_a_stop_signal_through_slurm_loses_no_step(rehearsed):
     while not (log.exists() and re.search(rf"step [2-9]\d/{steps} ", log.read_text())):
         assert proc.poll() is None and time.monotonic() < deadline, "no training step seen"
         time.sleep(0.05)
-    jobs = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True,
-                          text=True, check=True).stdout.split()
-    assert len(jobs) == 1, jobs
+    running = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True,
+                             text=True, check=True).stdout.splitlines()  # %k: the plugin's comment
+    jobs = [line.split()[0] for line in running if "rule_retrain_classifier" in line]
+    assert len(jobs) == 1, running
     subprocess.run(["scancel", "--signal=TERM", jobs[0]], check=True)
     assert proc.wait(timeout=300) != 0
     text = log.read_text()

@@ -31,8 +31,7 @@ import yaml
 from detnas.plan import study
 from detnas.run.tracking import ABLATION_VIEW
 
-# the SLURM group (tests/conftest.py): its store is the rehearsal's, a fixture it asks for by name
-pytestmark = [pytest.mark.workflow, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 ROWS = {r.name for r in study.rows(None)}  # the rehearsal's config adds none
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
