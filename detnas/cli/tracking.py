@@ -91,15 +91,16 @@ def _relocate(args) -> int:
 
 def _serve(args) -> int:
     from detnas.plan import layout
+    from detnas.plan.config import SERVER
     from detnas.run import tracking_server
 
     cfg = load_config(args)
     if args.stop:
         print("stopped" if tracking_server.stop(cfg.results) else "no tracking server running")
         return 0
-    if cfg.tracking.uri != tracking_server.SERVER:
+    if cfg.tracking.uri != SERVER:
         raise ValueError(f"{args.config or 'config'}: tracking.uri is {cfg.tracking.uri!r}, not "
-                         f"{tracking_server.SERVER}: the study would not log to this server")
+                         f"{SERVER}: the study would not log to this server")
     state = tracking_server.serve(cfg.results, args.host, args.port, args.workers)
     where = tracking_server.folder(cfg.results)
     print(f"tracking server: {state['uri']} (user {state['username']}, password in "

@@ -36,6 +36,7 @@ from typing import Any
 from detnas import cost
 from detnas.io import load_json, save_json
 from detnas.plan import layout
+from detnas.plan.config import SERVER
 from detnas.plan.layout import ARTIFACTS
 from detnas.run import tracking_server
 
@@ -94,7 +95,7 @@ def _store(uri: str):
 
 
 def connect(uri: str, results: str | Path | None = None):
-    """An ``MlflowClient`` of the store ``uri``. For ``server`` (`tracking_server.SERVER`), the
+    """An ``MlflowClient`` of the store ``uri``. For ``server`` (`detnas.plan.config.SERVER`), the
     study's own server: its URL and credentials come from the results folder ``results``
     (`tracking_server.connection`), the credentials to MLflow's HTTP client through this
     process's environment (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, which it reads per request).
@@ -104,7 +105,7 @@ def connect(uri: str, results: str | Path | None = None):
     """
     from mlflow.tracking import MlflowClient
 
-    if uri == tracking_server.SERVER:
+    if uri == SERVER:
         if results is None:
             raise ValueError(f"tracking.uri {uri}: the study's results folder is not known here")
         uri, user, password = tracking_server.connection(results)
@@ -232,7 +233,7 @@ class MlflowTracker(NullTracker):
 
         record = {"tracking_uri": self.uri, "run_id": self.run_id, "error": self.error,
                   "calls": self.pending}
-        if self.uri == tracking_server.SERVER:  # where replay finds the server's credentials
+        if self.uri == SERVER:  # where replay finds the server's credentials
             record["results"] = str(self.results)
         if self.out is None:
             log.warning("tracking: %d calls to run %s were not logged (no folder to keep them)",
